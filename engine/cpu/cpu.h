@@ -39,6 +39,32 @@ gboolean bln_cpu_matmul (BlnPool *pool, const BlnTensor *w,
 gboolean bln_cpu_get_rows (const BlnTensor *w, const int32_t *ids, int n, float *out,
                            GError **error);
 
+/* Float helpers for the model code. All take plain float arrays of @n
+ * values; outputs may alias inputs where noted. None can fail. */
+
+/* y = x / sqrt (mean (x^2) + eps) * w (w may be NULL: no weight). The sum of
+ * squares is accumulated in double. y may alias x. */
+void bln_cpu_rmsnorm (float *y, const float *x, const float *w, int64_t n, float eps);
+
+/* x = exp (x - max x) / sum, in place. n >= 1. */
+void bln_cpu_softmax (float *x, int64_t n);
+
+/* y = silu (gate) * up, silu (g) = g / (1 + exp (-g)) (SwiGLU). y may alias
+ * gate or up. */
+void bln_cpu_silu_mul (float *y, const float *gate, const float *up, int64_t n);
+
+/* y = a + b. y may alias a or b. */
+void bln_cpu_add (float *y, const float *a, const float *b, int64_t n);
+
+/* The dot product of a and b, with the SIMD kernels when available. */
+float bln_cpu_dot (const float *a, const float *b, int64_t n);
+
+/* y += a * x, with the SIMD kernels when available. */
+void bln_cpu_axpy (float *y, float a, const float *x, int64_t n);
+
+/* x *= s, in place. */
+void bln_cpu_scale (float *x, float s, int64_t n);
+
 /* The SIMD level in use: "avx512", "avx2", or "scalar". Setting the
  * environment variable BALEEN_CPU_SIMD=scalar before the first call forces
  * the portable path (used by the tests to cross-check the kernels). */

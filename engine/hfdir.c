@@ -1,0 +1,527 @@
+/* hfdir.c — see hfdir.h. */
+#include <math.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <glib/gstdio.h>
+
+#include "bln-error.h"
+#include "hfdir.h"
+
+/* config.json and the index are small; anything past this is not a model dir. */
+#define MAX_JSON_FILE (64u * 1024u * 1024u)
+#define MAX_JSON_DEPTH 64
+
+typedef struct {
+  BlnSafetensors *st;   /* borrowed from shards */
+  int64_t index;        /* in st */
+} Entry;
+
+struct _BlnHfDir {
+  char *path;
+  JsonParser *config_parser;
+  JsonObject *config;          /* borrowed from config_parser */
+  char *tokenizer_json;
+  char *tokenizer_config;
+  char *generation_config;
+  GPtrArray *shards;           /* BlnSafetensors *, owned */
+  GHashTable *tensors;         /* name (borrowed from the shard) -> Entry * (owned) */
+  GPtrArray *names;            /* sorted, borrowed */
+};
+
+void
+bln_hfdir_free (BlnHfDir *hf)
+{
+  if (hf == NULL)
+    return;
+  g_clear_pointer (&hf->names, g_ptr_array_unref);
+  g_clear_pointer (&hf->tensors, g_hash_table_unref);
+  g_clear_pointer (&hf->shards, g_ptr_array_unref);
+  g_clear_object (&hf->config_parser);
+  g_free (hf->tokenizer_json);
+  g_free (hf->tokenizer_config);
+  g_free (hf->generation_config);
+  g_free (hf->path);
+  g_free (hf);
+}
+
+static gboolean
+json_depth_ok (const char *text, size_t len)
+{
+  size_t i;
+  int depth = 0;
+  gboolean in_string = FALSE;
+
+  for (i = 0; i < len; i++)
+    {
+      if (in_string)
+        {
+          if (text[i] == '\\')
+            i++;
+          else if (text[i] == '"')
+            in_string = FALSE;
+        }
+      else if (text[i] == '"')
+        in_string = TRUE;
+      else if ((text[i] == '{' || text[i] == '[') && ++depth > MAX_JSON_DEPTH)
+        return FALSE;
+      else if (text[i] == '}' || text[i] == ']')
+        depth--;
+    }
+  return TRUE;
+}
+
+/* Reads @path and parses it as a JSON object. The parser is returned so the
+ * tree outlives this call; the root object is stored in @root. */
+static JsonParser *
+load_json_object (const char *path, JsonObject **root, GError **error)
+{
+  g_autoptr(GError) local = NULL;
+  g_autoptr(JsonParser) parser = NULL;
+  g_autofree char *text = NULL;
+  gsize len = 0;
+  GStatBuf sb;
+  JsonNode *node;
+
+  if (g_stat (path, &sb) != 0 || !S_ISREG (sb.st_mode))
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_IO, "%s: not found or not a regular file", path);
+      return NULL;
+    }
+  if ((guint64) sb.st_size > MAX_JSON_FILE)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_CORRUPT, "%s: %" G_GUINT64_FORMAT
+                   " bytes is too large for a JSON file here", path, (guint64) sb.st_size);
+      return NULL;
+    }
+  if (!g_file_get_contents (path, &text, &len, &local))
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_IO, "%s", local->message);
+      return NULL;
+    }
+  if (len > MAX_JSON_FILE || !g_utf8_validate_len (text, len, NULL) || !json_depth_ok (text, len))
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_CORRUPT, "%s: not a UTF-8 JSON document", path);
+      return NULL;
+    }
+  parser = json_parser_new_immutable ();
+  if (!json_parser_load_from_data (parser, text, (gssize) len, &local))
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_CORRUPT, "%s: %s", path, local->message);
+      return NULL;
+    }
+  node = json_parser_get_root (parser);
+  if (node == NULL || !JSON_NODE_HOLDS_OBJECT (node))
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_CORRUPT, "%s: the root is not a JSON object", path);
+      return NULL;
+    }
+  *root = json_node_get_object (node);
+  return g_steal_pointer (&parser);
+}
+
+static char *
+optional_file (const char *dir, const char *name)
+{
+  char *p = g_build_filename (dir, name, NULL);
+
+  if (g_file_test (p, G_FILE_TEST_IS_REGULAR))
+    return p;
+  g_free (p);
+  return NULL;
+}
+
+/* A shard name must stay inside the directory: one plain path component. */
+static gboolean
+shard_name_ok (const char *name)
+{
+  return name[0] != '\0' && strcmp (name, ".") != 0 && strcmp (name, "..") != 0
+         && strchr (name, '/') == NULL && strchr (name, '\\') == NULL
+         && !g_path_is_absolute (name);
+}
+
+static BlnSafetensors *
+open_shard (BlnHfDir *hf, const char *name, GError **error)
+{
+  g_autofree char *p = g_build_filename (hf->path, name, NULL);
+  BlnSafetensors *st = bln_safetensors_open (p, error);
+
+  if (st != NULL)
+    g_ptr_array_add (hf->shards, st);
+  return st;
+}
+
+/* Adds every tensor of @st to the table; a name already taken by another
+ * shard means the directory is inconsistent. */
+static gboolean
+add_shard_tensors (BlnHfDir *hf, BlnSafetensors *st, const char *shard_name, GError **error)
+{
+  int64_t i, n = bln_safetensors_n_tensors (st);
+
+  for (i = 0; i < n; i++)
+    {
+      const BlnStTensorInfo *info = bln_safetensors_info (st, i);
+      Entry *e = g_hash_table_lookup (hf->tensors, info->name);
+
+      if (e != NULL && e->st != st)
+        {
+          g_set_error (error, BLN_ERROR, BLN_ERROR_CORRUPT,
+                       "%s: tensor '%s' is present in two shards (the second is %s)", hf->path,
+                       info->name, shard_name);
+          return FALSE;
+        }
+      if (e == NULL)
+        {
+          e = g_new (Entry, 1);
+          e->st = st;
+          e->index = i;
+          g_hash_table_insert (hf->tensors, (gpointer) info->name, e);
+        }
+    }
+  return TRUE;
+}
+
+static gboolean
+open_sharded (BlnHfDir *hf, const char *index_path, GError **error)
+{
+  g_autoptr(JsonParser) parser = NULL;
+  g_autoptr(GHashTable) by_file = g_hash_table_new (g_str_hash, g_str_equal);
+  JsonObject *root = NULL, *map;
+  JsonNode *node;
+  JsonObjectIter iter;
+  const char *tensor;
+  JsonNode *value;
+
+  parser = load_json_object (index_path, &root, error);
+  if (parser == NULL)
+    return FALSE;
+  node = json_object_get_member (root, "weight_map");
+  if (node == NULL || !JSON_NODE_HOLDS_OBJECT (node))
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_CORRUPT, "%s: no \"weight_map\" object",
+                   index_path);
+      return FALSE;
+    }
+  map = json_node_get_object (node);
+  if (json_object_get_size (map) == 0)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_CORRUPT, "%s: \"weight_map\" is empty", index_path);
+      return FALSE;
+    }
+
+  /* First pass: open each shard once, in the order the index names them. */
+  json_object_iter_init (&iter, map);
+  while (json_object_iter_next (&iter, &tensor, &value))
+    {
+      const char *file;
+      BlnSafetensors *st;
+
+      if (!JSON_NODE_HOLDS_VALUE (value) || json_node_get_value_type (value) != G_TYPE_STRING)
+        {
+          g_set_error (error, BLN_ERROR, BLN_ERROR_CORRUPT,
+                       "%s: the shard of tensor '%s' is not a string", index_path, tensor);
+          return FALSE;
+        }
+      file = json_node_get_string (value);
+      if (!shard_name_ok (file))
+        {
+          g_set_error (error, BLN_ERROR, BLN_ERROR_CORRUPT,
+                       "%s: shard name '%s' (tensor '%s') is not a file in the model directory",
+                       index_path, file, tensor);
+          return FALSE;
+        }
+      if (g_hash_table_contains (by_file, file))
+        continue;
+      st = open_shard (hf, file, error);
+      if (st == NULL)
+        return FALSE;
+      g_hash_table_insert (by_file, (gpointer) file, st);
+      if (!add_shard_tensors (hf, st, file, error))
+        return FALSE;
+    }
+
+  /* Second pass: every listed tensor is where the index says it is. */
+  json_object_iter_init (&iter, map);
+  while (json_object_iter_next (&iter, &tensor, &value))
+    {
+      const char *file = json_node_get_string (value);
+      Entry *e = g_hash_table_lookup (hf->tensors, tensor);
+
+      if (e == NULL || e->st != g_hash_table_lookup (by_file, file))
+        {
+          g_set_error (error, BLN_ERROR, BLN_ERROR_CORRUPT,
+                       "%s: tensor '%s' is listed in shard %s but not found there", index_path,
+                       tensor, file);
+          return FALSE;
+        }
+    }
+  return TRUE;
+}
+
+static int
+compare_names (gconstpointer a, gconstpointer b)
+{
+  return strcmp (*(const char *const *) a, *(const char *const *) b);
+}
+
+BlnHfDir *
+bln_hfdir_open (const char *path, GError **error)
+{
+  g_autoptr(BlnHfDir) hf = NULL;
+  g_autofree char *config_path = NULL;
+  g_autofree char *single = NULL;
+  g_autofree char *index = NULL;
+  GHashTableIter it;
+  gpointer key;
+
+  g_return_val_if_fail (path != NULL, NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  hf = g_new0 (BlnHfDir, 1);
+  hf->path = g_strdup (path);
+  hf->shards = g_ptr_array_new_with_free_func ((GDestroyNotify) bln_safetensors_free);
+  hf->tensors = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, g_free);
+  hf->names = g_ptr_array_new ();
+
+  if (!g_file_test (path, G_FILE_TEST_IS_DIR))
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_IO, "%s: not a directory", path);
+      return NULL;
+    }
+  config_path = g_build_filename (path, "config.json", NULL);
+  hf->config_parser = load_json_object (config_path, &hf->config, error);
+  if (hf->config_parser == NULL)
+    return NULL;
+
+  hf->tokenizer_json = optional_file (path, "tokenizer.json");
+  hf->tokenizer_config = optional_file (path, "tokenizer_config.json");
+  hf->generation_config = optional_file (path, "generation_config.json");
+
+  single = optional_file (path, "model.safetensors");
+  index = optional_file (path, "model.safetensors.index.json");
+  if (single != NULL)
+    {
+      BlnSafetensors *st = open_shard (hf, "model.safetensors", error);
+
+      if (st == NULL || !add_shard_tensors (hf, st, "model.safetensors", error))
+        return NULL;
+    }
+  else if (index != NULL)
+    {
+      if (!open_sharded (hf, index, error))
+        return NULL;
+    }
+  else
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_IO,
+                   "%s: neither model.safetensors nor model.safetensors.index.json is there",
+                   path);
+      return NULL;
+    }
+
+  g_hash_table_iter_init (&it, hf->tensors);
+  while (g_hash_table_iter_next (&it, &key, NULL))
+    g_ptr_array_add (hf->names, key);
+  g_ptr_array_sort (hf->names, compare_names);
+  return g_steal_pointer (&hf);
+}
+
+const char *
+bln_hfdir_path (const BlnHfDir *hf)
+{
+  g_return_val_if_fail (hf != NULL, NULL);
+  return hf->path;
+}
+
+JsonObject *
+bln_hfdir_config (const BlnHfDir *hf)
+{
+  g_return_val_if_fail (hf != NULL, NULL);
+  return hf->config;
+}
+
+const char *
+bln_hfdir_tokenizer_json (const BlnHfDir *hf)
+{
+  g_return_val_if_fail (hf != NULL, NULL);
+  return hf->tokenizer_json;
+}
+
+const char *
+bln_hfdir_tokenizer_config (const BlnHfDir *hf)
+{
+  g_return_val_if_fail (hf != NULL, NULL);
+  return hf->tokenizer_config;
+}
+
+const char *
+bln_hfdir_generation_config (const BlnHfDir *hf)
+{
+  g_return_val_if_fail (hf != NULL, NULL);
+  return hf->generation_config;
+}
+
+int
+bln_hfdir_n_shards (const BlnHfDir *hf)
+{
+  g_return_val_if_fail (hf != NULL, 0);
+  return (int) hf->shards->len;
+}
+
+int64_t
+bln_hfdir_n_tensors (const BlnHfDir *hf)
+{
+  g_return_val_if_fail (hf != NULL, 0);
+  return hf->names->len;
+}
+
+const char *
+bln_hfdir_tensor_name (const BlnHfDir *hf, int64_t i)
+{
+  g_return_val_if_fail (hf != NULL, NULL);
+  g_return_val_if_fail (i >= 0 && i < hf->names->len, NULL);
+  return g_ptr_array_index (hf->names, i);
+}
+
+const BlnStTensorInfo *
+bln_hfdir_tensor_info (const BlnHfDir *hf, const char *name)
+{
+  Entry *e;
+
+  g_return_val_if_fail (hf != NULL && name != NULL, NULL);
+  e = g_hash_table_lookup (hf->tensors, name);
+  return e != NULL ? bln_safetensors_info (e->st, e->index) : NULL;
+}
+
+const BlnTensor *
+bln_hfdir_get_tensor (BlnHfDir *hf, const char *name, GError **error)
+{
+  Entry *e;
+
+  g_return_val_if_fail (hf != NULL && name != NULL, NULL);
+  e = g_hash_table_lookup (hf->tensors, name);
+  if (e == NULL)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_CORRUPT, "%s: tensor '%s' is missing", hf->path,
+                   name);
+      return NULL;
+    }
+  return bln_safetensors_tensor (e->st, e->index, error);
+}
+
+const BlnTensor *
+bln_hfdir_find_tensor (BlnHfDir *hf, const char *name)
+{
+  return bln_hfdir_get_tensor (hf, name, NULL);
+}
+
+/* ---------------------------------------------------------------------- */
+/* config.json helpers                                                     */
+
+/* The node at dotted path @key, or NULL when a component is missing, an
+ * intermediate is not an object, or the value is JSON null. */
+static JsonNode *
+lookup_path (JsonObject *obj, const char *key)
+{
+  g_auto(GStrv) parts = NULL;
+  JsonNode *node = NULL;
+  int i;
+
+  if (obj == NULL || key == NULL)
+    return NULL;
+  if (strchr (key, '.') == NULL)
+    node = json_object_get_member (obj, key);
+  else
+    {
+      parts = g_strsplit (key, ".", -1);
+      for (i = 0; parts[i] != NULL; i++)
+        {
+          if (obj == NULL)
+            return NULL;
+          node = json_object_get_member (obj, parts[i]);
+          if (node == NULL)
+            return NULL;
+          obj = JSON_NODE_HOLDS_OBJECT (node) ? json_node_get_object (node) : NULL;
+        }
+    }
+  if (node == NULL || JSON_NODE_HOLDS_NULL (node))
+    return NULL;
+  return node;
+}
+
+static GType
+value_type (JsonNode *node)
+{
+  if (node == NULL || !JSON_NODE_HOLDS_VALUE (node))
+    return G_TYPE_INVALID;
+  return json_node_get_value_type (node);
+}
+
+int64_t
+bln_hf_config_get_int (JsonObject *obj, const char *key, int64_t def)
+{
+  JsonNode *node = lookup_path (obj, key);
+  GType t = value_type (node);
+  double d;
+
+  if (t == G_TYPE_INT64)
+    return json_node_get_int (node);
+  if (t == G_TYPE_BOOLEAN)
+    return json_node_get_boolean (node) ? 1 : 0;
+  if (t == G_TYPE_DOUBLE)
+    {
+      /* configs written by Python sometimes say 4096.0 for an integer */
+      d = json_node_get_double (node);
+      if (isfinite (d) && floor (d) == d && fabs (d) <= 9007199254740992.0)
+        return (int64_t) d;
+    }
+  return def;
+}
+
+double
+bln_hf_config_get_float (JsonObject *obj, const char *key, double def)
+{
+  JsonNode *node = lookup_path (obj, key);
+  GType t = value_type (node);
+
+  if (t == G_TYPE_INT64)
+    return (double) json_node_get_int (node);
+  if (t == G_TYPE_DOUBLE)
+    return json_node_get_double (node);
+  return def;
+}
+
+gboolean
+bln_hf_config_get_bool (JsonObject *obj, const char *key, gboolean def)
+{
+  JsonNode *node = lookup_path (obj, key);
+
+  if (value_type (node) == G_TYPE_BOOLEAN)
+    return json_node_get_boolean (node);
+  return def;
+}
+
+const char *
+bln_hf_config_get_string (JsonObject *obj, const char *key, const char *def)
+{
+  JsonNode *node = lookup_path (obj, key);
+
+  if (value_type (node) == G_TYPE_STRING)
+    return json_node_get_string (node);
+  return def;
+}
+
+JsonObject *
+bln_hf_config_get_object (JsonObject *obj, const char *key)
+{
+  JsonNode *node = lookup_path (obj, key);
+
+  if (node != NULL && JSON_NODE_HOLDS_OBJECT (node))
+    return json_node_get_object (node);
+  return NULL;
+}
+
+gboolean
+bln_hf_config_has (JsonObject *obj, const char *key)
+{
+  return lookup_path (obj, key) != NULL;
+}

@@ -1,0 +1,145 @@
+/* model.h — loading a model and running it on the CPU.
+ *
+ * A BlnModel is the immutable part: hyper-parameters, weights (borrowed from
+ * a GGUF mapping or an HF safetensors directory, converted where needed), the
+ * tokenizer and the chat template. A BlnContext is one sequence's mutable
+ * state: its KV cache and scratch buffers. Several contexts may share one
+ * model; a context is used from one thread at a time.
+ *
+ * Architectures are data plus one forward function each (arch-llama.c for
+ * llama and qwen2, arch-deepseek2.c for DeepSeek-V2/V3 with MLA and MoE).
+ */
+#pragma once
+
+#include <glib.h>
+#include <stdint.h>
+#include "tensor.h"
+#include "cpu/cpu.h"
+
+G_BEGIN_DECLS
+
+typedef enum {
+  BLN_ARCH_LLAMA,
+  BLN_ARCH_QWEN2,
+  BLN_ARCH_DEEPSEEK2,
+} BlnArch;
+
+typedef enum {
+  BLN_ROPE_SCALING_NONE,
+  BLN_ROPE_SCALING_LINEAR,
+  BLN_ROPE_SCALING_YARN,
+  BLN_ROPE_SCALING_LLAMA3,
+} BlnRopeScaling;
+
+typedef enum {
+  BLN_GATING_SOFTMAX = 1,
+  BLN_GATING_SIGMOID = 2,
+} BlnGating;
+
+/* Hyper-parameters, whatever file they came from. */
+typedef struct {
+  BlnArch arch;
+  int n_vocab;
+  int n_ctx_train;
+  int n_embd;
+  int n_layer;
+  int n_head;
+  int n_head_kv;
+  int head_dim_k;          /* per-head query/key width (nope + rope for MLA) */
+  int head_dim_v;          /* per-head value width */
+  int n_ff;                /* dense feed-forward width */
+  float norm_eps;
+
+  /* rotary embedding */
+  int rope_dim;            /* rotated dimensions per head (MLA: qk_rope_head_dim) */
+  gboolean rope_neox;      /* pairs (i, i + d/2) when TRUE, (2i, 2i+1) otherwise */
+  float rope_theta;
+  BlnRopeScaling rope_scaling;
+  float rope_factor;
+  int rope_orig_ctx;
+  float yarn_beta_fast, yarn_beta_slow;
+  float yarn_mscale, yarn_mscale_all_dim; /* 0 when absent */
+  float llama3_low_freq_factor, llama3_high_freq_factor;
+
+  /* MLA (deepseek2) */
+  int q_lora_rank;         /* 0: no q compression (V2-Lite) */
+  int kv_lora_rank;
+  int qk_nope_dim;
+  int qk_rope_dim;
+
+  /* MoE (deepseek2) */
+  int n_expert;
+  int n_expert_used;
+  int n_expert_shared;
+  int n_ff_expert;
+  int n_layer_dense_lead;  /* first_k_dense_replace */
+  float expert_weights_scale;  /* routed_scaling_factor */
+  gboolean expert_weights_norm;
+  BlnGating gating;
+  int n_expert_groups;
+  int n_expert_groups_used;
+
+  gboolean tied_embeddings;
+} BlnHParams;
+
+typedef struct _BlnModel BlnModel;
+typedef struct _BlnContext BlnContext;
+typedef struct _BlnTokenizer BlnTokenizer;
+
+typedef struct {
+  /* Type to convert 2-D weights of an HF (safetensors) model to on load:
+   * BLN_TYPE_F32 (default: keep F32/F16/BF16 as stored), BLN_TYPE_Q8_0,
+   * BLN_TYPE_Q4_K or BLN_TYPE_Q6_K. Ignored for GGUF files. */
+  BlnType hf_quant;
+  /* Load the tokenizer (TRUE by default via bln_model_load()). */
+  gboolean load_tokenizer;
+} BlnModelOptions;
+
+/* Loads a GGUF file or an HF model directory (config.json + safetensors).
+ * Returns NULL with @error set when the file is unreadable, corrupt or of an
+ * architecture or tensor type we do not support; nothing is left half-loaded. */
+BlnModel *bln_model_load (const char *path, GError **error);
+BlnModel *bln_model_load_with_options (const char *path, const BlnModelOptions *options,
+                                       GError **error);
+void bln_model_free (BlnModel *model);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (BlnModel, bln_model_free)
+
+const BlnHParams *bln_model_hparams (const BlnModel *model);
+const char *bln_model_arch_name (const BlnModel *model);   /* "llama", "qwen2", "deepseek2" */
+const char *bln_model_name (const BlnModel *model);        /* general.name or the path's basename */
+const char *bln_model_path (const BlnModel *model);
+/* The model's tokenizer, owned by the model; NULL if loaded without one. */
+BlnTokenizer *bln_model_tokenizer (const BlnModel *model);
+/* The chat template source (GGUF tokenizer.chat_template or
+ * tokenizer_config.json), owned by the model; NULL when the model has none. */
+const char *bln_model_chat_template (const BlnModel *model);
+
+/* Weights: number of parameters and bytes they take in memory. */
+int64_t bln_model_n_params (const BlnModel *model);
+size_t bln_model_weight_bytes (const BlnModel *model);
+/* Bytes of KV cache one token takes (MLA: the latent only). */
+size_t bln_model_kv_bytes_per_token (const BlnModel *model);
+/* A summary of the tensor types: "q4_1: 169, f32: 61" (caller frees). */
+char *bln_model_type_summary (const BlnModel *model);
+
+/* A sequence context with room for @n_ctx tokens (0: the model's training
+ * context, capped at 8192). @pool is borrowed and must outlive the context. */
+BlnContext *bln_context_new (BlnModel *model, int n_ctx, BlnPool *pool, GError **error);
+void bln_context_free (BlnContext *ctx);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (BlnContext, bln_context_free)
+
+int bln_context_n_ctx (const BlnContext *ctx);
+/* Tokens already in the cache. */
+int bln_context_n_past (const BlnContext *ctx);
+/* Forgets cached tokens from position @n_keep on (0 clears everything). */
+void bln_context_truncate (BlnContext *ctx, int n_keep);
+
+/* Runs @n tokens at positions n_past .. n_past+n-1 and appends them to the
+ * cache. When @logits is not NULL it receives the logits of the last token
+ * (n_vocab floats), or of every token (n × n_vocab) when @all_logits is TRUE.
+ * Fails (BLN_ERROR_INVALID) for an id outside the vocabulary or when the
+ * context is full; the cache is unchanged then. */
+gboolean bln_context_eval (BlnContext *ctx, const int32_t *ids, int n,
+                           float *logits, gboolean all_logits, GError **error);
+
+G_END_DECLS

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Sets up what is missing, builds Baleen and chats with the default model
+# (SmolLM2-135M-Instruct) in the terminal. Extra arguments go to
+# `baleen-cli run`, e.g.  tools/run.sh -p "Write a haiku" -n 64
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/setup-deps.sh
+MODEL=${BALEEN_MODEL:-$(tools/default-model.sh)}
+if [ -d build ]; then meson setup --reconfigure build -Dbuildtype=release >/dev/null
+else meson setup build -Dbuildtype=release >/dev/null; fi
+meson compile -C build >/dev/null
+if [ $# -eq 0 ]; then set -- --chat; fi
+exec build/app/cli/baleen-cli run -m "$MODEL" "$@"

