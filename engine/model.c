@@ -81,6 +81,10 @@ tensor_quantize (const BlnTensor *src, BlnType type, GError **error)
   guint8 *data;
   int64_t r;
 
+  /* Rows that are not whole k-quant super-blocks (256) fall back to Q8_0
+   * blocks (32), then to float. */
+  if (info != NULL && src->ne[0] % info->block_size != 0 && src->ne[0] % BLN_QK == 0)
+    return tensor_quantize (src, BLN_TYPE_Q8_0, error);
   if (info == NULL || src->ne[0] % info->block_size != 0
       || !bln_type_row_bytes (type, src->ne[0], &row_bytes))
     return tensor_to_f32 (src, error);
