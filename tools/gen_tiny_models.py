@@ -259,6 +259,12 @@ def hub_style_config(spec, info):
 
 def randomise(model, seed):
   g = torch.Generator().manual_seed(seed)
+  # With tied embeddings the residual stream is dominated by the current token's own embedding,
+  # which the tied output projection then scores highest: greedy decoding repeats one token.
+  # Smaller embeddings and stronger layer outputs keep the continuation varied.
+  tied = model.config.tie_word_embeddings
+  embed_std = 0.3 if tied else 1.0
+  out_gain = 2.0 if tied else 1.0
 
   def normal(shape, std, mean=0.0):
     return torch.randn(shape, generator=g, dtype=torch.float32) * std + mean
@@ -270,7 +276,7 @@ def randomise(model, seed):
       p = params[name]
       shape = tuple(p.shape)
       if "embed_tokens" in name:
-        p.copy_(normal(shape, 1.0))
+        p.copy_(normal(shape, embed_std))
       elif name.endswith("norm.weight") or "layernorm" in name:
         p.copy_(normal(shape, 0.2, 1.0))
       elif name.endswith(".bias"):
@@ -284,7 +290,8 @@ def randomise(model, seed):
         # stacked experts [E, out, in]
         p.copy_(normal(shape, 1.0 / math.sqrt(shape[2])))
       elif p.dim() == 2:
-        p.copy_(normal(shape, 1.0 / math.sqrt(shape[1])))
+        gain = out_gain if name.endswith(("o_proj.weight", "down_proj.weight")) else 1.0
+        p.copy_(normal(shape, gain / math.sqrt(shape[1])))
       else:
         raise RuntimeError(f"unhandled parameter {name} {shape}")
     for name in sorted(buffers):

@@ -15,8 +15,9 @@
  *
  * Each kernel decodes a weight block once and dots it with up to four
  * activation rows (the `na` argument, a compile-time constant inside the
- * always-inlined bodies), so prefill reads each weight row once per four
- * tokens.
+ * always-inlined bodies; the loops over it are unrolled so that the
+ * accumulators stay in registers), so prefill reads each weight row once per
+ * four tokens.
  */
 #include <immintrin.h>
 #include <string.h>
@@ -226,6 +227,7 @@ dot_float_impl (const int t, int64_t n, const void *w, const void *a, size_t as,
   const float *x[BLN_DOT_MAX_NA];
   int64_t i = 0;
 
+  #pragma GCC unroll 4
   for (int k = 0; k < na; k++)
     x[k] = (const float *) ((const char *) a + k * as);
   if (na == 1)
@@ -251,11 +253,13 @@ dot_float_impl (const int t, int64_t n, const void *w, const void *a, size_t as,
       __m256 s[2][BLN_DOT_MAX_NA];
       float tail[BLN_DOT_MAX_NA] = { 0 };
 
+      #pragma GCC unroll 4
       for (int k = 0; k < na; k++)
         s[0][k] = s[1][k] = _mm256_setzero_ps ();
       for (; i + 16 <= n; i += 16)
         {
           __m256 w0 = load_w8 (t, w, i), w1 = load_w8 (t, w, i + 8);
+          #pragma GCC unroll 4
           for (int k = 0; k < na; k++)
             {
               s[0][k] = _mm256_fmadd_ps (w0, _mm256_loadu_ps (x[k] + i), s[0][k]);
@@ -265,9 +269,11 @@ dot_float_impl (const int t, int64_t n, const void *w, const void *a, size_t as,
       for (; i < n; i++)
         {
           float wv = load_w1 (t, w, i);
+          #pragma GCC unroll 4
           for (int k = 0; k < na; k++)
             tail[k] += wv * x[k][i];
         }
+      #pragma GCC unroll 4
       for (int k = 0; k < na; k++)
         y[k * ys] = hsum_ps (_mm256_add_ps (s[0][k], s[1][k])) + tail[k];
     }
@@ -335,6 +341,7 @@ legacy_block (const int t, const uint8_t *wb, const char *a, size_t as, int64_t 
     }
   if (sgn)
     qa = _mm256_sign_epi8 (q, q);
+  #pragma GCC unroll 4
   for (int k = 0; k < na; k++)
     {
       const BlnActQ8 *ab = (const BlnActQ8 *) (a + k * as) + b;
@@ -352,25 +359,28 @@ dot_legacy_impl (const int t, const size_t bsize, int64_t n, const void *w, cons
                  size_t as, const int na, float *y, size_t ys)
 {
   __m256 acc0[BLN_DOT_MAX_NA], acc1[BLN_DOT_MAX_NA];
-  float macc[BLN_DOT_MAX_NA];
+  float macc0[BLN_DOT_MAX_NA], macc1[BLN_DOT_MAX_NA];
   const uint8_t *wb = w;
   int64_t nb = n / BLN_QK, b = 0;
 
+  #pragma GCC unroll 4
   for (int k = 0; k < na; k++)
     {
       acc0[k] = acc1[k] = _mm256_setzero_ps ();
-      macc[k] = 0.0f;
+      macc0[k] = macc1[k] = 0.0f;
     }
-  /* two blocks per step, into two accumulators: hides the FMA latency */
+  /* two blocks per step, into two sets of accumulators: hides the latency
+   * of the FMA and of the scalar adds of the min terms */
   for (; b + 2 <= nb; b += 2)
     {
-      legacy_block (t, wb + b * bsize, a, as, b, na, acc0, macc);
-      legacy_block (t, wb + (b + 1) * bsize, a, as, b + 1, na, acc1, macc);
+      legacy_block (t, wb + b * bsize, a, as, b, na, acc0, macc0);
+      legacy_block (t, wb + (b + 1) * bsize, a, as, b + 1, na, acc1, macc1);
     }
   if (b < nb)
-    legacy_block (t, wb + b * bsize, a, as, b, na, acc0, macc);
+    legacy_block (t, wb + b * bsize, a, as, b, na, acc0, macc0);
+  #pragma GCC unroll 4
   for (int k = 0; k < na; k++)
-    y[k * ys] = hsum_ps (_mm256_add_ps (acc0[k], acc1[k])) + macc[k];
+    y[k * ys] = hsum_ps (_mm256_add_ps (acc0[k], acc1[k])) + (macc0[k] + macc1[k]);
 }
 
 /* ---------------------------------------------------------------------------
@@ -402,6 +412,7 @@ dot_q45k_impl (const int five, int64_t n, const void *w, const void *a, size_t a
   __m256 acc[BLN_DOT_MAX_NA];
   const size_t bsize = five ? sizeof (BlnBlockQ5_K) : sizeof (BlnBlockQ4_K);
 
+  #pragma GCC unroll 4
   for (int k = 0; k < na; k++)
     acc[k] = _mm256_setzero_ps ();
   for (int64_t b = 0; b < n / BLN_QK_K; b++)
@@ -429,6 +440,7 @@ dot_q45k_impl (const int five, int64_t n, const void *w, const void *a, size_t a
       if (five)
         qh = load256 (x + 16);
 
+      #pragma GCC unroll 4
       for (int k = 0; k < na; k++)
         {
           const BlnBlockQ8_K *ab = act_k (a, as, k, b);
@@ -453,6 +465,7 @@ dot_q45k_impl (const int five, int64_t n, const void *w, const void *a, size_t a
                   _mm256_and_si256 (qh, _mm256_set1_epi8 (2)), 3));
               qh = _mm256_srli_epi16 (qh, 2);
             }
+          #pragma GCC unroll 4
           for (int k = 0; k < na; k++)
             {
               const BlnBlockQ8_K *ab = act_k (a, as, k, b);
@@ -464,10 +477,12 @@ dot_q45k_impl (const int five, int64_t n, const void *w, const void *a, size_t a
               isum[k] = _mm256_add_epi32 (isum[k], _mm256_add_epi32 (pl, ph));
             }
         }
+      #pragma GCC unroll 4
       for (int k = 0; k < na; k++)
         acc[k] = _mm256_fmadd_ps (_mm256_cvtepi32_ps (isum[k]),
                                   _mm256_set1_ps (d * act_k (a, as, k, b)->d), acc[k]);
     }
+  #pragma GCC unroll 4
   for (int k = 0; k < na; k++)
     y[k * ys] = hsum_ps (acc[k]);
 }
@@ -479,6 +494,7 @@ dot_q6k_impl (int64_t n, const void *w, const void *a, size_t as, const int na, 
 {
   __m256 acc[BLN_DOT_MAX_NA];
 
+  #pragma GCC unroll 4
   for (int k = 0; k < na; k++)
     acc[k] = _mm256_setzero_ps ();
   for (int64_t b = 0; b < n / BLN_QK_K; b++)
@@ -490,6 +506,7 @@ dot_q6k_impl (int64_t n, const void *w, const void *a, size_t as, const int na, 
       __m256i isum[BLN_DOT_MAX_NA];
 
       /* the -32 offset: isum -= 32 * sum_g scale_g * bsum_g */
+      #pragma GCC unroll 4
       for (int k = 0; k < na; k++)
         isum[k] = _mm256_sub_epi32 (_mm256_setzero_si256 (), _mm256_slli_epi32 (
             _mm256_madd_epi16 (load256 (act_k (a, as, k, b)->bsums), sc16), 5));
@@ -512,6 +529,7 @@ dot_q6k_impl (int64_t n, const void *w, const void *a, size_t as, const int na, 
           for (int i = 0; i < 4; i++)
             {
               __m256i s = scale_pair (sc8, 4 * h + i);
+              #pragma GCC unroll 4
               for (int k = 0; k < na; k++)
                 {
                   const int8_t *aq = act_k (a, as, k, b)->qs + 128 * h + 32 * i;
@@ -520,10 +538,12 @@ dot_q6k_impl (int64_t n, const void *w, const void *a, size_t as, const int na, 
                 }
             }
         }
+      #pragma GCC unroll 4
       for (int k = 0; k < na; k++)
         acc[k] = _mm256_fmadd_ps (_mm256_cvtepi32_ps (isum[k]),
                                   _mm256_set1_ps (d * act_k (a, as, k, b)->d), acc[k]);
     }
+  #pragma GCC unroll 4
   for (int k = 0; k < na; k++)
     y[k * ys] = hsum_ps (acc[k]);
 }
@@ -539,6 +559,7 @@ dot_q23k_impl (const int three, int64_t n, const void *w, const void *a, size_t 
   __m256 acc[BLN_DOT_MAX_NA];
   const size_t bsize = three ? sizeof (BlnBlockQ3_K) : sizeof (BlnBlockQ2_K);
 
+  #pragma GCC unroll 4
   for (int k = 0; k < na; k++)
     acc[k] = _mm256_setzero_ps ();
   for (int64_t b = 0; b < n / BLN_QK_K; b++)
@@ -562,6 +583,7 @@ dot_q23k_impl (const int three, int64_t n, const void *w, const void *a, size_t 
           sc16 = _mm256_cvtepi8_epi16 (sc8);
           hm = load256 (x);
           /* the -4 offset: isum -= 4 * sum_g scale_g * bsum_g */
+          #pragma GCC unroll 4
           for (int k = 0; k < na; k++)
             isum[k] = _mm256_sub_epi32 (_mm256_setzero_si256 (), _mm256_slli_epi32 (
                 _mm256_madd_epi16 (load256 (act_k (a, as, k, b)->bsums), sc16), 2));
@@ -574,6 +596,7 @@ dot_q23k_impl (const int three, int64_t n, const void *w, const void *a, size_t 
           d = half_at (x + 80);
           dmin = half_at (x + 82);
           sc8 = _mm_and_si128 (raw, _mm_set1_epi8 (0x0f));
+          #pragma GCC unroll 4
           for (int k = 0; k < na; k++)
             {
               const BlnBlockQ8_K *ab = act_k (a, as, k, b);
@@ -598,6 +621,7 @@ dot_q23k_impl (const int three, int64_t n, const void *w, const void *a, size_t 
                       _mm256_and_si256 (hm, _mm256_set1_epi8 (1)), 2));
                   hm = _mm256_srli_epi16 (hm, 1);
                 }
+              #pragma GCC unroll 4
               for (int k = 0; k < na; k++)
                 {
                   const int8_t *aq = act_k (a, as, k, b)->qs + 128 * h + 32 * i;
@@ -606,10 +630,12 @@ dot_q23k_impl (const int three, int64_t n, const void *w, const void *a, size_t 
                 }
             }
         }
+      #pragma GCC unroll 4
       for (int k = 0; k < na; k++)
         acc[k] = _mm256_fmadd_ps (_mm256_cvtepi32_ps (isum[k]),
                                   _mm256_set1_ps (d * act_k (a, as, k, b)->d), acc[k]);
     }
+  #pragma GCC unroll 4
   for (int k = 0; k < na; k++)
     y[k * ys] = hsum_ps (acc[k]);
 }
