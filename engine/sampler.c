@@ -14,6 +14,7 @@ struct _BlnSampler {
   int32_t *counts;          /* occurrences of each id in the history */
   GArray *seen;             /* distinct ids with counts > 0, int32_t */
   BlnCandidate *cand;       /* n_vocab survivors buffer */
+  float *heap;              /* min-heap for a small top_k, n_vocab / 8 + 1 values */
 };
 
 /* ---------------------------------------------------------------------- */
@@ -124,6 +125,7 @@ bln_sampler_new (const BlnSamplerParams *params, int n_vocab)
   s->counts = g_new0 (int32_t, n_vocab);
   s->seen = g_array_new (FALSE, FALSE, sizeof (int32_t));
   s->cand = g_new (BlnCandidate, n_vocab);
+  s->heap = g_new (float, n_vocab / 8 + 1);
   seed_rng (s);
   return s;
 }
@@ -136,6 +138,7 @@ bln_sampler_free (BlnSampler *s)
   g_free (s->counts);
   g_array_unref (s->seen);
   g_free (s->cand);
+  g_free (s->heap);
   g_free (s);
 }
 
@@ -350,13 +353,92 @@ penalised (const BlnSampler *s, const float *logits, int32_t id)
   return l;
 }
 
+/* The value token @id enters the filters with: penalised, divided by the
+ * temperature, +inf clamped to the largest float (+inf would turn every
+ * probability into NaN). FALSE for a token that can never be chosen. */
+static inline gboolean
+scaled_logit (const BlnSampler *s, const float *logits, int32_t id, float temp, float *out)
+{
+  float l = penalised (s, logits, id);
+
+  if (isnan (l) || l == -INFINITY)
+    return FALSE;
+  if (temp != 1.0f)
+    {
+      l = l / temp;
+      if (isnan (l) || l == -INFINITY)
+        return FALSE;
+    }
+  *out = l > FLT_MAX ? FLT_MAX : l;
+  return TRUE;
+}
+
+static void
+heap_sift_down (float *h, int n, int i)
+{
+  for (;;)
+    {
+      int l = 2 * i + 1, r = l + 1, m = i;
+      float t;
+
+      if (l < n && h[l] < h[m])
+        m = l;
+      if (r < n && h[r] < h[m])
+        m = r;
+      if (m == i)
+        return;
+      t = h[i];
+      h[i] = h[m];
+      h[m] = t;
+      i = m;
+    }
+}
+
+/* The k-th largest usable value in one streaming pass with a size-k
+ * min-heap (most values fail the first comparison, so this is O(V) in
+ * practice); -inf when fewer than k values are usable. */
+static float
+kth_largest (BlnSampler *s, const float *logits, int k, float temp)
+{
+  float *h = s->heap;
+  int i, n = 0;
+
+  for (i = 0; i < s->n_vocab; i++)
+    {
+      float l;
+
+      if (!scaled_logit (s, logits, i, temp, &l))
+        continue;
+      if (n < k)
+        {
+          int j = n++;
+
+          h[j] = l;
+          while (j > 0 && h[(j - 1) / 2] > h[j])
+            {
+              float t = h[j];
+
+              h[j] = h[(j - 1) / 2];
+              h[(j - 1) / 2] = t;
+              j = (j - 1) / 2;
+            }
+        }
+      else if (l > h[0])
+        {
+          h[0] = l;
+          heap_sift_down (h, n, 0);
+        }
+    }
+  return n < k ? -INFINITY : h[0];
+}
+
 int
 bln_sampler_filter (BlnSampler *s, const float *logits, const BlnCandidate **out)
 {
   const BlnSamplerParams *p;
   BlnCandidate *c;
   double mx, sum = 0.0;
-  float temp;
+  float temp, floor_l;
   int i, n = 0;
 
   g_return_val_if_fail (s != NULL && logits != NULL && out != NULL, 0);
@@ -387,19 +469,17 @@ bln_sampler_filter (BlnSampler *s, const float *logits, const BlnCandidate **out
       return 1;
     }
 
+  /* a small top_k is found while streaming, so only its survivors (and
+   * ties with the k-th) are ever stored */
+  floor_l = -INFINITY;
+  if (p->top_k > 0 && p->top_k <= s->n_vocab / 8)
+    floor_l = kth_largest (s, logits, p->top_k, temp);
   for (i = 0; i < s->n_vocab; i++)
     {
-      float l = penalised (s, logits, i);
+      float l;
 
-      if (isnan (l) || l == -INFINITY)
+      if (!scaled_logit (s, logits, i, temp, &l) || l < floor_l)
         continue;
-      l = l / temp;
-      if (isnan (l) || l == -INFINITY)
-        continue;
-      /* +inf would make every probability NaN; the largest float keeps the
-       * token certain without breaking the arithmetic */
-      if (l > FLT_MAX)
-        l = FLT_MAX;
       c[n].id = i;
       c[n].logit = l;
       n++;

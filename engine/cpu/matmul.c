@@ -149,10 +149,8 @@ bln_cpu_matmul (BlnPool *pool, const BlnTensor *w, const float *x, int n_tok, fl
   job.n_out = w->ne[1] * w->ne[2] * w->ne[3];
   job.w_row_bytes = bln_tensor_row_bytes (w);
   job.act_row_bytes = bln_cpu_act_row_bytes (w->type, job.n_in);
-  if (job.n_in <= 0 || job.w_row_bytes == 0 || job.act_row_bytes == 0
-      || job.n_in > G_MAXINT32 || job.n_out <= 0
-      || (w->data != NULL && (size_t) job.n_out > w->nbytes / job.w_row_bytes)
-      || w->data == NULL)
+  if (w->data == NULL || job.n_in <= 0 || job.w_row_bytes == 0 || job.act_row_bytes == 0
+      || job.n_out <= 0 || (size_t) job.n_out > w->nbytes / job.w_row_bytes)
     {
       g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
                    "matmul: tensor %s has bad shape or size for type %s",
