@@ -48,7 +48,7 @@ mla_worker (void *p, int ith, int nth)
 
   for (item = ith; item < job->n * H; item += nth)
     {
-      int t = item / H, len = job->pos0 + t + 1, j, i;
+      int t = item / H, len = job->pos0 + t + 1, j;
       const float *ql = job->q_lat + (size_t) item * r;
       const float *qp = job->q_pe + (size_t) item * dr;
       float *o = job->o_lat + (size_t) item * r;
@@ -57,12 +57,7 @@ mla_worker (void *p, int ith, int nth)
       for (j = 0; j < len; j++)
         {
           const float *c = cache + (size_t) j * s->k_width;
-          float dot = 0.0f, dot_pe = 0.0f;
-          for (i = 0; i < r; i++)
-            dot += ql[i] * c[i];
-          for (i = 0; i < dr; i++)
-            dot_pe += qp[i] * c[r + i];
-          sc[j] = (dot + dot_pe) * scale;
+          sc[j] = (bln_cpu_dot (ql, c, r) + bln_cpu_dot (qp, c + r, dr)) * scale;
           mx = MAX (mx, sc[j]);
         }
       for (j = 0; j < len; j++)
@@ -74,9 +69,7 @@ mla_worker (void *p, int ith, int nth)
       for (j = 0; j < len; j++)
         {
           const float *c = cache + (size_t) j * s->k_width;
-          float w = sc[j] / sum;
-          for (i = 0; i < r; i++)
-            o[i] += w * c[i];
+          bln_cpu_axpy (o, sc[j] / sum, c, r);
         }
     }
 }

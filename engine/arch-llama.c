@@ -41,7 +41,7 @@ attn_worker (void *p, int ith, int nth)
   for (item = ith; item < job->n * H; item += nth)
     {
       int t = item / H, h = item % H, kvh = h / group;
-      int len = job->pos0 + t + 1, j, i;
+      int len = job->pos0 + t + 1, j;
       const float *q = job->q + (size_t) t * H * dk + (size_t) h * dk;
       float *o = job->out + (size_t) t * H * dv + (size_t) h * dv;
       float mx = -INFINITY, sum = 0.0f;
@@ -49,10 +49,7 @@ attn_worker (void *p, int ith, int nth)
       for (j = 0; j < len; j++)
         {
           const float *k = kc + (size_t) j * s->k_width + (size_t) kvh * dk;
-          float dot = 0.0f;
-          for (i = 0; i < dk; i++)
-            dot += q[i] * k[i];
-          sc[j] = dot * scale;
+          sc[j] = bln_cpu_dot (q, k, dk) * scale;
           mx = MAX (mx, sc[j]);
         }
       for (j = 0; j < len; j++)
@@ -64,9 +61,7 @@ attn_worker (void *p, int ith, int nth)
       for (j = 0; j < len; j++)
         {
           const float *v = vc + (size_t) j * s->v_width + (size_t) kvh * dv;
-          float w = sc[j] / sum;
-          for (i = 0; i < dv; i++)
-            o[i] += w * v[i];
+          bln_cpu_axpy (o, sc[j] / sum, v, dv);
         }
     }
 }

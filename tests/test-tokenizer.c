@@ -231,7 +231,8 @@ check_cases (const BlnTokenizer *tok, GArray *cases, gboolean parse_special,
       g_assert_no_error (error);
       g_assert_nonnull (ids);
       if (ids->len != c->ids->len
-          || memcmp (ids->data, c->ids->data, sizeof (int32_t) * ids->len) != 0)
+          || (ids->len > 0
+              && memcmp (ids->data, c->ids->data, sizeof (int32_t) * ids->len) != 0))
         {
           g_autofree char *got = ids_str ((int32_t *) ids->data, ids->len);
           g_autofree char *want = ids_str ((int32_t *) c->ids->data, c->ids->len);
