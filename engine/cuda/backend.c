@@ -1,0 +1,294 @@
+/* cuda/backend.c — device discovery, error mapping, device memory, weight
+ * upload and the memory plan of the CUDA backend. */
+#include <limits.h>
+#include <string.h>
+
+#include "../bln-error.h"
+#include "cuda.h"
+#include "kernels.h"
+
+gboolean
+bln_cuda_check (cudaError_t rc, const char *what, const char *where, GError **error)
+{
+  if (rc == cudaSuccess)
+    return TRUE;
+  /* Reset the non-sticky last-error state; sticky errors (a faulted
+   * context) keep failing later calls, which is what we want. */
+  (void) cudaGetLastError ();
+  g_set_error (error, BLN_ERROR,
+               rc == cudaErrorMemoryAllocation ? BLN_ERROR_NOMEM : BLN_ERROR_BACKEND,
+               "%s failed in %s: %s (%s)", what, where,
+               cudaGetErrorString (rc), cudaGetErrorName (rc));
+  return FALSE;
+}
+
+/* Probed once: the first cudaGetDeviceCount loads the driver, and asking
+ * again would not change the answer within a process. */
+static gsize probe_done;
+static gboolean probe_ok;
+static char *probe_why;
+
+static void
+probe (void)
+{
+  int count = 0;
+  cudaError_t rc;
+
+  rc = cudaGetDeviceCount (&count);
+  if (rc != cudaSuccess)
+    {
+      const char *hint;
+
+      (void) cudaGetLastError ();
+      switch (rc)
+        {
+        case cudaErrorNoDevice:
+          hint = "no CUDA-capable GPU is visible";
+          break;
+        case cudaErrorInsufficientDriver:
+          hint = "the NVIDIA driver is missing or older than this build's CUDA runtime";
+          break;
+        default:
+          hint = "the CUDA driver could not be initialised";
+          break;
+        }
+      probe_why = g_strdup_printf ("%s: %s (%s)", hint, cudaGetErrorString (rc),
+                                   cudaGetErrorName (rc));
+      probe_ok = FALSE;
+    }
+  else if (count < 1)
+    {
+      probe_why = g_strdup ("no CUDA-capable GPU is visible (device count 0)");
+      probe_ok = FALSE;
+    }
+  else
+    probe_ok = TRUE;
+}
+
+gboolean
+bln_cuda_available (char **why)
+{
+  if (g_once_init_enter (&probe_done))
+    {
+      probe ();
+      g_once_init_leave (&probe_done, 1);
+    }
+  if (why)
+    *why = probe_ok ? NULL : g_strdup (probe_why);
+  return probe_ok;
+}
+
+gboolean
+bln_cuda_device_info (int device, BlnCudaDeviceInfo *out, GError **error)
+{
+  struct cudaDeviceProp prop;
+  size_t free_b = 0, total_b = 0;
+  g_autofree char *why = NULL;
+
+  g_return_val_if_fail (out != NULL, FALSE);
+
+  if (!bln_cuda_available (&why))
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_BACKEND, "No CUDA device: %s", why);
+      return FALSE;
+    }
+  if (!BLN_CUDA_CHECK (cudaGetDeviceProperties (&prop, device), error)
+      || !BLN_CUDA_CHECK (cudaSetDevice (device), error)
+      || !BLN_CUDA_CHECK (cudaMemGetInfo (&free_b, &total_b), error))
+    return FALSE;
+
+  memset (out, 0, sizeof *out);
+  out->device = device;
+  g_strlcpy (out->name, prop.name, sizeof out->name);
+  out->cc_major = prop.major;
+  out->cc_minor = prop.minor;
+  out->n_sm = prop.multiProcessorCount;
+  out->total_mem = total_b;
+  out->free_mem = free_b;
+  out->l2_bytes = prop.l2CacheSize > 0 ? (size_t) prop.l2CacheSize : 0;
+  out->mem_bus_bits = prop.memoryBusWidth;
+  out->smem_per_block_optin = prop.sharedMemPerBlockOptin;
+  return TRUE;
+}
+
+BlnCudaBuffer *
+bln_cuda_buffer_new (size_t size, GError **error)
+{
+  g_autofree BlnCudaBuffer *buf = g_new0 (BlnCudaBuffer, 1);
+
+  if (size > 0 && !BLN_CUDA_CHECK (cudaMalloc (&buf->ptr, size), error))
+    {
+      g_prefix_error (error, "Allocating %" G_GSIZE_FORMAT " bytes on the GPU: ", size);
+      return NULL;
+    }
+  buf->size = size;
+  return g_steal_pointer (&buf);
+}
+
+BlnCudaBuffer *
+bln_cuda_buffer_new_from_host (const void *data, size_t size, GError **error)
+{
+  g_autoptr (BlnCudaBuffer) buf = NULL;
+
+  g_return_val_if_fail (data != NULL || size == 0, NULL);
+
+  buf = bln_cuda_buffer_new (size, error);
+  if (!buf)
+    return NULL;
+  if (size > 0
+      && !BLN_CUDA_CHECK (cudaMemcpy (buf->ptr, data, size, cudaMemcpyHostToDevice), error))
+    return NULL;
+  return g_steal_pointer (&buf);
+}
+
+void
+bln_cuda_buffer_free (BlnCudaBuffer *buf)
+{
+  if (!buf)
+    return;
+  if (buf->ptr)
+    (void) cudaFree (buf->ptr);  /* nothing useful to do with an error here */
+  g_free (buf);
+}
+
+gboolean
+bln_cuda_matvec_supports (BlnType type)
+{
+  return bln_kernels_split_layout ((int) type, NULL) != 0;
+}
+
+BlnCudaTensor *
+bln_cuda_tensor_upload (const BlnTensor *t, GError **error)
+{
+  BlnSplitLayout l;
+  g_autoptr (BlnCudaTensor) ct = NULL;
+  g_autofree uint8_t *pay = NULL;
+  g_autofree uint8_t *hdr = NULL;
+  int64_t n_out, n_blocks;
+  size_t row_bytes = 0, gguf_bytes;
+  const uint8_t *src;
+
+  g_return_val_if_fail (t != NULL, NULL);
+
+  if (!bln_kernels_split_layout ((int) t->type, &l))
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED,
+                   "Tensor %s: type %s has no CUDA matvec kernel",
+                   t->name ? t->name : "?", bln_type_name (t->type));
+      return NULL;
+    }
+  n_out = t->ne[1] * t->ne[2] * t->ne[3];
+  if (t->ne[0] <= 0 || n_out <= 0 || t->ne[0] > INT_MAX || n_out > INT_MAX
+      || t->ne[0] % l.block_values != 0
+      || !bln_type_row_bytes (t->type, t->ne[0], &row_bytes)
+      || row_bytes > G_MAXSIZE / (size_t) n_out)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
+                   "Tensor %s: shape %" G_GINT64_FORMAT " x %" G_GINT64_FORMAT
+                   " cannot go to the CUDA matvec (row length must be a multiple of %d)",
+                   t->name ? t->name : "?", t->ne[0], n_out, l.block_values);
+      return NULL;
+    }
+  gguf_bytes = row_bytes * (size_t) n_out;
+  if (!t->data || t->nbytes < gguf_bytes)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
+                   "Tensor %s: %" G_GSIZE_FORMAT " bytes of data, %" G_GSIZE_FORMAT " needed",
+                   t->name ? t->name : "?", t->nbytes, gguf_bytes);
+      return NULL;
+    }
+
+  /* gguf_bytes = n_blocks * block_bytes, so the split buffers fit too. */
+  n_blocks = (int64_t) (gguf_bytes / (size_t) l.block_bytes);
+  src = t->data;
+  ct = g_new0 (BlnCudaTensor, 1);
+  ct->type = t->type;
+  ct->n_in = t->ne[0];
+  ct->n_out = n_out;
+  ct->gguf_bytes = gguf_bytes;
+
+  if (l.hdr_bytes == 0)
+    {
+      /* F16 / BF16: the GGUF layout is already the kernel's layout. */
+      ct->payload = bln_cuda_buffer_new_from_host (src, gguf_bytes, error);
+      if (!ct->payload)
+        return NULL;
+      return g_steal_pointer (&ct);
+    }
+
+  pay = g_try_malloc ((size_t) n_blocks * (size_t) l.pay_bytes);
+  hdr = g_try_malloc ((size_t) n_blocks * (size_t) l.hdr_bytes);
+  if (!pay || !hdr)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_NOMEM,
+                   "Tensor %s: out of host memory repacking %" G_GSIZE_FORMAT " bytes",
+                   t->name ? t->name : "?", gguf_bytes);
+      return NULL;
+    }
+  for (int64_t b = 0; b < n_blocks; b++)
+    {
+      const uint8_t *blk = src + (size_t) b * (size_t) l.block_bytes;
+      uint8_t *h = hdr + (size_t) b * (size_t) l.hdr_bytes;
+      size_t tail = (size_t) (l.block_bytes - l.pay_off - l.pay_bytes);
+
+      memcpy (pay + (size_t) b * (size_t) l.pay_bytes, blk + l.pay_off, (size_t) l.pay_bytes);
+      memcpy (h, blk, (size_t) l.pay_off);
+      memcpy (h + l.pay_off, blk + l.pay_off + l.pay_bytes, tail);
+    }
+
+  ct->payload = bln_cuda_buffer_new_from_host (pay, (size_t) n_blocks * (size_t) l.pay_bytes,
+                                               error);
+  if (!ct->payload)
+    return NULL;
+  ct->header = bln_cuda_buffer_new_from_host (hdr, (size_t) n_blocks * (size_t) l.hdr_bytes,
+                                              error);
+  if (!ct->header)
+    return NULL;
+  return g_steal_pointer (&ct);
+}
+
+void
+bln_cuda_tensor_free (BlnCudaTensor *t)
+{
+  if (!t)
+    return;
+  bln_cuda_buffer_free (t->payload);
+  bln_cuda_buffer_free (t->header);
+  g_free (t);
+}
+
+size_t
+bln_cuda_reserve_bytes (size_t total_mem)
+{
+  size_t two_percent = total_mem / 50;
+  size_t floor_b = (size_t) 512 << 20;
+
+  return MAX (two_percent, floor_b);
+}
+
+static size_t
+sat_add (size_t a, size_t b)
+{
+  return a > G_MAXSIZE - b ? G_MAXSIZE : a + b;
+}
+
+gboolean
+bln_cuda_estimate (size_t weight_bytes, size_t kv_bytes, size_t scratch, size_t *free_out)
+{
+  size_t free_b = 0, total_b = 0, need;
+
+  if (free_out)
+    *free_out = 0;
+  if (!bln_cuda_available (NULL))
+    return FALSE;
+  if (cudaMemGetInfo (&free_b, &total_b) != cudaSuccess)
+    {
+      (void) cudaGetLastError ();
+      return FALSE;
+    }
+  if (free_out)
+    *free_out = free_b;
+  need = sat_add (sat_add (sat_add (weight_bytes, kv_bytes), scratch),
+                  bln_cuda_reserve_bytes (total_b));
+  return need <= free_b;
+}

@@ -1,0 +1,69 @@
+/* kernels/kernels.h — the C entry points of the CUDA kernels.
+ *
+ * Everything here is callable from C (engine/cuda/). Each launcher checks its
+ * arguments, launches on the given stream and returns cudaGetLastError(): it
+ * never synchronises and never aborts. Errors of the kernel itself surface at
+ * the next synchronising call, as usual in CUDA.
+ *
+ * The weight layout the matvec kernels read ("split blocks"). A GGUF block is
+ * cut in two: its bulk quants (the payload, a multiple of 16 bytes) and the
+ * rest (the header: scales, minimums, high bits). All payloads of a tensor are
+ * stored one after another in one buffer, row by row and block by block, and
+ * all headers likewise in a second buffer. Payloads are then 16-byte aligned
+ * whatever the GGUF block size (34 bytes for Q8_0, 210 for Q6_K...), so every
+ * thread can read its share with one 16-byte load. The cut, per type
+ * (payload = bytes [pay_off, pay_off + pay_bytes) of the block; header = the
+ * other bytes, in their original order):
+ *
+ *   type   block  pay_off pay_bytes header
+ *   Q8_0     34      2       32      d
+ *   Q4_0     18      2       16      d
+ *   Q4_1     20      4       16      d, m
+ *   Q4_K    144     16      128      d, dmin, scales[12]
+ *   Q5_K    176     48      128      d, dmin, scales[12], qh[32]
+ *   Q6_K    210      0      192      scales[16], d       (payload = ql, qh)
+ *   F16      16      0       16      -                   (a "block" = 8 values)
+ *   BF16     16      0       16      -
+ *
+ * bln_kernels_split_layout() returns that table; engine/cuda/backend.c uses it
+ * to repack on upload.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+  int block_values;   /* values per (possibly pseudo-) block */
+  int block_bytes;    /* bytes per block in the GGUF layout */
+  int pay_off;        /* where the payload starts inside a GGUF block */
+  int pay_bytes;      /* payload bytes per block (multiple of 16) */
+  int hdr_bytes;      /* header bytes per block = block_bytes - pay_bytes */
+} BlnSplitLayout;
+
+/* Fills @out with the split layout of GGUF type id @type and returns 1, or
+ * returns 0 when the matvec kernels do not handle @type. */
+int bln_kernels_split_layout (int type, BlnSplitLayout *out);
+
+/* The most token rows one matvec launch handles. */
+#define BLN_KERNELS_MATVEC_MAX_TOK 8
+
+/* y[t * n_out + r] = sum_k W[r][k] * x[t * n_in + k] for t < n_tok.
+ *
+ * @payload, @header: the split-block weights (see above) of an n_out × n_in
+ * matrix of GGUF type @type; @header may be NULL for F16 / BF16. @d_x holds
+ * n_tok rows of n_in floats, @d_y receives n_tok rows of n_out floats (it must
+ * not overlap @d_x). 1 <= n_tok <= BLN_KERNELS_MATVEC_MAX_TOK, n_in a multiple
+ * of the block size. Returns cudaErrorInvalidValue for bad arguments or an
+ * unsupported type, else the launch's error code. */
+cudaError_t bln_kernels_matvec (int type, const void *payload, const void *header,
+                                int n_in, int n_out, const float *d_x, int n_tok,
+                                float *d_y, cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif

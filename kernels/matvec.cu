@@ -1,0 +1,593 @@
+/* kernels/matvec.cu — fused dequantise-and-multiply matvec for decode.
+ *
+ * y[t][r] = W[r] . x[t] for a few token rows t (1..8), W quantised in one of
+ * the GGUF types, stored in the split-block layout of kernels.h (payload and
+ * header in two buffers, so every payload read is a 16-byte aligned load).
+ *
+ * Why this shape. At batch 1..8 a matvec does ~2 * n_tok FLOPs per weight
+ * value and reads the weight once: it is bound by the HBM stream of W and
+ * nothing else matters as much as reading W at full bandwidth. So:
+ *
+ *  - One warp owns ROWS (2) whole output rows. Its 32 lanes walk the rows'
+ *    "units" (16 bytes of payload each: 32 values of Q4_K, 16 of Q8_0, 8 of
+ *    F16...) with a stride of 32 units, so in each step the warp reads 512
+ *    consecutive payload bytes of each row: one 16-byte load (LDG.128) per
+ *    lane per row, fully coalesced, each weight byte read exactly once. The
+ *    two rows give each lane two independent loads in flight per step.
+ *  - The few header bytes a unit needs (scales, minimums, Q5_K's high bits)
+ *    come from the header buffer; lanes of neighbouring units read
+ *    neighbouring headers, so these loads coalesce too (they are 1-20% of the
+ *    bytes depending on the type).
+ *  - x is float and small (n_tok * n_in * 4 bytes, L2/L1 resident); a lane
+ *    loads the x values matching its unit with float4 loads once per token and
+ *    reuses them for its ROWS rows. Weights are dequantised in registers and
+ *    folded with the affine trick: sum x * (d*q - m) = d * sum(x*q) - m * sum(x).
+ *  - Each lane keeps ROWS * MAXTOK partial sums in registers (MAXTOK is a
+ *    template parameter, 1/2/4/8, so the arrays are indexed by constants after
+ *    unrolling and never spill to local memory); a butterfly of warp shuffles
+ *    reduces them at the end and lane 0 writes the outputs. No shared memory,
+ *    no block barrier.
+ *  - 4 warps (8 rows) per thread block: a 4096-row matrix is 512 blocks, a
+ *    14336-row one 1792 blocks, enough to fill 132 SMs.
+ *
+ * Known limits, to measure on the H200 before changing: x stays float (the
+ * L1 traffic for x is 4 * n_tok bytes per weight value, which at n_tok = 8
+ * may bound the kernel before HBM does; converting x to Q8_1 and using dp4a
+ * would cut it by ~4x); there is no split over n_in, so a matrix with few
+ * rows and very long rows under-fills the GPU.
+ */
+#include <cstdint>
+#include <cstring>
+#include <cuda_fp16.h>
+
+#include "kernels.h"
+
+namespace {
+
+/* The block decoders are host-callable too, so that they can be checked
+ * against the CPU dequantiser on a machine without a GPU. */
+#define BLN_HD __host__ __device__ __forceinline__
+
+#ifdef __CUDA_ARCH__
+#define BLN_LDG(p) __ldg (p)
+#else
+#define BLN_LDG(p) (*(p))
+#endif
+
+constexpr int WARPS = 4;  /* warps per thread block */
+constexpr int ROWS = 2;   /* output rows per warp */
+
+BLN_HD float
+half_at (const uint8_t *p)
+{
+  return __half2float (__ushort_as_half (BLN_LDG (reinterpret_cast<const unsigned short *> (p))));
+}
+
+BLN_HD float
+bits_float (uint32_t u)
+{
+#ifdef __CUDA_ARCH__
+  return __uint_as_float (u);
+#else
+  float f;
+  memcpy (&f, &u, 4);
+  return f;
+#endif
+}
+
+BLN_HD uint4
+load16 (const uint8_t *p)
+{
+  return BLN_LDG (reinterpret_cast<const uint4 *> (p));
+}
+
+/* Byte j (0..15) of a 16-byte vector; j is a constant after unrolling. */
+BLN_HD uint32_t
+byte_of (const uint4 &v, int j)
+{
+  uint32_t w = j < 4 ? v.x : j < 8 ? v.y : j < 12 ? v.z : v.w;
+  return (w >> (8 * (j & 3))) & 0xffu;
+}
+
+/* N consecutive floats (N a multiple of 4, p 16-byte aligned) into dst. */
+template <int N>
+BLN_HD void
+load_floats (const float *p, float *dst)
+{
+#pragma unroll
+  for (int i = 0; i < N; i += 4)
+    {
+      float4 v = BLN_LDG (reinterpret_cast<const float4 *> (p + i));
+      dst[i] = v.x;
+      dst[i + 1] = v.y;
+      dst[i + 2] = v.z;
+      dst[i + 3] = v.w;
+    }
+}
+
+/* Each type below describes one unit of work: VPB values per block, UPB
+ * units per block, PAY / HDR bytes of payload / header per block, XN x values
+ * per unit. load() fetches what unit s of a block needs from memory, load_x()
+ * the matching x values (in the order dot() expects), dot() the unit's share
+ * of the dot product. */
+
+/* Q8_0: a unit is half a block, 16 int8 quants; value = d * q. */
+struct TypeQ8_0
+{
+  static constexpr int VPB = 32, UPB = 2, PAY = 32, HDR = 2, XN = 16;
+  struct W { uint4 q; float d; };
+
+  static BLN_HD void
+  load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
+  {
+    w.q = load16 (pay + s * 16);
+    w.d = half_at (hdr);
+  }
+  static BLN_HD void
+  load_x (const float *xb, int s, float *xf)
+  {
+    load_floats<16> (xb + s * 16, xf);
+  }
+  static BLN_HD float
+  dot (const W &w, const float *xf)
+  {
+    float sum = 0.f;
+#pragma unroll
+    for (int i = 0; i < 16; i++)
+      sum += xf[i] * (float) (int8_t) byte_of (w.q, i);
+    return w.d * sum;
+  }
+};
+
+/* Q4_0: a unit is a whole block; byte j holds value j (low nibble) and
+ * value j + 16 (high nibble); value = d * (q - 8). */
+struct TypeQ4_0
+{
+  static constexpr int VPB = 32, UPB = 1, PAY = 16, HDR = 2, XN = 32;
+  struct W { uint4 q; float d; };
+
+  static BLN_HD void
+  load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
+  {
+    w.q = load16 (pay);
+    w.d = half_at (hdr);
+  }
+  static BLN_HD void
+  load_x (const float *xb, int s, float *xf)
+  {
+    load_floats<32> (xb, xf);
+  }
+  static BLN_HD float
+  dot (const W &w, const float *xf)
+  {
+    float sum = 0.f;
+#pragma unroll
+    for (int j = 0; j < 16; j++)
+      {
+        uint32_t b = byte_of (w.q, j);
+        sum += xf[j] * (float) ((int) (b & 15) - 8) + xf[j + 16] * (float) ((int) (b >> 4) - 8);
+      }
+    return w.d * sum;
+  }
+};
+
+/* Q4_1: as Q4_0 with value = d * q + m. */
+struct TypeQ4_1
+{
+  static constexpr int VPB = 32, UPB = 1, PAY = 16, HDR = 4, XN = 32;
+  struct W { uint4 q; float d, m; };
+
+  static BLN_HD void
+  load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
+  {
+    w.q = load16 (pay);
+    w.d = half_at (hdr);
+    w.m = half_at (hdr + 2);
+  }
+  static BLN_HD void
+  load_x (const float *xb, int s, float *xf)
+  {
+    load_floats<32> (xb, xf);
+  }
+  static BLN_HD float
+  dot (const W &w, const float *xf)
+  {
+    float sq = 0.f, sx = 0.f;
+#pragma unroll
+    for (int j = 0; j < 16; j++)
+      {
+        uint32_t b = byte_of (w.q, j);
+        sq += xf[j] * (float) (b & 15) + xf[j + 16] * (float) (b >> 4);
+        sx += xf[j] + xf[j + 16];
+      }
+    return w.d * sq + w.m * sx;
+  }
+};
+
+/* The 6-bit scale and min of sub-block j (0..7) of Q4_K / Q5_K, from the 12
+ * scale bytes held in words a, b, c (bytes 0-3, 4-7, 8-11). */
+BLN_HD void
+k_scale_min (uint32_t a, uint32_t b, uint32_t c, int j, float *sc, float *mn)
+{
+  /* selects, not an array: j is not a compile-time constant here */
+  auto byte = [&] (int k) { return ((k < 4 ? a : k < 8 ? b : c) >> (8 * (k & 3))) & 0xffu; };
+  uint32_t s, m;
+
+  if (j < 4)
+    {
+      s = byte (j) & 63;
+      m = byte (j + 4) & 63;
+    }
+  else
+    {
+      s = (byte (j + 4) & 15) | ((byte (j - 4) >> 2) & 0x30);
+      m = (byte (j + 4) >> 4) | ((byte (j) >> 2) & 0x30);
+    }
+  *sc = (float) s;
+  *mn = (float) m;
+}
+
+/* Q4_K: 256 values in 8 sub-blocks of 32, each with a 6-bit scale and min.
+ * Quant byte g*32 + i holds value g*64 + i (sub-block 2g, low nibble) and
+ * g*64 + 32 + i (sub-block 2g + 1, high nibble). Unit s (0..7) is payload
+ * bytes s*16..s*16+15: g = s / 2, i = (s % 2) * 16 + 0..15, so it touches two
+ * runs of 16 values and two (scale, min) pairs. */
+struct TypeQ4_K
+{
+  static constexpr int VPB = 256, UPB = 8, PAY = 128, HDR = 16, XN = 32;
+  struct W { uint4 q; float ds0, dm0, ds1, dm1; };
+
+  static BLN_HD void
+  load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
+  {
+    uint4 h = load16 (hdr);
+    int g = s >> 1;
+    float d = __half2float (__ushort_as_half ((unsigned short) (h.x & 0xffff)));
+    float dmin = __half2float (__ushort_as_half ((unsigned short) (h.x >> 16)));
+    float s0, m0, s1, m1;
+
+    w.q = load16 (pay + s * 16);
+    k_scale_min (h.y, h.z, h.w, 2 * g, &s0, &m0);
+    k_scale_min (h.y, h.z, h.w, 2 * g + 1, &s1, &m1);
+    w.ds0 = d * s0;
+    w.dm0 = dmin * m0;
+    w.ds1 = d * s1;
+    w.dm1 = dmin * m1;
+  }
+  static BLN_HD void
+  load_x (const float *xb, int s, float *xf)
+  {
+    const float *p = xb + (s >> 1) * 64 + (s & 1) * 16;
+    load_floats<16> (p, xf);
+    load_floats<16> (p + 32, xf + 16);
+  }
+  static BLN_HD float
+  dot (const W &w, const float *xf)
+  {
+    float sq0 = 0.f, sx0 = 0.f, sq1 = 0.f, sx1 = 0.f;
+#pragma unroll
+    for (int i = 0; i < 16; i++)
+      {
+        uint32_t b = byte_of (w.q, i);
+        sq0 += xf[i] * (float) (b & 15);
+        sx0 += xf[i];
+        sq1 += xf[16 + i] * (float) (b >> 4);
+        sx1 += xf[16 + i];
+      }
+    return w.ds0 * sq0 - w.dm0 * sx0 + w.ds1 * sq1 - w.dm1 * sx1;
+  }
+};
+
+/* Q5_K: Q4_K plus a fifth bit: bit j of qh[i] is the high bit of value i of
+ * sub-block j. The header keeps qh (32 bytes) after d, dmin and the scales, so
+ * unit s loads the 16 qh bytes of its i range with one more 16-byte load. */
+struct TypeQ5_K
+{
+  static constexpr int VPB = 256, UPB = 8, PAY = 128, HDR = 48, XN = 32;
+  struct W { uint4 q, qh; int shift; float ds0, dm0, ds1, dm1; };
+
+  static BLN_HD void
+  load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
+  {
+    uint4 h = load16 (hdr);
+    int g = s >> 1;
+    float d = __half2float (__ushort_as_half ((unsigned short) (h.x & 0xffff)));
+    float dmin = __half2float (__ushort_as_half ((unsigned short) (h.x >> 16)));
+    float s0, m0, s1, m1;
+
+    w.q = load16 (pay + s * 16);
+    w.qh = load16 (hdr + 16 + (s & 1) * 16);
+    w.shift = 2 * g;
+    k_scale_min (h.y, h.z, h.w, 2 * g, &s0, &m0);
+    k_scale_min (h.y, h.z, h.w, 2 * g + 1, &s1, &m1);
+    w.ds0 = d * s0;
+    w.dm0 = dmin * m0;
+    w.ds1 = d * s1;
+    w.dm1 = dmin * m1;
+  }
+  static BLN_HD void
+  load_x (const float *xb, int s, float *xf)
+  {
+    TypeQ4_K::load_x (xb, s, xf);
+  }
+  static BLN_HD float
+  dot (const W &w, const float *xf)
+  {
+    float sq0 = 0.f, sx0 = 0.f, sq1 = 0.f, sx1 = 0.f;
+#pragma unroll
+    for (int i = 0; i < 16; i++)
+      {
+        uint32_t b = byte_of (w.q, i);
+        uint32_t hb = byte_of (w.qh, i) >> w.shift;
+        sq0 += xf[i] * (float) ((b & 15) | ((hb & 1) << 4));
+        sx0 += xf[i];
+        sq1 += xf[16 + i] * (float) ((b >> 4) | ((hb & 2) << 3));
+        sx1 += xf[16 + i];
+      }
+    return w.ds0 * sq0 - w.dm0 * sx0 + w.ds1 * sq1 - w.dm1 * sx1;
+  }
+};
+
+/* Q6_K: two halves of 128 values. In half h, ql byte h*64 + k (k < 64) holds
+ * the low 4 bits of values k (low nibble) and k + 64 (high nibble); qh byte
+ * h*32 + m holds the top 2 bits of values m, m + 32, m + 64, m + 96 (bits
+ * 0-1, 2-3, 4-5, 6-7). value = d * scale[v / 16] * (q - 32). Unit s: h = s / 4,
+ * k = (s % 4) * 16 + 0..15: 16 ql bytes and the 16 qh bytes at m = k % 32
+ * (each qh byte is loaded by two lanes of the same load instruction, so it is
+ * still fetched once from memory). */
+struct TypeQ6_K
+{
+  static constexpr int VPB = 256, UPB = 8, PAY = 192, HDR = 18, XN = 32;
+  struct W { uint4 ql, qh; int shift; float d0, d1; };
+
+  static BLN_HD void
+  load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
+  {
+    int h = s >> 2, k0 = (s & 3) * 16;
+    float d = half_at (hdr + 16);
+    const int8_t *sc = reinterpret_cast<const int8_t *> (hdr);
+
+    w.ql = load16 (pay + h * 64 + k0);
+    w.qh = load16 (pay + 128 + h * 32 + (k0 & 31));
+    w.shift = 2 * (k0 >> 5);
+    w.d0 = d * (float) BLN_LDG (sc + h * 8 + (k0 >> 4));
+    w.d1 = d * (float) BLN_LDG (sc + h * 8 + (k0 >> 4) + 4);
+  }
+  static BLN_HD void
+  load_x (const float *xb, int s, float *xf)
+  {
+    const float *p = xb + (s >> 2) * 128 + (s & 3) * 16;
+    load_floats<16> (p, xf);
+    load_floats<16> (p + 64, xf + 16);
+  }
+  static BLN_HD float
+  dot (const W &w, const float *xf)
+  {
+    float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+    for (int i = 0; i < 16; i++)
+      {
+        uint32_t b = byte_of (w.ql, i);
+        uint32_t hb = byte_of (w.qh, i) >> w.shift;
+        int lo = (int) ((b & 15) | ((hb & 3) << 4)) - 32;
+        int hi = (int) ((b >> 4) | (((hb >> 4) & 3) << 4)) - 32;
+        s0 += xf[i] * (float) lo;
+        s1 += xf[16 + i] * (float) hi;
+      }
+    return w.d0 * s0 + w.d1 * s1;
+  }
+};
+
+/* F16 and BF16: a unit is 8 values (16 bytes). */
+struct TypeF16
+{
+  static constexpr int VPB = 8, UPB = 1, PAY = 16, HDR = 0, XN = 8;
+  struct W { uint4 q; };
+
+  static BLN_HD void
+  load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
+  {
+    w.q = load16 (pay);
+  }
+  static BLN_HD void
+  load_x (const float *xb, int s, float *xf)
+  {
+    load_floats<8> (xb, xf);
+  }
+  static BLN_HD float
+  dot (const W &w, const float *xf)
+  {
+    const uint32_t v[4] = { w.q.x, w.q.y, w.q.z, w.q.w };
+    float sum = 0.f;
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+      {
+        float lo = __half2float (__ushort_as_half ((unsigned short) (v[i] & 0xffff)));
+        float hi = __half2float (__ushort_as_half ((unsigned short) (v[i] >> 16)));
+        sum += xf[2 * i] * lo + xf[2 * i + 1] * hi;
+      }
+    return sum;
+  }
+};
+
+struct TypeBF16
+{
+  static constexpr int VPB = 8, UPB = 1, PAY = 16, HDR = 0, XN = 8;
+  struct W { uint4 q; };
+
+  static BLN_HD void
+  load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
+  {
+    w.q = load16 (pay);
+  }
+  static BLN_HD void
+  load_x (const float *xb, int s, float *xf)
+  {
+    load_floats<8> (xb, xf);
+  }
+  static BLN_HD float
+  dot (const W &w, const float *xf)
+  {
+    const uint32_t v[4] = { w.q.x, w.q.y, w.q.z, w.q.w };
+    float sum = 0.f;
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+      {
+        sum += xf[2 * i] * bits_float (v[i] << 16);
+        sum += xf[2 * i + 1] * bits_float (v[i] & 0xffff0000u);
+      }
+    return sum;
+  }
+};
+
+/* The kernel. Thread block = WARPS warps; warp w of block b owns rows
+ * (b * WARPS + w) * ROWS + 0..ROWS-1. Lane l handles units l, l + 32, ... of
+ * those rows (unit u = block u / UPB, part u % UPB). Rows past n_out (last
+ * warp only) are clamped to the last row — read again from cache, never
+ * written. */
+template <class T, int MAXTOK>
+__global__ void __launch_bounds__ (WARPS * 32)
+matvec_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ hdr, int nb,
+               int n_in, int n_out, const float *__restrict__ x, int n_tok,
+               float *__restrict__ y)
+{
+  const int lane = threadIdx.x & 31;
+  const int row0 = (blockIdx.x * WARPS + (threadIdx.x >> 5)) * ROWS;
+  const int n_units = nb * T::UPB;
+  int rows[ROWS];
+  float acc[ROWS][MAXTOK];
+
+  if (row0 >= n_out)
+    return;  /* the whole warp leaves together */
+
+#pragma unroll
+  for (int r = 0; r < ROWS; r++)
+    {
+      rows[r] = min (row0 + r, n_out - 1);
+#pragma unroll
+      for (int t = 0; t < MAXTOK; t++)
+        acc[r][t] = 0.f;
+    }
+
+#pragma unroll (MAXTOK <= 2 ? 2 : 1)
+  for (int u = lane; u < n_units; u += 32)
+    {
+      const int b = u / T::UPB, s = u % T::UPB;
+      typename T::W w[ROWS];
+
+#pragma unroll
+      for (int r = 0; r < ROWS; r++)
+        {
+          const size_t blk = (size_t) rows[r] * nb + b;
+          T::load (w[r], pay + blk * T::PAY, T::HDR ? hdr + blk * T::HDR : hdr, s);
+        }
+#pragma unroll
+      for (int t = 0; t < MAXTOK; t++)
+        {
+          if (t < n_tok)
+            {
+              float xf[T::XN];
+
+              T::load_x (x + (size_t) t * n_in + (size_t) b * T::VPB, s, xf);
+#pragma unroll
+              for (int r = 0; r < ROWS; r++)
+                acc[r][t] += T::dot (w[r], xf);
+            }
+        }
+    }
+
+#pragma unroll
+  for (int r = 0; r < ROWS; r++)
+#pragma unroll
+    for (int t = 0; t < MAXTOK; t++)
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1)
+        acc[r][t] += __shfl_xor_sync (0xffffffffu, acc[r][t], off);
+
+  if (lane == 0)
+    {
+#pragma unroll
+      for (int r = 0; r < ROWS; r++)
+#pragma unroll
+        for (int t = 0; t < MAXTOK; t++)
+          if (row0 + r < n_out && t < n_tok)
+            y[(size_t) t * n_out + row0 + r] = acc[r][t];
+    }
+}
+
+template <class T>
+cudaError_t
+launch (const void *payload, const void *header, int n_in, int n_out, const float *x,
+        int n_tok, float *y, cudaStream_t stream)
+{
+  const int nb = n_in / T::VPB;
+  const int rows_per_block = WARPS * ROWS;
+  const dim3 grid ((unsigned) ((n_out + rows_per_block - 1) / rows_per_block));
+  const dim3 block (WARPS * 32);
+  const uint8_t *p = static_cast<const uint8_t *> (payload);
+  const uint8_t *h = static_cast<const uint8_t *> (header);
+
+  if (n_in % T::VPB != 0 || (T::HDR && !header))
+    return cudaErrorInvalidValue;
+  if (n_tok <= 1)
+    matvec_kernel<T, 1><<<grid, block, 0, stream>>> (p, h, nb, n_in, n_out, x, n_tok, y);
+  else if (n_tok <= 2)
+    matvec_kernel<T, 2><<<grid, block, 0, stream>>> (p, h, nb, n_in, n_out, x, n_tok, y);
+  else if (n_tok <= 4)
+    matvec_kernel<T, 4><<<grid, block, 0, stream>>> (p, h, nb, n_in, n_out, x, n_tok, y);
+  else
+    matvec_kernel<T, 8><<<grid, block, 0, stream>>> (p, h, nb, n_in, n_out, x, n_tok, y);
+  return cudaGetLastError ();
+}
+
+/* GGUF type ids (engine/quant.h); kept as literals so that this file needs
+ * nothing but the CUDA toolkit. */
+enum { T_F16 = 1, T_Q4_0 = 2, T_Q4_1 = 3, T_Q8_0 = 8, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14,
+       T_BF16 = 30 };
+
+} /* namespace */
+
+extern "C" int
+bln_kernels_split_layout (int type, BlnSplitLayout *out)
+{
+  BlnSplitLayout l;
+
+  switch (type)
+    {
+    case T_Q8_0: l = { 32, 34, 2, 32, 2 }; break;
+    case T_Q4_0: l = { 32, 18, 2, 16, 2 }; break;
+    case T_Q4_1: l = { 32, 20, 4, 16, 4 }; break;
+    case T_Q4_K: l = { 256, 144, 16, 128, 16 }; break;
+    case T_Q5_K: l = { 256, 176, 48, 128, 48 }; break;
+    case T_Q6_K: l = { 256, 210, 0, 192, 18 }; break;
+    case T_F16:
+    case T_BF16: l = { 8, 16, 0, 16, 0 }; break;
+    default: return 0;
+    }
+  if (out)
+    *out = l;
+  return 1;
+}
+
+extern "C" cudaError_t
+bln_kernels_matvec (int type, const void *payload, const void *header, int n_in, int n_out,
+                    const float *d_x, int n_tok, float *d_y, cudaStream_t stream)
+{
+  if (!payload || !d_x || !d_y || n_in <= 0 || n_out <= 0 || n_tok < 1
+      || n_tok > BLN_KERNELS_MATVEC_MAX_TOK
+      || ((uintptr_t) payload & 15) || ((uintptr_t) d_x & 15))
+    return cudaErrorInvalidValue;
+
+  switch (type)
+    {
+    case T_Q8_0: return launch<TypeQ8_0> (payload, header, n_in, n_out, d_x, n_tok, d_y, stream);
+    case T_Q4_0: return launch<TypeQ4_0> (payload, header, n_in, n_out, d_x, n_tok, d_y, stream);
+    case T_Q4_1: return launch<TypeQ4_1> (payload, header, n_in, n_out, d_x, n_tok, d_y, stream);
+    case T_Q4_K: return launch<TypeQ4_K> (payload, header, n_in, n_out, d_x, n_tok, d_y, stream);
+    case T_Q5_K: return launch<TypeQ5_K> (payload, header, n_in, n_out, d_x, n_tok, d_y, stream);
+    case T_Q6_K: return launch<TypeQ6_K> (payload, header, n_in, n_out, d_x, n_tok, d_y, stream);
+    case T_F16: return launch<TypeF16> (payload, header, n_in, n_out, d_x, n_tok, d_y, stream);
+    case T_BF16: return launch<TypeBF16> (payload, header, n_in, n_out, d_x, n_tok, d_y, stream);
+    default: return cudaErrorInvalidValue;
+    }
+}

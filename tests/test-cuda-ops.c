@@ -1,0 +1,590 @@
+/* test-cuda-ops.c — the CUDA backend's device probe, weight upload and decode
+ * matvec kernels, against the CPU backend and a float64 reference.
+ *
+ * For every type the kernels handle, several shapes (odd row counts, rows of
+ * 256..4096 values) and token counts 1..8, with fresh random weights (the
+ * reference quantiser where it exists, random valid blocks otherwise and for
+ * every quantised type too, so all scale bit patterns are hit):
+ *
+ *  - GPU against float64 sums of bln_dequantize_row (engine/quant.c, checked
+ *    bit-exact against the gguf package by test-quant) times the float
+ *    activations: ||gpu - ref|| / ||ref|| < 1e-4 (float32 arithmetic; the
+ *    kernels see the activations unchanged);
+ *  - GPU against bln_cpu_matmul: within 1e-4 for F16 / BF16; for quantised
+ *    weights within the bound of the CPU's 8-bit activation rounding
+ *    (sum |w| * amax(block) / 254 per output), since the CPU path rounds the
+ *    activations to 8 bits and the GPU does not;
+ *  - the output buffer is poisoned with NaN before every launch and every
+ *    element must come back finite.
+ *
+ * Without a usable GPU (no driver, no device), the GPU cases skip with the
+ * reason; the argument checks, which need no device, still run.
+ *
+ * `test-cuda-ops --bench` skips the tests and prints the weight streaming
+ * rate (GB/s of GGUF-layout bytes) of each type's matvec in decode shapes,
+ * timed with CUDA events over weight copies that together exceed the L2, next
+ * to a measured device-to-device copy rate.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "bln-error.h"
+#include "quant.h"
+#include "tensor.h"
+#include "cpu/cpu.h"
+#include "cuda/cuda.h"
+
+static const BlnType matvec_types[] = {
+  BLN_TYPE_F16, BLN_TYPE_BF16, BLN_TYPE_Q8_0, BLN_TYPE_Q4_0, BLN_TYPE_Q4_1,
+  BLN_TYPE_Q4_K, BLN_TYPE_Q5_K, BLN_TYPE_Q6_K,
+};
+
+/* ---------------------------------------------------------------------------
+ * Random data
+ * ------------------------------------------------------------------------- */
+
+static uint64_t rng_state;
+
+static void
+rng_seed (void)
+{
+  /* g_test_rand_int follows --seed, so a failure can be replayed. */
+  rng_state = ((uint64_t) g_test_rand_int () << 32) ^ (uint64_t) g_test_rand_int ()
+              ^ 0x9e3779b97f4a7c15ULL;
+}
+
+static uint64_t
+rng_next (void)
+{
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 7;
+  rng_state ^= rng_state << 17;
+  return rng_state;
+}
+
+/* Uniform in [-1, 1). */
+static float
+rng_float (void)
+{
+  return (float) ((double) (rng_next () >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+/* Byte offsets of the half-precision fields (scales, mins) of each block
+ * type, which random bytes could turn into infinities or NaNs. */
+static int
+half_fields (BlnType type, int offs[2])
+{
+  switch (type)
+    {
+    case BLN_TYPE_Q4_0:
+    case BLN_TYPE_Q8_0:
+      offs[0] = 0;
+      return 1;
+    case BLN_TYPE_Q4_1:
+    case BLN_TYPE_Q4_K:
+    case BLN_TYPE_Q5_K:
+      offs[0] = 0;
+      offs[1] = 2;
+      return 2;
+    case BLN_TYPE_Q6_K:
+      offs[0] = 208;
+      return 1;
+    default:
+      return 0;
+    }
+}
+
+/* A weight tensor (n_out rows of n_in values, owned data). With @random_blocks
+ * (or when there is no reference quantiser for the type) the blocks are
+ * random bytes with sane scales; otherwise random floats quantised. */
+static void
+make_weights (BlnTensor *t, BlnType type, int n_in, int n_out, gboolean random_blocks)
+{
+  const BlnTypeInfo *info = bln_type_info (type);
+  size_t row_bytes = 0;
+  g_autofree float *row = g_new (float, n_in);
+
+  g_assert_nonnull (info);
+  g_assert_true (bln_type_row_bytes (type, n_in, &row_bytes));
+  memset (t, 0, sizeof *t);
+  t->name = g_strdup_printf ("w.%s", bln_type_name (type));
+  t->type = type;
+  t->n_dims = 2;
+  t->ne[0] = n_in;
+  t->ne[1] = n_out;
+  t->ne[2] = t->ne[3] = 1;
+  t->nbytes = row_bytes * (size_t) n_out;
+  t->owned = g_malloc (t->nbytes);
+  t->data = t->owned;
+
+  for (int r = 0; r < n_out; r++)
+    {
+      uint8_t *dst = (uint8_t *) t->owned + (size_t) r * row_bytes;
+      gboolean quantized = FALSE;
+
+      if (!random_blocks || type == BLN_TYPE_F16 || type == BLN_TYPE_BF16)
+        {
+          for (int k = 0; k < n_in; k++)
+            row[k] = rng_float ();
+          quantized = bln_quantize_row (type, row, dst, n_in);
+        }
+      if (!quantized)
+        {
+          int offs[2];
+          int n_half = half_fields (type, offs);
+
+          for (size_t i = 0; i < row_bytes; i++)
+            dst[i] = (uint8_t) rng_next ();
+          for (size_t b = 0; b < row_bytes / info->type_size; b++)
+            for (int h = 0; h < n_half; h++)
+              {
+                /* scales around 1/64; the k-quant mins stay positive */
+                float v = rng_float () / 64.0f;
+                bln_half hv = bln_float_to_half (h == 1 ? fabsf (v) : v);
+
+                memcpy (dst + b * info->type_size + offs[h], &hv, 2);
+              }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------
+ * Checks that need no GPU
+ * ------------------------------------------------------------------------- */
+
+static void
+test_probe (void)
+{
+  g_autofree char *why = NULL;
+  gboolean ok = bln_cuda_available (&why);
+  size_t free_b = 1;
+
+  if (!ok)
+    {
+      g_assert_nonnull (why);
+      g_assert_cmpstr (why, !=, "");
+      g_test_message ("no GPU: %s", why);
+      g_assert_false (bln_cuda_estimate (1, 1, 1, &free_b));
+      g_assert_cmpuint (free_b, ==, 0);
+    }
+  else
+    {
+      BlnCudaDeviceInfo info;
+      GError *error = NULL;
+
+      g_assert_null (why);
+      g_assert_true (bln_cuda_device_info (0, &info, &error));
+      g_assert_no_error (error);
+      g_test_message ("%s: compute %d.%d, %d SMs, %.1f GiB (%.1f free), L2 %zu KiB",
+                      info.name, info.cc_major, info.cc_minor, info.n_sm,
+                      info.total_mem / 1073741824.0, info.free_mem / 1073741824.0,
+                      info.l2_bytes >> 10);
+      g_assert_cmpint (info.n_sm, >, 0);
+      g_assert_cmpuint (info.total_mem, >, 0);
+      /* the plan: a small load fits, an impossible one does not */
+      g_assert_true (bln_cuda_estimate (1 << 20, 1 << 20, 1 << 20, &free_b));
+      g_assert_cmpuint (free_b, >, 0);
+      g_assert_false (bln_cuda_estimate (info.total_mem, 1, 1, NULL));
+      g_assert_false (bln_cuda_estimate (G_MAXSIZE, G_MAXSIZE, G_MAXSIZE, NULL));
+      /* a device that does not exist is an error, not a crash */
+      g_assert_false (bln_cuda_device_info (4096, &info, &error));
+      g_assert_error (error, BLN_ERROR, BLN_ERROR_BACKEND);
+      g_clear_error (&error);
+    }
+}
+
+static void
+test_arguments (void)
+{
+  BlnTensor t;
+  BlnCudaBuffer fake_buf = { (void *) 0x1000, 16 };
+  BlnCudaTensor fake = { BLN_TYPE_Q8_0, 32, 1, 34, &fake_buf, &fake_buf };
+  GError *error = NULL;
+
+  /* types without kernels and rows that are not whole blocks are refused
+   * before any CUDA call */
+  make_weights (&t, BLN_TYPE_Q2_K, 256, 2, TRUE);
+  g_assert_false (bln_cuda_matvec_supports (BLN_TYPE_Q2_K));
+  g_assert_null (bln_cuda_tensor_upload (&t, &error));
+  g_assert_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED);
+  g_clear_error (&error);
+  bln_tensor_clear (&t);
+
+  make_weights (&t, BLN_TYPE_F16, 36, 2, FALSE);  /* 36 % 8 != 0 */
+  g_assert_null (bln_cuda_tensor_upload (&t, &error));
+  g_assert_error (error, BLN_ERROR, BLN_ERROR_INVALID);
+  g_clear_error (&error);
+  t.nbytes = 2;  /* shorter than its shape */
+  t.ne[0] = 32;
+  g_assert_null (bln_cuda_tensor_upload (&t, &error));
+  g_assert_error (error, BLN_ERROR, BLN_ERROR_INVALID);
+  g_clear_error (&error);
+  bln_tensor_clear (&t);
+
+  g_assert_false (bln_cuda_matvec (&fake, (const float *) 0x2000, 0, (float *) 0x3000, 0,
+                                   &error));
+  g_assert_error (error, BLN_ERROR, BLN_ERROR_INVALID);
+  g_clear_error (&error);
+  g_assert_false (bln_cuda_matvec (&fake, (const float *) 0x2000, BLN_CUDA_MATVEC_MAX_TOK + 1,
+                                   (float *) 0x3000, 0, &error));
+  g_assert_error (error, BLN_ERROR, BLN_ERROR_INVALID);
+  g_clear_error (&error);
+  g_assert_false (bln_cuda_matvec (&fake, (const float *) 0x2004, 1, (float *) 0x3000, 0,
+                                   &error));
+  g_assert_error (error, BLN_ERROR, BLN_ERROR_INVALID);
+  g_clear_error (&error);
+
+  for (guint i = 0; i < G_N_ELEMENTS (matvec_types); i++)
+    g_assert_true (bln_cuda_matvec_supports (matvec_types[i]));
+}
+
+/* ---------------------------------------------------------------------------
+ * The matvec against the references
+ * ------------------------------------------------------------------------- */
+
+static double
+rel_error (const float *a, const double *ref, size_t n)
+{
+  double num = 0, den = 0;
+
+  for (size_t i = 0; i < n; i++)
+    {
+      double d = (double) a[i] - ref[i];
+      num += d * d;
+      den += ref[i] * ref[i];
+    }
+  return den > 0 ? sqrt (num / den) : sqrt (num);
+}
+
+static gboolean
+skip_without_gpu (void)
+{
+  g_autofree char *why = NULL;
+
+  if (bln_cuda_available (&why))
+    return FALSE;
+  g_test_skip (why);
+  return TRUE;
+}
+
+static void
+run_case (BlnPool *pool, BlnType type, int n_in, int n_out, int n_tok, gboolean random_blocks)
+{
+  BlnTensor t;
+  g_autoptr (BlnCudaTensor) ct = NULL;
+  g_autoptr (BlnCudaBuffer) d_x = NULL;
+  g_autoptr (BlnCudaBuffer) d_y = NULL;
+  g_autofree float *x = g_new (float, (size_t) n_tok * n_in);
+  g_autofree float *w_row = g_new (float, n_in);
+  g_autofree float *y_gpu = g_new (float, (size_t) n_tok * n_out);
+  g_autofree float *y_cpu = g_new (float, (size_t) n_tok * n_out);
+  g_autofree double *y_ref = g_new0 (double, (size_t) n_tok * n_out);
+  g_autofree double *y_cpu_d = g_new (double, (size_t) n_tok * n_out);
+  g_autofree double *cpu_bound = g_new0 (double, (size_t) n_tok * n_out);
+  g_autofree float *amax = g_new (float, (size_t) n_tok * n_in);
+  int act_block = type >= BLN_TYPE_Q2_K && type <= BLN_TYPE_Q6_K ? BLN_QK_K : BLN_QK;
+  size_t row_bytes = 0, ny = (size_t) n_tok * n_out;
+  double e_ref, e_cpu, tol_cpu;
+  GError *error = NULL;
+
+  make_weights (&t, type, n_in, n_out, random_blocks);
+  for (size_t i = 0; i < (size_t) n_tok * n_in; i++)
+    x[i] = rng_float ();
+
+  /* the CPU rounds each activation to 8 bits per block: |error| <= amax / 254 */
+  for (size_t i = 0; i < (size_t) n_tok * n_in; i += act_block)
+    {
+      float m = 0;
+      for (int k = 0; k < act_block && i + k < (size_t) n_tok * n_in; k++)
+        m = MAX (m, fabsf (x[i + k]));
+      for (int k = 0; k < act_block && i + k < (size_t) n_tok * n_in; k++)
+        amax[i + k] = m;
+    }
+
+  /* float64 reference */
+  g_assert_true (bln_type_row_bytes (type, n_in, &row_bytes));
+  for (int r = 0; r < n_out; r++)
+    {
+      g_assert_true (bln_dequantize_row (type, (const uint8_t *) t.data + (size_t) r * row_bytes,
+                                         w_row, n_in));
+      for (int tk = 0; tk < n_tok; tk++)
+        {
+          double s = 0;
+
+          double b = 0, mag = 0;
+
+          for (int k = 0; k < n_in; k++)
+            {
+              s += (double) w_row[k] * (double) x[(size_t) tk * n_in + k];
+              b += fabs ((double) w_row[k]) * amax[(size_t) tk * n_in + k] / 254.0;
+              mag += fabs ((double) w_row[k] * (double) x[(size_t) tk * n_in + k]);
+            }
+          y_ref[(size_t) tk * n_out + r] = s;
+          cpu_bound[(size_t) tk * n_out + r] = 1.01 * b + 1e-4 * mag;
+        }
+    }
+
+  /* CPU backend */
+  g_assert_true (bln_cpu_matmul (pool, &t, x, n_tok, y_cpu, &error));
+  g_assert_no_error (error);
+
+  /* GPU */
+  ct = bln_cuda_tensor_upload (&t, &error);
+  g_assert_no_error (error);
+  d_x = bln_cuda_buffer_new_from_host (x, (size_t) n_tok * n_in * sizeof (float), &error);
+  g_assert_no_error (error);
+  d_y = bln_cuda_buffer_new (ny * sizeof (float), &error);
+  g_assert_no_error (error);
+  g_assert_true (BLN_CUDA_CHECK (cudaMemset (d_y->ptr, 0xff, d_y->size), &error));  /* NaN */
+  g_assert_true (bln_cuda_matvec (ct, d_x->ptr, n_tok, d_y->ptr, 0, &error));
+  g_assert_no_error (error);
+  g_assert_true (BLN_CUDA_CHECK (cudaDeviceSynchronize (), &error));
+  g_assert_no_error (error);
+  g_assert_true (BLN_CUDA_CHECK (cudaMemcpy (y_gpu, d_y->ptr, d_y->size,
+                                             cudaMemcpyDeviceToHost), &error));
+  g_assert_no_error (error);
+
+  for (size_t i = 0; i < ny; i++)
+    {
+      if (!isfinite (y_gpu[i]))
+        g_error ("%s %dx%d n_tok %d: output %zu (token %zu, row %zu) not written or not finite",
+                 bln_type_name (type), n_out, n_in, n_tok, i, i / n_out, i % n_out);
+      y_cpu_d[i] = y_cpu[i];
+    }
+
+  e_ref = rel_error (y_gpu, y_ref, ny);
+  e_cpu = rel_error (y_gpu, y_cpu_d, ny);
+  tol_cpu = 1e-4;
+  if (type != BLN_TYPE_F16 && type != BLN_TYPE_BF16)
+    {
+      /* quantised weights: the CPU's activation rounding, bounded per output */
+      for (size_t i = 0; i < ny; i++)
+        if (fabs (y_gpu[i] - y_cpu_d[i]) > cpu_bound[i])
+          g_error ("%s %dx%d n_tok %d: output %zu differs from the CPU by %.3e, more than the "
+                   "8-bit activation bound %.3e", bln_type_name (type), n_out, n_in, n_tok, i,
+                   fabs (y_gpu[i] - y_cpu_d[i]), cpu_bound[i]);
+      e_cpu = 0;   /* checked element by element above */
+    }
+  g_test_message ("%-5s %4d x %-4d n_tok %d %s: rel err vs f64 %.2e, vs cpu %.2e",
+                  bln_type_name (type), n_out, n_in, n_tok,
+                  random_blocks ? "random-blocks" : "quantised", e_ref, e_cpu);
+  if (!(e_ref < 1e-4) || !(e_cpu < tol_cpu))
+    g_error ("%s %dx%d n_tok %d (%s): relative error %.3e vs float64 (bound 1e-4), "
+             "%.3e vs CPU (bound %.0e)", bln_type_name (type), n_out, n_in, n_tok,
+             random_blocks ? "random blocks" : "quantised", e_ref, e_cpu, tol_cpu);
+  bln_tensor_clear (&t);
+}
+
+static void
+test_matvec_type (gconstpointer data)
+{
+  BlnType type = (BlnType) GPOINTER_TO_INT (data);
+  static const int shapes[][2] = {   /* n_in, n_out */
+    { 256, 1 }, { 256, 7 }, { 512, 33 }, { 1024, 130 }, { 4096, 259 }, { 4096, 64 },
+  };
+  static const int toks[] = { 1, 2, 3, 5, 8 };
+  g_autoptr (GError) error = NULL;
+  BlnPool *pool;
+
+  if (skip_without_gpu ())
+    return;
+  rng_seed ();
+  pool = bln_pool_new (2, &error);
+  g_assert_no_error (error);
+  for (guint s = 0; s < G_N_ELEMENTS (shapes); s++)
+    for (guint k = 0; k < G_N_ELEMENTS (toks); k++)
+      for (int mode = 0; mode < 2; mode++)
+        run_case (pool, type, shapes[s][0], shapes[s][1], toks[k], mode == 1);
+  bln_pool_free (pool);
+}
+
+/* ---------------------------------------------------------------------------
+ * --bench
+ * ------------------------------------------------------------------------- */
+
+static int
+cmp_float (const void *a, const void *b)
+{
+  float x = *(const float *) a, y = *(const float *) b;
+
+  return x < y ? -1 : x > y;
+}
+
+#define BENCH_CHECK(call) \
+  G_STMT_START { \
+    if (!BLN_CUDA_CHECK (call, &error)) \
+      { \
+        g_printerr ("bench: %s\n", error->message); \
+        return 1; \
+      } \
+  } G_STMT_END
+
+/* Device-to-device copy rate (bytes read + written per second) of 1 GiB. */
+static int
+bench_copy (double *gbps)
+{
+  g_autoptr (BlnCudaBuffer) a = NULL;
+  g_autoptr (BlnCudaBuffer) b = NULL;
+  GError *error = NULL;
+  cudaEvent_t e0, e1;
+  size_t n = (size_t) 1 << 30;
+  float ms = 0, times[10];
+
+  a = bln_cuda_buffer_new (n, &error);
+  b = a ? bln_cuda_buffer_new (n, &error) : NULL;
+  if (!b)
+    {
+      g_printerr ("bench: %s\n", error->message);
+      return 1;
+    }
+  BENCH_CHECK (cudaMemset (a->ptr, 1, n));
+  BENCH_CHECK (cudaEventCreate (&e0));
+  BENCH_CHECK (cudaEventCreate (&e1));
+  BENCH_CHECK (cudaMemcpy (b->ptr, a->ptr, n, cudaMemcpyDeviceToDevice));
+  for (int i = 0; i < 10; i++)
+    {
+      BENCH_CHECK (cudaEventRecord (e0, 0));
+      BENCH_CHECK (cudaMemcpyAsync (b->ptr, a->ptr, n, cudaMemcpyDeviceToDevice, 0));
+      BENCH_CHECK (cudaEventRecord (e1, 0));
+      BENCH_CHECK (cudaEventSynchronize (e1));
+      BENCH_CHECK (cudaEventElapsedTime (&ms, e0, e1));
+      times[i] = ms;
+    }
+  qsort (times, 10, sizeof (float), cmp_float);
+  *gbps = 2.0 * (double) n / (times[5] * 1e-3) / 1e9;
+  cudaEventDestroy (e0);
+  cudaEventDestroy (e1);
+  return 0;
+}
+
+static int
+bench_one (BlnType type, int n_in, int n_out, int n_tok, double copy_gbps)
+{
+  BlnTensor t;
+  BlnCudaTensor *copies[64] = { NULL };
+  g_autoptr (BlnCudaBuffer) d_x = NULL;
+  g_autoptr (BlnCudaBuffer) d_y = NULL;
+  g_autofree float *x = g_new (float, (size_t) n_in * n_tok);
+  GError *error = NULL;
+  cudaEvent_t e0, e1;
+  int n_copies, reps = 25;
+  float ms = 0, times[25];
+  double per_us, gbps;
+
+  make_weights (&t, type, n_in, n_out, TRUE);
+  /* Enough copies that one round streams >= 1 GiB: far past the 60 MB L2 */
+  n_copies = (int) CLAMP (((size_t) 1 << 30) / t.nbytes + 1, 4, 64);
+  for (int c = 0; c < n_copies; c++)
+    if (!(copies[c] = bln_cuda_tensor_upload (&t, &error)))
+      {
+        g_printerr ("bench: %s\n", error->message);
+        return 1;
+      }
+  for (size_t i = 0; i < (size_t) n_in * n_tok; i++)
+    x[i] = rng_float ();
+  d_x = bln_cuda_buffer_new_from_host (x, (size_t) n_in * n_tok * sizeof (float), &error);
+  d_y = d_x ? bln_cuda_buffer_new ((size_t) n_out * n_tok * sizeof (float), &error) : NULL;
+  if (!d_y)
+    {
+      g_printerr ("bench: %s\n", error->message);
+      return 1;
+    }
+  BENCH_CHECK (cudaEventCreate (&e0));
+  BENCH_CHECK (cudaEventCreate (&e1));
+  for (int c = 0; c < n_copies; c++)  /* warm-up */
+    if (!bln_cuda_matvec (copies[c], d_x->ptr, n_tok, d_y->ptr, 0, &error))
+      {
+        g_printerr ("bench: %s\n", error->message);
+        return 1;
+      }
+  BENCH_CHECK (cudaDeviceSynchronize ());
+  for (int r = 0; r < reps; r++)
+    {
+      BENCH_CHECK (cudaEventRecord (e0, 0));
+      for (int c = 0; c < n_copies; c++)
+        bln_cuda_matvec (copies[c], d_x->ptr, n_tok, d_y->ptr, 0, NULL);
+      BENCH_CHECK (cudaEventRecord (e1, 0));
+      BENCH_CHECK (cudaEventSynchronize (e1));
+      BENCH_CHECK (cudaGetLastError ());
+      BENCH_CHECK (cudaEventElapsedTime (&ms, e0, e1));
+      times[r] = ms / n_copies;
+    }
+  qsort (times, reps, sizeof (float), cmp_float);
+  per_us = times[reps / 2] * 1e3;
+  gbps = (double) t.nbytes / (per_us * 1e-6) / 1e9;
+  g_print ("%-5s %6d %6d %5d %10.2f %9.1f %7.1f%%   (min %.2f us, max %.2f us, %d copies)\n",
+           bln_type_name (type), n_out, n_in, n_tok, per_us, gbps, 100.0 * gbps / copy_gbps,
+           times[0] * 1e3, times[reps - 1] * 1e3, n_copies);
+  for (int c = 0; c < n_copies; c++)
+    bln_cuda_tensor_free (copies[c]);
+  cudaEventDestroy (e0);
+  cudaEventDestroy (e1);
+  bln_tensor_clear (&t);
+  return 0;
+}
+
+static int
+run_bench (void)
+{
+  static const int shapes[][2] = {   /* n_in, n_out */
+    { 4096, 4096 }, { 4096, 14336 }, { 14336, 4096 }, { 3584, 18944 },
+  };
+  static const int toks[] = { 1, 2, 8 };
+  g_autofree char *why = NULL;
+  BlnCudaDeviceInfo info;
+  GError *error = NULL;
+  double copy_gbps = 0;
+
+  if (!bln_cuda_available (&why))
+    {
+      g_print ("bench: no GPU: %s\n", why);
+      return 0;
+    }
+  if (!bln_cuda_device_info (0, &info, &error))
+    {
+      g_printerr ("bench: %s\n", error->message);
+      return 1;
+    }
+  rng_state = 0x243f6a8885a308d3ULL;
+  if (bench_copy (&copy_gbps) != 0)
+    return 1;
+  g_print ("device: %s, compute %d.%d, %d SMs, %.1f GiB, L2 %zu KiB\n", info.name,
+           info.cc_major, info.cc_minor, info.n_sm, info.total_mem / 1073741824.0,
+           info.l2_bytes >> 10);
+  g_print ("device-to-device copy: %.1f GB/s (read + write, 1 GiB, median of 10)\n", copy_gbps);
+  g_print ("matvec: median time per launch over 25 rounds; GB/s = GGUF weight bytes / time; "
+           "%% of the copy rate\n");
+  g_print ("%-5s %6s %6s %5s %10s %9s %8s\n", "type", "n_out", "n_in", "n_tok", "us",
+           "GB/s", "of copy");
+  for (guint i = 0; i < G_N_ELEMENTS (matvec_types); i++)
+    for (guint s = 0; s < G_N_ELEMENTS (shapes); s++)
+      for (guint k = 0; k < G_N_ELEMENTS (toks); k++)
+        {
+          if (shapes[s][0] % 256 != 0 && matvec_types[i] >= BLN_TYPE_Q2_K
+              && matvec_types[i] <= BLN_TYPE_Q8_K)
+            continue;
+          if (bench_one (matvec_types[i], shapes[s][0], shapes[s][1], toks[k], copy_gbps) != 0)
+            return 1;
+        }
+  return 0;
+}
+
+int
+main (int argc, char **argv)
+{
+  for (int i = 1; i < argc; i++)
+    if (strcmp (argv[i], "--bench") == 0)
+      return run_bench ();
+
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/Baleen/CudaOps/probe", test_probe);
+  g_test_add_func ("/Baleen/CudaOps/arguments", test_arguments);
+  for (guint i = 0; i < G_N_ELEMENTS (matvec_types); i++)
+    {
+      g_autofree char *path = g_strdup_printf ("/Baleen/CudaOps/matvec/%s",
+                                               bln_type_name (matvec_types[i]));
+
+      g_test_add_data_func (path, GINT_TO_POINTER ((int) matvec_types[i]), test_matvec_type);
+    }
+  return g_test_run ();
+}
