@@ -330,6 +330,7 @@ test_quantizers_agree (void)
   g_autofree uint8_t *a = g_malloc0 (size);
   g_autofree uint8_t *b = g_malloc0 (size);
 
+  g_test_message ("SIMD kernels in use: %s", bln_cpu_simd_level ());
   for (int64_t i = 0; i < n; i++)
     x[i] = rng_act ();
   for (int i = 0; i < 32; i++)

@@ -131,8 +131,8 @@ check_device (const char *device, GError **error)
     return TRUE;
   if (g_str_equal (device, "cuda"))
     {
-      g_printerr ("baleen-cli: the CUDA backend is not available in this build; "
-                  "using the CPU\n");
+      g_printerr ("baleen-cli: running models on the GPU is not implemented yet "
+                  "(only its matvec kernels are); using the CPU\n");
       return TRUE;
     }
   g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "unknown device '%s' (cpu or cuda)", device);
