@@ -11,8 +11,10 @@
 #     tools/cpu-avx512-check.sh
 #   prints the CPU's AVX-512 flags, runs the carried test-cpu-ops --verbose
 #   (every weight type against float64 and the scalar kernels; it must report
-#   the avx512 kernels in use), then `test-cpu-ops --bench 1` and `--bench 4`
-#   with the AVX-512 kernels and, for comparison, with BALEEN_CPU_SIMD=avx2.
+#   the avx512 kernels in use) with the default selection of 512-bit kernels
+#   and with BALEEN_CPU_AVX512=all (every one of them), then
+#   `test-cpu-ops --bench 1` and `--bench 4` with both selections and, for
+#   comparison, with BALEEN_CPU_SIMD=avx2.
 #   Logs go to $OUT (or ./cpu-avx512-out). Exit status 0 only when the test
 #   passed on the avx512 path.
 set -u
@@ -61,18 +63,26 @@ echo "avx512 flags:"
 grep -o -w 'avx512[a-z_0-9]*' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
 
 rc=0
-echo "== test-cpu-ops --verbose"
-timeout 300 "$EXE" --verbose > "$OUT/test-cpu-ops.tap" 2>&1 || rc=1
-grep -E '^(ok|not ok)|SIMD kernels|ERROR|GLib|Bail' "$OUT/test-cpu-ops.tap" | head -40
-grep -E 'max error' "$OUT/test-cpu-ops.tap" | grep -v '^# scalar' > "$OUT/errors.txt" || true
-if ! grep -q 'SIMD kernels in use: avx512' "$OUT/test-cpu-ops.tap"; then
-  echo "FAIL: the test did not run on the avx512 kernels"; rc=1
-fi
+# twice: the default selection (AVX-512 where it measured faster, AVX2 for
+# the rest) and BALEEN_CPU_AVX512=all (every 512-bit kernel, so that all of
+# them are checked against float64 and the scalar path)
+for sel in default all; do
+  log="$OUT/test-cpu-ops-$sel.tap"
+  echo "== test-cpu-ops --verbose (BALEEN_CPU_AVX512=$sel)"
+  BALEEN_CPU_AVX512=$sel timeout 300 "$EXE" --verbose > "$log" 2>&1 || rc=1
+  grep -E '^(ok|not ok)|SIMD kernels|ERROR|GLib|Bail' "$log" | head -40
+  grep -E 'max error' "$log" | grep -v '^# scalar' > "$OUT/errors-$sel.txt" || true
+  if ! grep -q 'SIMD kernels in use: avx512' "$log"; then
+    echo "FAIL: the test did not run on the avx512 kernels"; rc=1
+  fi
+done
 echo "test-cpu-ops: $([ $rc = 0 ] && echo PASS || echo FAIL)"
 
 for t in 1 4; do
-  echo "== test-cpu-ops --bench $t (avx512)"
-  timeout 240 "$EXE" --bench "$t" 2>&1 | tee "$OUT/bench-avx512-$t.txt"
+  for sel in default all; do
+    echo "== test-cpu-ops --bench $t (avx512, BALEEN_CPU_AVX512=$sel)"
+    BALEEN_CPU_AVX512=$sel timeout 240 "$EXE" --bench "$t" 2>&1 | tee "$OUT/bench-avx512-$sel-$t.txt"
+  done
   echo "== test-cpu-ops --bench $t (BALEEN_CPU_SIMD=avx2, for comparison)"
   BALEEN_CPU_SIMD=avx2 timeout 240 "$EXE" --bench "$t" 2>&1 | tee "$OUT/bench-avx2-$t.txt"
 done

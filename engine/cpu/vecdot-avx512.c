@@ -2,9 +2,8 @@
  *
  * Compiled with -mavx512f -mavx512bw -mavx512vl -mavx2 -mfma -mf16c;
  * dispatch.c only calls in here after checking the CPU, and after filling
- * the table with the AVX2 kernels: the types not set here (Q2_K, Q3_K) keep
- * their AVX2 kernels, whose 2-bit fields are unpacked 32 bytes at a time and
- * gain little from wider registers. Same contracts and results as
+ * the table with the AVX2 kernels: the types not set here keep those (see
+ * bln_cpu_kernels_avx512_init at the end for which, and why). Same contracts and results as
  * vecdot-scalar.c: exact integer sums per block, the float scales applied
  * once per block (legacy) or super-block (k-quants); only the order of the
  * float accumulation differs.
@@ -674,23 +673,36 @@ KERNEL (dot_q4_k, CALL_Q4_K)
 KERNEL (dot_q5_k, CALL_Q5_K)
 KERNEL (dot_q6_k, CALL_Q6_K)
 
-/* Q2_K and Q3_K are left to the AVX2 kernels that dispatch.c installs
- * first (see the top of this file). */
+/* Which types take the 512-bit kernels. Q2_K and Q3_K always keep the
+ * AVX2 ones that dispatch.c installs first. On a Sapphire Rapids class Xeon
+ * (tools/cpu-avx512-check.sh, one thread, rows in cache) Q6_K and the float
+ * types gained 15-25%, Q5_K was even, while the legacy types were 15-30%
+ * slower and Q4_K 5% slower than with AVX2: their 32-byte blocks need
+ * cross-lane shuffles to fill a 512-bit register, and 512-bit operations
+ * issue on two ports where 256-bit ones have three. Those keep the AVX2
+ * kernels unless BALEEN_CPU_AVX512=all (for the tests and for measuring on
+ * other CPUs). */
 void
 bln_cpu_kernels_avx512_init (BlnCpuKernels *k)
 {
+  const char *env = g_getenv ("BALEEN_CPU_AVX512");
+  gboolean all = env != NULL && strcmp (env, "all") == 0;
+
   k->name = "avx512";
   k->dot[BLN_TYPE_F32] = dot_f32w;
   k->dot[BLN_TYPE_F16] = dot_f16w;
   k->dot[BLN_TYPE_BF16] = dot_bf16w;
-  k->dot[BLN_TYPE_Q4_0] = dot_q4_0;
-  k->dot[BLN_TYPE_Q4_1] = dot_q4_1;
-  k->dot[BLN_TYPE_Q5_0] = dot_q5_0;
-  k->dot[BLN_TYPE_Q5_1] = dot_q5_1;
-  k->dot[BLN_TYPE_Q8_0] = dot_q8_0;
-  k->dot[BLN_TYPE_Q4_K] = dot_q4_k;
   k->dot[BLN_TYPE_Q5_K] = dot_q5_k;
   k->dot[BLN_TYPE_Q6_K] = dot_q6_k;
+  if (all)
+    {
+      k->dot[BLN_TYPE_Q4_0] = dot_q4_0;
+      k->dot[BLN_TYPE_Q4_1] = dot_q4_1;
+      k->dot[BLN_TYPE_Q5_0] = dot_q5_0;
+      k->dot[BLN_TYPE_Q5_1] = dot_q5_1;
+      k->dot[BLN_TYPE_Q8_0] = dot_q8_0;
+      k->dot[BLN_TYPE_Q4_K] = dot_q4_k;
+    }
   k->quant_q8 = quant_q8_avx512;
   k->quant_q8k = quant_q8k_avx512;
   k->dot_f32 = dot_f32_avx512;
