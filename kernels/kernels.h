@@ -59,7 +59,14 @@ int bln_kernels_split_layout (int type, BlnSplitLayout *out);
  * n_tok rows of n_in floats, @d_y receives n_tok rows of n_out floats (it must
  * not overlap @d_x). 1 <= n_tok <= BLN_KERNELS_MATVEC_MAX_TOK, n_in a multiple
  * of the block size. Returns cudaErrorInvalidValue for bad arguments or an
- * unsupported type, else the launch's error code. */
+ * unsupported type, else the launch's error code.
+ *
+ * F16 / BF16 multiply with the float activations. The quantised types first
+ * round the activations to 8 bits in blocks of 32 (scale amax / 127, round to
+ * nearest, as the CPU backend does), into a scratch buffer that is one per
+ * device: two such calls must not run concurrently on different streams of
+ * one device. Each output is then within sum |w| * amax(block) / 254 (plus
+ * float32 rounding) of the exact product. */
 cudaError_t bln_kernels_matvec (int type, const void *payload, const void *header,
                                 int n_in, int n_out, const float *d_x, int n_tok,
                                 float *d_y, cudaStream_t stream);

@@ -30,11 +30,16 @@
  *  - 4 warps (8 rows) per thread block: a 4096-row matrix is 512 blocks, a
  *    14336-row one 1792 blocks, enough to fill 132 SMs.
  *
- * Known limits, to measure on the H200 before changing: x stays float (the
- * L1 traffic for x is 4 * n_tok bytes per weight value, which at n_tok = 8
- * may bound the kernel before HBM does; converting x to Q8_1 and using dp4a
- * would cut it by ~4x); there is no split over n_in, so a matrix with few
- * rows and very long rows under-fills the GPU.
+ * That float kernel serves F16 / BF16. The quantised types take the 8-bit
+ * activation path further down (quantize_x_kernel + matvec_q8_kernel: the
+ * activations rounded to int8 once per call, dp4a on the expanded weight
+ * nibbles), since the float kernel was ALU bound on them (17-36% of the H200's
+ * bandwidth at one token, docs/BENCHMARKS.md).
+ *
+ * Known limits, to measure on the H200 before changing: there is no split
+ * over n_in, so a matrix with few rows and very long rows under-fills the GPU;
+ * the rows-per-warp choice of the 8-bit path (2 up to 2 tokens, 4 from 3) is
+ * a guess.
  */
 #include <cstdint>
 #include <cstring>
@@ -540,6 +545,431 @@ launch (const void *payload, const void *header, int n_in, int n_out, const floa
   return cudaGetLastError ();
 }
 
+/* ---- The 8-bit activation path (quantised weights) ----
+ *
+ * For the quantised types the kernel above is bound by its float work, not by
+ * memory: every weight value costs a nibble extraction, an int-to-float
+ * conversion and a multiply-add per token. The path below instead
+ *
+ *  1. rounds the activations once per call to 8 bits (quantize_x_kernel):
+ *     blocks of 32 values, scale d = amax / 127, q = x / d rounded to nearest
+ *     (ties to even), clamped to [-127, 127], plus s = d * sum(q) for the
+ *     affine types. This is the rounding of the CPU backend's activation
+ *     quantiser (engine/cpu/vecdot-scalar.c), so every output is off the
+ *     exact product by at most sum |w| * amax(block) / 254;
+ *  2. in the matvec, expands each 16-byte weight unit once into int8 words
+ *     (kept in registers across the token loop), then multiplies them with
+ *     the 8-bit activations by dp4a (4 multiply-adds per instruction, int32
+ *     accumulation, exact) and applies the weight and activation block scales
+ *     in float once per 16 values.
+ *
+ * The rounded activations live in a per-device scratch (g_xq, g_xd): calls
+ * of bln_kernels_matvec for the quantised types must therefore not run
+ * concurrently on two streams of the same device. Rows longer than
+ * XQ_MAX_IN values fall back to the float kernel. */
+
+constexpr int XQ_MAX_IN = 65536;   /* longest row of the 8-bit path */
+
+__device__ __align__ (16) int8_t g_xq[BLN_KERNELS_MATVEC_MAX_TOK * XQ_MAX_IN];
+/* (d, d * sum q) of each block */
+__device__ __align__ (16) float2 g_xd[BLN_KERNELS_MATVEC_MAX_TOK * XQ_MAX_IN / 32];
+
+/* One warp per block of 32 activations, one lane per value. */
+__global__ void
+quantize_x_kernel (const float *__restrict__ x, int n)
+{
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  const float v = i < n ? x[i] : 0.f;
+  float amax = fabsf (v), d, id, r;
+  int q, sum;
+
+  /* n is a multiple of 32, so whole warps are in or out */
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1)
+    amax = fmaxf (amax, __shfl_xor_sync (0xffffffffu, amax, off));
+  d = amax / 127.0f;
+  id = amax > 0.0f ? 127.0f / amax : 0.0f;
+  r = rintf (v * id);
+  r = fmaxf (r, -127.0f);   /* NaN -> -127, as the CPU quantiser */
+  r = fminf (r, 127.0f);
+  q = (int) r;
+  sum = q;
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1)
+    sum += __shfl_xor_sync (0xffffffffu, sum, off);
+  if (i < n)
+    {
+      g_xq[i] = (int8_t) q;
+      if ((threadIdx.x & 31) == 0)
+        g_xd[i / 32] = make_float2 (d, d * (float) sum);
+    }
+}
+
+/* __dp4a and __vsub4 on the host too, for checking the unit decoders there. */
+BLN_HD int
+dp4a (int a, int b, int c)
+{
+#ifdef __CUDA_ARCH__
+  return __dp4a (a, b, c);
+#else
+  for (int i = 0; i < 4; i++)
+    c += (int) (int8_t) (a >> (8 * i)) * (int) (int8_t) (b >> (8 * i));
+  return c;
+#endif
+}
+
+BLN_HD unsigned
+vsub4 (unsigned a, unsigned b)
+{
+#ifdef __CUDA_ARCH__
+  return __vsub4 (a, b);
+#else
+  unsigned r = 0;
+  for (int i = 0; i < 4; i++)
+    r |= (((a >> (8 * i)) - (b >> (8 * i))) & 0xffu) << (8 * i);
+  return r;
+#endif
+}
+
+BLN_HD int
+dot16 (const int (&a)[4], const int4 &b, int acc)
+{
+  acc = dp4a (a[0], b.x, acc);
+  acc = dp4a (a[1], b.y, acc);
+  acc = dp4a (a[2], b.z, acc);
+  return dp4a (a[3], b.w, acc);
+}
+
+BLN_HD int
+sum16 (const int4 &b)
+{
+  const int ones = 0x01010101;
+  return dp4a (ones, b.x, dp4a (ones, b.y, dp4a (ones, b.z, dp4a (ones, b.w, 0))));
+}
+
+BLN_HD int
+word_of (const uint4 &v, int i)
+{
+  return (int) (i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w);
+}
+
+/* Each type: NRUN runs of 16 values per unit (the same units as the float
+ * path); xpos(s, run) is where run @run of unit @s starts inside the weight
+ * block (a multiple of 16); load() fetches and expands unit s to int8 words,
+ * run by run, in value order; dot() combines the exact int sums with the
+ * scales (xq: the 16 activation bytes of each run, xd: (d, d * sum q) of the
+ * 32-block holding each run). */
+
+struct QTypeQ8_0
+{
+  static constexpr int VPB = 32, UPB = 2, PAY = 32, HDR = 2, NRUN = 1;
+  struct W { int q[1][4]; float d; };
+
+  static BLN_HD int xpos (int s, int run) { return s * 16; }
+  static BLN_HD void
+  load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
+  {
+    uint4 v = load16 (pay + s * 16);
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+      w.q[0][i] = word_of (v, i);
+    w.d = half_at (hdr);
+  }
+  static BLN_HD float
+  dot (const W &w, const int4 *xq, const float2 *xd)
+  {
+    return w.d * xd[0].x * (float) dot16 (w.q[0], xq[0], 0);
+  }
+};
+
+struct QTypeQ4_0
+{
+  static constexpr int VPB = 32, UPB = 1, PAY = 16, HDR = 2, NRUN = 2;
+  struct W { int q[2][4]; float d; };
+
+  static BLN_HD int xpos (int s, int run) { return run * 16; }
+  static BLN_HD void
+  load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
+  {
+    uint4 v = load16 (pay);
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+      {
+        unsigned b = (unsigned) word_of (v, i);
+        w.q[0][i] = (int) vsub4 (b & 0x0f0f0f0fu, 0x08080808u);
+        w.q[1][i] = (int) vsub4 ((b >> 4) & 0x0f0f0f0fu, 0x08080808u);
+      }
+    w.d = half_at (hdr);
+  }
+  static BLN_HD float
+  dot (const W &w, const int4 *xq, const float2 *xd)
+  {
+    return w.d * xd[0].x * (float) dot16 (w.q[1], xq[1], dot16 (w.q[0], xq[0], 0));
+  }
+};
+
+struct QTypeQ4_1
+{
+  static constexpr int VPB = 32, UPB = 1, PAY = 16, HDR = 4, NRUN = 2;
+  struct W { int q[2][4]; float d, m; };
+
+  static BLN_HD int xpos (int s, int run) { return run * 16; }
+  static BLN_HD void
+  load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
+  {
+    uint4 v = load16 (pay);
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+      {
+        unsigned b = (unsigned) word_of (v, i);
+        w.q[0][i] = (int) (b & 0x0f0f0f0fu);
+        w.q[1][i] = (int) ((b >> 4) & 0x0f0f0f0fu);
+      }
+    w.d = half_at (hdr);
+    w.m = half_at (hdr + 2);
+  }
+  static BLN_HD float
+  dot (const W &w, const int4 *xq, const float2 *xd)
+  {
+    /* both runs are in the same activation block: xd[0].y covers all 32 */
+    return w.d * xd[0].x * (float) dot16 (w.q[1], xq[1], dot16 (w.q[0], xq[0], 0))
+           + w.m * xd[0].y;
+  }
+};
+
+/* Q4_K and Q5_K: run 0 = 16 values of sub-block 2g (low nibbles), run 1 = the
+ * same positions of sub-block 2g + 1 (high nibbles); each run covers half an
+ * activation block, so its activation sum comes from dp4a with ones. */
+struct QTypeQ4_K
+{
+  static constexpr int VPB = 256, UPB = 8, PAY = 128, HDR = 16, NRUN = 2;
+  struct W { int q[2][4]; float ds0, dm0, ds1, dm1; };
+
+  static BLN_HD int xpos (int s, int run) { return (s >> 1) * 64 + (s & 1) * 16 + run * 32; }
+  static BLN_HD void
+  load_scales (W &w, const uint8_t *hdr, int s)
+  {
+    uint4 h = load16 (hdr);
+    int g = s >> 1;
+    float d = __half2float (__ushort_as_half ((unsigned short) (h.x & 0xffff)));
+    float dmin = __half2float (__ushort_as_half ((unsigned short) (h.x >> 16)));
+    float s0, m0, s1, m1;
+
+    k_scale_min (h.y, h.z, h.w, 2 * g, &s0, &m0);
+    k_scale_min (h.y, h.z, h.w, 2 * g + 1, &s1, &m1);
+    w.ds0 = d * s0;
+    w.dm0 = dmin * m0;
+    w.ds1 = d * s1;
+    w.dm1 = dmin * m1;
+  }
+  static BLN_HD void
+  load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
+  {
+    uint4 v = load16 (pay + s * 16);
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+      {
+        unsigned b = (unsigned) word_of (v, i);
+        w.q[0][i] = (int) (b & 0x0f0f0f0fu);
+        w.q[1][i] = (int) ((b >> 4) & 0x0f0f0f0fu);
+      }
+    load_scales (w, hdr, s);
+  }
+  static BLN_HD float
+  dot (const W &w, const int4 *xq, const float2 *xd)
+  {
+    float a0 = w.ds0 * (float) dot16 (w.q[0], xq[0], 0) - w.dm0 * (float) sum16 (xq[0]);
+    float a1 = w.ds1 * (float) dot16 (w.q[1], xq[1], 0) - w.dm1 * (float) sum16 (xq[1]);
+    return xd[0].x * a0 + xd[1].x * a1;
+  }
+};
+
+struct QTypeQ5_K
+{
+  static constexpr int VPB = 256, UPB = 8, PAY = 128, HDR = 48, NRUN = 2;
+  typedef QTypeQ4_K::W W;
+
+  static BLN_HD int xpos (int s, int run) { return QTypeQ4_K::xpos (s, run); }
+  static BLN_HD void
+  load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
+  {
+    uint4 v = load16 (pay + s * 16);
+    uint4 qh = load16 (hdr + 16 + (s & 1) * 16);
+    int shift = 2 * (s >> 1);
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+      {
+        unsigned b = (unsigned) word_of (v, i), h = (unsigned) word_of (qh, i) >> shift;
+        w.q[0][i] = (int) ((b & 0x0f0f0f0fu) | ((h & 0x01010101u) << 4));
+        w.q[1][i] = (int) (((b >> 4) & 0x0f0f0f0fu) | ((h & 0x02020202u) << 3));
+      }
+    QTypeQ4_K::load_scales (w, hdr, s);
+  }
+  static BLN_HD float
+  dot (const W &w, const int4 *xq, const float2 *xd)
+  {
+    return QTypeQ4_K::dot (w, xq, xd);
+  }
+};
+
+/* Q6_K: run 0 = values k0..k0+15 of half h, run 1 = k0+64..k0+79; the -32
+ * offset is folded into the int8 weights (__vsub4), so no activation sum. */
+struct QTypeQ6_K
+{
+  static constexpr int VPB = 256, UPB = 8, PAY = 192, HDR = 18, NRUN = 2;
+  struct W { int q[2][4]; float d0, d1; };
+
+  static BLN_HD int xpos (int s, int run) { return (s >> 2) * 128 + (s & 3) * 16 + run * 64; }
+  static BLN_HD void
+  load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
+  {
+    int h = s >> 2, k0 = (s & 3) * 16, shift = 2 * (k0 >> 5);
+    uint4 ql = load16 (pay + h * 64 + k0);
+    uint4 qh = load16 (pay + 128 + h * 32 + (k0 & 31));
+    float d = half_at (hdr + 16);
+    const int8_t *sc = reinterpret_cast<const int8_t *> (hdr);
+
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+      {
+        unsigned b = (unsigned) word_of (ql, i), hb = (unsigned) word_of (qh, i) >> shift;
+        w.q[0][i] = (int) vsub4 ((b & 0x0f0f0f0fu) | ((hb & 0x03030303u) << 4), 0x20202020u);
+        w.q[1][i] = (int) vsub4 (((b >> 4) & 0x0f0f0f0fu) | (((hb >> 4) & 0x03030303u) << 4),
+                                   0x20202020u);
+      }
+    w.d0 = d * (float) BLN_LDG (sc + h * 8 + (k0 >> 4));
+    w.d1 = d * (float) BLN_LDG (sc + h * 8 + (k0 >> 4) + 4);
+  }
+  static BLN_HD float
+  dot (const W &w, const int4 *xq, const float2 *xd)
+  {
+    return w.d0 * xd[0].x * (float) dot16 (w.q[0], xq[0], 0)
+           + w.d1 * xd[1].x * (float) dot16 (w.q[1], xq[1], 0);
+  }
+};
+
+/* The 8-bit activation matvec: the same warp / lane / row mapping as
+ * matvec_kernel, reading the activations from g_xq / g_xd. */
+template <class T, int MAXTOK, int NROWS>
+__global__ void __launch_bounds__ (WARPS * 32)
+matvec_q8_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ hdr, int nb,
+                  int n_in, int n_out, int n_tok, float *__restrict__ y)
+{
+  const int lane = threadIdx.x & 31;
+  const int row0 = (blockIdx.x * WARPS + (threadIdx.x >> 5)) * NROWS;
+  const int n_units = nb * T::UPB;
+  int rows[NROWS];
+  float acc[NROWS][MAXTOK];
+
+  if (row0 >= n_out)
+    return;
+
+#pragma unroll
+  for (int r = 0; r < NROWS; r++)
+    {
+      rows[r] = min (row0 + r, n_out - 1);
+#pragma unroll
+      for (int t = 0; t < MAXTOK; t++)
+        acc[r][t] = 0.f;
+    }
+
+#pragma unroll (MAXTOK <= 2 ? 2 : 1)
+  for (int u = lane; u < n_units; u += 32)
+    {
+      const int b = u / T::UPB, s = u % T::UPB;
+      typename T::W w[NROWS];
+
+#pragma unroll
+      for (int r = 0; r < NROWS; r++)
+        {
+          const size_t blk = (size_t) rows[r] * nb + b;
+          T::load (w[r], pay + blk * T::PAY, hdr + blk * T::HDR, s);
+        }
+#pragma unroll
+      for (int t = 0; t < MAXTOK; t++)
+        {
+          if (t < n_tok)
+            {
+              int4 xq[T::NRUN];
+              float2 xd[T::NRUN];
+
+#pragma unroll
+              for (int k = 0; k < T::NRUN; k++)
+                {
+                  const size_t pos = (size_t) t * n_in + (size_t) b * T::VPB + T::xpos (s, k);
+                  /* read-only during this kernel: the non-coherent path */
+                  xq[k] = __ldg (reinterpret_cast<const int4 *> (g_xq + pos));
+                  xd[k] = __ldg (g_xd + pos / 32);
+                }
+#pragma unroll
+              for (int r = 0; r < NROWS; r++)
+                acc[r][t] += T::dot (w[r], xq, xd);
+            }
+        }
+    }
+
+#pragma unroll
+  for (int r = 0; r < NROWS; r++)
+#pragma unroll
+    for (int t = 0; t < MAXTOK; t++)
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1)
+        acc[r][t] += __shfl_xor_sync (0xffffffffu, acc[r][t], off);
+
+  if (lane == 0)
+    {
+#pragma unroll
+      for (int r = 0; r < NROWS; r++)
+#pragma unroll
+        for (int t = 0; t < MAXTOK; t++)
+          if (row0 + r < n_out && t < n_tok)
+            y[(size_t) t * n_out + row0 + r] = acc[r][t];
+    }
+}
+
+template <class T, int MAXTOK, int NROWS>
+void
+launch_q8_rows (const uint8_t *p, const uint8_t *h, int nb, int n_in, int n_out, int n_tok,
+                float *y, cudaStream_t stream)
+{
+  const int rows_per_block = WARPS * NROWS;
+  const dim3 grid ((unsigned) ((n_out + rows_per_block - 1) / rows_per_block));
+
+  matvec_q8_kernel<T, MAXTOK, NROWS><<<grid, WARPS * 32, 0, stream>>> (p, h, nb, n_in, n_out,
+                                                                      n_tok, y);
+}
+
+/* The 8-bit path for type T: round the activations, then the matvec. Falls
+ * back to the float kernel of FT for rows longer than the scratch. */
+template <class T, class FT>
+cudaError_t
+launch_q8 (const void *payload, const void *header, int n_in, int n_out, const float *x,
+           int n_tok, float *y, cudaStream_t stream)
+{
+  const int nb = n_in / T::VPB;
+  const int n = n_tok * n_in;
+  const uint8_t *p = static_cast<const uint8_t *> (payload);
+  const uint8_t *h = static_cast<const uint8_t *> (header);
+
+  if (n_in % T::VPB != 0 || !header)
+    return cudaErrorInvalidValue;
+  if (n_in > XQ_MAX_IN)
+    return launch<FT> (payload, header, n_in, n_out, x, n_tok, y, stream);
+  quantize_x_kernel<<<(n + 255) / 256, 256, 0, stream>>> (x, n);
+  /* From 3 tokens on, 4 rows per warp: each activation load then serves
+   * twice as many weight rows (an unmeasured guess: the activation traffic
+   * through L1 grows with n_tok, the weight traffic does not). */
+  if (n_tok <= 1)
+    launch_q8_rows<T, 1, ROWS> (p, h, nb, n_in, n_out, n_tok, y, stream);
+  else if (n_tok <= 2)
+    launch_q8_rows<T, 2, ROWS> (p, h, nb, n_in, n_out, n_tok, y, stream);
+  else if (n_tok <= 4)
+    launch_q8_rows<T, 4, 2 * ROWS> (p, h, nb, n_in, n_out, n_tok, y, stream);
+  else
+    launch_q8_rows<T, 8, 2 * ROWS> (p, h, nb, n_in, n_out, n_tok, y, stream);
+  return cudaGetLastError ();
+}
+
 /* GGUF type ids (engine/quant.h); kept as literals so that this file needs
  * nothing but the CUDA toolkit. */
 enum { T_F16 = 1, T_Q4_0 = 2, T_Q4_1 = 3, T_Q8_0 = 8, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14,
@@ -580,12 +1010,24 @@ bln_kernels_matvec (int type, const void *payload, const void *header, int n_in,
 
   switch (type)
     {
-    case T_Q8_0: return launch<TypeQ8_0> (payload, header, n_in, n_out, d_x, n_tok, d_y, stream);
-    case T_Q4_0: return launch<TypeQ4_0> (payload, header, n_in, n_out, d_x, n_tok, d_y, stream);
-    case T_Q4_1: return launch<TypeQ4_1> (payload, header, n_in, n_out, d_x, n_tok, d_y, stream);
-    case T_Q4_K: return launch<TypeQ4_K> (payload, header, n_in, n_out, d_x, n_tok, d_y, stream);
-    case T_Q5_K: return launch<TypeQ5_K> (payload, header, n_in, n_out, d_x, n_tok, d_y, stream);
-    case T_Q6_K: return launch<TypeQ6_K> (payload, header, n_in, n_out, d_x, n_tok, d_y, stream);
+    case T_Q8_0:
+      return launch_q8<QTypeQ8_0, TypeQ8_0> (payload, header, n_in, n_out, d_x, n_tok, d_y,
+                                             stream);
+    case T_Q4_0:
+      return launch_q8<QTypeQ4_0, TypeQ4_0> (payload, header, n_in, n_out, d_x, n_tok, d_y,
+                                             stream);
+    case T_Q4_1:
+      return launch_q8<QTypeQ4_1, TypeQ4_1> (payload, header, n_in, n_out, d_x, n_tok, d_y,
+                                             stream);
+    case T_Q4_K:
+      return launch_q8<QTypeQ4_K, TypeQ4_K> (payload, header, n_in, n_out, d_x, n_tok, d_y,
+                                             stream);
+    case T_Q5_K:
+      return launch_q8<QTypeQ5_K, TypeQ5_K> (payload, header, n_in, n_out, d_x, n_tok, d_y,
+                                             stream);
+    case T_Q6_K:
+      return launch_q8<QTypeQ6_K, TypeQ6_K> (payload, header, n_in, n_out, d_x, n_tok, d_y,
+                                             stream);
     case T_F16: return launch<TypeF16> (payload, header, n_in, n_out, d_x, n_tok, d_y, stream);
     case T_BF16: return launch<TypeBF16> (payload, header, n_in, n_out, d_x, n_tok, d_y, stream);
     default: return cudaErrorInvalidValue;
