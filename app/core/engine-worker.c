@@ -1,0 +1,482 @@
+/* engine-worker.c — see engine-worker.h. */
+#include "engine-worker.h"
+
+#include <string.h>
+#include "bln-error.h"
+#include "tokenizer.h"
+
+/* Prompt tokens evaluated per call, so a cancel is seen during long prompts. */
+#define PREFILL_CHUNK 128
+
+struct _BlnGenRequest {
+  gint ref_count;
+  gint cancelled;              /* atomic */
+
+  /* set at creation, read-only afterwards */
+  GArray *prompt;
+  BlnSamplerParams params;
+  int max_tokens;
+  char **stops;
+  GMainContext *main_ctx;
+  BlnGenTextFn on_text;
+  BlnGenDoneFn on_done;
+  gpointer user_data;
+
+  /* shared between the worker and the main context, under lock */
+  GMutex lock;
+  GString *pending;            /* text not yet delivered */
+  gboolean done;
+  gboolean scheduled;          /* a delivery source is attached */
+  BlnFinish finish;
+  BlnGenUsage usage;
+  GError *error;
+
+  /* main context only */
+  gboolean delivered_done;
+};
+
+struct _BlnEngineWorker {
+  BlnModel *model;
+  BlnPool *pool;
+  BlnContext *ctx;
+  GArray *cached;              /* ids whose keys/values are in ctx */
+  float *logits;
+  GAsyncQueue *queue;          /* BlnGenRequest*, or the worker itself to quit */
+  GThread *thread;
+  GMutex lock;
+  BlnGenRequest *running;      /* under lock */
+  gint quitting;               /* atomic */
+};
+
+/* ---------------------------------------------------------------------- */
+/* requests                                                                */
+
+BlnGenRequest *
+bln_gen_request_new (GArray *prompt, const BlnSamplerParams *params, int max_tokens,
+                     const char *const *stops, GMainContext *main_ctx, BlnGenTextFn on_text,
+                     BlnGenDoneFn on_done, gpointer user_data)
+{
+  BlnGenRequest *req = g_new0 (BlnGenRequest, 1);
+  GPtrArray *s = g_ptr_array_new ();
+
+  req->ref_count = 1;
+  req->prompt = g_array_sized_new (FALSE, FALSE, sizeof (int32_t), prompt->len);
+  g_array_append_vals (req->prompt, prompt->data, prompt->len);
+  req->params = *params;
+  req->max_tokens = MAX (max_tokens, 1);
+  for (; stops != NULL && *stops != NULL; stops++)
+    if (**stops)
+      g_ptr_array_add (s, g_strdup (*stops));
+  g_ptr_array_add (s, NULL);
+  req->stops = (char **) g_ptr_array_free (s, FALSE);
+  req->main_ctx = g_main_context_ref (main_ctx ? main_ctx : g_main_context_default ());
+  req->on_text = on_text;
+  req->on_done = on_done;
+  req->user_data = user_data;
+  g_mutex_init (&req->lock);
+  req->pending = g_string_new (NULL);
+  return req;
+}
+
+BlnGenRequest *
+bln_gen_request_ref (BlnGenRequest *req)
+{
+  g_atomic_int_inc (&req->ref_count);
+  return req;
+}
+
+void
+bln_gen_request_unref (BlnGenRequest *req)
+{
+  if (req == NULL || !g_atomic_int_dec_and_test (&req->ref_count))
+    return;
+  g_array_unref (req->prompt);
+  g_strfreev (req->stops);
+  g_main_context_unref (req->main_ctx);
+  g_mutex_clear (&req->lock);
+  g_string_free (req->pending, TRUE);
+  g_clear_error (&req->error);
+  g_free (req);
+}
+
+void
+bln_gen_request_cancel (BlnGenRequest *req)
+{
+  g_atomic_int_set (&req->cancelled, 1);
+}
+
+/* Runs on the main context: hands over pending text and the end. */
+static gboolean
+deliver (gpointer data)
+{
+  BlnGenRequest *req = data;
+  g_autofree char *text = NULL;
+  gboolean done;
+
+  g_mutex_lock (&req->lock);
+  req->scheduled = FALSE;
+  if (req->pending->len > 0)
+    {
+      text = g_strndup (req->pending->str, req->pending->len);
+      g_string_truncate (req->pending, 0);
+    }
+  done = req->done;
+  g_mutex_unlock (&req->lock);
+
+  if (req->delivered_done)
+    return G_SOURCE_REMOVE;
+  if (text != NULL && !g_atomic_int_get (&req->cancelled) && req->on_text != NULL)
+    req->on_text (text, req->user_data);
+  if (done)
+    {
+      req->delivered_done = TRUE;
+      if (req->on_done != NULL)
+        req->on_done (req->finish, &req->usage, req->error, req->user_data);
+    }
+  return G_SOURCE_REMOVE;
+}
+
+/* Worker side: makes sure a delivery is pending. Call with req->lock held. */
+static void
+schedule_locked (BlnGenRequest *req)
+{
+  GSource *src;
+
+  if (req->scheduled)
+    return;
+  req->scheduled = TRUE;
+  src = g_idle_source_new ();
+  g_source_set_priority (src, G_PRIORITY_DEFAULT);
+  g_source_set_callback (src, deliver, bln_gen_request_ref (req),
+                         (GDestroyNotify) bln_gen_request_unref);
+  g_source_attach (src, req->main_ctx);
+  g_source_unref (src);
+}
+
+static void
+post_text (BlnGenRequest *req, const char *text, gsize len)
+{
+  if (len == 0)
+    return;
+  g_mutex_lock (&req->lock);
+  g_string_append_len (req->pending, text, (gssize) len);
+  schedule_locked (req);
+  g_mutex_unlock (&req->lock);
+}
+
+static void
+post_done (BlnGenRequest *req, BlnFinish finish, const BlnGenUsage *usage, GError *error)
+{
+  g_mutex_lock (&req->lock);
+  req->done = TRUE;
+  req->finish = finish;
+  if (usage != NULL)
+    req->usage = *usage;
+  req->error = error;
+  schedule_locked (req);
+  g_mutex_unlock (&req->lock);
+}
+
+/* ---------------------------------------------------------------------- */
+/* stop strings                                                            */
+
+/* Length of the longest suffix of @buf (length @len) that is a proper prefix
+ * of some stop string: those bytes must be held back. */
+static gsize
+stop_holdback (char **stops, const char *buf, gsize len)
+{
+  gsize best = 0;
+
+  for (; *stops != NULL; stops++)
+    {
+      gsize sl = strlen (*stops);
+      gsize k = MIN (len, sl - 1);
+
+      for (; k > best; k--)
+        if (memcmp (buf + len - k, *stops, k) == 0)
+          {
+            best = k;
+            break;
+          }
+    }
+  return best;
+}
+
+/* The position of the earliest stop string in @buf, or -1. */
+static gssize
+stop_find (char **stops, const char *buf, gsize len)
+{
+  gssize best = -1;
+
+  for (; *stops != NULL; stops++)
+    {
+      const char *p = memmem (buf, len, *stops, strlen (*stops));
+      if (p != NULL && (best < 0 || p - buf < best))
+        best = p - buf;
+    }
+  return best;
+}
+
+/* ---------------------------------------------------------------------- */
+/* the engine thread                                                       */
+
+/* Brings the context to hold @prompt minus nothing, reusing the common
+ * prefix, leaving the logits of its last token. Stops early when cancelled
+ * (returns TRUE with *cancelled set). */
+static gboolean
+prefill (BlnEngineWorker *w, BlnGenRequest *req, int *cached_out, gboolean *cancelled,
+         GError **error)
+{
+  const int32_t *ids = (const int32_t *) req->prompt->data;
+  guint n = req->prompt->len, common = 0;
+
+  while (common < n && common < w->cached->len
+         && g_array_index (w->cached, int32_t, common) == ids[common])
+    common++;
+  if (common == n)
+    common--;   /* re-run the last token to get its logits */
+  *cached_out = (int) common;
+  bln_context_truncate (w->ctx, (int) common);
+  g_array_set_size (w->cached, common);
+  while (common < n)
+    {
+      guint k = MIN (n - common, PREFILL_CHUNK);
+
+      if (g_atomic_int_get (&req->cancelled) || g_atomic_int_get (&w->quitting))
+        {
+          *cancelled = TRUE;
+          return TRUE;
+        }
+      if (!bln_context_eval (w->ctx, ids + common, (int) k, w->logits, FALSE, error))
+        return FALSE;
+      g_array_append_vals (w->cached, ids + common, k);
+      common += k;
+    }
+  return TRUE;
+}
+
+static void
+run_request (BlnEngineWorker *w, BlnGenRequest *req)
+{
+  BlnTokenizer *tok = bln_model_tokenizer (w->model);
+  g_autoptr (BlnDetok) dt = bln_detok_new (tok);
+  g_autoptr (BlnSampler) sampler = NULL;
+  g_autoptr (GString) text = g_string_new (NULL);  /* generated, not yet posted */
+  BlnGenUsage usage = { 0 };
+  BlnFinish finish = BLN_FINISH_LENGTH;
+  GError *error = NULL;
+  gboolean cancelled = FALSE, stopped = FALSE;
+  guint i;
+
+  usage.prompt_tokens = (int) req->prompt->len;
+  if (req->prompt->len == 0 || (int) req->prompt->len >= bln_context_n_ctx (w->ctx))
+    {
+      g_set_error (&error, BLN_ERROR, BLN_ERROR_INVALID,
+                   "the prompt (%u tokens) does not fit the context (%d tokens)",
+                   req->prompt->len, bln_context_n_ctx (w->ctx));
+      post_done (req, BLN_FINISH_ERROR, &usage, error);
+      return;
+    }
+  if (!prefill (w, req, &usage.cached_tokens, &cancelled, &error))
+    {
+      post_done (req, BLN_FINISH_ERROR, &usage, error);
+      return;
+    }
+  if (cancelled)
+    {
+      post_done (req, BLN_FINISH_CANCELLED, &usage, NULL);
+      return;
+    }
+
+  sampler = bln_sampler_new (&req->params, bln_model_hparams (w->model)->n_vocab);
+  /* the penalties see the prompt as history, as OpenAI's do */
+  for (i = 0; i < req->prompt->len; i++)
+    bln_sampler_accept (sampler, g_array_index (req->prompt, int32_t, i));
+
+  while (usage.completion_tokens < req->max_tokens)
+    {
+      int32_t id;
+      gsize hold;
+      gssize at;
+
+      if (g_atomic_int_get (&req->cancelled) || g_atomic_int_get (&w->quitting))
+        {
+          cancelled = TRUE;
+          break;
+        }
+      id = bln_sampler_sample (sampler, w->logits, NULL, 0);
+      bln_sampler_accept (sampler, id);
+      if (bln_tokenizer_is_eog (tok, id))
+        {
+          finish = BLN_FINISH_STOP;
+          break;
+        }
+      usage.completion_tokens++;
+      bln_detok_push_append (dt, id, text);
+      at = stop_find (req->stops, text->str, text->len);
+      if (at >= 0)
+        {
+          g_string_truncate (text, (gsize) at);
+          finish = BLN_FINISH_STOP;
+          stopped = TRUE;
+          break;
+        }
+      hold = stop_holdback (req->stops, text->str, text->len);
+      post_text (req, text->str, text->len - hold);
+      g_string_erase (text, 0, (gssize) (text->len - hold));
+      if (usage.completion_tokens >= req->max_tokens
+          || bln_context_n_past (w->ctx) >= bln_context_n_ctx (w->ctx))
+        break;   /* finish stays LENGTH; the last token is not evaluated */
+      if (!bln_context_eval (w->ctx, &id, 1, w->logits, FALSE, &error))
+        {
+          post_text (req, text->str, text->len);
+          post_done (req, BLN_FINISH_ERROR, &usage, error);
+          return;
+        }
+      g_array_append_val (w->cached, id);
+    }
+
+  if (!stopped && !cancelled)
+    {
+      g_autofree char *rest = bln_detok_flush (dt);
+      gssize at;
+
+      g_string_append (text, rest);
+      at = stop_find (req->stops, text->str, text->len);
+      if (at >= 0)
+        {
+          g_string_truncate (text, (gsize) at);
+          finish = BLN_FINISH_STOP;
+        }
+    }
+  if (!cancelled)
+    post_text (req, text->str, text->len);
+  post_done (req, cancelled ? BLN_FINISH_CANCELLED : finish, &usage, NULL);
+}
+
+static gpointer
+worker_main (gpointer data)
+{
+  BlnEngineWorker *w = data;
+
+  for (;;)
+    {
+      gpointer item = g_async_queue_pop (w->queue);
+      BlnGenRequest *req;
+
+      if (item == (gpointer) w)
+        break;
+      req = item;
+      g_mutex_lock (&w->lock);
+      w->running = req;
+      g_mutex_unlock (&w->lock);
+      if (g_atomic_int_get (&req->cancelled) || g_atomic_int_get (&w->quitting))
+        {
+          BlnGenUsage usage = { .prompt_tokens = (int) req->prompt->len };
+          post_done (req, BLN_FINISH_CANCELLED, &usage, NULL);
+        }
+      else
+        run_request (w, req);
+      g_mutex_lock (&w->lock);
+      w->running = NULL;
+      g_mutex_unlock (&w->lock);
+      bln_gen_request_unref (req);
+    }
+  return NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* public                                                                  */
+
+BlnEngineWorker *
+bln_engine_worker_new (const char *path, int n_threads, int n_ctx, GError **error)
+{
+  g_autoptr (BlnModel) model = NULL;
+  BlnPool *pool = NULL;
+  BlnContext *ctx = NULL;
+  BlnEngineWorker *w;
+
+  model = bln_model_load (path, error);
+  if (model == NULL)
+    return NULL;
+  if (bln_model_tokenizer (model) == NULL)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED, "the model %s has no tokenizer",
+                   path);
+      return NULL;
+    }
+  pool = bln_pool_new (n_threads, error);
+  if (pool == NULL)
+    return NULL;
+  ctx = bln_context_new (model, n_ctx, pool, error);
+  if (ctx == NULL)
+    {
+      bln_pool_free (pool);
+      return NULL;
+    }
+  w = g_new0 (BlnEngineWorker, 1);
+  w->model = g_steal_pointer (&model);
+  w->pool = pool;
+  w->ctx = ctx;
+  w->cached = g_array_new (FALSE, FALSE, sizeof (int32_t));
+  w->logits = g_new (float, bln_model_hparams (w->model)->n_vocab);
+  w->queue = g_async_queue_new ();
+  g_mutex_init (&w->lock);
+  w->thread = g_thread_new ("baleen-engine", worker_main, w);
+  return w;
+}
+
+void
+bln_engine_worker_free (BlnEngineWorker *w)
+{
+  gpointer item;
+
+  if (w == NULL)
+    return;
+  g_atomic_int_set (&w->quitting, 1);
+  g_mutex_lock (&w->lock);
+  if (w->running != NULL)
+    bln_gen_request_cancel (w->running);
+  g_mutex_unlock (&w->lock);
+  g_async_queue_push (w->queue, w);
+  g_thread_join (w->thread);
+  /* anything queued after the sentinel */
+  while ((item = g_async_queue_try_pop (w->queue)) != NULL)
+    if (item != (gpointer) w)
+      {
+        post_done (item, BLN_FINISH_CANCELLED, NULL, NULL);
+        bln_gen_request_unref (item);
+      }
+  g_async_queue_unref (w->queue);
+  g_mutex_clear (&w->lock);
+  bln_context_free (w->ctx);
+  bln_pool_free (w->pool);
+  bln_model_free (w->model);
+  g_array_unref (w->cached);
+  g_free (w->logits);
+  g_free (w);
+}
+
+BlnModel *
+bln_engine_worker_model (BlnEngineWorker *w)
+{
+  return w->model;
+}
+
+int
+bln_engine_worker_n_ctx (BlnEngineWorker *w)
+{
+  return bln_context_n_ctx (w->ctx);
+}
+
+int
+bln_engine_worker_queue_length (BlnEngineWorker *w)
+{
+  return MAX (g_async_queue_length (w->queue), 0);
+}
+
+void
+bln_engine_worker_submit (BlnEngineWorker *w, BlnGenRequest *req)
+{
+  g_async_queue_push (w->queue, bln_gen_request_ref (req));
+}
