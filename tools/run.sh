@@ -9,5 +9,9 @@ MODEL=${BALEEN_MODEL:-$(tools/default-model.sh)}
 if [ -d build ]; then meson setup --reconfigure build -Dbuildtype=release >/dev/null
 else meson setup build -Dbuildtype=release >/dev/null; fi
 meson compile -C build >/dev/null
-if [ $# -eq 0 ]; then set -- --chat; fi
+# chat unless the arguments ask for a plain completion
+case " $* " in
+  *" -p "*|*" --prompt "*|*" --prompt="*|*" --chat "*) ;;
+  *) set -- --chat "$@" ;;
+esac
 exec build/app/cli/baleen-cli run -m "$MODEL" "$@"
