@@ -74,25 +74,6 @@ mla_worker (void *p, int ith, int nth)
     }
 }
 
-/* y = down(silu(gate x) * up x) for @n rows. */
-static gboolean
-swiglu (BlnContext *ctx, const BlnTensor *gate, const BlnTensor *up, const BlnTensor *down,
-        const float *x, int n, float *y, GError **error)
-{
-  int ff = (int) gate->ne[1], i;
-  float *g = bln_ctx_buf (ctx, 7, (size_t) n * ff, error);
-  float *u = bln_ctx_buf (ctx, 8, (size_t) n * ff, error);
-
-  if (g == NULL || u == NULL)
-    return FALSE;
-  if (!bln_linear (ctx, gate, NULL, x, n, g, error)
-      || !bln_linear (ctx, up, NULL, x, n, u, error))
-    return FALSE;
-  for (i = 0; i < n * ff; i++)
-    g[i] = bln_silu (g[i]) * u[i];
-  return bln_linear (ctx, down, NULL, g, n, y, error);
-}
-
 /* Picks the experts of one token: @sel holds the scores used for choosing
  * (with the correction bias), @prob the ones used as weights. */
 static void
@@ -197,7 +178,7 @@ moe (BlnContext *ctx, const BlnLayer *L, const float *h, int n, float *out, GErr
       else
         {
           memcpy (prob, lg, E * sizeof (float));
-          bln_softmax (prob, E);
+          bln_cpu_softmax (prob, E);
         }
       /* selection scores reuse the logits row */
       for (e = 0; e < E; e++)
@@ -208,7 +189,7 @@ moe (BlnContext *ctx, const BlnLayer *L, const float *h, int n, float *out, GErr
   /* shared experts on every token, or zero */
   if (L->shexp_gate != NULL)
     {
-      if (!swiglu (ctx, L->shexp_gate, L->shexp_up, L->shexp_down, h, n, out, error))
+      if (!bln_swiglu (ctx, L->shexp_gate, L->shexp_up, L->shexp_down, h, n, out, error))
         return FALSE;
     }
   else
@@ -233,7 +214,7 @@ moe (BlnContext *ctx, const BlnLayer *L, const float *h, int n, float *out, GErr
             }
       if (cnt == 0)
         continue;
-      if (!swiglu (ctx, &L->exp_gate[e], &L->exp_up[e], &L->exp_down[e], xin, cnt, y, error))
+      if (!bln_swiglu (ctx, &L->exp_gate[e], &L->exp_up[e], &L->exp_down[e], xin, cnt, y, error))
         return FALSE;
       for (i = 0; i < cnt; i++)
         {
@@ -291,7 +272,7 @@ bln_arch_deepseek2_forward (BlnContext *ctx, const int32_t *ids, int n, float *l
       MlaJob job;
 
       for (t = 0; t < n; t++)
-        bln_rmsnorm (h + (size_t) t * d, x + (size_t) t * d, L->attn_norm->data, d,
+        bln_cpu_rmsnorm (h + (size_t) t * d, x + (size_t) t * d, L->attn_norm->data, d,
                      hp->norm_eps);
 
       /* queries */
@@ -300,7 +281,7 @@ bln_arch_deepseek2_forward (BlnContext *ctx, const int32_t *ids, int n, float *l
           if (!bln_linear (ctx, L->wq_a, NULL, h, n, qa, error))
             return FALSE;
           for (t = 0; t < n; t++)
-            bln_rmsnorm (qa + (size_t) t * qa_dim, qa + (size_t) t * qa_dim, L->q_a_norm->data,
+            bln_cpu_rmsnorm (qa + (size_t) t * qa_dim, qa + (size_t) t * qa_dim, L->q_a_norm->data,
                          qa_dim, MLA_NORM_EPS);
           if (!bln_linear (ctx, L->wq_b, NULL, qa, n, q, error))
             return FALSE;
@@ -315,7 +296,7 @@ bln_arch_deepseek2_forward (BlnContext *ctx, const int32_t *ids, int n, float *l
         {
           const float *src = kva + (size_t) t * (r + dr);
           float *dst = cache + (size_t) t * s->k_width;
-          bln_rmsnorm (dst, src, L->kv_a_norm->data, r, MLA_NORM_EPS);
+          bln_cpu_rmsnorm (dst, src, L->kv_a_norm->data, r, MLA_NORM_EPS);
           memcpy (dst + r, src + r, dr * sizeof (float));
           bln_rope_apply (m, dst + r, dr, pos0 + t);
           for (hh = 0; hh < H; hh++)
@@ -366,14 +347,14 @@ bln_arch_deepseek2_forward (BlnContext *ctx, const int32_t *ids, int n, float *l
 
       /* feed-forward: dense or experts */
       for (t = 0; t < n; t++)
-        bln_rmsnorm (h + (size_t) t * d, x + (size_t) t * d, L->ffn_norm->data, d,
+        bln_cpu_rmsnorm (h + (size_t) t * d, x + (size_t) t * d, L->ffn_norm->data, d,
                      hp->norm_eps);
       if (L->ffn_gate_inp != NULL)
         {
           if (!moe (ctx, L, h, n, tmp, error))
             return FALSE;
         }
-      else if (!swiglu (ctx, L->ffn_gate, L->ffn_up, L->ffn_down, h, n, tmp, error))
+      else if (!bln_swiglu (ctx, L->ffn_gate, L->ffn_up, L->ffn_down, h, n, tmp, error))
         return FALSE;
       for (i = 0; i < n * d; i++)
         x[i] += tmp[i];

@@ -74,9 +74,9 @@ bln_arch_llama_forward (BlnContext *ctx, const int32_t *ids, int n, float *logit
   const BlnModel *m = s->model;
   const BlnHParams *hp = &m->hp;
   int d = hp->n_embd, H = hp->n_head, Hkv = hp->n_head_kv;
-  int dk = hp->head_dim_k, dv = hp->head_dim_v, ff = hp->n_ff;
+  int dk = hp->head_dim_k, dv = hp->head_dim_v;
   int pos0 = s->n_past, nth = bln_pool_n_threads (s->pool);
-  float *x, *h, *q, *k, *v, *att, *tmp, *g, *u, *scores;
+  float *x, *h, *q, *k, *v, *att, *tmp, *scores;
   int il, t, hh, i;
 
   x = bln_ctx_buf (ctx, 0, (size_t) n * d, error);
@@ -86,10 +86,8 @@ bln_arch_llama_forward (BlnContext *ctx, const int32_t *ids, int n, float *logit
   v = bln_ctx_buf (ctx, 4, (size_t) n * Hkv * dv, error);
   att = bln_ctx_buf (ctx, 5, (size_t) n * H * dv, error);
   tmp = bln_ctx_buf (ctx, 6, (size_t) n * d, error);
-  g = bln_ctx_buf (ctx, 7, (size_t) n * ff, error);
-  u = bln_ctx_buf (ctx, 8, (size_t) n * ff, error);
   scores = bln_ctx_buf (ctx, 9, (size_t) nth * s->n_ctx, error);
-  if (!x || !h || !q || !k || !v || !att || !tmp || !g || !u || !scores)
+  if (!x || !h || !q || !k || !v || !att || !tmp || !scores)
     return FALSE;
 
   if (!bln_cpu_get_rows (m->tok_embd, ids, n, x, error))
@@ -103,7 +101,7 @@ bln_arch_llama_forward (BlnContext *ctx, const int32_t *ids, int n, float *logit
       AttnJob job;
 
       for (t = 0; t < n; t++)
-        bln_rmsnorm (h + (size_t) t * d, x + (size_t) t * d, L->attn_norm->data, d,
+        bln_cpu_rmsnorm (h + (size_t) t * d, x + (size_t) t * d, L->attn_norm->data, d,
                      hp->norm_eps);
       if (!bln_linear (ctx, L->wq, L->bq, h, n, q, error)
           || !bln_linear (ctx, L->wk, L->bk, h, n, k, error)
@@ -134,14 +132,9 @@ bln_arch_llama_forward (BlnContext *ctx, const int32_t *ids, int n, float *logit
         x[i] += tmp[i];
 
       for (t = 0; t < n; t++)
-        bln_rmsnorm (h + (size_t) t * d, x + (size_t) t * d, L->ffn_norm->data, d,
+        bln_cpu_rmsnorm (h + (size_t) t * d, x + (size_t) t * d, L->ffn_norm->data, d,
                      hp->norm_eps);
-      if (!bln_linear (ctx, L->ffn_gate, NULL, h, n, g, error)
-          || !bln_linear (ctx, L->ffn_up, NULL, h, n, u, error))
-        return FALSE;
-      for (i = 0; i < n * ff; i++)
-        g[i] = bln_silu (g[i]) * u[i];
-      if (!bln_linear (ctx, L->ffn_down, NULL, g, n, tmp, error))
+      if (!bln_swiglu (ctx, L->ffn_gate, L->ffn_up, L->ffn_down, h, n, tmp, error))
         return FALSE;
       for (i = 0; i < n * d; i++)
         x[i] += tmp[i];

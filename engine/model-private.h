@@ -91,12 +91,11 @@ gboolean bln_arch_deepseek2_forward (BlnContext *ctx, const int32_t *ids, int n,
 
 /* Shared helpers (model.c). */
 float *bln_ctx_buf (BlnContext *ctx, int slot, size_t n_floats, GError **error);
-void bln_rmsnorm (float *y, const float *x, const float *w, int n, float eps);
 void bln_rope_apply (const BlnModel *model, float *v, int n_pairs_dim, int pos);
 gboolean bln_linear (BlnContext *ctx, const BlnTensor *w, const BlnTensor *b,
                      const float *x, int n_tok, float *y, GError **error);
-void bln_softmax (float *x, int n);
-float bln_silu (float x);
+gboolean bln_swiglu (BlnContext *ctx, const BlnTensor *gate, const BlnTensor *up,
+                     const BlnTensor *down, const float *x, int n, float *y, GError **error);
 gboolean bln_output_logits (BlnContext *ctx, float *x, int n, float *logits,
                             gboolean all_logits, GError **error);
 

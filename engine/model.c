@@ -1483,42 +1483,6 @@ bln_ctx_buf (BlnContext *ctx, int slot, size_t n_floats, GError **error)
   return s->buf[slot];
 }
 
-void
-bln_rmsnorm (float *y, const float *x, const float *w, int n, float eps)
-{
-  float ss = 0.0f, scale;
-  int i;
-
-  for (i = 0; i < n; i++)
-    ss += x[i] * x[i];
-  scale = 1.0f / sqrtf (ss / (float) n + eps);
-  for (i = 0; i < n; i++)
-    y[i] = w[i] * (x[i] * scale);
-}
-
-void
-bln_softmax (float *x, int n)
-{
-  float mx = -INFINITY, sum = 0.0f;
-  int i;
-
-  for (i = 0; i < n; i++)
-    mx = MAX (mx, x[i]);
-  for (i = 0; i < n; i++)
-    {
-      x[i] = expf (x[i] - mx);
-      sum += x[i];
-    }
-  for (i = 0; i < n; i++)
-    x[i] /= sum;
-}
-
-float
-bln_silu (float x)
-{
-  return x / (1.0f + expf (-x));
-}
-
 gboolean
 bln_linear (BlnContext *ctx, const BlnTensor *w, const BlnTensor *b, const float *x, int n_tok,
             float *y, GError **error)
@@ -1537,6 +1501,25 @@ bln_linear (BlnContext *ctx, const BlnTensor *w, const BlnTensor *b, const float
   return TRUE;
 }
 
+/* y = down(silu(gate x) * up x) for @n rows, the feed-forward block of
+ * every architecture here (dense layers, shared and routed experts). */
+gboolean
+bln_swiglu (BlnContext *ctx, const BlnTensor *gate, const BlnTensor *up, const BlnTensor *down,
+            const float *x, int n, float *y, GError **error)
+{
+  size_t len = (size_t) n * gate->ne[1];
+  float *g = bln_ctx_buf (ctx, 7, len, error);
+  float *u = bln_ctx_buf (ctx, 8, len, error);
+
+  if (g == NULL || u == NULL)
+    return FALSE;
+  if (!bln_linear (ctx, gate, NULL, x, n, g, error)
+      || !bln_linear (ctx, up, NULL, x, n, u, error))
+    return FALSE;
+  bln_cpu_silu_mul (g, g, u, (int64_t) len);
+  return bln_linear (ctx, down, NULL, g, n, y, error);
+}
+
 /* Final norm and output projection for the last row of @x (or every row). */
 gboolean
 bln_output_logits (BlnContext *ctx, float *x, int n, float *logits, gboolean all_logits,
@@ -1552,7 +1535,7 @@ bln_output_logits (BlnContext *ctx, float *x, int n, float *logits, gboolean all
   if (h == NULL)
     return FALSE;
   for (t = first; t < n; t++)
-    bln_rmsnorm (h + (size_t) (t - first) * d, x + (size_t) t * d, m->output_norm->data, d,
+    bln_cpu_rmsnorm (h + (size_t) (t - first) * d, x + (size_t) t * d, m->output_norm->data, d,
                  m->hp.norm_eps);
   return bln_cpu_matmul (ctx->s.pool, m->output, h, n - first, logits, error);
 }

@@ -602,6 +602,17 @@ cmd_template (int argc, char **argv)
 /* ---------------------------------------------------------------------- */
 /* model commands                                                          */
 
+static gint
+by_logit_desc (gconstpointer a, gconstpointer b, gpointer data)
+{
+  const float *lg = data;
+  float la = lg[*(const int *) a], lb = lg[*(const int *) b];
+
+  if (la != lb)
+    return la > lb ? -1 : 1;
+  return *(const int *) a - *(const int *) b;   /* ties: lower id first */
+}
+
 static int
 cmd_logits (int argc, char **argv)
 {
@@ -673,22 +684,12 @@ cmd_logits (int argc, char **argv)
       json_builder_add_int_value (b, all ? r : (int) ids->len - 1);
       if (top > 0)
         {
-          g_autofree int *best = g_new (int, MIN (top, n_vocab));
+          /* all ids ordered by logit: one sort, whatever --top asks for */
+          g_autofree int *best = g_new (int, n_vocab);
           int k = MIN (top, n_vocab), j;
-          for (j = 0; j < k; j++)
-            {
-              int bi = -1;
-              for (i = 0; i < n_vocab; i++)
-                {
-                  gboolean taken = FALSE;
-                  int q;
-                  for (q = 0; q < j; q++)
-                    taken |= best[q] == i;
-                  if (!taken && (bi < 0 || lg[i] > lg[bi]))
-                    bi = i;
-                }
-              best[j] = bi;
-            }
+          for (j = 0; j < n_vocab; j++)
+            best[j] = j;
+          g_qsort_with_data (best, n_vocab, sizeof (int), by_logit_desc, (gpointer) lg);
           json_builder_set_member_name (b, "top");
           json_builder_begin_array (b);
           for (j = 0; j < k; j++)
