@@ -18,6 +18,9 @@
 #include "cpu/cpu.h"
 #include "gguf.h"
 #include "model.h"
+#ifdef BALEEN_HAVE_ADMIN
+#include "admin.h"
+#endif
 #include "sampler.h"
 #include "tokenizer.h"
 
@@ -986,6 +989,12 @@ static const struct {
   { "info", cmd_info, "model metadata and memory estimate" },
   { "perplexity", cmd_perplexity, "perplexity of a text file" },
   { "bench", cmd_bench, "prompt and generation speed" },
+#ifdef BALEEN_HAVE_ADMIN
+  { "config", bln_admin_config, "read and change settings in the database (--db FILE)" },
+  { "keys", bln_admin_keys, "create, list and revoke API keys (--db FILE)" },
+  { "rules", bln_admin_rules, "safety rules: add, list, remove, test (--db FILE)" },
+  { "audit", bln_admin_audit, "audit log: tail, export (--db FILE)" },
+#endif
 };
 
 static void
