@@ -59,6 +59,11 @@ struct _BlnModel {
 
   BlnTokenizer *tokenizer;
   char *chat_template;
+
+  /* The weights on the GPU (engine/cuda/), uploaded when the first CUDA
+   * context is made; guarded by cuda_lock. NULL on the CPU. */
+  struct _BlnCudaModel *cuda;
+  GMutex cuda_lock;
 };
 
 typedef struct {
@@ -72,6 +77,10 @@ typedef struct {
   float *v_cache;
   size_t k_width;
   size_t v_width;
+
+  /* the CUDA state (engine/cuda/forward.c) of a context on the GPU: its KV
+   * cache and scratch live there, and k_cache / v_cache above are NULL */
+  struct _BlnCudaCtx *cuda;
 
   /* scratch, sized for the largest batch seen so far */
   int scratch_tokens;

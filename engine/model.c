@@ -14,6 +14,11 @@
 #include "model-private.h"
 #include "hfdir.h"
 #include "tokenizer.h"
+#include "baleen-config.h"
+#if BALEEN_HAVE_CUDA
+#include "cuda/cuda.h"
+#include "cuda/forward.h"
+#endif
 
 /* ---------------------------------------------------------------------- */
 /* tensors                                                                 */
@@ -1054,6 +1059,10 @@ bln_model_free (BlnModel *m)
 
   if (m == NULL)
     return;
+#if BALEEN_HAVE_CUDA
+  g_clear_pointer (&m->cuda, bln_cuda_model_free);
+#endif
+  g_mutex_clear (&m->cuda_lock);
   if (m->layers != NULL)
     for (il = 0; il < m->hp.n_layer; il++)
       {
@@ -1096,6 +1105,7 @@ bln_model_load_with_options (const char *path, const BlnModelOptions *opts, GErr
   g_return_val_if_fail (path != NULL, NULL);
 
   m = g_new0 (BlnModel, 1);
+  g_mutex_init (&m->cuda_lock);
   m->path = g_strdup (path);
   m->tensors = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, tensor_free);
   m->extra = g_ptr_array_new_with_free_func (tensor_free);
@@ -1316,6 +1326,29 @@ bln_model_kv_bytes_per_token (const BlnModel *m)
          * sizeof (float);
 }
 
+size_t
+bln_model_decode_bytes (const BlnModel *m)
+{
+  const BlnHParams *hp = &m->hp;
+  GHashTableIter it;
+  gpointer v;
+  double sum = 0;
+
+  g_hash_table_iter_init (&it, m->tensors);
+  while (g_hash_table_iter_next (&it, NULL, &v))
+    {
+      const BlnTensor *t = v;
+      double b = (double) t->nbytes;
+
+      if (t == m->tok_embd && m->output != m->tok_embd)
+        continue;
+      if (t->name != NULL && strstr (t->name, "_exps") != NULL && hp->n_expert > 0)
+        b = b * hp->n_expert_used / hp->n_expert;
+      sum += b;
+    }
+  return (size_t) sum;
+}
+
 char *
 bln_model_type_summary (const BlnModel *m)
 {
@@ -1345,6 +1378,122 @@ bln_model_type_summary (const BlnModel *m)
 
 /* ---------------------------------------------------------------------- */
 /* contexts                                                                */
+
+void
+bln_context_options_init (BlnContextOptions *opts)
+{
+  memset (opts, 0, sizeof *opts);
+  opts->device = BLN_DEVICE_CPU;
+  opts->kv_bits = 16;
+}
+
+BlnContext *
+bln_context_new_with_options (BlnModel *model, int n_ctx, BlnPool *pool,
+                              const BlnContextOptions *opts, GError **error)
+{
+  BlnContext *ctx;
+
+  g_return_val_if_fail (model != NULL && pool != NULL, NULL);
+
+  if (opts == NULL || opts->device == BLN_DEVICE_CPU)
+    return bln_context_new (model, n_ctx, pool, error);
+#if BALEEN_HAVE_CUDA
+  if (n_ctx <= 0)
+    n_ctx = MIN (model->hp.n_ctx_train, 8192);
+  if (n_ctx > (1 << 22))
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "context size %d is too large", n_ctx);
+      return NULL;
+    }
+  ctx = g_new0 (BlnContext, 1);
+  ctx->s.model = model;
+  ctx->s.n_ctx = n_ctx;
+  ctx->s.pool = pool;
+  ctx->s.cuda = bln_cuda_ctx_new (model, n_ctx, opts, error);
+  if (ctx->s.cuda == NULL)
+    {
+      g_free (ctx);
+      return NULL;
+    }
+  return ctx;
+#else
+  (void) ctx;
+  g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED,
+               "this build of Baleen has no CUDA backend (built without nvcc)");
+  return NULL;
+#endif
+}
+
+BlnDevice
+bln_context_device (const BlnContext *ctx)
+{
+  return ctx->s.cuda != NULL ? BLN_DEVICE_CUDA : BLN_DEVICE_CPU;
+}
+
+gboolean
+bln_device_parse (const char *name, BlnContextOptions *opts, GError **error)
+{
+  char *end = NULL;
+  gint64 n;
+
+  if (name == NULL || g_str_equal (name, "auto"))
+    {
+#if BALEEN_HAVE_CUDA
+      opts->device = bln_cuda_available (NULL) ? BLN_DEVICE_CUDA : BLN_DEVICE_CPU;
+#else
+      opts->device = BLN_DEVICE_CPU;
+#endif
+      return TRUE;
+    }
+  if (g_str_equal (name, "cpu"))
+    {
+      opts->device = BLN_DEVICE_CPU;
+      return TRUE;
+    }
+  if (g_str_equal (name, "cuda") || g_str_equal (name, "gpu"))
+    {
+      opts->device = BLN_DEVICE_CUDA;
+      return TRUE;
+    }
+  if (g_str_has_prefix (name, "cuda:"))
+    {
+      n = g_ascii_strtoll (name + 5, &end, 10);
+      if (end != name + 5 && *end == '\0' && n >= 0 && n < 64)
+        {
+          opts->device = BLN_DEVICE_CUDA;
+          opts->gpu = (int) n;
+          return TRUE;
+        }
+    }
+  g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
+               "unknown device '%s' (cpu, cuda, cuda:N or auto)", name);
+  return FALSE;
+}
+
+BlnContext *
+bln_context_new_on_device (BlnModel *model, int n_ctx, BlnPool *pool,
+                           const BlnContextOptions *opts, char **note, GError **error)
+{
+  GError *local = NULL;
+  BlnContext *ctx;
+
+  if (note != NULL)
+    *note = NULL;
+  ctx = bln_context_new_with_options (model, n_ctx, pool, opts, &local);
+  if (ctx != NULL)
+    return ctx;
+  if (opts != NULL && opts->device == BLN_DEVICE_CUDA
+      && (g_error_matches (local, BLN_ERROR, BLN_ERROR_UNSUPPORTED)
+          || g_error_matches (local, BLN_ERROR, BLN_ERROR_BACKEND)))
+    {
+      if (note != NULL)
+        *note = g_strdup_printf ("running on the CPU: %s", local->message);
+      g_clear_error (&local);
+      return bln_context_new (model, n_ctx, pool, error);
+    }
+  g_propagate_error (error, local);
+  return NULL;
+}
 
 BlnContext *
 bln_context_new (BlnModel *model, int n_ctx, BlnPool *pool, GError **error)
@@ -1400,6 +1549,9 @@ bln_context_free (BlnContext *ctx)
 
   if (ctx == NULL)
     return;
+#if BALEEN_HAVE_CUDA
+  bln_cuda_ctx_free (ctx->s.cuda);
+#endif
   g_free (ctx->s.k_cache);
   g_free (ctx->s.v_cache);
   for (i = 0; i < (int) G_N_ELEMENTS (ctx->s.buf); i++)
@@ -1454,6 +1606,10 @@ bln_context_eval (BlnContext *ctx, const int32_t *ids, int n, float *logits,
                      "token id %d is outside the vocabulary (0..%d)", ids[i], m->hp.n_vocab - 1);
         return FALSE;
       }
+#if BALEEN_HAVE_CUDA
+  if (ctx->s.cuda != NULL)
+    return bln_cuda_ctx_eval (ctx, ids, n, logits, all_logits, error);
+#endif
   if (m->hp.arch == BLN_ARCH_DEEPSEEK2)
     return bln_arch_deepseek2_forward (ctx, ids, n, logits, all_logits, error);
   return bln_arch_llama_forward (ctx, ids, n, logits, all_logits, error);

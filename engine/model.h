@@ -117,6 +117,12 @@ const char *bln_model_chat_template (const BlnModel *model);
 /* Weights: number of parameters and bytes they take in memory. */
 int64_t bln_model_n_params (const BlnModel *model);
 size_t bln_model_weight_bytes (const BlnModel *model);
+/* Bytes of weights one decoded token reads: every weight tensor except the
+ * token embeddings (of which it reads one row), counted once when tied to the
+ * output. With bln_model_kv_bytes_per_token this gives the bandwidth ceiling
+ * of batch-1 decode. MoE models: the routed experts count n_expert_used of
+ * n_expert. */
+size_t bln_model_decode_bytes (const BlnModel *model);
 /* Bytes of KV cache one token takes (MLA: the latent only). */
 size_t bln_model_kv_bytes_per_token (const BlnModel *model);
 /* A summary of the tensor types: "q4_1: 169, f32: 61" (caller frees). */
@@ -127,6 +133,52 @@ char *bln_model_type_summary (const BlnModel *model);
 BlnContext *bln_context_new (BlnModel *model, int n_ctx, BlnPool *pool, GError **error);
 void bln_context_free (BlnContext *ctx);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (BlnContext, bln_context_free)
+
+typedef enum {
+  BLN_DEVICE_CPU = 0,
+  BLN_DEVICE_CUDA = 1,
+} BlnDevice;
+
+typedef struct {
+  BlnDevice device;        /* where the context runs (BLN_DEVICE_CPU by default) */
+  int gpu;                 /* CUDA device ordinal (0 by default) */
+  /* KV cache element size on the GPU: 16 (F16, the default) or 32 (F32,
+   * slower, for checks against the CPU reference). Ignored on the CPU. */
+  int kv_bits;
+} BlnContextOptions;
+
+/* Fills @opts with the defaults (CPU). */
+void bln_context_options_init (BlnContextOptions *opts);
+
+/* As bln_context_new, on the device @opts names. For BLN_DEVICE_CUDA the
+ * model's weights are uploaded to the GPU on the first such call (they stay
+ * there until the model is freed), after a memory plan that checks weights,
+ * KV cache and scratch against the device's free memory: when they do not fit
+ * the call fails with BLN_ERROR_NOMEM and a message saying what to change,
+ * and nothing stays allocated. BLN_ERROR_UNSUPPORTED when this build has no
+ * CUDA backend or the architecture does not run on the GPU yet,
+ * BLN_ERROR_BACKEND when there is no usable GPU (the message says why): the
+ * caller may fall back to the CPU. */
+BlnContext *bln_context_new_with_options (BlnModel *model, int n_ctx, BlnPool *pool,
+                                          const BlnContextOptions *opts, GError **error);
+
+/* The device the context runs on. */
+BlnDevice bln_context_device (const BlnContext *ctx);
+
+/* Parses a device name for @opts: "cpu", "cuda" or "cuda:N" (GPU N), "auto"
+ * (the GPU when this build has a CUDA backend and a usable GPU, else the
+ * CPU) or NULL (= "auto"). FALSE with BLN_ERROR_INVALID for anything else. */
+gboolean bln_device_parse (const char *name, BlnContextOptions *opts, GError **error);
+
+/* bln_context_new_with_options, falling back to the CPU when the GPU cannot
+ * be used: no CUDA backend in this build, no driver or device, or an
+ * architecture the GPU path does not run yet. Then *@note (when not NULL)
+ * receives a sentence saying why (free with g_free); it stays NULL otherwise.
+ * A model that does not fit on the GPU is an error (BLN_ERROR_NOMEM with what
+ * to change), not a fallback: the user asked for the GPU and should choose. */
+BlnContext *bln_context_new_on_device (BlnModel *model, int n_ctx, BlnPool *pool,
+                                       const BlnContextOptions *opts, char **note,
+                                       GError **error);
 
 int bln_context_n_ctx (const BlnContext *ctx);
 /* Tokens already in the cache. */

@@ -24,6 +24,7 @@
  *   Q6_K    210      0      192      scales[16], d       (payload = ql, qh)
  *   F16      16      0       16      -                   (a "block" = 8 values)
  *   BF16     16      0       16      -
+ *   F32      16      0       16      -                   (a "block" = 4 values)
  *
  * bln_kernels_split_layout() returns that table; engine/cuda/backend.c uses it
  * to repack on upload.
@@ -70,6 +71,14 @@ int bln_kernels_split_layout (int type, BlnSplitLayout *out);
 cudaError_t bln_kernels_matvec (int type, const void *payload, const void *header,
                                 int n_in, int n_out, const float *d_x, int n_tok,
                                 float *d_y, cudaStream_t stream);
+
+/* Expands an n_out × n_in matrix of quantised GGUF type @type (split blocks,
+ * as above) into row-major F16 at @out (n_out * n_in halves), for the
+ * prefill path's tensor-core products. F16, BF16 and F32 are not handled
+ * (cuBLAS reads them as they are). Returns cudaErrorInvalidValue for bad
+ * arguments or such a type. */
+cudaError_t bln_kernels_dequant_f16 (int type, const void *payload, const void *header,
+                                     int n_in, int n_out, void *out, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

@@ -445,6 +445,144 @@ struct TypeBF16
   }
 };
 
+/* F32: a unit is 4 values (16 bytes); tiny and odd-shaped tensors. */
+struct TypeF32
+{
+  static constexpr int VPB = 4, UPB = 1, PAY = 16, HDR = 0, XN = 4;
+  struct W { uint4 q; };
+
+  static BLN_HD void
+  load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
+  {
+    w.q = load16 (pay);
+  }
+  static BLN_HD void
+  load_x (const float *xb, int s, float *xf)
+  {
+    load_floats<4> (xb, xf);
+  }
+  static BLN_HD float
+  dot (const W &w, const float *xf)
+  {
+    return xf[0] * bits_float (w.q.x) + xf[1] * bits_float (w.q.y) + xf[2] * bits_float (w.q.z)
+           + xf[3] * bits_float (w.q.w);
+  }
+};
+
+/* ---- Dequantisation to F16 (the prefill path multiplies on tensor cores) ----
+ *
+ * For each type: deq() expands one unit into XN values in the order load_x()
+ * reads x, and xoff(s, i) is the index inside the block of value i of unit s,
+ * so that the dequantiser and the matvec share one description of the
+ * layout. */
+BLN_HD int
+xoff_q8_0 (int s, int i) { return s * 16 + i; }
+BLN_HD int
+xoff_q4 (int s, int i) { return i; }
+BLN_HD int
+xoff_k4 (int s, int i) { return (s >> 1) * 64 + (s & 1) * 16 + (i < 16 ? i : 32 + i - 16); }
+BLN_HD int
+xoff_k6 (int s, int i) { return (s >> 2) * 128 + (s & 3) * 16 + (i < 16 ? i : 64 + i - 16); }
+
+BLN_HD void
+deq (const TypeQ8_0::W &w, float *v)
+{
+  for (int i = 0; i < 16; i++)
+    v[i] = w.d * (float) (int8_t) byte_of (w.q, i);
+}
+BLN_HD void
+deq (const TypeQ4_0::W &w, float *v)
+{
+  for (int j = 0; j < 16; j++)
+    {
+      uint32_t b = byte_of (w.q, j);
+      v[j] = w.d * (float) ((int) (b & 15) - 8);
+      v[j + 16] = w.d * (float) ((int) (b >> 4) - 8);
+    }
+}
+BLN_HD void
+deq (const TypeQ4_1::W &w, float *v)
+{
+  for (int j = 0; j < 16; j++)
+    {
+      uint32_t b = byte_of (w.q, j);
+      v[j] = w.d * (float) (b & 15) + w.m;
+      v[j + 16] = w.d * (float) (b >> 4) + w.m;
+    }
+}
+BLN_HD void
+deq (const TypeQ4_K::W &w, float *v)
+{
+  for (int i = 0; i < 16; i++)
+    {
+      uint32_t b = byte_of (w.q, i);
+      v[i] = w.ds0 * (float) (b & 15) - w.dm0;
+      v[16 + i] = w.ds1 * (float) (b >> 4) - w.dm1;
+    }
+}
+BLN_HD void
+deq (const TypeQ5_K::W &w, float *v)
+{
+  for (int i = 0; i < 16; i++)
+    {
+      uint32_t b = byte_of (w.q, i);
+      uint32_t hb = byte_of (w.qh, i) >> w.shift;
+      v[i] = w.ds0 * (float) ((b & 15) | ((hb & 1) << 4)) - w.dm0;
+      v[16 + i] = w.ds1 * (float) ((b >> 4) | ((hb & 2) << 3)) - w.dm1;
+    }
+}
+BLN_HD void
+deq (const TypeQ6_K::W &w, float *v)
+{
+  for (int i = 0; i < 16; i++)
+    {
+      uint32_t b = byte_of (w.ql, i);
+      uint32_t hb = byte_of (w.qh, i) >> w.shift;
+      v[i] = w.d0 * (float) ((int) ((b & 15) | ((hb & 3) << 4)) - 32);
+      v[16 + i] = w.d1 * (float) ((int) ((b >> 4) | (((hb >> 4) & 3) << 4)) - 32);
+    }
+}
+
+/* One thread per unit; writes row-major n_out x n_in halves. */
+template <class T, int (*XOFF) (int, int)>
+__global__ void
+dequant_f16_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ hdr, int nb,
+                    int n_in, size_t n_units, __half *__restrict__ out)
+{
+  const size_t u = (size_t) blockIdx.x * blockDim.x + threadIdx.x;
+  if (u >= n_units)
+    return;
+  const size_t blk = u / T::UPB;
+  const int s = (int) (u % T::UPB);
+  const size_t row = blk / nb;
+  const int b = (int) (blk % nb);
+  typename T::W w;
+  float v[T::XN];
+  __half *o = out + row * (size_t) n_in + (size_t) b * T::VPB;
+
+  T::load (w, pay + blk * T::PAY, T::HDR ? hdr + blk * T::HDR : hdr, s);
+  deq (w, v);
+#pragma unroll
+  for (int i = 0; i < T::XN; i++)
+    o[XOFF (s, i)] = __float2half_rn (v[i]);
+}
+
+template <class T, int (*XOFF) (int, int)>
+cudaError_t
+launch_dequant (const void *payload, const void *header, int n_in, int n_out, __half *out,
+                cudaStream_t stream)
+{
+  const int nb = n_in / T::VPB;
+  const size_t n_units = (size_t) n_out * nb * T::UPB;
+
+  if (n_in % T::VPB != 0 || !header)
+    return cudaErrorInvalidValue;
+  dequant_f16_kernel<T, XOFF><<<(unsigned) ((n_units + 255) / 256), 256, 0, stream>>> (
+      static_cast<const uint8_t *> (payload), static_cast<const uint8_t *> (header), nb, n_in,
+      n_units, out);
+  return cudaGetLastError ();
+}
+
 /* The kernel. Thread block = WARPS warps; warp w of block b owns rows
  * (b * WARPS + w) * ROWS + 0..ROWS-1. Lane l handles units l, l + 32, ... of
  * those rows (unit u = block u / UPB, part u % UPB). Rows past n_out (last
@@ -972,7 +1110,7 @@ launch_q8 (const void *payload, const void *header, int n_in, int n_out, const f
 
 /* GGUF type ids (engine/quant.h); kept as literals so that this file needs
  * nothing but the CUDA toolkit. */
-enum { T_F16 = 1, T_Q4_0 = 2, T_Q4_1 = 3, T_Q8_0 = 8, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14,
+enum { T_F32 = 0, T_F16 = 1, T_Q4_0 = 2, T_Q4_1 = 3, T_Q8_0 = 8, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14,
        T_BF16 = 30 };
 
 } /* namespace */
@@ -992,6 +1130,7 @@ bln_kernels_split_layout (int type, BlnSplitLayout *out)
     case T_Q6_K: l = { 256, 210, 0, 192, 18 }; break;
     case T_F16:
     case T_BF16: l = { 8, 16, 0, 16, 0 }; break;
+    case T_F32: l = { 4, 16, 0, 16, 0 }; break;
     default: return 0;
     }
   if (out)
@@ -1030,6 +1169,33 @@ bln_kernels_matvec (int type, const void *payload, const void *header, int n_in,
                                              stream);
     case T_F16: return launch<TypeF16> (payload, header, n_in, n_out, d_x, n_tok, d_y, stream);
     case T_BF16: return launch<TypeBF16> (payload, header, n_in, n_out, d_x, n_tok, d_y, stream);
+    case T_F32: return launch<TypeF32> (payload, header, n_in, n_out, d_x, n_tok, d_y, stream);
+    default: return cudaErrorInvalidValue;
+    }
+}
+
+extern "C" cudaError_t
+bln_kernels_dequant_f16 (int type, const void *payload, const void *header, int n_in, int n_out,
+                         void *out, cudaStream_t stream)
+{
+  __half *o = static_cast<__half *> (out);
+
+  if (!payload || !out || n_in <= 0 || n_out <= 0 || ((uintptr_t) payload & 15))
+    return cudaErrorInvalidValue;
+  switch (type)
+    {
+    case T_Q8_0:
+      return launch_dequant<TypeQ8_0, xoff_q8_0> (payload, header, n_in, n_out, o, stream);
+    case T_Q4_0:
+      return launch_dequant<TypeQ4_0, xoff_q4> (payload, header, n_in, n_out, o, stream);
+    case T_Q4_1:
+      return launch_dequant<TypeQ4_1, xoff_q4> (payload, header, n_in, n_out, o, stream);
+    case T_Q4_K:
+      return launch_dequant<TypeQ4_K, xoff_k4> (payload, header, n_in, n_out, o, stream);
+    case T_Q5_K:
+      return launch_dequant<TypeQ5_K, xoff_k4> (payload, header, n_in, n_out, o, stream);
+    case T_Q6_K:
+      return launch_dequant<TypeQ6_K, xoff_k6> (payload, header, n_in, n_out, o, stream);
     default: return cudaErrorInvalidValue;
     }
 }

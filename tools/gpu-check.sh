@@ -21,14 +21,19 @@ set -u
 if [ "${1:-}" = "--prepare" ]; then
   set -e
   [ -d build-cuda ] || meson setup build-cuda -Dcuda=enabled -Dcuda-archs=90a
-  ninja -C build-cuda tests/test-cuda-ops
+  bins="tests/test-cuda-ops tests/test-cuda-model app/cli/baleen-cli"
+  [ -f tools/synth-gguf.c ] && bins="$bins tools/synth-gguf"
+  ninja -C build-cuda $bins
   rm -rf build-cuda/gpu-carry
   mkdir -p build-cuda/gpu-carry/lib
-  cp build-cuda/tests/test-cuda-ops build-cuda/gpu-carry/
-  # libraries outside the C library itself (the device image may lack them)
-  ldd build-cuda/tests/test-cuda-ops | awk '/=> \// { print $3 }' \
-    | grep -vE '/(libc|libm|libdl|librt|libpthread|libstdc\+\+|libgcc_s|ld-linux[^/]*)\.so' \
-    | while read -r lib; do cp -L "$lib" build-cuda/gpu-carry/lib/; done
+  for b in $bins; do
+    cp "build-cuda/$b" build-cuda/gpu-carry/
+    # libraries outside the C library itself (the device image may lack them)
+    ldd "build-cuda/$b" | awk '/=> \// { print $3 }' \
+      | grep -vE '/(libc|libm|libdl|librt|libpthread|libstdc\+\+|libgcc_s|ld-linux[^/]*)\.so' \
+      | grep -v libcublas \
+      | while read -r lib; do cp -L "$lib" build-cuda/gpu-carry/lib/; done
+  done
   du -sh build-cuda/gpu-carry
   ls build-cuda/gpu-carry/lib
   exit 0

@@ -21,6 +21,9 @@
 #ifdef BALEEN_HAVE_ADMIN
 #include "admin.h"
 #endif
+#if BALEEN_HAVE_CUDA
+#include "cuda/cuda.h"
+#endif
 #include "sampler.h"
 #include "tokenizer.h"
 
@@ -127,19 +130,35 @@ parse_ids (const char *json, GError **error)
   return ids;
 }
 
+/* Checks a --device value before anything is loaded. */
 static gboolean
 check_device (const char *device, GError **error)
 {
-  if (device == NULL || g_str_equal (device, "cpu") || g_str_equal (device, "auto"))
-    return TRUE;
-  if (g_str_equal (device, "cuda"))
-    {
-      g_printerr ("baleen-cli: running models on the GPU is not implemented yet "
-                  "(only its matvec kernels are); using the CPU\n");
-      return TRUE;
-    }
-  g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "unknown device '%s' (cpu or cuda)", device);
-  return FALSE;
+  BlnContextOptions o;
+
+  bln_context_options_init (&o);
+  return bln_device_parse (device, &o, error);
+}
+
+/* A context on @device ("cpu", "cuda", "cuda:N", "auto"/NULL), falling back
+ * to the CPU with a note on stderr when the GPU cannot be used. */
+static BlnContext *
+open_context (BlnModel *model, int n_ctx, BlnPool *pool, const char *device, int kv_bits,
+              GError **error)
+{
+  g_autofree char *note = NULL;
+  BlnContextOptions o;
+  BlnContext *ctx;
+
+  bln_context_options_init (&o);
+  if (kv_bits != 0)
+    o.kv_bits = kv_bits;
+  if (!bln_device_parse (device, &o, error))
+    return NULL;
+  ctx = bln_context_new_on_device (model, n_ctx, pool, &o, &note, error);
+  if (note != NULL)
+    g_printerr ("baleen-cli: %s\n", note);
+  return ctx;
 }
 
 static BlnType
@@ -271,7 +290,7 @@ cmd_run (int argc, char **argv)
   g_autofree char *model_path = NULL, *prompt = NULL, *device = NULL, *quant = NULL;
   g_autofree char *system = NULL;
   gboolean chat = FALSE, verbose = FALSE;
-  int n_predict = 256, top_k = 40, threads = 0, n_ctx = 4096;
+  int n_predict = 256, top_k = 40, threads = 0, n_ctx = 4096, kv_bits = 0;
   double temp = 0.7, top_p = 0.95, min_p = 0.05, repeat_penalty = 1.0;
   gint64 seed = -1;
   GOptionEntry entries[] = {
@@ -288,7 +307,8 @@ cmd_run (int argc, char **argv)
     { "seed", 0, 0, G_OPTION_ARG_INT64, &seed, "Random seed (default: random)", "S" },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "CPU threads (default: all cores)", "N" },
     { "ctx", 'c', 0, G_OPTION_ARG_INT, &n_ctx, "Context size in tokens (default 4096)", "N" },
-    { "device", 0, 0, G_OPTION_ARG_STRING, &device, "cpu or cuda (default cpu)", "DEV" },
+    { "device", 0, 0, G_OPTION_ARG_STRING, &device, "cpu, cuda, cuda:N or auto (default auto: the GPU when usable)", "DEV" },
+    { "kv-bits", 0, 0, G_OPTION_ARG_INT, &kv_bits, "GPU KV cache precision: 16 (default) or 32", "N" },
     { "quant", 'q', 0, G_OPTION_ARG_STRING, &quant, "Convert an HF model's weights on load (q8_0, q4_K, q6_K...)", "TYPE" },
     { "verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "Print speed figures to stderr", NULL },
     { NULL }
@@ -315,7 +335,7 @@ cmd_run (int argc, char **argv)
     }
   if (!check_device (device, &error) || (model = load_model (model_path, quant, &error)) == NULL
       || (pool = bln_pool_new (threads, &error)) == NULL
-      || (ctx = bln_context_new (model, n_ctx, pool, &error)) == NULL)
+      || (ctx = open_context (model, n_ctx, pool, device, kv_bits, &error)) == NULL)
     {
       bln_pool_free (pool);
       return fail (error);
@@ -619,8 +639,8 @@ by_logit_desc (gconstpointer a, gconstpointer b, gpointer data)
 static int
 cmd_logits (int argc, char **argv)
 {
-  g_autofree char *path = NULL, *ids_json = NULL, *quant = NULL;
-  int top = 0, threads = 0;
+  g_autofree char *path = NULL, *ids_json = NULL, *quant = NULL, *device = NULL;
+  int top = 0, threads = 0, kv_bits = 0;
   gboolean all = FALSE;
   GOptionEntry entries[] = {
     { "model", 'm', 0, G_OPTION_ARG_FILENAME, &path, "Model: GGUF file or HF directory", "PATH" },
@@ -628,6 +648,8 @@ cmd_logits (int argc, char **argv)
     { "top", 0, 0, G_OPTION_ARG_INT, &top, "Only the N largest logits, with their ids", "N" },
     { "all", 0, 0, G_OPTION_ARG_NONE, &all, "Logits at every position, not only the last", NULL },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "CPU threads", "N" },
+    { "device", 0, 0, G_OPTION_ARG_STRING, &device, "cpu (default), cuda, cuda:N or auto", "DEV" },
+    { "kv-bits", 0, 0, G_OPTION_ARG_INT, &kv_bits, "GPU KV cache precision: 16 (default) or 32", "N" },
     { "quant", 'q', 0, G_OPTION_ARG_STRING, &quant, "Convert an HF model's weights on load", "TYPE" },
     { NULL }
   };
@@ -658,9 +680,11 @@ cmd_logits (int argc, char **argv)
       g_printerr ("baleen-cli logits: --ids is empty\n");
       return 2;
     }
-  if ((model = load_model (path, quant, &error)) == NULL
+  if (device == NULL)
+    device = g_strdup ("cpu");
+  if (!check_device (device, &error) || (model = load_model (path, quant, &error)) == NULL
       || (pool = bln_pool_new (threads, &error)) == NULL
-      || (ctx = bln_context_new (model, (int) ids->len, pool, &error)) == NULL)
+      || (ctx = open_context (model, (int) ids->len, pool, device, kv_bits, &error)) == NULL)
     {
       bln_pool_free (pool);
       return fail (error);
@@ -792,13 +816,15 @@ cmd_info (int argc, char **argv)
 static int
 cmd_perplexity (int argc, char **argv)
 {
-  g_autofree char *path = NULL, *file = NULL, *text = NULL, *quant = NULL;
-  int n_ctx = 512, threads = 0;
+  g_autofree char *path = NULL, *file = NULL, *text = NULL, *quant = NULL, *device = NULL;
+  int n_ctx = 512, threads = 0, kv_bits = 0;
   GOptionEntry entries[] = {
     { "model", 'm', 0, G_OPTION_ARG_FILENAME, &path, "Model: GGUF file or HF directory", "PATH" },
     { "file", 'f', 0, G_OPTION_ARG_FILENAME, &file, "Text file", "FILE" },
     { "ctx", 'c', 0, G_OPTION_ARG_INT, &n_ctx, "Tokens per chunk (default 512)", "N" },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "CPU threads", "N" },
+    { "device", 0, 0, G_OPTION_ARG_STRING, &device, "cpu (default), cuda, cuda:N or auto", "DEV" },
+    { "kv-bits", 0, 0, G_OPTION_ARG_INT, &kv_bits, "GPU KV cache precision: 16 (default) or 32", "N" },
     { "quant", 'q', 0, G_OPTION_ARG_STRING, &quant, "Convert an HF model's weights on load", "TYPE" },
     { NULL }
   };
@@ -821,10 +847,12 @@ cmd_perplexity (int argc, char **argv)
       g_printerr ("baleen-cli perplexity: -f FILE is required and --ctx must be at least 2\n");
       return 2;
     }
-  if (!g_file_get_contents (file, &text, &len, &error)
+  if (device == NULL)
+    device = g_strdup ("cpu");
+  if (!check_device (device, &error) || !g_file_get_contents (file, &text, &len, &error)
       || (model = load_model (path, quant, &error)) == NULL
       || (pool = bln_pool_new (threads, &error)) == NULL
-      || (ctx = bln_context_new (model, n_ctx, pool, &error)) == NULL)
+      || (ctx = open_context (model, n_ctx, pool, device, kv_bits, &error)) == NULL)
     {
       bln_pool_free (pool);
       return fail (error);
@@ -882,19 +910,62 @@ cmd_perplexity (int argc, char **argv)
   return 0;
 }
 
+/* The bandwidth ceiling of batch-1 decode: bytes one token reads (weights,
+ * plus the KV cache at the mean depth of the timed window) and, on the GPU,
+ * the copy rate measured now. */
+typedef struct {
+  double bytes_per_token;
+  double mem_rate;       /* bytes/s, 0 when not measured */
+  char *gpu;             /* device name, NULL on the CPU */
+} BenchCeiling;
+
+static void
+bench_ceiling (BlnModel *model, BlnContext *ctx, int kv_bits, double mean_depth,
+               BenchCeiling *c)
+{
+  const BlnHParams *hp = bln_model_hparams (model);
+  double kv_elem = bln_context_device (ctx) == BLN_DEVICE_CUDA ? (kv_bits ? kv_bits : 16) / 8.0
+                                                                : 4.0;
+  double kv_token = (double) bln_model_kv_bytes_per_token (model) / 4.0 * kv_elem;
+
+  memset (c, 0, sizeof *c);
+  (void) hp;
+  (void) kv_bits;
+  c->bytes_per_token = (double) bln_model_decode_bytes (model) + kv_token * mean_depth;
+#if BALEEN_HAVE_CUDA
+  if (bln_context_device (ctx) == BLN_DEVICE_CUDA)
+    {
+      BlnCudaDeviceInfo info;
+      GError *error = NULL;
+
+      if (bln_cuda_device_info (0, &info, &error))
+        c->gpu = g_strdup (info.name);
+      g_clear_error (&error);
+      if (!bln_cuda_copy_rate (&c->mem_rate, &error))
+        {
+          g_printerr ("baleen-cli bench: could not measure the memory bandwidth: %s\n",
+                      error->message);
+          g_clear_error (&error);
+        }
+    }
+#endif
+}
+
 static int
 cmd_bench (int argc, char **argv)
 {
   g_autofree char *path = NULL, *device = NULL, *quant = NULL;
-  int n_prompt = 128, n_gen = 64, threads = 0, reps = 3;
+  int n_prompt = 128, n_gen = 64, threads = 0, reps = 3, depth = 0, kv_bits = 0;
   gboolean json = FALSE;
   GOptionEntry entries[] = {
     { "model", 'm', 0, G_OPTION_ARG_FILENAME, &path, "Model: GGUF file or HF directory", "PATH" },
     { "prompt", 'p', 0, G_OPTION_ARG_INT, &n_prompt, "Prompt tokens (default 128)", "N" },
     { "gen", 'n', 0, G_OPTION_ARG_INT, &n_gen, "Generated tokens (default 64)", "N" },
+    { "depth", 'd', 0, G_OPTION_ARG_INT, &depth, "Tokens already in the cache when decoding starts (default 0)", "N" },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "CPU threads (default: all cores)", "N" },
     { "repetitions", 'r', 0, G_OPTION_ARG_INT, &reps, "Repetitions; the best is kept (default 3)", "N" },
-    { "device", 0, 0, G_OPTION_ARG_STRING, &device, "cpu or cuda", "DEV" },
+    { "device", 0, 0, G_OPTION_ARG_STRING, &device, "cpu, cuda, cuda:N or auto (default auto)", "DEV" },
+    { "kv-bits", 0, 0, G_OPTION_ARG_INT, &kv_bits, "GPU KV cache precision: 16 (default) or 32", "N" },
     { "quant", 'q', 0, G_OPTION_ARG_STRING, &quant, "Convert an HF model's weights on load", "TYPE" },
     { "json", 0, 0, G_OPTION_ARG_NONE, &json, "Print JSON", NULL },
     { NULL }
@@ -904,30 +975,35 @@ cmd_bench (int argc, char **argv)
   g_autoptr (BlnContext) ctx = NULL;
   g_autofree int32_t *ids = NULL;
   g_autofree float *logits = NULL;
+  g_autofree char *types = NULL;
   BlnPool *pool = NULL;
-  double best_pp = 0, best_tg = 0;
-  int n_vocab, r, i;
+  BenchCeiling ceil;
+  double best_pp = 0, best_tg = 0, tg_ceiling = 0;
+  const char *dev_name;
+  int n_vocab, r, i, n_ids;
   GRand *rand;
 
   if (!parse_options ("bench", "prompt and generation speed", entries, &argc, &argv, &error))
     return fail (error);
-  if (n_prompt < 1 || n_gen < 0 || reps < 1)
+  if (n_prompt < 1 || n_gen < 0 || reps < 1 || depth < 0)
     {
-      g_printerr ("baleen-cli bench: --prompt must be ≥ 1, --gen ≥ 0, -r ≥ 1\n");
+      g_printerr ("baleen-cli bench: --prompt must be ≥ 1, --gen ≥ 0, --depth ≥ 0, -r ≥ 1\n");
       return 2;
     }
   if (!check_device (device, &error) || (model = load_model (path, quant, &error)) == NULL
       || (pool = bln_pool_new (threads, &error)) == NULL
-      || (ctx = bln_context_new (model, n_prompt + n_gen + 1, pool, &error)) == NULL)
+      || (ctx = open_context (model, MAX (n_prompt, depth + n_gen) + 1, pool, device, kv_bits,
+                              &error)) == NULL)
     {
       bln_pool_free (pool);
       return fail (error);
     }
   n_vocab = bln_model_hparams (model)->n_vocab;
-  ids = g_new (int32_t, n_prompt);
+  n_ids = MAX (n_prompt, depth);
+  ids = g_new (int32_t, n_ids);
   logits = g_new (float, n_vocab);
   rand = g_rand_new_with_seed (1234);
-  for (i = 0; i < n_prompt; i++)
+  for (i = 0; i < n_ids; i++)
     ids[i] = g_rand_int_range (rand, 0, n_vocab);
   g_rand_free (rand);
 
@@ -941,17 +1017,20 @@ cmd_bench (int argc, char **argv)
       if (!bln_context_eval (ctx, ids, n_prompt, logits, FALSE, &error))
         break;
       t1 = g_get_monotonic_time ();
-      /* decode after a short prompt, as llama-bench's tg does: one token at a time */
+      /* decode one token at a time after @depth cached tokens (llama-bench's
+       * tg, and tg @ d with -d) */
       bln_context_truncate (ctx, 0);
+      if (depth > 0 && !bln_context_eval (ctx, ids, depth, logits, FALSE, &error))
+        break;
+      t2 = g_get_monotonic_time ();
       for (i = 0; i < n_gen; i++)
         if (!bln_context_eval (ctx, &id, 1, logits, FALSE, &error))
           break;
-      t2 = g_get_monotonic_time ();
       if (error != NULL)
         break;
       best_pp = MAX (best_pp, n_prompt / ((t1 - t0) / 1e6));
       if (n_gen > 0)
-        best_tg = MAX (best_tg, n_gen / ((t2 - t1) / 1e6));
+        best_tg = MAX (best_tg, n_gen / ((g_get_monotonic_time () - t2) / 1e6));
     }
   if (error != NULL)
     {
@@ -959,16 +1038,46 @@ cmd_bench (int argc, char **argv)
       bln_pool_free (pool);
       return fail (error);
     }
+  bench_ceiling (model, ctx, kv_bits, depth + n_gen / 2.0, &ceil);
+  if (ceil.mem_rate > 0)
+    tg_ceiling = ceil.mem_rate / ceil.bytes_per_token;
+  dev_name = bln_context_device (ctx) == BLN_DEVICE_CUDA ? "cuda" : "cpu";
+  types = bln_model_type_summary (model);
   if (json)
-    printf ("{\"model\": \"%s\", \"device\": \"cpu\", \"threads\": %d, \"simd\": \"%s\", "
-            "\"n_prompt\": %d, \"n_gen\": %d, \"repetitions\": %d, "
-            "\"pp_tok_s\": %.2f, \"tg_tok_s\": %.2f}\n",
-            bln_model_name (model), bln_pool_n_threads (pool), bln_cpu_simd_level (), n_prompt,
-            n_gen, reps, best_pp, best_tg);
+    {
+      printf ("{\"model\": \"%s\", \"types\": \"%s\", \"device\": \"%s\", ", bln_model_name (model),
+              types, dev_name);
+      if (ceil.gpu)
+        printf ("\"gpu\": \"%s\", \"kv_bits\": %d, ", ceil.gpu, kv_bits ? kv_bits : 16);
+      else
+        printf ("\"threads\": %d, \"simd\": \"%s\", ", bln_pool_n_threads (pool),
+                bln_cpu_simd_level ());
+      printf ("\"n_prompt\": %d, \"n_gen\": %d, \"depth\": %d, \"repetitions\": %d, "
+              "\"pp_tok_s\": %.2f, \"tg_tok_s\": %.2f, \"decode_bytes_per_token\": %.0f",
+              n_prompt, n_gen, depth, reps, best_pp, best_tg, ceil.bytes_per_token);
+      if (ceil.mem_rate > 0)
+        printf (", \"mem_bytes_per_s\": %.4g, \"tg_ceiling_tok_s\": %.1f, \"tg_fraction\": %.3f",
+                ceil.mem_rate, tg_ceiling, best_tg / tg_ceiling);
+      printf ("}\n");
+    }
   else
-    printf ("%s, cpu (%s), %d threads: pp%d %.1f tok/s, tg%d %.1f tok/s\n",
-            bln_model_name (model), bln_cpu_simd_level (), bln_pool_n_threads (pool), n_prompt,
-            best_pp, n_gen, best_tg);
+    {
+      printf ("%s (%s), %s", bln_model_name (model), types, dev_name);
+      if (ceil.gpu)
+        printf (" (%s)", ceil.gpu);
+      else
+        printf (" (%s, %d threads)", bln_cpu_simd_level (), bln_pool_n_threads (pool));
+      printf (": pp%d %.1f tok/s, tg%d", n_prompt, best_pp, n_gen);
+      if (depth > 0)
+        printf (" @ d%d", depth);
+      printf (" %.1f tok/s", best_tg);
+      if (ceil.mem_rate > 0)
+        printf (" = %.0f%% of the %.0f tok/s ceiling (%.2f TB/s / %.1f MB per token)",
+                100.0 * best_tg / tg_ceiling, tg_ceiling, ceil.mem_rate / 1e12,
+                ceil.bytes_per_token / 1e6);
+      printf ("\n");
+    }
+  g_free (ceil.gpu);
   g_clear_pointer (&ctx, bln_context_free);
   bln_pool_free (pool);
   return 0;

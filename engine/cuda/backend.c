@@ -292,3 +292,42 @@ bln_cuda_estimate (size_t weight_bytes, size_t kv_bytes, size_t scratch, size_t 
                   bln_cuda_reserve_bytes (total_b));
   return need <= free_b;
 }
+
+gboolean
+bln_cuda_copy_rate (double *bytes_per_s, GError **error)
+{
+  const size_t size = (size_t) 1 << 30;
+  const int reps = 10;
+  g_autoptr (BlnCudaBuffer) a = NULL;
+  g_autoptr (BlnCudaBuffer) b = NULL;
+  cudaEvent_t e0 = NULL, e1 = NULL;
+  float ms = 0.0f;
+  gboolean ok = FALSE;
+  int i;
+
+  *bytes_per_s = 0.0;
+  if (!(a = bln_cuda_buffer_new (size, error)) || !(b = bln_cuda_buffer_new (size, error))
+      || !BLN_CUDA_CHECK (cudaMemset (a->ptr, 1, size), error)
+      || !BLN_CUDA_CHECK (cudaEventCreate (&e0), error)
+      || !BLN_CUDA_CHECK (cudaEventCreate (&e1), error)
+      /* once untimed: the first copy pays for page mapping */
+      || !BLN_CUDA_CHECK (cudaMemcpy (b->ptr, a->ptr, size, cudaMemcpyDeviceToDevice), error)
+      || !BLN_CUDA_CHECK (cudaEventRecord (e0, 0), error))
+    goto out;
+  for (i = 0; i < reps; i++)
+    if (!BLN_CUDA_CHECK (cudaMemcpyAsync (i % 2 ? a->ptr : b->ptr, i % 2 ? b->ptr : a->ptr, size,
+                                          cudaMemcpyDeviceToDevice, 0), error))
+      goto out;
+  if (!BLN_CUDA_CHECK (cudaEventRecord (e1, 0), error)
+      || !BLN_CUDA_CHECK (cudaEventSynchronize (e1), error)
+      || !BLN_CUDA_CHECK (cudaEventElapsedTime (&ms, e0, e1), error))
+    goto out;
+  *bytes_per_s = 2.0 * (double) size * reps / (ms / 1e3);
+  ok = TRUE;
+out:
+  if (e0)
+    (void) cudaEventDestroy (e0);
+  if (e1)
+    (void) cudaEventDestroy (e1);
+  return ok;
+}

@@ -125,6 +125,13 @@ gboolean bln_cuda_matvec (const BlnCudaTensor *w, const float *d_x, int n_tok, f
 gboolean bln_cuda_estimate (size_t weight_bytes, size_t kv_bytes, size_t scratch,
                             size_t *free_out);
 
+/* Measures the current device's memory bandwidth: a device-to-device copy of
+ * 1 GiB, repeated, timed with CUDA events; *@bytes_per_s receives the bytes
+ * read plus written per second (the rate a bandwidth-bound kernel can reach).
+ * Needs 2 GiB of free device memory for a moment. FALSE with @error when the
+ * GPU fails. */
+gboolean bln_cuda_copy_rate (double *bytes_per_s, GError **error);
+
 /* The reserve bln_cuda_estimate keeps back on a device of @total_mem bytes. */
 size_t bln_cuda_reserve_bytes (size_t total_mem);
 

@@ -1,0 +1,808 @@
+/* cuda/forward.c — llama / qwen2 decoders on the GPU (see forward.h). */
+#include <limits.h>
+#include <string.h>
+#include <cublas_v2.h>
+
+#include "bln-error.h"
+#include "cpu/cpu.h"
+#include "cuda.h"
+#include "forward.h"
+#include "kernels.h"
+#include "ops.h"
+#include "quant.h"
+
+/* Tokens per prefill chunk: the weights are expanded once per chunk. */
+#define PREFILL_CHUNK 512
+/* Budget for the attention scores of one query block (F32 scores plus the
+ * probabilities): bounds the prefill scratch whatever the context size. */
+#define SCORES_BUDGET ((size_t) 256 << 20)
+/* Rows of logits computed per output matvec when every row is wanted. */
+#define LOGIT_ROWS BLN_CUDA_MATVEC_MAX_TOK
+
+typedef struct {
+  float *attn_norm, *ffn_norm;       /* device F32 */
+  float *bq, *bk, *bv;               /* NULL when absent */
+  BlnCudaTensor *wq, *wk, *wv, *wo;
+  BlnCudaTensor *wgu;                /* gate and up stacked (2 ff rows), or NULL */
+  BlnCudaTensor *wg, *wu;            /* when they could not be stacked */
+  BlnCudaTensor *wd;
+} CudaLayer;
+
+struct _BlnCudaModel {
+  int device;
+  int n_layer;
+  CudaLayer *layers;
+  float *output_norm;
+  BlnCudaTensor *output;
+  float *inv_freq;
+  GPtrArray *tensors;     /* BlnCudaTensor *, owned */
+  GPtrArray *buffers;     /* BlnCudaBuffer *, owned */
+  size_t weight_bytes;
+};
+
+/* Scratch of a context, carved from one allocation. Sizes in bytes. */
+typedef struct {
+  size_t x, h, q, k, v, att, tmp, gu, ffo, logits, qkv16, act16, deq, scores, probs, part;
+  size_t total;
+  int qblock;             /* query rows per attention block in prefill */
+} ScratchPlan;
+
+struct _BlnCudaCtx {
+  BlnModel *model;
+  BlnCudaModel *cm;
+  int device;
+  int n_ctx;
+  gboolean kv_f16;
+  size_t kv_elem;          /* bytes per cached value */
+  cudaStream_t stream;
+  cublasHandle_t blas;
+  BlnCudaBuffer *k_cache, *v_cache, *scratch;
+  ScratchPlan sp;
+  float *x, *h, *q, *k, *v, *att, *tmp, *gu, *ffo, *logits;
+  void *qkv16, *act16, *deq, *scores, *probs, *part;
+  float *host_x;           /* pinned, PREFILL_CHUNK rows of n_embd */
+};
+
+/* ---------------------------------------------------------------------- */
+/* helpers                                                                 */
+
+static gboolean
+blas_check (cublasStatus_t st, const char *what, GError **error)
+{
+  if (st == CUBLAS_STATUS_SUCCESS)
+    return TRUE;
+  g_set_error (error, BLN_ERROR,
+               st == CUBLAS_STATUS_ALLOC_FAILED ? BLN_ERROR_NOMEM : BLN_ERROR_BACKEND,
+               "cuBLAS %s failed: %s", what, cublasGetStatusString (st));
+  return FALSE;
+}
+
+#define KCHECK(call, error) bln_cuda_check ((call), #call, G_STRFUNC, (error))
+
+static gboolean
+is_layer_type_ok (const BlnTensor *t)
+{
+  BlnSplitLayout l;
+
+  return bln_kernels_split_layout ((int) t->type, &l) && t->ne[0] % l.block_values == 0
+         && t->ne[0] <= INT_MAX && t->ne[1] * t->ne[2] * t->ne[3] <= INT_MAX;
+}
+
+/* Bytes a weight takes once uploaded: as stored when the kernels read its
+ * type and shape, else as F32 (the fallback conversion). */
+static size_t
+dev_bytes (const BlnTensor *t)
+{
+  int64_t n = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+  size_t rb = 0;
+
+  if (is_layer_type_ok (t) && bln_type_row_bytes (t->type, t->ne[0], &rb))
+    return rb * (size_t) (n / t->ne[0]);
+  return (size_t) n * sizeof (float);
+}
+
+/* A host F32 copy of @t (caller frees), NULL with @error. */
+static float *
+dequant_host (const BlnTensor *t, GError **error)
+{
+  int64_t rows = t->ne[1] * t->ne[2] * t->ne[3], r;
+  size_t rb = 0;
+  float *out;
+
+  if (!bln_type_row_bytes (t->type, t->ne[0], &rb) || rb * (size_t) rows > t->nbytes)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "tensor %s: inconsistent size",
+                   t->name ? t->name : "?");
+      return NULL;
+    }
+  out = g_try_malloc ((size_t) rows * (size_t) t->ne[0] * sizeof (float));
+  if (out == NULL)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_NOMEM, "out of host memory converting %s",
+                   t->name ? t->name : "?");
+      return NULL;
+    }
+  for (r = 0; r < rows; r++)
+    if (!bln_dequantize_row (t->type, (const uint8_t *) t->data + (size_t) r * rb,
+                             out + (size_t) r * t->ne[0], t->ne[0]))
+      {
+        g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED, "tensor %s: type %s",
+                     t->name ? t->name : "?", bln_type_name (t->type));
+        g_free (out);
+        return NULL;
+      }
+  return out;
+}
+
+/* A small F32 vector (norm weights, biases) on the device. */
+static float *
+upload_vec (BlnCudaModel *cm, const BlnTensor *t, GError **error)
+{
+  g_autofree float *host = NULL;
+  BlnCudaBuffer *b;
+  size_t n;
+
+  if (t == NULL)
+    return NULL;
+  host = dequant_host (t, error);
+  if (host == NULL)
+    return NULL;
+  n = (size_t) (t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]);
+  b = bln_cuda_buffer_new_from_host (host, n * sizeof (float), error);
+  if (b == NULL)
+    return NULL;
+  g_ptr_array_add (cm->buffers, b);
+  cm->weight_bytes += n * sizeof (float);
+  return b->ptr;
+}
+
+/* Uploads a weight matrix; one the kernels cannot read goes up as F32. */
+static BlnCudaTensor *
+upload_matrix (BlnCudaModel *cm, const BlnTensor *t, GError **error)
+{
+  BlnCudaTensor *ct;
+
+  if (is_layer_type_ok (t))
+    ct = bln_cuda_tensor_upload (t, error);
+  else
+    {
+      g_autofree float *host = dequant_host (t, error);
+      BlnTensor tmp;
+
+      if (host == NULL)
+        return NULL;
+      g_debug ("%s: %s with rows of %" G_GINT64_FORMAT " goes to the GPU as F32",
+               t->name ? t->name : "?", bln_type_name (t->type), t->ne[0]);
+      tmp = *t;
+      tmp.type = BLN_TYPE_F32;
+      tmp.data = host;
+      tmp.nbytes = (size_t) (t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]) * sizeof (float);
+      ct = bln_cuda_tensor_upload (&tmp, error);
+    }
+  if (ct == NULL)
+    return NULL;
+  g_ptr_array_add (cm->tensors, ct);
+  cm->weight_bytes += ct->gguf_bytes;
+  return ct;
+}
+
+/* Gate and up stacked into one matrix of 2 ff rows when they share type and
+ * width (one matvec / one GEMM instead of two). NULL without an error when
+ * they cannot be stacked. */
+static BlnCudaTensor *
+upload_stacked (BlnCudaModel *cm, const BlnTensor *a, const BlnTensor *b, GError **error)
+{
+  g_autofree uint8_t *host = NULL;
+  BlnCudaTensor *ct;
+  BlnTensor tmp;
+  size_t ba, bb;
+
+  if (a->type != b->type || a->ne[0] != b->ne[0] || !is_layer_type_ok (a)
+      || !is_layer_type_ok (b) || a->ne[2] * a->ne[3] != 1 || b->ne[2] * b->ne[3] != 1)
+    return NULL;
+  ba = dev_bytes (a);
+  bb = dev_bytes (b);
+  host = g_try_malloc (ba + bb);
+  if (host == NULL)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_NOMEM, "out of host memory stacking %s",
+                   a->name ? a->name : "?");
+      return NULL;
+    }
+  memcpy (host, a->data, ba);
+  memcpy (host + ba, b->data, bb);
+  tmp = *a;
+  tmp.ne[1] = a->ne[1] + b->ne[1];
+  tmp.data = host;
+  tmp.nbytes = ba + bb;
+  ct = bln_cuda_tensor_upload (&tmp, error);
+  if (ct == NULL)
+    return NULL;
+  g_ptr_array_add (cm->tensors, ct);
+  cm->weight_bytes += ct->gguf_bytes;
+  return ct;
+}
+
+static void
+free_tensor (gpointer p)
+{
+  bln_cuda_tensor_free (p);
+}
+
+static void
+free_buffer (gpointer p)
+{
+  bln_cuda_buffer_free (p);
+}
+
+void
+bln_cuda_model_free (BlnCudaModel *cm)
+{
+  if (cm == NULL)
+    return;
+  (void) cudaSetDevice (cm->device);
+  g_clear_pointer (&cm->tensors, g_ptr_array_unref);
+  g_clear_pointer (&cm->buffers, g_ptr_array_unref);
+  g_free (cm->layers);
+  g_free (cm);
+}
+
+static gboolean
+check_arch (const BlnModel *m, GError **error)
+{
+  const BlnHParams *hp = &m->hp;
+
+  if (hp->arch != BLN_ARCH_LLAMA && hp->arch != BLN_ARCH_QWEN2)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED,
+                   "%s models do not run on the GPU yet (MLA and MoE kernels are in progress)",
+                   m->arch_name);
+      return FALSE;
+    }
+  if (hp->head_dim_k > 256 || hp->head_dim_v > 256 || hp->n_head % hp->n_head_kv != 0
+      || hp->rope_dim > hp->head_dim_k)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED,
+                   "head sizes %d/%d are beyond the GPU attention kernels (at most 256)",
+                   hp->head_dim_k, hp->head_dim_v);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+static BlnCudaModel *
+model_upload (BlnModel *m, int device, GError **error)
+{
+  const BlnHParams *hp = &m->hp;
+  BlnCudaModel *cm = g_new0 (BlnCudaModel, 1);
+  BlnCudaBuffer *fb;
+  int il;
+
+  cm->device = device;
+  cm->n_layer = hp->n_layer;
+  cm->layers = g_new0 (CudaLayer, hp->n_layer);
+  cm->tensors = g_ptr_array_new_with_free_func (free_tensor);
+  cm->buffers = g_ptr_array_new_with_free_func (free_buffer);
+
+  for (il = 0; il < hp->n_layer; il++)
+    {
+      const BlnLayer *L = &m->layers[il];
+      CudaLayer *C = &cm->layers[il];
+      GError *local = NULL;
+
+      if (!(C->attn_norm = upload_vec (cm, L->attn_norm, error))
+          || !(C->ffn_norm = upload_vec (cm, L->ffn_norm, error))
+          || (L->bq && !(C->bq = upload_vec (cm, L->bq, error)))
+          || (L->bk && !(C->bk = upload_vec (cm, L->bk, error)))
+          || (L->bv && !(C->bv = upload_vec (cm, L->bv, error)))
+          || !(C->wq = upload_matrix (cm, L->wq, error))
+          || !(C->wk = upload_matrix (cm, L->wk, error))
+          || !(C->wv = upload_matrix (cm, L->wv, error))
+          || !(C->wo = upload_matrix (cm, L->wo, error))
+          || !(C->wd = upload_matrix (cm, L->ffn_down, error)))
+        goto fail;
+      C->wgu = upload_stacked (cm, L->ffn_gate, L->ffn_up, &local);
+      if (local != NULL)
+        {
+          g_propagate_error (error, local);
+          goto fail;
+        }
+      if (C->wgu == NULL
+          && (!(C->wg = upload_matrix (cm, L->ffn_gate, error))
+              || !(C->wu = upload_matrix (cm, L->ffn_up, error))))
+        goto fail;
+    }
+  if (!(cm->output_norm = upload_vec (cm, m->output_norm, error))
+      || !(cm->output = upload_matrix (cm, m->output, error)))
+    goto fail;
+  fb = bln_cuda_buffer_new_from_host (m->rope_inv_freq, (size_t) MAX (hp->rope_dim / 2, 1)
+                                      * sizeof (float), error);
+  if (fb == NULL)
+    goto fail;
+  g_ptr_array_add (cm->buffers, fb);
+  cm->inv_freq = fb->ptr;
+  return cm;
+
+fail:
+  bln_cuda_model_free (cm);
+  return NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* memory plan                                                             */
+
+static size_t
+model_weight_bytes (const BlnModel *m)
+{
+  const BlnHParams *hp = &m->hp;
+  size_t sum = 0;
+  int il;
+
+  for (il = 0; il < hp->n_layer; il++)
+    {
+      const BlnLayer *L = &m->layers[il];
+      sum += dev_bytes (L->wq) + dev_bytes (L->wk) + dev_bytes (L->wv) + dev_bytes (L->wo)
+             + dev_bytes (L->ffn_gate) + dev_bytes (L->ffn_up) + dev_bytes (L->ffn_down);
+      sum += (size_t) 2 * hp->n_embd * sizeof (float);
+      sum += ((size_t) hp->n_head + 2 * hp->n_head_kv) * hp->head_dim_k * sizeof (float);
+    }
+  return sum + dev_bytes (m->output) + (size_t) hp->n_embd * sizeof (float);
+}
+
+/* The largest quantised layer weight, in values (the F16 expansion scratch
+ * of prefill; F16, BF16 and F32 weights need none). The output matrix is
+ * never expanded: its rows go through the matvec. */
+static size_t
+max_expand_values (const BlnModel *m)
+{
+  size_t best = 0;
+  int il;
+
+  for (il = 0; il < m->hp.n_layer; il++)
+    {
+      const BlnLayer *L = &m->layers[il];
+      const BlnTensor *ws[] = { L->wq, L->wk, L->wv, L->wo, L->ffn_gate, L->ffn_up,
+                                L->ffn_down };
+      guint i;
+
+      for (i = 0; i < G_N_ELEMENTS (ws); i++)
+        {
+          const BlnTensor *t = ws[i];
+          size_t n = (size_t) (t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]);
+          gboolean plain = !is_layer_type_ok (t) || t->type == BLN_TYPE_F32
+                           || t->type == BLN_TYPE_F16 || t->type == BLN_TYPE_BF16;
+          /* gate and up may be stacked: twice the gate */
+          if (t == L->ffn_gate && L->ffn_gate->type == L->ffn_up->type)
+            n *= 2;
+          if (!plain)
+            best = MAX (best, n);
+        }
+    }
+  return best;
+}
+
+static size_t
+align256 (size_t n)
+{
+  return (n + 255) & ~(size_t) 255;
+}
+
+static void
+scratch_plan (const BlnModel *m, int n_ctx, size_t kv_elem, ScratchPlan *sp)
+{
+  const BlnHParams *hp = &m->hp;
+  size_t rows = PREFILL_CHUNK, f = sizeof (float);
+  size_t H = hp->n_head, Hkv = hp->n_head_kv, dk = hp->head_dim_k, dv = hp->head_dim_v;
+  size_t d = hp->n_embd, ff = hp->n_ff;
+  size_t max_in = MAX (MAX (d, ff), H * dv);
+  size_t per_row_scores;
+
+  memset (sp, 0, sizeof *sp);
+  sp->x = align256 (rows * d * f);
+  sp->h = align256 (rows * d * f);
+  sp->q = align256 (rows * H * dk * f);
+  sp->k = align256 (rows * Hkv * dk * f);
+  sp->v = align256 (rows * Hkv * dv * f);
+  sp->att = align256 (rows * H * dv * f);
+  sp->tmp = align256 (rows * d * f);
+  sp->gu = align256 (rows * 2 * ff * f);
+  sp->ffo = align256 (rows * ff * f);
+  sp->logits = align256 ((size_t) LOGIT_ROWS * hp->n_vocab * f);
+  sp->qkv16 = align256 (rows * H * dk * kv_elem);
+  sp->act16 = align256 (rows * max_in * 2);
+  sp->deq = align256 (max_expand_values (m) * 2);
+  /* scores (F32) and probabilities (KV type) of one query block */
+  per_row_scores = H * (size_t) n_ctx * (f + kv_elem);
+  sp->qblock = (int) CLAMP (SCORES_BUDGET / MAX (per_row_scores, 1), 1, rows);
+  sp->scores = align256 ((size_t) sp->qblock * H * n_ctx * f);
+  sp->probs = align256 ((size_t) sp->qblock * H * n_ctx * kv_elem);
+  sp->part = align256 (bln_kernels_attn_decode_scratch (BLN_CUDA_MATVEC_MAX_TOK, (int) H,
+                                                        (int) dv, n_ctx));
+  sp->total = sp->x + sp->h + sp->q + sp->k + sp->v + sp->att + sp->tmp + sp->gu + sp->ffo
+              + sp->logits + sp->qkv16 + sp->act16 + sp->deq + sp->scores + sp->probs
+              + sp->part;
+}
+
+/* Bytes of the K (head_dim = dk) or V (dv) cache of all layers. */
+static size_t
+kv_plane (const BlnModel *m, int n_ctx, size_t kv_elem, int head_dim)
+{
+  return (size_t) m->hp.n_layer * n_ctx * m->hp.n_head_kv * head_dim * kv_elem;
+}
+
+static size_t
+kv_bytes (const BlnModel *m, int n_ctx, size_t kv_elem)
+{
+  return kv_plane (m, n_ctx, kv_elem, m->hp.head_dim_k)
+         + kv_plane (m, n_ctx, kv_elem, m->hp.head_dim_v);
+}
+
+gboolean
+bln_cuda_plan (const BlnModel *model, int n_ctx, int kv_bits, BlnCudaPlan *plan,
+               GError **error)
+{
+  ScratchPlan sp;
+  size_t kv_elem = kv_bits == 32 ? 4 : 2;
+
+  memset (plan, 0, sizeof *plan);
+  if (!check_arch (model, error))
+    return FALSE;
+  scratch_plan (model, n_ctx, kv_elem, &sp);
+  plan->weight_bytes = model->cuda ? model->cuda->weight_bytes : model_weight_bytes (model);
+  plan->kv_bytes = kv_bytes (model, n_ctx, kv_elem);
+  plan->scratch_bytes = sp.total;
+  plan->fits = bln_cuda_estimate (model->cuda ? 0 : plan->weight_bytes, plan->kv_bytes,
+                                  plan->scratch_bytes, &plan->free_bytes);
+  return TRUE;
+}
+
+/* ---------------------------------------------------------------------- */
+/* contexts                                                                */
+
+void
+bln_cuda_ctx_free (BlnCudaCtx *c)
+{
+  if (c == NULL)
+    return;
+  (void) cudaSetDevice (c->device);
+  if (c->stream)
+    (void) cudaStreamSynchronize (c->stream);
+  if (c->blas)
+    (void) cublasDestroy (c->blas);
+  if (c->stream)
+    (void) cudaStreamDestroy (c->stream);
+  if (c->host_x)
+    (void) cudaFreeHost (c->host_x);
+  bln_cuda_buffer_free (c->k_cache);
+  bln_cuda_buffer_free (c->v_cache);
+  bln_cuda_buffer_free (c->scratch);
+  (void) cudaGetLastError ();
+  g_free (c);
+}
+
+static char *
+human_bytes (size_t n)
+{
+  return g_format_size_full (n, G_FORMAT_SIZE_IEC_UNITS);
+}
+
+BlnCudaCtx *
+bln_cuda_ctx_new (BlnModel *model, int n_ctx, const BlnContextOptions *opts, GError **error)
+{
+  g_autofree char *why = NULL;
+  BlnCudaCtx *c;
+  BlnCudaPlan plan;
+  uint8_t *p;
+  size_t kv_elem = opts->kv_bits == 32 ? 4 : 2;
+
+  if (opts->kv_bits != 16 && opts->kv_bits != 32)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "KV cache bits must be 16 or 32, not %d",
+                   opts->kv_bits);
+      return NULL;
+    }
+  if (!bln_cuda_available (&why))
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_BACKEND, "no usable GPU: %s", why);
+      return NULL;
+    }
+  if (!check_arch (model, error)
+      || !BLN_CUDA_CHECK (cudaSetDevice (opts->gpu), error))
+    return NULL;
+
+  /* the plan first: nothing is allocated when it does not fit */
+  g_mutex_lock (&model->cuda_lock);
+  if (!bln_cuda_plan (model, n_ctx, opts->kv_bits, &plan, error))
+    {
+      g_mutex_unlock (&model->cuda_lock);
+      return NULL;
+    }
+  if (!plan.fits)
+    {
+      g_autofree char *w = human_bytes (model->cuda ? 0 : plan.weight_bytes);
+      g_autofree char *kv = human_bytes (plan.kv_bytes);
+      g_autofree char *sc = human_bytes (plan.scratch_bytes);
+      g_autofree char *fr = human_bytes (plan.free_bytes);
+      g_mutex_unlock (&model->cuda_lock);
+      g_set_error (error, BLN_ERROR, BLN_ERROR_NOMEM,
+                   "the model does not fit on the GPU: weights %s + KV cache %s (%d tokens) + "
+                   "scratch %s, but only %s are free; use a smaller context, a smaller "
+                   "quantization (e.g. Q4_K_M), or the CPU",
+                   w, kv, n_ctx, sc, fr);
+      return NULL;
+    }
+  if (model->cuda == NULL)
+    {
+      model->cuda = model_upload (model, opts->gpu, error);
+      if (model->cuda == NULL)
+        {
+          g_mutex_unlock (&model->cuda_lock);
+          return NULL;
+        }
+    }
+  else if (model->cuda->device != opts->gpu)
+    {
+      g_mutex_unlock (&model->cuda_lock);
+      g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED,
+                   "the model is already loaded on GPU %d", model->cuda->device);
+      return NULL;
+    }
+  g_mutex_unlock (&model->cuda_lock);
+
+  c = g_new0 (BlnCudaCtx, 1);
+  c->model = model;
+  c->cm = model->cuda;
+  c->device = opts->gpu;
+  c->n_ctx = n_ctx;
+  c->kv_f16 = kv_elem == 2;
+  c->kv_elem = kv_elem;
+  scratch_plan (model, n_ctx, kv_elem, &c->sp);
+  if (!BLN_CUDA_CHECK (cudaStreamCreateWithFlags (&c->stream, cudaStreamNonBlocking), error)
+      || !blas_check (cublasCreate (&c->blas), "create", error)
+      || !blas_check (cublasSetStream (c->blas, c->stream), "set stream", error)
+      || !(c->k_cache = bln_cuda_buffer_new (kv_plane (model, n_ctx, kv_elem,
+                                                       model->hp.head_dim_k), error))
+      || !(c->v_cache = bln_cuda_buffer_new (kv_plane (model, n_ctx, kv_elem,
+                                                       model->hp.head_dim_v), error))
+      || !(c->scratch = bln_cuda_buffer_new (c->sp.total, error))
+      || !BLN_CUDA_CHECK (cudaMallocHost ((void **) &c->host_x, (size_t) PREFILL_CHUNK
+                                          * model->hp.n_embd * sizeof (float)), error))
+    {
+      bln_cuda_ctx_free (c);
+      return NULL;
+    }
+  p = c->scratch->ptr;
+#define CARVE(field, type) (c->field = (type) p, p += c->sp.field)
+  CARVE (x, float *);
+  CARVE (h, float *);
+  CARVE (q, float *);
+  CARVE (k, float *);
+  CARVE (v, float *);
+  CARVE (att, float *);
+  CARVE (tmp, float *);
+  CARVE (gu, float *);
+  CARVE (ffo, float *);
+  CARVE (logits, float *);
+  CARVE (qkv16, void *);
+  CARVE (act16, void *);
+  CARVE (deq, void *);
+  CARVE (scores, void *);
+  CARVE (probs, void *);
+  CARVE (part, void *);
+#undef CARVE
+  return c;
+}
+
+/* ---------------------------------------------------------------------- */
+/* the step                                                                */
+
+/* y[n][n_out] = x[n][n_in] · Wᵀ (+ bias) */
+static gboolean
+linear (BlnCudaCtx *c, const BlnCudaTensor *w, const float *bias, const float *x, int n,
+        float *y, GError **error)
+{
+  const float one = 1.0f, zero = 0.0f;
+  int n_in = (int) w->n_in, n_out = (int) w->n_out;
+
+  if (n <= BLN_CUDA_MATVEC_MAX_TOK)
+    {
+      if (!bln_cuda_matvec (w, x, n, y, c->stream, error))
+        return FALSE;
+    }
+  else if (w->type == BLN_TYPE_F32)
+    {
+      if (!blas_check (cublasSgemm (c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n_out, n, n_in, &one,
+                                    w->payload->ptr, n_in, x, n_in, &zero, y, n_out),
+                       "sgemm", error))
+        return FALSE;
+    }
+  else
+    {
+      gboolean bf16 = w->type == BLN_TYPE_BF16;
+      const void *wp = w->payload->ptr;
+
+      if (w->type != BLN_TYPE_F16 && !bf16)
+        {
+          if (!KCHECK (bln_kernels_dequant_f16 ((int) w->type, w->payload->ptr,
+                                                w->header ? w->header->ptr : NULL, n_in, n_out,
+                                                c->deq, c->stream), error))
+            return FALSE;
+          wp = c->deq;
+        }
+      if (!KCHECK (bln_kernels_convert (x, c->act16, (size_t) n * n_in, bf16, c->stream), error))
+        return FALSE;
+      if (!blas_check (cublasGemmEx (c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n_out, n, n_in, &one,
+                                     wp, bf16 ? CUDA_R_16BF : CUDA_R_16F, n_in,
+                                     c->act16, bf16 ? CUDA_R_16BF : CUDA_R_16F, n_in, &zero,
+                                     y, CUDA_R_32F, n_out, CUBLAS_COMPUTE_32F,
+                                     CUBLAS_GEMM_DEFAULT), "gemm", error))
+        return FALSE;
+    }
+  if (bias != NULL && !KCHECK (bln_kernels_add_bias (y, bias, n, n_out, c->stream), error))
+    return FALSE;
+  return TRUE;
+}
+
+/* Prefill attention of layer @il for n tokens at pos0 (q_kv holds the rotated
+ * queries in the cache's type): per query block, scores = K·q on cuBLAS (one
+ * strided batch per position in the head group, batched over KV heads), the
+ * masked softmax, then V·p into att. */
+static gboolean
+attn_prefill (BlnCudaCtx *c, const void *kc, const void *vc, int n, int pos0, GError **error)
+{
+  const BlnHParams *hp = &c->model->hp;
+  int H = hp->n_head, Hkv = hp->n_head_kv, dk = hp->head_dim_k, dv = hp->head_dim_v;
+  int group = H / Hkv, q0, j;
+  cudaDataType_t kvt = c->kv_f16 ? CUDA_R_16F : CUDA_R_32F;
+  size_t es = c->kv_elem;
+  const float one = 1.0f, zero = 0.0f;
+
+  for (q0 = 0; q0 < n; q0 += c->sp.qblock)
+    {
+      int nq = MIN (c->sp.qblock, n - q0);
+      int n_kv = pos0 + q0 + nq;
+      long long sstride = (long long) nq * n_kv;
+
+      for (j = 0; j < group; j++)
+        if (!blas_check (cublasGemmStridedBatchedEx (
+                             c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n_kv, nq, dk, &one,
+                             kc, kvt, Hkv * dk, dk,
+                             (const uint8_t *) c->qkv16 + ((size_t) q0 * H + j) * dk * es, kvt,
+                             H * dk, (long long) group * dk, &zero,
+                             (float *) c->scores + (size_t) j * sstride, CUDA_R_32F, n_kv,
+                             group * sstride, Hkv, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                         "attention scores", error))
+          return FALSE;
+      if (!KCHECK (bln_kernels_softmax_causal (c->scores, c->probs, c->kv_f16, H, nq, n_kv,
+                                               pos0 + q0, c->model->attn_scale, c->stream),
+                   error))
+        return FALSE;
+      for (j = 0; j < group; j++)
+        if (!blas_check (cublasGemmStridedBatchedEx (
+                             c->blas, CUBLAS_OP_N, CUBLAS_OP_N, dv, nq, n_kv, &one,
+                             vc, kvt, Hkv * dv, dv,
+                             (const uint8_t *) c->probs + (size_t) j * sstride * es, kvt, n_kv,
+                             group * sstride, &zero,
+                             c->att + ((size_t) q0 * H + j) * dv, CUDA_R_32F, H * dv,
+                             (long long) group * dv, Hkv, CUBLAS_COMPUTE_32F,
+                             CUBLAS_GEMM_DEFAULT),
+                         "attention mix", error))
+          return FALSE;
+    }
+  return TRUE;
+}
+
+/* One chunk of n <= PREFILL_CHUNK tokens at position pos0. Logits of rows
+ * [first, n) go to @logits (rows of n_vocab) when @logits is not NULL. */
+static gboolean
+run_chunk (BlnCudaCtx *c, const int32_t *ids, int n, int pos0, float *logits, int first,
+           GError **error)
+{
+  const BlnModel *m = c->model;
+  const BlnHParams *hp = &m->hp;
+  const BlnCudaModel *cm = c->cm;
+  int d = hp->n_embd, H = hp->n_head, Hkv = hp->n_head_kv;
+  int dk = hp->head_dim_k, dv = hp->head_dim_v, ff = hp->n_ff;
+  size_t k_layer = (size_t) c->n_ctx * Hkv * dk * c->kv_elem;
+  size_t v_layer = (size_t) c->n_ctx * Hkv * dv * c->kv_elem;
+  gboolean decode = n <= BLN_CUDA_MATVEC_MAX_TOK;
+  int il, r;
+
+  /* the previous chunk's copy out of host_x has finished: the stream was
+   * synchronised at the end of every call and chunk */
+  if (!bln_cpu_get_rows (m->tok_embd, ids, n, c->host_x, error)
+      || !BLN_CUDA_CHECK (cudaMemcpyAsync (c->x, c->host_x, (size_t) n * d * sizeof (float),
+                                           cudaMemcpyHostToDevice, c->stream), error))
+    return FALSE;
+
+  for (il = 0; il < hp->n_layer; il++)
+    {
+      const CudaLayer *L = &cm->layers[il];
+      uint8_t *kc = (uint8_t *) c->k_cache->ptr + (size_t) il * k_layer;
+      uint8_t *vc = (uint8_t *) c->v_cache->ptr + (size_t) il * v_layer;
+
+      if (!KCHECK (bln_kernels_rmsnorm (c->x, L->attn_norm, c->h, n, d, hp->norm_eps, c->stream),
+                   error)
+          || !linear (c, L->wq, L->bq, c->h, n, c->q, error)
+          || !linear (c, L->wk, L->bk, c->h, n, c->k, error)
+          || !linear (c, L->wv, L->bv, c->h, n, c->v, error)
+          || !KCHECK (bln_kernels_rope_store (c->q, c->k, c->v, n, pos0, H, Hkv, dk, dv,
+                                              hp->rope_dim, hp->rope_neox, cm->inv_freq,
+                                              m->rope_attn_factor, kc, vc, c->kv_f16,
+                                              decode ? NULL : c->qkv16, c->stream), error))
+        return FALSE;
+      if (decode)
+        {
+          if (!KCHECK (bln_kernels_attn_decode (c->q, n, pos0, H, Hkv, dk, dv, m->attn_scale,
+                                                kc, vc, c->kv_f16, c->part, c->att, c->stream),
+                       error))
+            return FALSE;
+        }
+      else if (!attn_prefill (c, kc, vc, n, pos0, error))
+        return FALSE;
+      if (!linear (c, L->wo, NULL, c->att, n, c->tmp, error)
+          || !KCHECK (bln_kernels_add (c->x, c->tmp, (size_t) n * d, c->stream), error)
+          || !KCHECK (bln_kernels_rmsnorm (c->x, L->ffn_norm, c->h, n, d, hp->norm_eps,
+                                           c->stream), error))
+        return FALSE;
+      if (L->wgu != NULL)
+        {
+          if (!linear (c, L->wgu, NULL, c->h, n, c->gu, error)
+              || !KCHECK (bln_kernels_silu_mul (c->gu, 2 * ff, c->gu + ff, 2 * ff, c->ffo, n, ff,
+                                                c->stream), error))
+            return FALSE;
+        }
+      else if (!linear (c, L->wg, NULL, c->h, n, c->gu, error)
+               || !linear (c, L->wu, NULL, c->h, n, c->gu + (size_t) n * ff, error)
+               || !KCHECK (bln_kernels_silu_mul (c->gu, ff, c->gu + (size_t) n * ff, ff,
+                                                 c->ffo, n, ff, c->stream), error))
+        return FALSE;
+      if (!linear (c, L->wd, NULL, c->ffo, n, c->tmp, error)
+          || !KCHECK (bln_kernels_add (c->x, c->tmp, (size_t) n * d, c->stream), error))
+        return FALSE;
+    }
+
+  if (logits != NULL)
+    for (r = first; r < n; r += LOGIT_ROWS)
+      {
+        int nr = MIN (LOGIT_ROWS, n - r);
+        if (!KCHECK (bln_kernels_rmsnorm (c->x + (size_t) r * d, cm->output_norm, c->h, nr, d,
+                                          hp->norm_eps, c->stream), error)
+            || !bln_cuda_matvec (cm->output, c->h, nr, c->logits, c->stream, error)
+            || !BLN_CUDA_CHECK (cudaMemcpyAsync (logits + (size_t) (r - first) * hp->n_vocab,
+                                                 c->logits,
+                                                 (size_t) nr * hp->n_vocab * sizeof (float),
+                                                 cudaMemcpyDeviceToHost, c->stream), error))
+          return FALSE;
+      }
+  return BLN_CUDA_CHECK (cudaStreamSynchronize (c->stream), error);
+}
+
+gboolean
+bln_cuda_ctx_eval (BlnContext *ctx, const int32_t *ids, int n, float *logits,
+                   gboolean all_logits, GError **error)
+{
+  BlnCudaCtx *c = ctx->s.cuda;
+  int n_vocab = c->model->hp.n_vocab, done, nc;
+
+  if (!BLN_CUDA_CHECK (cudaSetDevice (c->device), error))
+    return FALSE;
+  for (done = 0; done < n; done += nc)
+    {
+      float *out = NULL;
+      int first = 0;
+
+      nc = MIN (PREFILL_CHUNK, n - done);
+      if (logits != NULL && all_logits)
+        out = logits + (size_t) done * n_vocab;
+      else if (logits != NULL && done + nc == n)
+        {
+          out = logits;
+          first = nc - 1;
+        }
+      if (!run_chunk (c, ids + done, nc, ctx->s.n_past + done, out, first, error))
+        return FALSE;
+    }
+  ctx->s.n_past += n;
+  return TRUE;
+}

@@ -1,0 +1,574 @@
+/* kernels/ops.cu — the forward pass's small kernels: RMSNorm, residual and
+ * bias adds, SwiGLU, rotary embedding with the KV store, attention for decode
+ * (flash-decoding over the cache) and the masked softmax of the prefill
+ * attention (whose two products run on cuBLAS).
+ *
+ * Numerics follow the CPU backend (engine/cpu/ops.c, engine/model.c): float32
+ * arithmetic, accurate expf / sincosf, so that a context with a float32 KV
+ * cache reproduces the CPU logits to rounding.
+ */
+#include <cstdint>
+#include <cmath>
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+
+#include "ops.h"
+
+namespace {
+
+__device__ __forceinline__ float
+warp_sum (float v)
+{
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1)
+    v += __shfl_xor_sync (0xffffffffu, v, off);
+  return v;
+}
+
+__device__ __forceinline__ float
+warp_max (float v)
+{
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1)
+    v = fmaxf (v, __shfl_xor_sync (0xffffffffu, v, off));
+  return v;
+}
+
+/* Sum over a block of up to 1024 threads; every thread gets the result.
+ * @red: 32 floats of shared memory. */
+__device__ float
+block_sum (float v, float *red)
+{
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int n_warps = (blockDim.x + 31) >> 5;
+
+  v = warp_sum (v);
+  __syncthreads ();
+  if (lane == 0)
+    red[warp] = v;
+  __syncthreads ();
+  v = lane < n_warps ? red[lane] : 0.f;
+  return warp_sum (v);
+}
+
+__device__ float
+block_max (float v, float *red)
+{
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int n_warps = (blockDim.x + 31) >> 5;
+
+  v = warp_max (v);
+  __syncthreads ();
+  if (lane == 0)
+    red[warp] = v;
+  __syncthreads ();
+  v = lane < n_warps ? red[lane] : -INFINITY;
+  return warp_max (v);
+}
+
+template <class T> __device__ __forceinline__ float to_f (T v);
+template <> __device__ __forceinline__ float to_f<float> (float v) { return v; }
+template <> __device__ __forceinline__ float to_f<__half> (__half v) { return __half2float (v); }
+
+template <class T> __device__ __forceinline__ T from_f (float v);
+template <> __device__ __forceinline__ float from_f<float> (float v) { return v; }
+template <> __device__ __forceinline__ __half from_f<__half> (float v) { return __float2half_rn (v); }
+
+/* ---------------------------------------------------------------------- */
+
+/* The sum of squares is accumulated in double, as on the CPU. */
+__global__ void
+rmsnorm_kernel (const float *__restrict__ x, const float *__restrict__ w, float *y, int d,
+                float eps)
+{
+  __shared__ double red[32];
+  const float *xr = x + (size_t) blockIdx.x * d;
+  float *yr = y + (size_t) blockIdx.x * d;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int n_warps = (blockDim.x + 31) >> 5;
+  double ss = 0.0;
+  float scale;
+
+  for (int i = threadIdx.x; i < d; i += blockDim.x)
+    ss += (double) xr[i] * (double) xr[i];
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1)
+    ss += __shfl_xor_sync (0xffffffffu, ss, off);
+  if (lane == 0)
+    red[warp] = ss;
+  __syncthreads ();
+  ss = lane < n_warps ? red[lane] : 0.0;
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1)
+    ss += __shfl_xor_sync (0xffffffffu, ss, off);
+  scale = 1.0f / sqrtf ((float) (ss / (double) d) + eps);
+  for (int i = threadIdx.x; i < d; i += blockDim.x)
+    yr[i] = w[i] * (xr[i] * scale);
+}
+
+__global__ void
+add_kernel (float *x, const float *__restrict__ y, size_t n)
+{
+  size_t i = (size_t) blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n)
+    x[i] += y[i];
+}
+
+__global__ void
+add_bias_kernel (float *y, const float *__restrict__ b, size_t n, int width)
+{
+  size_t i = (size_t) blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n)
+    y[i] += b[i % width];
+}
+
+__global__ void
+silu_mul_kernel (const float *__restrict__ g, int g_stride, const float *__restrict__ u,
+                 int u_stride, float *__restrict__ out, size_t n, int ff)
+{
+  size_t i = (size_t) blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n)
+    {
+      size_t t = i / ff, j = i % ff;
+      float gv = g[t * g_stride + j], uv = u[t * u_stride + j];
+      out[i] = gv / (1.0f + expf (-gv)) * uv;
+    }
+}
+
+__device__ __forceinline__ void
+rope_pair (float *v, int i, int half, int neox, float c, float s)
+{
+  int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+  float x0 = v[a], x1 = v[b];
+  v[a] = x0 * c - x1 * s;
+  v[b] = x0 * s + x1 * c;
+}
+
+/* One block per token; threads over (head, pair) for q, then k; then the
+ * stores. */
+template <class T>
+__global__ void
+rope_store_kernel (float *q, float *k, const float *__restrict__ v, int pos0, int H, int Hkv,
+                   int dk, int dv, int rope_dim, int neox, const float *__restrict__ inv_freq,
+                   float af, T *k_cache, T *v_cache, T *q_kv)
+{
+  const int t = blockIdx.x, pos = pos0 + t, half = rope_dim / 2;
+  float *qt = q + (size_t) t * H * dk;
+  float *kt = k + (size_t) t * Hkv * dk;
+  const float *vt = v + (size_t) t * Hkv * dv;
+  T *kc = k_cache + (size_t) pos * Hkv * dk;
+  T *vc = v_cache + (size_t) pos * Hkv * dv;
+
+  for (int j = threadIdx.x; j < (H + Hkv) * half; j += blockDim.x)
+    {
+      int h = j / half, i = j % half;
+      float s, c;
+      sincosf ((float) pos * inv_freq[i], &s, &c);
+      c *= af;
+      s *= af;
+      if (h < H)
+        rope_pair (qt + (size_t) h * dk, i, half, neox, c, s);
+      else
+        rope_pair (kt + (size_t) (h - H) * dk, i, half, neox, c, s);
+    }
+  __syncthreads ();
+  for (int j = threadIdx.x; j < Hkv * dk; j += blockDim.x)
+    kc[j] = from_f<T> (kt[j]);
+  for (int j = threadIdx.x; j < Hkv * dv; j += blockDim.x)
+    vc[j] = from_f<T> (vt[j]);
+  if (q_kv != nullptr)
+    for (int j = threadIdx.x; j < H * dk; j += blockDim.x)
+      q_kv[(size_t) t * H * dk + j] = from_f<T> (qt[j]);
+}
+
+/* ---------------------------------------------------------------------- */
+/* decode attention                                                        */
+
+constexpr int AD_WARPS = 4;
+constexpr int AD_GMAX = 8;       /* query heads per block */
+constexpr int AD_DMAX = 256;     /* largest head dim */
+constexpr int AD_SPLIT_MIN = 64; /* fewest positions per split */
+
+/* A block takes KV head kvh (blockIdx.x / n_gc), query heads kvh * group +
+ * gc * AD_GMAX + 0..gn-1 (gc = blockIdx.x % n_gc), token blockIdx.y, and the
+ * positions [z * split, (z + 1) * split) of blockIdx.z, cut to what the token
+ * sees. Each lane scores one position against all gn heads (queries in shared
+ * memory), the warp updates its running max and sum, then every lane
+ * accumulates ND of the dv output values over the warp's 32 positions. The
+ * warps' states merge in shared memory; the block writes (m, l, acc) of its
+ * split for the combine kernel. */
+template <class T, int ND>
+__global__ void __launch_bounds__ (AD_WARPS * 32)
+attn_decode_kernel (const float *__restrict__ q, int pos0, int H, int Hkv, int dk, int dv,
+                    float scale, const T *__restrict__ kc, const T *__restrict__ vc, int split,
+                    int n_split, float *__restrict__ part)
+{
+  __shared__ float qs[AD_GMAX][AD_DMAX];
+  __shared__ float ws_m[AD_WARPS][AD_GMAX], ws_l[AD_WARPS][AD_GMAX];
+  __shared__ float ws_acc[AD_WARPS][AD_GMAX][AD_DMAX];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int group = H / Hkv, n_gc = (group + AD_GMAX - 1) / AD_GMAX;
+  const int kvh = blockIdx.x / n_gc, gc = blockIdx.x % n_gc;
+  const int h0 = kvh * group + gc * AD_GMAX;
+  const int gn = min (AD_GMAX, group - gc * AD_GMAX);
+  const int t = blockIdx.y, z = blockIdx.z;
+  const int len = pos0 + t + 1;
+  const int start = z * split, end = min (len, start + split);
+  float m[AD_GMAX], l[AD_GMAX], acc[AD_GMAX][ND];
+
+  for (int j = threadIdx.x; j < gn * dk; j += blockDim.x)
+    qs[j / dk][j % dk] = q[((size_t) t * H + h0 + j / dk) * dk + j % dk] * scale;
+#pragma unroll
+  for (int g = 0; g < AD_GMAX; g++)
+    {
+      m[g] = -INFINITY;
+      l[g] = 0.f;
+#pragma unroll
+      for (int i = 0; i < ND; i++)
+        acc[g][i] = 0.f;
+    }
+  __syncthreads ();
+
+  for (int base = start + warp * 32; base < end; base += AD_WARPS * 32)
+    {
+      const int p = base + lane;
+      const bool valid = p < end;
+      float s[AD_GMAX];
+
+#pragma unroll
+      for (int g = 0; g < AD_GMAX; g++)
+        s[g] = 0.f;
+      if (valid)
+        {
+          const T *kr = kc + ((size_t) p * Hkv + kvh) * dk;
+          for (int i = 0; i < dk; i++)
+            {
+              float kv = to_f<T> (kr[i]);
+#pragma unroll
+              for (int g = 0; g < AD_GMAX; g++)
+                if (g < gn)
+                  s[g] += qs[g][i] * kv;
+            }
+        }
+#pragma unroll
+      for (int g = 0; g < AD_GMAX; g++)
+        if (g < gn)
+          {
+            float sv = valid ? s[g] : -INFINITY;
+            float mx = fmaxf (m[g], warp_max (sv));
+            float corr = expf (m[g] - mx);   /* m = -inf at first: 0 */
+            float e = valid ? expf (sv - mx) : 0.f;
+            l[g] = l[g] * corr + warp_sum (e);
+            m[g] = mx;
+#pragma unroll
+            for (int i = 0; i < ND; i++)
+              acc[g][i] *= corr;
+            s[g] = e;
+          }
+      for (int j = 0; j < 32 && base + j < end; j++)
+        {
+          const T *vr = vc + ((size_t) (base + j) * Hkv + kvh) * dv;
+          float vv[ND];
+#pragma unroll
+          for (int i = 0; i < ND; i++)
+            {
+              int d = lane * ND + i;
+              vv[i] = d < dv ? to_f<T> (vr[d]) : 0.f;
+            }
+#pragma unroll
+          for (int g = 0; g < AD_GMAX; g++)
+            if (g < gn)
+              {
+                float pj = __shfl_sync (0xffffffffu, s[g], j);
+#pragma unroll
+                for (int i = 0; i < ND; i++)
+                  acc[g][i] += pj * vv[i];
+              }
+        }
+    }
+
+  /* merge the warps */
+#pragma unroll
+  for (int g = 0; g < AD_GMAX; g++)
+    if (g < gn)
+      {
+        if (lane == 0)
+          {
+            ws_m[warp][g] = m[g];
+            ws_l[warp][g] = l[g];
+          }
+#pragma unroll
+        for (int i = 0; i < ND; i++)
+          if (lane * ND + i < dv)
+            ws_acc[warp][g][lane * ND + i] = acc[g][i];
+      }
+  __syncthreads ();
+  for (int j = threadIdx.x; j < gn * dv; j += blockDim.x)
+    {
+      int g = j / dv, d = j % dv;
+      float mx = -INFINITY, lsum = 0.f, a = 0.f;
+      float *dst = part + (((size_t) t * H + h0 + g) * n_split + z) * (dv + 2);
+      for (int w = 0; w < AD_WARPS; w++)
+        mx = fmaxf (mx, ws_m[w][g]);
+      for (int w = 0; w < AD_WARPS; w++)
+        if (ws_m[w][g] > -INFINITY)
+          {
+            float c = expf (ws_m[w][g] - mx);
+            lsum += ws_l[w][g] * c;
+            a += ws_acc[w][g][d] * c;
+          }
+      dst[2 + d] = a;
+      if (d == 0)
+        {
+          dst[0] = mx;
+          dst[1] = lsum;
+        }
+    }
+}
+
+/* One block per (head, token): merges the splits. */
+__global__ void
+attn_combine_kernel (const float *__restrict__ part, int H, int dv, int n_split,
+                     float *__restrict__ out)
+{
+  const int h = blockIdx.x, t = blockIdx.y;
+  const float *pp = part + ((size_t) t * H + h) * n_split * (dv + 2);
+  float mx = -INFINITY, lsum = 0.f;
+
+  for (int z = 0; z < n_split; z++)
+    mx = fmaxf (mx, pp[(size_t) z * (dv + 2)]);
+  for (int z = 0; z < n_split; z++)
+    {
+      float mz = pp[(size_t) z * (dv + 2)];
+      if (mz > -INFINITY)
+        lsum += pp[(size_t) z * (dv + 2) + 1] * expf (mz - mx);
+    }
+  for (int d = threadIdx.x; d < dv; d += blockDim.x)
+    {
+      float a = 0.f;
+      for (int z = 0; z < n_split; z++)
+        {
+          float mz = pp[(size_t) z * (dv + 2)];
+          if (mz > -INFINITY)
+            a += pp[(size_t) z * (dv + 2) + 2 + d] * expf (mz - mx);
+        }
+      out[((size_t) t * H + h) * dv + d] = a / lsum;
+    }
+}
+
+/* The split length for a launch over n_kv positions: enough blocks to fill
+ * the GPU (about 2 per SM of a large part), at least AD_SPLIT_MIN positions
+ * each, a multiple of 32. */
+int
+decode_split (int n_kv, int blocks_per_split)
+{
+  int want = (264 + blocks_per_split - 1) / blocks_per_split;
+  int split = (n_kv + want - 1) / want;
+
+  split = (split + 31) / 32 * 32;
+  return split < AD_SPLIT_MIN ? AD_SPLIT_MIN : split;
+}
+
+template <class T, int ND>
+void
+launch_decode (const float *q, int n_tok, int pos0, int H, int Hkv, int dk, int dv, float scale,
+               const void *kc, const void *vc, float *part, float *out, cudaStream_t stream)
+{
+  const int group = H / Hkv, n_gc = (group + AD_GMAX - 1) / AD_GMAX;
+  const int n_kv = pos0 + n_tok;
+  const int split = decode_split (n_kv, Hkv * n_gc * n_tok);
+  const int n_split = (n_kv + split - 1) / split;
+  dim3 grid ((unsigned) (Hkv * n_gc), (unsigned) n_tok, (unsigned) n_split);
+
+  attn_decode_kernel<T, ND><<<grid, AD_WARPS * 32, 0, stream>>> (
+      q, pos0, H, Hkv, dk, dv, scale, static_cast<const T *> (kc), static_cast<const T *> (vc),
+      split, n_split, part);
+  attn_combine_kernel<<<dim3 ((unsigned) H, (unsigned) n_tok), 128, 0, stream>>> (
+      part, H, dv, n_split, out);
+}
+
+template <class T>
+void
+launch_decode_t (const float *q, int n_tok, int pos0, int H, int Hkv, int dk, int dv,
+                 float scale, const void *kc, const void *vc, float *part, float *out,
+                 cudaStream_t stream)
+{
+  if (dv <= 32)
+    launch_decode<T, 1> (q, n_tok, pos0, H, Hkv, dk, dv, scale, kc, vc, part, out, stream);
+  else if (dv <= 64)
+    launch_decode<T, 2> (q, n_tok, pos0, H, Hkv, dk, dv, scale, kc, vc, part, out, stream);
+  else if (dv <= 128)
+    launch_decode<T, 4> (q, n_tok, pos0, H, Hkv, dk, dv, scale, kc, vc, part, out, stream);
+  else
+    launch_decode<T, 8> (q, n_tok, pos0, H, Hkv, dk, dv, scale, kc, vc, part, out, stream);
+}
+
+/* ---------------------------------------------------------------------- */
+/* prefill softmax                                                         */
+
+template <class T>
+__global__ void
+softmax_causal_kernel (const float *__restrict__ s, T *__restrict__ p, int n, int n_kv, int pos0,
+                       float scale)
+{
+  __shared__ float red[32];
+  const int row = blockIdx.x;           /* h * n + t */
+  const int t = row % n;
+  const int len = pos0 + t + 1;
+  const float *sr = s + (size_t) row * n_kv;
+  T *pr = p + (size_t) row * n_kv;
+  float mx = -INFINITY, sum = 0.f, inv;
+
+  for (int j = threadIdx.x; j < len; j += blockDim.x)
+    mx = fmaxf (mx, sr[j] * scale);
+  mx = block_max (mx, red);
+  for (int j = threadIdx.x; j < len; j += blockDim.x)
+    sum += expf (sr[j] * scale - mx);
+  sum = block_sum (sum, red);
+  inv = 1.0f / sum;
+  for (int j = threadIdx.x; j < n_kv; j += blockDim.x)
+    pr[j] = from_f<T> (j < len ? expf (sr[j] * scale - mx) * inv : 0.f);
+}
+
+__global__ void
+convert_f16_kernel (const float *__restrict__ x, __half *__restrict__ y, size_t n)
+{
+  size_t i = (size_t) blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n)
+    y[i] = __float2half_rn (x[i]);
+}
+
+__global__ void
+convert_bf16_kernel (const float *__restrict__ x, __nv_bfloat16 *__restrict__ y, size_t n)
+{
+  size_t i = (size_t) blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n)
+    y[i] = __float2bfloat16_rn (x[i]);
+}
+
+unsigned
+blocks_for (size_t n, int per)
+{
+  return (unsigned) ((n + per - 1) / per);
+}
+
+} /* namespace */
+
+extern "C" cudaError_t
+bln_kernels_rmsnorm (const float *x, const float *w, float *y, int n_rows, int d, float eps,
+                     cudaStream_t stream)
+{
+  if (!x || !w || !y || n_rows <= 0 || d <= 0)
+    return cudaErrorInvalidValue;
+  rmsnorm_kernel<<<n_rows, d >= 1024 ? 1024 : ((d + 31) / 32) * 32, 0, stream>>> (x, w, y, d,
+                                                                                  eps);
+  return cudaGetLastError ();
+}
+
+extern "C" cudaError_t
+bln_kernels_add (float *x, const float *y, size_t n, cudaStream_t stream)
+{
+  if (!x || !y || n == 0)
+    return cudaErrorInvalidValue;
+  add_kernel<<<blocks_for (n, 256), 256, 0, stream>>> (x, y, n);
+  return cudaGetLastError ();
+}
+
+extern "C" cudaError_t
+bln_kernels_add_bias (float *y, const float *b, int n_rows, int width, cudaStream_t stream)
+{
+  size_t n = (size_t) n_rows * width;
+
+  if (!y || !b || n_rows <= 0 || width <= 0)
+    return cudaErrorInvalidValue;
+  add_bias_kernel<<<blocks_for (n, 256), 256, 0, stream>>> (y, b, n, width);
+  return cudaGetLastError ();
+}
+
+extern "C" cudaError_t
+bln_kernels_silu_mul (const float *g, int g_stride, const float *u, int u_stride, float *out,
+                      int n_rows, int ff, cudaStream_t stream)
+{
+  size_t n = (size_t) n_rows * ff;
+
+  if (!g || !u || !out || n_rows <= 0 || ff <= 0 || g_stride < ff || u_stride < ff)
+    return cudaErrorInvalidValue;
+  silu_mul_kernel<<<blocks_for (n, 256), 256, 0, stream>>> (g, g_stride, u, u_stride, out, n, ff);
+  return cudaGetLastError ();
+}
+
+extern "C" cudaError_t
+bln_kernels_rope_store (float *q, const float *k, const float *v, int n_tok, int pos0, int H,
+                        int Hkv, int dk, int dv, int rope_dim, int neox, const float *inv_freq,
+                        float attn_factor, void *k_cache, void *v_cache, int kv_f16, void *q_kv,
+                        cudaStream_t stream)
+{
+  if (!q || !k || !v || !inv_freq || !k_cache || !v_cache || n_tok <= 0 || pos0 < 0 || H <= 0
+      || Hkv <= 0 || dk <= 0 || dv <= 0 || rope_dim < 0 || rope_dim > dk || (rope_dim & 1))
+    return cudaErrorInvalidValue;
+  if (kv_f16)
+    rope_store_kernel<__half><<<n_tok, 256, 0, stream>>> (
+        q, const_cast<float *> (k), v, pos0, H, Hkv, dk, dv, rope_dim, neox, inv_freq,
+        attn_factor, static_cast<__half *> (k_cache), static_cast<__half *> (v_cache),
+        static_cast<__half *> (q_kv));
+  else
+    rope_store_kernel<float><<<n_tok, 256, 0, stream>>> (
+        q, const_cast<float *> (k), v, pos0, H, Hkv, dk, dv, rope_dim, neox, inv_freq,
+        attn_factor, static_cast<float *> (k_cache), static_cast<float *> (v_cache),
+        static_cast<float *> (q_kv));
+  return cudaGetLastError ();
+}
+
+extern "C" size_t
+bln_kernels_attn_decode_scratch (int n_tok, int H, int dv, int n_kv)
+{
+  /* the most splits any launch can make: one per AD_SPLIT_MIN positions */
+  size_t n_split = (size_t) (n_kv + AD_SPLIT_MIN - 1) / AD_SPLIT_MIN;
+  return (size_t) n_tok * H * n_split * (dv + 2) * sizeof (float);
+}
+
+extern "C" cudaError_t
+bln_kernels_attn_decode (const float *q, int n_tok, int pos0, int H, int Hkv, int dk, int dv,
+                         float scale, const void *k_cache, const void *v_cache, int kv_f16,
+                         void *scratch, float *out, cudaStream_t stream)
+{
+  if (!q || !k_cache || !v_cache || !scratch || !out || n_tok <= 0 || pos0 < 0 || H <= 0
+      || Hkv <= 0 || H % Hkv != 0 || dk <= 0 || dk > AD_DMAX || dv <= 0 || dv > AD_DMAX
+      || n_tok > 65535)
+    return cudaErrorInvalidValue;
+  if (kv_f16)
+    launch_decode_t<__half> (q, n_tok, pos0, H, Hkv, dk, dv, scale, k_cache, v_cache,
+                             static_cast<float *> (scratch), out, stream);
+  else
+    launch_decode_t<float> (q, n_tok, pos0, H, Hkv, dk, dv, scale, k_cache, v_cache,
+                            static_cast<float *> (scratch), out, stream);
+  return cudaGetLastError ();
+}
+
+extern "C" cudaError_t
+bln_kernels_softmax_causal (const float *s, void *p, int p_f16, int H, int n, int n_kv, int pos0,
+                            float scale, cudaStream_t stream)
+{
+  if (!s || !p || H <= 0 || n <= 0 || n_kv < pos0 + n || pos0 < 0)
+    return cudaErrorInvalidValue;
+  if (p_f16)
+    softmax_causal_kernel<__half><<<H * n, 256, 0, stream>>> (s, static_cast<__half *> (p), n,
+                                                               n_kv, pos0, scale);
+  else
+    softmax_causal_kernel<float><<<H * n, 256, 0, stream>>> (s, static_cast<float *> (p), n,
+                                                              n_kv, pos0, scale);
+  return cudaGetLastError ();
+}
+
+extern "C" cudaError_t
+bln_kernels_convert (const float *x, void *y, size_t n, int to_bf16, cudaStream_t stream)
+{
+  if (!x || !y || n == 0)
+    return cudaErrorInvalidValue;
+  if (to_bf16)
+    convert_bf16_kernel<<<blocks_for (n, 256), 256, 0, stream>>> (
+        x, static_cast<__nv_bfloat16 *> (y), n);
+  else
+    convert_f16_kernel<<<blocks_for (n, 256), 256, 0, stream>>> (x, static_cast<__half *> (y), n);
+  return cudaGetLastError ();
+}

@@ -1,0 +1,80 @@
+/* kernels/ops.h — the C entry points of the forward-pass kernels (ops.cu).
+ *
+ * Element-wise and attention kernels for the decoder layers. Each launcher
+ * checks its arguments, launches on @stream and returns cudaGetLastError()
+ * (cudaErrorInvalidValue for bad arguments); none synchronises or aborts.
+ * Activations are float32, row-major: row t of an [n][w] matrix starts at
+ * t * w. The KV cache holds float32 or float16 values (kv_f16), row-major
+ * [position][kv head][head dim], one such array per layer for K and for V.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* y[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w for n_rows rows of d values.
+ * y may equal x. */
+cudaError_t bln_kernels_rmsnorm (const float *x, const float *w, float *y, int n_rows, int d,
+                                 float eps, cudaStream_t stream);
+
+/* x[i] += y[i] for i < n. */
+cudaError_t bln_kernels_add (float *x, const float *y, size_t n, cudaStream_t stream);
+
+/* y[t][i] += b[i] for n_rows rows of width values. */
+cudaError_t bln_kernels_add_bias (float *y, const float *b, int n_rows, int width,
+                                  cudaStream_t stream);
+
+/* out[t][i] = silu(g[t * g_stride + i]) * u[t * u_stride + i] for n_rows rows
+ * of ff values (out is dense, ff per row). With the gate and up projections
+ * side by side in one [n][2 ff] matrix: g = gu, u = gu + ff, strides 2 ff.
+ * out may not overlap g or u. */
+cudaError_t bln_kernels_silu_mul (const float *g, int g_stride, const float *u, int u_stride,
+                                  float *out, int n_rows, int ff, cudaStream_t stream);
+
+/* The rotary embedding and the KV store for n_tok tokens at positions pos0,
+ * pos0 + 1, ...: rotates the first rope_dim values of every head of q
+ * ([n_tok][H][dk], in place) and of k ([n_tok][Hkv][dk]) — pairs (i, i + r/2)
+ * when neox, (2i, 2i + 1) otherwise, angle pos * inv_freq[i], cos and sin
+ * scaled by attn_factor — then writes k and v ([n_tok][Hkv][dv]) into the
+ * layer's caches at rows pos0.. (converted to F16 when kv_f16). When q_kv is
+ * not NULL it also receives the rotated q in the cache's element type (the
+ * prefill attention multiplies it with the cache by cuBLAS). */
+cudaError_t bln_kernels_rope_store (float *q, const float *k, const float *v, int n_tok, int pos0,
+                                    int H, int Hkv, int dk, int dv, int rope_dim, int neox,
+                                    const float *inv_freq, float attn_factor, void *k_cache,
+                                    void *v_cache, int kv_f16, void *q_kv, cudaStream_t stream);
+
+/* Bytes of scratch bln_kernels_attn_decode needs for n_tok tokens over at
+ * most n_kv cached positions. */
+size_t bln_kernels_attn_decode_scratch (int n_tok, int H, int dv, int n_kv);
+
+/* Causal attention of n_tok queries (rows of q, [n_tok][H][dk], token t at
+ * position pos0 + t, seeing positions 0 .. pos0 + t of the caches) with
+ * grouped KV heads (H a multiple of Hkv), softmax scale @scale; the result
+ * goes to out ([n_tok][H][dv]). Split over the sequence with an online
+ * softmax (flash-decoding), one pass over K and V shared by the query heads
+ * of a KV head. @scratch holds bln_kernels_attn_decode_scratch() bytes. For
+ * few tokens (decode); requires dk <= 256, dv <= 256. */
+cudaError_t bln_kernels_attn_decode (const float *q, int n_tok, int pos0, int H, int Hkv, int dk,
+                                     int dv, float scale, const void *k_cache,
+                                     const void *v_cache, int kv_f16, void *scratch, float *out,
+                                     cudaStream_t stream);
+
+/* The softmax of the prefill attention: s holds H blocks of n rows of n_kv
+ * float scores (row t = query pos0 + t); writes p (same shape, F16 when
+ * p_f16, else F32) = softmax over the positions j <= pos0 + t of scale *
+ * s[j], and 0 for the masked ones. */
+cudaError_t bln_kernels_softmax_causal (const float *s, void *p, int p_f16, int H, int n,
+                                        int n_kv, int pos0, float scale, cudaStream_t stream);
+
+/* y[i] = x[i] converted to F16 (to_bf16 = 0) or BF16 (to_bf16 = 1). */
+cudaError_t bln_kernels_convert (const float *x, void *y, size_t n, int to_bf16,
+                                 cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,377 @@
+/* test-cuda-model.c — whole models on the GPU against HF transformers and the
+ * CPU backend.
+ *
+ * The tiny random models of tools/gen_tiny_models.py (llama, llama with tied
+ * embeddings, qwen2 with q/k/v biases; their goldens are transformers'
+ * float32 logits at every position and a greedy continuation) run on a CUDA
+ * context:
+ *   - with a float32 KV cache: every position's logits within 1e-4 of the
+ *     largest |logit| of transformers (the bound the CPU backend meets), the
+ *     prompt evaluated in one batch (the tensor-core prefill path: cuBLAS
+ *     products, masked softmax) and again one token at a time (the decode
+ *     kernels: matvec, flash-decoding), and the same 32 greedy tokens;
+ *   - with the default float16 KV cache: within 3e-3 (half-precision rounding
+ *     of keys and values, relative 2^-11, through two products);
+ *   - F16 and Q8_0 weight files: within the CPU backend's bounds for those
+ *     files (test-model-golden.c), plus the activation rounding of the GPU
+ *     path (F16 activations in prefill, 8-bit blocks in decode).
+ * A model named by BALEEN_CUDA_TEST_MODEL (e.g. a synthetic real-shape model
+ * from tools/synth-gguf) runs a prompt longer than one prefill chunk and 16
+ * decode steps on both backends; the logits must agree within 2e-2 of the
+ * largest |logit| (both round activations, differently).
+ * Plus the memory plan: a context that cannot fit fails with
+ * BLN_ERROR_NOMEM and leaves the model usable; deepseek2 is refused with
+ * BLN_ERROR_UNSUPPORTED until its kernels exist.
+ * Without a usable GPU every case skips with the reason.
+ */
+#include <math.h>
+#include <string.h>
+#include <glib.h>
+#include <json-glib/json-glib.h>
+
+#include "bln-error.h"
+#include "model.h"
+#include "cuda/cuda.h"
+#include "cuda/forward.h"
+
+typedef struct {
+  const char *model;
+  const char *file;
+  int kv_bits;
+  double bound;
+  gboolean greedy;
+} Case;
+
+static const Case cases[] = {
+  { "llama", "model.gguf", 32, 1e-4, TRUE },
+  { "llama-tied", "model.gguf", 32, 1e-4, TRUE },
+  { "qwen2", "model.gguf", 32, 1e-4, TRUE },
+  { "llama", "model.gguf", 16, 3e-3, FALSE },
+  { "qwen2", "model.gguf", 16, 3e-3, FALSE },
+  { "llama", "model-f16.gguf", 16, 6e-3, FALSE },
+  { "llama", "model-q8_0.gguf", 16, 6e-2, FALSE },
+};
+
+static gboolean
+need_gpu (void)
+{
+  g_autofree char *why = NULL;
+
+  if (bln_cuda_available (&why))
+    return TRUE;
+  g_test_skip (why);
+  return FALSE;
+}
+
+static char *
+golden_path (const char *model, const char *file)
+{
+  return g_build_filename (g_getenv ("BALEEN_GOLDEN_DIR"), "models", model, file, NULL);
+}
+
+static float *
+decode_f32 (JsonObject *seq, const char *member, gsize *n)
+{
+  gsize len = 0;
+  guchar *raw = g_base64_decode (json_object_get_string_member (seq, member), &len);
+
+  g_assert_cmpuint (len % 4, ==, 0);
+  *n = len / 4;
+  return (float *) raw;
+}
+
+static double
+max_abs (const float *v, gsize n)
+{
+  double m = 0;
+  gsize i;
+
+  for (i = 0; i < n; i++)
+    m = MAX (m, fabs (v[i]));
+  return m;
+}
+
+static int
+argmax (const float *v, int n)
+{
+  int b = 0, i;
+
+  for (i = 1; i < n; i++)
+    if (v[i] > v[b])
+      b = i;
+  return b;
+}
+
+static BlnContext *
+gpu_context (BlnModel *model, int n_ctx, int kv_bits, BlnPool *pool, GError **error)
+{
+  BlnContextOptions o;
+
+  bln_context_options_init (&o);
+  o.device = BLN_DEVICE_CUDA;
+  o.kv_bits = kv_bits;
+  return bln_context_new_with_options (model, n_ctx, pool, &o, error);
+}
+
+static void
+test_golden (gconstpointer data)
+{
+  const Case *c = data;
+  g_autofree char *path = golden_path (c->model, c->file);
+  g_autofree char *gpath = golden_path (c->model, "goldens.json");
+  g_autoptr (JsonParser) parser = json_parser_new ();
+  g_autoptr (GError) error = NULL;
+  g_autoptr (BlnModel) model = NULL;
+  JsonArray *seqs;
+  BlnPool *pool;
+  int n_vocab;
+  guint si;
+
+  if (!need_gpu ())
+    return;
+  json_parser_load_from_file (parser, gpath, &error);
+  g_assert_no_error (error);
+  seqs = json_object_get_array_member (json_node_get_object (json_parser_get_root (parser)),
+                                       "sequences");
+  model = bln_model_load (path, &error);
+  g_assert_no_error (error);
+  n_vocab = bln_model_hparams (model)->n_vocab;
+  pool = bln_pool_new (1, &error);
+  g_assert_no_error (error);
+
+  for (si = 0; si < json_array_get_length (seqs); si++)
+    {
+      JsonObject *seq = json_array_get_object_element (seqs, si);
+      JsonArray *ids_a = json_object_get_array_member (seq, "ids");
+      JsonArray *gen_a = json_object_get_array_member (seq, "generated");
+      int n = (int) json_array_get_length (ids_a), n_gen = (int) json_array_get_length (gen_a);
+      g_autofree int32_t *ids = g_new (int32_t, n);
+      g_autofree float *ref = NULL, *gref = NULL, *out = NULL, *step = NULL;
+      g_autoptr (BlnContext) ctx = NULL;
+      gsize nref, ngref;
+      double scale, worst_batch = 0, worst_step = 0, worst_gen = 0;
+      int i, t, mismatches = 0;
+
+      for (i = 0; i < n; i++)
+        ids[i] = (int32_t) json_array_get_int_element (ids_a, i);
+      ref = decode_f32 (seq, "logits_f32_b64", &nref);
+      g_assert_cmpuint (nref, ==, (gsize) n * n_vocab);
+      scale = max_abs (ref, nref);
+
+      ctx = gpu_context (model, n + n_gen + 1, c->kv_bits, pool, &error);
+      g_assert_no_error (error);
+      g_assert_cmpint (bln_context_device (ctx), ==, BLN_DEVICE_CUDA);
+
+      /* the whole prompt in one batch */
+      out = g_new (float, (size_t) n * n_vocab);
+      for (i = 0; i < n * n_vocab; i++)
+        out[i] = NAN;
+      g_assert_true (bln_context_eval (ctx, ids, n, out, TRUE, &error));
+      g_assert_no_error (error);
+      for (i = 0; i < n * n_vocab; i++)
+        {
+          g_assert_true (isfinite (out[i]));
+          worst_batch = MAX (worst_batch, fabs (out[i] - ref[i]) / scale);
+        }
+
+      /* one token at a time through the cache */
+      bln_context_truncate (ctx, 0);
+      step = g_new (float, n_vocab);
+      for (t = 0; t < n; t++)
+        {
+          for (i = 0; i < n_vocab; i++)
+            step[i] = NAN;
+          g_assert_true (bln_context_eval (ctx, ids + t, 1, step, FALSE, &error));
+          g_assert_no_error (error);
+          for (i = 0; i < n_vocab; i++)
+            worst_step = MAX (worst_step, fabs (step[i] - ref[(size_t) t * n_vocab + i]) / scale);
+        }
+
+      /* greedy continuation, following the reference's tokens */
+      gref = decode_f32 (seq, "gen_logits_f32_b64", &ngref);
+      g_assert_cmpuint (ngref, ==, (gsize) n_gen * n_vocab);
+      for (t = 0; t < n_gen; t++)
+        {
+          int32_t want = (int32_t) json_array_get_int_element (gen_a, t);
+          const float *gl = gref + (size_t) t * n_vocab;
+          double gscale = max_abs (gl, n_vocab);
+
+          for (i = 0; i < n_vocab; i++)
+            worst_gen = MAX (worst_gen, fabs (step[i] - gl[i]) / gscale);
+          if (argmax (step, n_vocab) != want)
+            mismatches++;
+          g_assert_true (bln_context_eval (ctx, &want, 1, step, FALSE, &error));
+          g_assert_no_error (error);
+        }
+      g_test_message ("%s %s kv%d seq %u: batch %.3g, steps %.3g, greedy %.3g, "
+                      "%d/%d greedy tokens differ (bound %.1g)",
+                      c->model, c->file, c->kv_bits, si, worst_batch, worst_step, worst_gen,
+                      mismatches, n_gen, c->bound);
+      g_assert_cmpfloat (worst_batch, <=, c->bound);
+      g_assert_cmpfloat (worst_step, <=, c->bound);
+      g_assert_cmpfloat (worst_gen, <=, c->bound);
+      if (c->greedy)
+        g_assert_cmpint (mismatches, ==, 0);
+    }
+  bln_pool_free (pool);
+}
+
+/* GPU against CPU on a larger model: a prompt over one prefill chunk, then
+ * decode steps. */
+static void
+test_cpu_vs_gpu (void)
+{
+  const char *path = g_getenv ("BALEEN_CUDA_TEST_MODEL");
+  g_autoptr (GError) error = NULL;
+  g_autoptr (BlnModel) model = NULL;
+  g_autoptr (BlnContext) cpu = NULL, gpu = NULL;
+  g_autofree int32_t *ids = NULL;
+  g_autofree float *lc = NULL, *lg = NULL;
+  const int n_prompt = 600, n_steps = 16;
+  BlnPool *pool;
+  GRand *rand;
+  int n_vocab, i, t, agree = 0;
+  double worst = 0;
+
+  if (!need_gpu ())
+    return;
+  if (path == NULL || *path == '\0')
+    {
+      g_test_skip ("BALEEN_CUDA_TEST_MODEL is not set");
+      return;
+    }
+  model = bln_model_load (path, &error);
+  g_assert_no_error (error);
+  n_vocab = bln_model_hparams (model)->n_vocab;
+  pool = bln_pool_new (0, &error);
+  g_assert_no_error (error);
+  cpu = bln_context_new (model, n_prompt + n_steps + 1, pool, &error);
+  g_assert_no_error (error);
+  gpu = gpu_context (model, n_prompt + n_steps + 1, 16, pool, &error);
+  g_assert_no_error (error);
+
+  rand = g_rand_new_with_seed (1234);
+  ids = g_new (int32_t, n_prompt + n_steps);
+  for (i = 0; i < n_prompt + n_steps; i++)
+    ids[i] = (int32_t) g_rand_int_range (rand, 0, n_vocab);
+  g_rand_free (rand);
+  lc = g_new (float, n_vocab);
+  lg = g_new (float, n_vocab);
+  for (t = 0; t <= n_steps; t++)
+    {
+      const int32_t *chunk = t == 0 ? ids : ids + n_prompt + t - 1;
+      int n = t == 0 ? n_prompt : 1;
+      double scale, err = 0;
+
+      g_assert_true (bln_context_eval (cpu, chunk, n, lc, FALSE, &error));
+      g_assert_no_error (error);
+      g_assert_true (bln_context_eval (gpu, chunk, n, lg, FALSE, &error));
+      g_assert_no_error (error);
+      scale = max_abs (lc, n_vocab);
+      for (i = 0; i < n_vocab; i++)
+        err = MAX (err, fabs (lc[i] - lg[i]) / scale);
+      worst = MAX (worst, err);
+      agree += argmax (lc, n_vocab) == argmax (lg, n_vocab);
+    }
+  g_test_message ("%s: GPU vs CPU max rel err %.3g, argmax agrees %d/%d", path, worst, agree,
+                  n_steps + 1);
+  g_assert_cmpfloat (worst, <=, 2e-2);
+  bln_pool_free (pool);
+}
+
+static void
+test_plan (void)
+{
+  g_autofree char *path = golden_path ("llama", "model.gguf");
+  g_autoptr (GError) error = NULL;
+  g_autoptr (BlnModel) model = NULL;
+  g_autoptr (BlnContext) ctx = NULL;
+  BlnCudaPlan plan;
+  BlnPool *pool;
+  int32_t id = 1;
+  float *logits;
+
+  if (!need_gpu ())
+    return;
+  model = bln_model_load (path, &error);
+  g_assert_no_error (error);
+  pool = bln_pool_new (1, &error);
+  g_assert_no_error (error);
+
+  g_assert_true (bln_cuda_plan (model, 4096, 16, &plan, &error));
+  g_assert_no_error (error);
+  g_assert_true (plan.fits);
+  g_assert_cmpuint (plan.weight_bytes, >, 0);
+  g_assert_cmpuint (plan.kv_bytes, ==,
+                    (size_t) 2 * bln_model_hparams (model)->n_layer * 4096
+                    * bln_model_hparams (model)->n_head_kv
+                    * bln_model_hparams (model)->head_dim_k * 2);
+
+  /* with the GPU nearly full (another program's memory), a context is
+   * refused with a message, and nothing is left allocated */
+  {
+    size_t free_b = 0, total_b = 0, after = 0;
+    void *hog = NULL;
+
+    g_assert_cmpint (cudaMemGetInfo (&free_b, &total_b), ==, cudaSuccess);
+    g_assert_cmpint (cudaMalloc (&hog, free_b - ((size_t) 64 << 20)), ==, cudaSuccess);
+    g_assert_cmpint (cudaMemGetInfo (&free_b, &total_b), ==, cudaSuccess);
+    ctx = gpu_context (model, 4096, 16, pool, &error);
+    g_assert_null (ctx);
+    g_assert_error (error, BLN_ERROR, BLN_ERROR_NOMEM);
+    g_test_message ("%s", error->message);
+    g_clear_error (&error);
+    g_assert_cmpint (cudaMemGetInfo (&after, &total_b), ==, cudaSuccess);
+    g_assert_cmpuint (after, ==, free_b);
+    g_assert_cmpint (cudaFree (hog), ==, cudaSuccess);
+  }
+
+  /* and the model still runs */
+  ctx = gpu_context (model, 64, 16, pool, &error);
+  g_assert_no_error (error);
+  logits = g_new (float, bln_model_hparams (model)->n_vocab);
+  g_assert_true (bln_context_eval (ctx, &id, 1, logits, FALSE, &error));
+  g_assert_no_error (error);
+  g_free (logits);
+  bln_pool_free (pool);
+}
+
+static void
+test_unsupported (void)
+{
+  g_autofree char *path = golden_path ("deepseek2-v2lite", "model.gguf");
+  g_autoptr (GError) error = NULL;
+  g_autoptr (BlnModel) model = NULL;
+  BlnContext *ctx;
+  BlnPool *pool;
+
+  if (!need_gpu ())
+    return;
+  model = bln_model_load (path, &error);
+  g_assert_no_error (error);
+  pool = bln_pool_new (1, &error);
+  g_assert_no_error (error);
+  ctx = gpu_context (model, 64, 16, pool, &error);
+  g_assert_null (ctx);
+  g_assert_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED);
+  bln_pool_free (pool);
+}
+
+int
+main (int argc, char **argv)
+{
+  guint i;
+
+  g_test_init (&argc, &argv, NULL);
+  for (i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      const Case *c = &cases[i];
+      g_autofree char *p = g_strdup_printf ("/Baleen/CudaModel/%s/%s/kv%d", c->model, c->file,
+                                            c->kv_bits);
+      g_test_add_data_func (p, c, test_golden);
+    }
+  g_test_add_func ("/Baleen/CudaModel/cpu-vs-gpu", test_cpu_vs_gpu);
+  g_test_add_func ("/Baleen/CudaModel/plan", test_plan);
+  g_test_add_func ("/Baleen/CudaModel/unsupported", test_unsupported);
+  return g_test_run ();
+}
