@@ -72,6 +72,38 @@ cudaError_t bln_kernels_matvec (int type, const void *payload, const void *heade
                                 int n_in, int n_out, const float *d_x, int n_tok,
                                 float *d_y, cudaStream_t stream);
 
+/* Flags of bln_kernels_matvec_ex. */
+enum {
+  /* y += W x instead of y = W x (a residual add in the epilogue) */
+  BLN_KERNELS_MATVEC_ACCUMULATE = 1,
+  /* the 8-bit scratch already holds x rounded (bln_kernels_rmsnorm_quant or
+   * bln_kernels_silu_mul_quant wrote it, or an earlier matvec of the same x
+   * on the same stream, with nothing rounding other activations since):
+   * quantised types skip their rounding pass. d_x must still hold x in
+   * float for the float types. */
+  BLN_KERNELS_MATVEC_XQ_READY = 2,
+};
+
+/* bln_kernels_matvec with output rows @ldy floats apart (0: n_out; so that
+ * several matvecs can fill the columns of one wider matrix) and @flags
+ * (above). */
+cudaError_t bln_kernels_matvec_ex (int type, const void *payload, const void *header, int n_in,
+                                   int n_out, const float *d_x, int n_tok, float *d_y, int ldy,
+                                   int flags, cudaStream_t stream);
+
+/* RMSNorm of n_rows (<= BLN_KERNELS_MATVEC_MAX_TOK) rows of d values (d a
+ * multiple of 32), as bln_kernels_rmsnorm (kernels/ops.h), that also leaves
+ * the result rounded in the 8-bit scratch, ready for matvecs with
+ * BLN_KERNELS_MATVEC_XQ_READY. */
+cudaError_t bln_kernels_rmsnorm_quant (const float *x, const float *w, float *y, int n_rows,
+                                       int d, float eps, cudaStream_t stream);
+
+/* bln_kernels_silu_mul (kernels/ops.h) for n_rows <= BLN_KERNELS_MATVEC_MAX_TOK
+ * rows, ff a multiple of 32, that also rounds the result into the scratch. */
+cudaError_t bln_kernels_silu_mul_quant (const float *g, int g_stride, const float *u,
+                                        int u_stride, float *out, int n_rows, int ff,
+                                        cudaStream_t stream);
+
 /* Expands an n_out × n_in matrix of quantised GGUF type @type (split blocks,
  * as above) into row-major F16 at @out (n_out * n_in halves), for the
  * prefill path's tensor-core products. F16, BF16 and F32 are not handled

@@ -592,7 +592,7 @@ template <class T, int MAXTOK>
 __global__ void __launch_bounds__ (WARPS * 32)
 matvec_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ hdr, int nb,
                int n_in, int n_out, const float *__restrict__ x, int n_tok,
-               float *__restrict__ y)
+               float *__restrict__ y, int accumulate, int ldy)
 {
   const int lane = threadIdx.x & 31;
   const int row0 = (blockIdx.x * WARPS + (threadIdx.x >> 5)) * ROWS;
@@ -654,14 +654,17 @@ matvec_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ hdr,
 #pragma unroll
         for (int t = 0; t < MAXTOK; t++)
           if (row0 + r < n_out && t < n_tok)
-            y[(size_t) t * n_out + row0 + r] = acc[r][t];
+            {
+              float *dst = y + (size_t) t * ldy + row0 + r;
+              *dst = accumulate ? *dst + acc[r][t] : acc[r][t];
+            }
     }
 }
 
 template <class T>
 cudaError_t
 launch (const void *payload, const void *header, int n_in, int n_out, const float *x,
-        int n_tok, float *y, cudaStream_t stream)
+        int n_tok, float *y, cudaStream_t stream, int accumulate = 0, int ldy = 0)
 {
   const int nb = n_in / T::VPB;
   const int rows_per_block = WARPS * ROWS;
@@ -673,13 +676,17 @@ launch (const void *payload, const void *header, int n_in, int n_out, const floa
   if (n_in % T::VPB != 0 || (T::HDR && !header))
     return cudaErrorInvalidValue;
   if (n_tok <= 1)
-    matvec_kernel<T, 1><<<grid, block, 0, stream>>> (p, h, nb, n_in, n_out, x, n_tok, y);
+    matvec_kernel<T, 1><<<grid, block, 0, stream>>> (p, h, nb, n_in, n_out, x, n_tok, y,
+                                                        accumulate, ldy ? ldy : n_out);
   else if (n_tok <= 2)
-    matvec_kernel<T, 2><<<grid, block, 0, stream>>> (p, h, nb, n_in, n_out, x, n_tok, y);
+    matvec_kernel<T, 2><<<grid, block, 0, stream>>> (p, h, nb, n_in, n_out, x, n_tok, y,
+                                                        accumulate, ldy ? ldy : n_out);
   else if (n_tok <= 4)
-    matvec_kernel<T, 4><<<grid, block, 0, stream>>> (p, h, nb, n_in, n_out, x, n_tok, y);
+    matvec_kernel<T, 4><<<grid, block, 0, stream>>> (p, h, nb, n_in, n_out, x, n_tok, y,
+                                                        accumulate, ldy ? ldy : n_out);
   else
-    matvec_kernel<T, 8><<<grid, block, 0, stream>>> (p, h, nb, n_in, n_out, x, n_tok, y);
+    matvec_kernel<T, 8><<<grid, block, 0, stream>>> (p, h, nb, n_in, n_out, x, n_tok, y,
+                                                        accumulate, ldy ? ldy : n_out);
   return cudaGetLastError ();
 }
 
@@ -741,6 +748,89 @@ quantize_x_kernel (const float *__restrict__ x, int n)
       if ((threadIdx.x & 31) == 0)
         g_xd[i / 32] = make_float2 (d, d * (float) sum);
     }
+}
+
+/* Rounds value v of a warp's 32 consecutive activations (index i of the
+ * scratch, i a multiple of 32 at lane 0) as quantize_x_kernel does. */
+__device__ __forceinline__ void
+quant_warp_store (float v, size_t i)
+{
+  float amax = fabsf (v), d, id, r;
+  int q, sum;
+
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1)
+    amax = fmaxf (amax, __shfl_xor_sync (0xffffffffu, amax, off));
+  d = amax / 127.0f;
+  id = amax > 0.0f ? 127.0f / amax : 0.0f;
+  r = rintf (v * id);
+  r = fmaxf (r, -127.0f);
+  r = fminf (r, 127.0f);
+  q = (int) r;
+  sum = q;
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1)
+    sum += __shfl_xor_sync (0xffffffffu, sum, off);
+  g_xq[i] = (int8_t) q;
+  if ((threadIdx.x & 31) == 0)
+    g_xd[i / 32] = make_float2 (d, d * (float) sum);
+}
+
+/* RMSNorm of one row per block (sum of squares in double, as the CPU), the
+ * float result to y and its 8-bit rounding to the scratch. d % 32 == 0 and
+ * blockDim a multiple of 32. */
+__global__ void
+rmsnorm_quant_kernel (const float *__restrict__ x, const float *__restrict__ w,
+                      float *__restrict__ y, int d, float eps)
+{
+  __shared__ double red[32];
+  const size_t row = blockIdx.x;
+  const float *xr = x + row * d;
+  float *yr = y + row * d;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int n_warps = blockDim.x >> 5;
+  double ss = 0.0;
+  float scale;
+
+  for (int i = threadIdx.x; i < d; i += blockDim.x)
+    ss += (double) xr[i] * (double) xr[i];
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1)
+    ss += __shfl_xor_sync (0xffffffffu, ss, off);
+  if (lane == 0)
+    red[warp] = ss;
+  __syncthreads ();
+  ss = lane < n_warps ? red[lane] : 0.0;
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1)
+    ss += __shfl_xor_sync (0xffffffffu, ss, off);
+  scale = 1.0f / sqrtf ((float) (ss / (double) d) + eps);
+  for (int i = threadIdx.x; i < d; i += blockDim.x)
+    {
+      float v = w[i] * (xr[i] * scale);
+      yr[i] = v;
+      quant_warp_store (v, row * d + i);
+    }
+}
+
+/* out = silu(g) * u (see ops.h), also rounded to the scratch; ff % 32 == 0. */
+__global__ void
+silu_mul_quant_kernel (const float *__restrict__ g, int gs, const float *__restrict__ u, int us,
+                       float *__restrict__ out, size_t n, int ff)
+{
+  const size_t i = (size_t) blockIdx.x * blockDim.x + threadIdx.x;
+  float v = 0.f;
+
+  if (i < n)
+    {
+      size_t t = i / ff, j = i % ff;
+      float gv = g[t * gs + j], uv = u[t * us + j];
+      v = gv / (1.0f + expf (-gv)) * uv;
+      out[i] = v;
+    }
+  /* n is a multiple of 32: whole warps are in or out */
+  if (i < n)
+    quant_warp_store (v, i);
 }
 
 /* __dp4a and __vsub4 on the host too, for checking the unit decoders there. */
@@ -991,7 +1081,7 @@ struct QTypeQ6_K
 template <class T, int MAXTOK, int NROWS>
 __global__ void __launch_bounds__ (WARPS * 32)
 matvec_q8_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ hdr, int nb,
-                  int n_in, int n_out, int n_tok, float *__restrict__ y)
+                  int n_in, int n_out, int n_tok, float *__restrict__ y, int accumulate, int ldy)
 {
   const int lane = threadIdx.x & 31;
   const int row0 = (blockIdx.x * WARPS + (threadIdx.x >> 5)) * NROWS;
@@ -1061,20 +1151,23 @@ matvec_q8_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ h
 #pragma unroll
         for (int t = 0; t < MAXTOK; t++)
           if (row0 + r < n_out && t < n_tok)
-            y[(size_t) t * n_out + row0 + r] = acc[r][t];
+            {
+              float *dst = y + (size_t) t * ldy + row0 + r;
+              *dst = accumulate ? *dst + acc[r][t] : acc[r][t];
+            }
     }
 }
 
 template <class T, int MAXTOK, int NROWS>
 void
 launch_q8_rows (const uint8_t *p, const uint8_t *h, int nb, int n_in, int n_out, int n_tok,
-                float *y, cudaStream_t stream)
+                float *y, cudaStream_t stream, int accumulate, int ldy)
 {
   const int rows_per_block = WARPS * NROWS;
   const dim3 grid ((unsigned) ((n_out + rows_per_block - 1) / rows_per_block));
 
   matvec_q8_kernel<T, MAXTOK, NROWS><<<grid, WARPS * 32, 0, stream>>> (p, h, nb, n_in, n_out,
-                                                                      n_tok, y);
+                                                                      n_tok, y, accumulate, ldy);
 }
 
 /* The 8-bit path for type T: round the activations, then the matvec. Falls
@@ -1082,8 +1175,9 @@ launch_q8_rows (const uint8_t *p, const uint8_t *h, int nb, int n_in, int n_out,
 template <class T, class FT>
 cudaError_t
 launch_q8 (const void *payload, const void *header, int n_in, int n_out, const float *x,
-           int n_tok, float *y, cudaStream_t stream)
+           int n_tok, float *y, cudaStream_t stream, int flags, int ldy)
 {
+  const int accumulate = (flags & BLN_KERNELS_MATVEC_ACCUMULATE) != 0;
   const int nb = n_in / T::VPB;
   const int n = n_tok * n_in;
   const uint8_t *p = static_cast<const uint8_t *> (payload);
@@ -1092,19 +1186,20 @@ launch_q8 (const void *payload, const void *header, int n_in, int n_out, const f
   if (n_in % T::VPB != 0 || !header)
     return cudaErrorInvalidValue;
   if (n_in > XQ_MAX_IN)
-    return launch<FT> (payload, header, n_in, n_out, x, n_tok, y, stream);
-  quantize_x_kernel<<<(n + 255) / 256, 256, 0, stream>>> (x, n);
+    return launch<FT> (payload, header, n_in, n_out, x, n_tok, y, stream, accumulate, ldy);
+  if (!(flags & BLN_KERNELS_MATVEC_XQ_READY))
+    quantize_x_kernel<<<(n + 255) / 256, 256, 0, stream>>> (x, n);
   /* From 3 tokens on, 4 rows per warp: each activation load then serves
    * twice as many weight rows (an unmeasured guess: the activation traffic
    * through L1 grows with n_tok, the weight traffic does not). */
   if (n_tok <= 1)
-    launch_q8_rows<T, 1, ROWS> (p, h, nb, n_in, n_out, n_tok, y, stream);
+    launch_q8_rows<T, 1, ROWS> (p, h, nb, n_in, n_out, n_tok, y, stream, accumulate, ldy);
   else if (n_tok <= 2)
-    launch_q8_rows<T, 2, ROWS> (p, h, nb, n_in, n_out, n_tok, y, stream);
+    launch_q8_rows<T, 2, ROWS> (p, h, nb, n_in, n_out, n_tok, y, stream, accumulate, ldy);
   else if (n_tok <= 4)
-    launch_q8_rows<T, 4, 2 * ROWS> (p, h, nb, n_in, n_out, n_tok, y, stream);
+    launch_q8_rows<T, 4, 2 * ROWS> (p, h, nb, n_in, n_out, n_tok, y, stream, accumulate, ldy);
   else
-    launch_q8_rows<T, 8, 2 * ROWS> (p, h, nb, n_in, n_out, n_tok, y, stream);
+    launch_q8_rows<T, 8, 2 * ROWS> (p, h, nb, n_in, n_out, n_tok, y, stream, accumulate, ldy);
   return cudaGetLastError ();
 }
 
@@ -1142,6 +1237,22 @@ extern "C" cudaError_t
 bln_kernels_matvec (int type, const void *payload, const void *header, int n_in, int n_out,
                     const float *d_x, int n_tok, float *d_y, cudaStream_t stream)
 {
+  return bln_kernels_matvec_ex (type, payload, header, n_in, n_out, d_x, n_tok, d_y, 0, 0,
+                                stream);
+}
+
+extern "C" cudaError_t
+bln_kernels_matvec_ex (int type, const void *payload, const void *header, int n_in, int n_out,
+                       const float *d_x, int n_tok, float *d_y, int ldy, int flags,
+                       cudaStream_t stream)
+{
+  const int accumulate = (flags & BLN_KERNELS_MATVEC_ACCUMULATE) != 0;
+
+  if (ldy == 0)
+    ldy = n_out;
+  if (ldy < n_out)
+    return cudaErrorInvalidValue;
+
   if (!payload || !d_x || !d_y || n_in <= 0 || n_out <= 0 || n_tok < 1
       || n_tok > BLN_KERNELS_MATVEC_MAX_TOK
       || ((uintptr_t) payload & 15) || ((uintptr_t) d_x & 15))
@@ -1151,25 +1262,31 @@ bln_kernels_matvec (int type, const void *payload, const void *header, int n_in,
     {
     case T_Q8_0:
       return launch_q8<QTypeQ8_0, TypeQ8_0> (payload, header, n_in, n_out, d_x, n_tok, d_y,
-                                             stream);
+                                             stream, flags, ldy);
     case T_Q4_0:
       return launch_q8<QTypeQ4_0, TypeQ4_0> (payload, header, n_in, n_out, d_x, n_tok, d_y,
-                                             stream);
+                                             stream, flags, ldy);
     case T_Q4_1:
       return launch_q8<QTypeQ4_1, TypeQ4_1> (payload, header, n_in, n_out, d_x, n_tok, d_y,
-                                             stream);
+                                             stream, flags, ldy);
     case T_Q4_K:
       return launch_q8<QTypeQ4_K, TypeQ4_K> (payload, header, n_in, n_out, d_x, n_tok, d_y,
-                                             stream);
+                                             stream, flags, ldy);
     case T_Q5_K:
       return launch_q8<QTypeQ5_K, TypeQ5_K> (payload, header, n_in, n_out, d_x, n_tok, d_y,
-                                             stream);
+                                             stream, flags, ldy);
     case T_Q6_K:
       return launch_q8<QTypeQ6_K, TypeQ6_K> (payload, header, n_in, n_out, d_x, n_tok, d_y,
-                                             stream);
-    case T_F16: return launch<TypeF16> (payload, header, n_in, n_out, d_x, n_tok, d_y, stream);
-    case T_BF16: return launch<TypeBF16> (payload, header, n_in, n_out, d_x, n_tok, d_y, stream);
-    case T_F32: return launch<TypeF32> (payload, header, n_in, n_out, d_x, n_tok, d_y, stream);
+                                             stream, flags, ldy);
+    case T_F16:
+      return launch<TypeF16> (payload, header, n_in, n_out, d_x, n_tok, d_y, stream, accumulate,
+                              ldy);
+    case T_BF16:
+      return launch<TypeBF16> (payload, header, n_in, n_out, d_x, n_tok, d_y, stream, accumulate,
+                              ldy);
+    case T_F32:
+      return launch<TypeF32> (payload, header, n_in, n_out, d_x, n_tok, d_y, stream, accumulate,
+                              ldy);
     default: return cudaErrorInvalidValue;
     }
 }
@@ -1198,4 +1315,29 @@ bln_kernels_dequant_f16 (int type, const void *payload, const void *header, int 
       return launch_dequant<TypeQ6_K, xoff_k6> (payload, header, n_in, n_out, o, stream);
     default: return cudaErrorInvalidValue;
     }
+}
+
+extern "C" cudaError_t
+bln_kernels_rmsnorm_quant (const float *x, const float *w, float *y, int n_rows, int d,
+                           float eps, cudaStream_t stream)
+{
+  if (!x || !w || !y || n_rows <= 0 || n_rows > BLN_KERNELS_MATVEC_MAX_TOK || d <= 0
+      || d % 32 != 0 || d > XQ_MAX_IN)
+    return cudaErrorInvalidValue;
+  rmsnorm_quant_kernel<<<n_rows, d >= 1024 ? 1024 : d, 0, stream>>> (x, w, y, d, eps);
+  return cudaGetLastError ();
+}
+
+extern "C" cudaError_t
+bln_kernels_silu_mul_quant (const float *g, int g_stride, const float *u, int u_stride,
+                            float *out, int n_rows, int ff, cudaStream_t stream)
+{
+  size_t n = (size_t) n_rows * ff;
+
+  if (!g || !u || !out || n_rows <= 0 || n_rows > BLN_KERNELS_MATVEC_MAX_TOK || ff <= 0
+      || ff % 32 != 0 || ff > XQ_MAX_IN || g_stride < ff || u_stride < ff)
+    return cudaErrorInvalidValue;
+  silu_mul_quant_kernel<<<(unsigned) ((n + 255) / 256), 256, 0, stream>>> (g, g_stride, u,
+                                                                           u_stride, out, n, ff);
+  return cudaGetLastError ();
 }

@@ -144,21 +144,33 @@ rope_pair (float *v, int i, int half, int neox, float c, float s)
   v[b] = x0 * s + x1 * c;
 }
 
-/* One block per token; threads over (head, pair) for q, then k; then the
- * stores. */
+/* One block per token: biases, then threads over (head, pair) for q and k,
+ * then the stores. */
 template <class T>
 __global__ void
-rope_store_kernel (float *q, float *k, const float *__restrict__ v, int pos0, int H, int Hkv,
-                   int dk, int dv, int rope_dim, int neox, const float *__restrict__ inv_freq,
-                   float af, T *k_cache, T *v_cache, T *q_kv)
+rope_store_kernel (float *q, float *k, float *v, const float *__restrict__ bq,
+                   const float *__restrict__ bk, const float *__restrict__ bv,
+                   int ld, const int *__restrict__ d_pos, int H, int Hkv, int dk, int dv,
+                   int rope_dim, int neox, const float *__restrict__ inv_freq, float af,
+                   T *k_cache, T *v_cache, T *q_kv)
 {
-  const int t = blockIdx.x, pos = pos0 + t, half = rope_dim / 2;
-  float *qt = q + (size_t) t * H * dk;
-  float *kt = k + (size_t) t * Hkv * dk;
-  const float *vt = v + (size_t) t * Hkv * dv;
+  const int t = blockIdx.x, pos = *d_pos + t, half = rope_dim / 2;
+  float *qt = q + (size_t) t * ld;
+  float *kt = k + (size_t) t * ld;
+  float *vt = v + (size_t) t * ld;
   T *kc = k_cache + (size_t) pos * Hkv * dk;
   T *vc = v_cache + (size_t) pos * Hkv * dv;
 
+  if (bq != nullptr)
+    for (int j = threadIdx.x; j < H * dk; j += blockDim.x)
+      qt[j] += bq[j];
+  if (bk != nullptr)
+    for (int j = threadIdx.x; j < Hkv * dk; j += blockDim.x)
+      kt[j] += bk[j];
+  if (bv != nullptr)
+    for (int j = threadIdx.x; j < Hkv * dv; j += blockDim.x)
+      vt[j] += bv[j];
+  __syncthreads ();
   for (int j = threadIdx.x; j < (H + Hkv) * half; j += blockDim.x)
     {
       int h = j / half, i = j % half;
@@ -189,6 +201,27 @@ constexpr int AD_GMAX = 8;       /* query heads per block */
 constexpr int AD_DMAX = 256;     /* largest head dim */
 constexpr int AD_SPLIT_MIN = 64; /* fewest positions per split */
 
+/* How a launch cuts n_kv positions: into at most @want splits (want: enough
+ * blocks to fill the GPU, about 2 per SM of a large part, over the blocks of
+ * one split), each at least AD_SPLIT_MIN positions, a multiple of 32. The
+ * kernels compute it from the position held on the device, so one launch
+ * shape (and one CUDA graph) serves every context length. */
+__host__ __device__ __forceinline__ int
+decode_split (int n_kv, int want)
+{
+  int split = (n_kv + want - 1) / want;
+
+  split = (split + 31) / 32 * 32;
+  return split < AD_SPLIT_MIN ? AD_SPLIT_MIN : split;
+}
+
+__host__ __device__ __forceinline__ int
+decode_want (int blocks_per_split)
+{
+  return (264 + blocks_per_split - 1) / blocks_per_split;
+}
+
+
 /* A block takes KV head kvh (blockIdx.x / n_gc), query heads kvh * group +
  * gc * AD_GMAX + 0..gn-1 (gc = blockIdx.x % n_gc), token blockIdx.y, and the
  * positions [z * split, (z + 1) * split) of blockIdx.z, cut to what the token
@@ -199,9 +232,9 @@ constexpr int AD_SPLIT_MIN = 64; /* fewest positions per split */
  * split for the combine kernel. */
 template <class T, int ND>
 __global__ void __launch_bounds__ (AD_WARPS * 32)
-attn_decode_kernel (const float *__restrict__ q, int pos0, int H, int Hkv, int dk, int dv,
-                    float scale, const T *__restrict__ kc, const T *__restrict__ vc, int split,
-                    int n_split, float *__restrict__ part)
+attn_decode_kernel (const float *__restrict__ q, int q_ld, const int *__restrict__ d_pos, int n_tok,
+                    int H, int Hkv, int dk, int dv, float scale, const T *__restrict__ kc,
+                    const T *__restrict__ vc, int want, float *__restrict__ part)
 {
   __shared__ float qs[AD_GMAX][AD_DMAX];
   __shared__ float ws_m[AD_WARPS][AD_GMAX], ws_l[AD_WARPS][AD_GMAX];
@@ -211,13 +244,17 @@ attn_decode_kernel (const float *__restrict__ q, int pos0, int H, int Hkv, int d
   const int kvh = blockIdx.x / n_gc, gc = blockIdx.x % n_gc;
   const int h0 = kvh * group + gc * AD_GMAX;
   const int gn = min (AD_GMAX, group - gc * AD_GMAX);
-  const int t = blockIdx.y, z = blockIdx.z;
-  const int len = pos0 + t + 1;
+  const int t = blockIdx.y, z = blockIdx.z, zmax = gridDim.z;
+  const int pos0 = *d_pos, len = pos0 + t + 1;
+  const int split = decode_split (pos0 + n_tok, want);
   const int start = z * split, end = min (len, start + split);
   float m[AD_GMAX], l[AD_GMAX], acc[AD_GMAX][ND];
 
+  if (start >= pos0 + n_tok)
+    return;   /* a split past the longest token's reach: the combine skips it */
+
   for (int j = threadIdx.x; j < gn * dk; j += blockDim.x)
-    qs[j / dk][j % dk] = q[((size_t) t * H + h0 + j / dk) * dk + j % dk] * scale;
+    qs[j / dk][j % dk] = q[(size_t) t * q_ld + (size_t) (h0 + j / dk) * dk + j % dk] * scale;
 #pragma unroll
   for (int g = 0; g < AD_GMAX; g++)
     {
@@ -307,7 +344,7 @@ attn_decode_kernel (const float *__restrict__ q, int pos0, int H, int Hkv, int d
     {
       int g = j / dv, d = j % dv;
       float mx = -INFINITY, lsum = 0.f, a = 0.f;
-      float *dst = part + (((size_t) t * H + h0 + g) * n_split + z) * (dv + 2);
+      float *dst = part + (((size_t) t * H + h0 + g) * zmax + z) * (dv + 2);
       for (int w = 0; w < AD_WARPS; w++)
         mx = fmaxf (mx, ws_m[w][g]);
       for (int w = 0; w < AD_WARPS; w++)
@@ -326,13 +363,15 @@ attn_decode_kernel (const float *__restrict__ q, int pos0, int H, int Hkv, int d
     }
 }
 
-/* One block per (head, token): merges the splits. */
+/* One block per (head, token): merges the splits that ran. */
 __global__ void
-attn_combine_kernel (const float *__restrict__ part, int H, int dv, int n_split,
-                     float *__restrict__ out)
+attn_combine_kernel (const float *__restrict__ part, const int *__restrict__ d_pos, int n_tok,
+                     int H, int dv, int want, int zmax, float *__restrict__ out)
 {
   const int h = blockIdx.x, t = blockIdx.y;
-  const float *pp = part + ((size_t) t * H + h) * n_split * (dv + 2);
+  const int n_kv = *d_pos + n_tok, split = decode_split (n_kv, want);
+  const int n_split = (n_kv + split - 1) / split;
+  const float *pp = part + ((size_t) t * H + h) * zmax * (dv + 2);
   float mx = -INFINITY, lsum = 0.f;
 
   for (int z = 0; z < n_split; z++)
@@ -356,51 +395,39 @@ attn_combine_kernel (const float *__restrict__ part, int H, int dv, int n_split,
     }
 }
 
-/* The split length for a launch over n_kv positions: enough blocks to fill
- * the GPU (about 2 per SM of a large part), at least AD_SPLIT_MIN positions
- * each, a multiple of 32. */
-int
-decode_split (int n_kv, int blocks_per_split)
-{
-  int want = (264 + blocks_per_split - 1) / blocks_per_split;
-  int split = (n_kv + want - 1) / want;
-
-  split = (split + 31) / 32 * 32;
-  return split < AD_SPLIT_MIN ? AD_SPLIT_MIN : split;
-}
-
 template <class T, int ND>
 void
-launch_decode (const float *q, int n_tok, int pos0, int H, int Hkv, int dk, int dv, float scale,
-               const void *kc, const void *vc, float *part, float *out, cudaStream_t stream)
+launch_decode (const float *q, int q_ld, int n_tok, const int *d_pos, int H, int Hkv, int dk, int dv,
+               float scale, const void *kc, const void *vc, float *part, float *out,
+               cudaStream_t stream)
 {
   const int group = H / Hkv, n_gc = (group + AD_GMAX - 1) / AD_GMAX;
-  const int n_kv = pos0 + n_tok;
-  const int split = decode_split (n_kv, Hkv * n_gc * n_tok);
-  const int n_split = (n_kv + split - 1) / split;
-  dim3 grid ((unsigned) (Hkv * n_gc), (unsigned) n_tok, (unsigned) n_split);
+  const int want = decode_want (Hkv * n_gc * n_tok);
+  /* at most want splits, plus one for the rounding of the split length */
+  const int zmax = want + 1;
+  dim3 grid ((unsigned) (Hkv * n_gc), (unsigned) n_tok, (unsigned) zmax);
 
   attn_decode_kernel<T, ND><<<grid, AD_WARPS * 32, 0, stream>>> (
-      q, pos0, H, Hkv, dk, dv, scale, static_cast<const T *> (kc), static_cast<const T *> (vc),
-      split, n_split, part);
+      q, q_ld, d_pos, n_tok, H, Hkv, dk, dv, scale, static_cast<const T *> (kc),
+      static_cast<const T *> (vc), want, part);
   attn_combine_kernel<<<dim3 ((unsigned) H, (unsigned) n_tok), 128, 0, stream>>> (
-      part, H, dv, n_split, out);
+      part, d_pos, n_tok, H, dv, want, zmax, out);
 }
 
 template <class T>
 void
-launch_decode_t (const float *q, int n_tok, int pos0, int H, int Hkv, int dk, int dv,
+launch_decode_t (const float *q, int q_ld, int n_tok, const int *d_pos, int H, int Hkv, int dk, int dv,
                  float scale, const void *kc, const void *vc, float *part, float *out,
                  cudaStream_t stream)
 {
   if (dv <= 32)
-    launch_decode<T, 1> (q, n_tok, pos0, H, Hkv, dk, dv, scale, kc, vc, part, out, stream);
+    launch_decode<T, 1> (q, q_ld, n_tok, d_pos, H, Hkv, dk, dv, scale, kc, vc, part, out, stream);
   else if (dv <= 64)
-    launch_decode<T, 2> (q, n_tok, pos0, H, Hkv, dk, dv, scale, kc, vc, part, out, stream);
+    launch_decode<T, 2> (q, q_ld, n_tok, d_pos, H, Hkv, dk, dv, scale, kc, vc, part, out, stream);
   else if (dv <= 128)
-    launch_decode<T, 4> (q, n_tok, pos0, H, Hkv, dk, dv, scale, kc, vc, part, out, stream);
+    launch_decode<T, 4> (q, q_ld, n_tok, d_pos, H, Hkv, dk, dv, scale, kc, vc, part, out, stream);
   else
-    launch_decode<T, 8> (q, n_tok, pos0, H, Hkv, dk, dv, scale, kc, vc, part, out, stream);
+    launch_decode<T, 8> (q, q_ld, n_tok, d_pos, H, Hkv, dk, dv, scale, kc, vc, part, out, stream);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -498,49 +525,65 @@ bln_kernels_silu_mul (const float *g, int g_stride, const float *u, int u_stride
 }
 
 extern "C" cudaError_t
-bln_kernels_rope_store (float *q, const float *k, const float *v, int n_tok, int pos0, int H,
-                        int Hkv, int dk, int dv, int rope_dim, int neox, const float *inv_freq,
+bln_kernels_rope_store (float *q, float *k, float *v, const float *bq, const float *bk,
+                        const float *bv, int n_tok, int ld, const int *d_pos, int H, int Hkv,
+                        int dk, int dv, int rope_dim, int neox, const float *inv_freq,
                         float attn_factor, void *k_cache, void *v_cache, int kv_f16, void *q_kv,
                         cudaStream_t stream)
 {
-  if (!q || !k || !v || !inv_freq || !k_cache || !v_cache || n_tok <= 0 || pos0 < 0 || H <= 0
-      || Hkv <= 0 || dk <= 0 || dv <= 0 || rope_dim < 0 || rope_dim > dk || (rope_dim & 1))
+  if (!q || !k || !v || !d_pos || !inv_freq || !k_cache || !v_cache || n_tok <= 0 || H <= 0
+      || Hkv <= 0 || dk <= 0 || dv <= 0 || rope_dim < 0 || rope_dim > dk || (rope_dim & 1)
+      || (n_tok > 1 && (ld < H * dk || ld < Hkv * dk || ld < Hkv * dv)))
     return cudaErrorInvalidValue;
   if (kv_f16)
     rope_store_kernel<__half><<<n_tok, 256, 0, stream>>> (
-        q, const_cast<float *> (k), v, pos0, H, Hkv, dk, dv, rope_dim, neox, inv_freq,
-        attn_factor, static_cast<__half *> (k_cache), static_cast<__half *> (v_cache),
+        q, k, v, bq, bk, bv, ld, d_pos, H, Hkv, dk, dv, rope_dim, neox, inv_freq, attn_factor,
+        static_cast<__half *> (k_cache), static_cast<__half *> (v_cache),
         static_cast<__half *> (q_kv));
   else
     rope_store_kernel<float><<<n_tok, 256, 0, stream>>> (
-        q, const_cast<float *> (k), v, pos0, H, Hkv, dk, dv, rope_dim, neox, inv_freq,
-        attn_factor, static_cast<float *> (k_cache), static_cast<float *> (v_cache),
+        q, k, v, bq, bk, bv, ld, d_pos, H, Hkv, dk, dv, rope_dim, neox, inv_freq, attn_factor,
+        static_cast<float *> (k_cache), static_cast<float *> (v_cache),
         static_cast<float *> (q_kv));
   return cudaGetLastError ();
 }
 
 extern "C" size_t
-bln_kernels_attn_decode_scratch (int n_tok, int H, int dv, int n_kv)
+bln_kernels_attn_decode_scratch (int n_tok, int H, int Hkv, int dv)
 {
-  /* the most splits any launch can make: one per AD_SPLIT_MIN positions */
-  size_t n_split = (size_t) (n_kv + AD_SPLIT_MIN - 1) / AD_SPLIT_MIN;
-  return (size_t) n_tok * H * n_split * (dv + 2) * sizeof (float);
+  size_t best = 0, need;
+  int n, group, n_gc;
+
+  if (n_tok <= 0 || H <= 0 || Hkv <= 0 || dv <= 0)
+    return 0;
+  group = H / Hkv;
+  n_gc = (group + AD_GMAX - 1) / AD_GMAX;
+  for (n = 1; n <= n_tok; n++)
+    {
+      need = (size_t) n * H * (size_t) (decode_want (Hkv * n_gc * n) + 1) * (dv + 2)
+             * sizeof (float);
+      if (need > best)
+        best = need;
+    }
+  return best;
 }
 
 extern "C" cudaError_t
-bln_kernels_attn_decode (const float *q, int n_tok, int pos0, int H, int Hkv, int dk, int dv,
-                         float scale, const void *k_cache, const void *v_cache, int kv_f16,
-                         void *scratch, float *out, cudaStream_t stream)
+bln_kernels_attn_decode (const float *q, int q_ld, int n_tok, const int *d_pos, int H, int Hkv,
+                         int dk, int dv, float scale, const void *k_cache, const void *v_cache,
+                         int kv_f16, void *scratch, float *out, cudaStream_t stream)
 {
-  if (!q || !k_cache || !v_cache || !scratch || !out || n_tok <= 0 || pos0 < 0 || H <= 0
+  if (q_ld == 0)
+    q_ld = H * dk;
+  if (q_ld < H * dk || !q || !d_pos || !k_cache || !v_cache || !scratch || !out || n_tok <= 0 || H <= 0
       || Hkv <= 0 || H % Hkv != 0 || dk <= 0 || dk > AD_DMAX || dv <= 0 || dv > AD_DMAX
       || n_tok > 65535)
     return cudaErrorInvalidValue;
   if (kv_f16)
-    launch_decode_t<__half> (q, n_tok, pos0, H, Hkv, dk, dv, scale, k_cache, v_cache,
+    launch_decode_t<__half> (q, q_ld, n_tok, d_pos, H, Hkv, dk, dv, scale, k_cache, v_cache,
                              static_cast<float *> (scratch), out, stream);
   else
-    launch_decode_t<float> (q, n_tok, pos0, H, Hkv, dk, dv, scale, k_cache, v_cache,
+    launch_decode_t<float> (q, q_ld, n_tok, d_pos, H, Hkv, dk, dv, scale, k_cache, v_cache,
                             static_cast<float *> (scratch), out, stream);
   return cudaGetLastError ();
 }

@@ -35,32 +35,40 @@ cudaError_t bln_kernels_add_bias (float *y, const float *b, int n_rows, int widt
 cudaError_t bln_kernels_silu_mul (const float *g, int g_stride, const float *u, int u_stride,
                                   float *out, int n_rows, int ff, cudaStream_t stream);
 
-/* The rotary embedding and the KV store for n_tok tokens at positions pos0,
- * pos0 + 1, ...: rotates the first rope_dim values of every head of q
- * ([n_tok][H][dk], in place) and of k ([n_tok][Hkv][dk]) — pairs (i, i + r/2)
- * when neox, (2i, 2i + 1) otherwise, angle pos * inv_freq[i], cos and sin
- * scaled by attn_factor — then writes k and v ([n_tok][Hkv][dv]) into the
- * layer's caches at rows pos0.. (converted to F16 when kv_f16). When q_kv is
- * not NULL it also receives the rotated q in the cache's element type (the
- * prefill attention multiplies it with the cache by cuBLAS). */
-cudaError_t bln_kernels_rope_store (float *q, const float *k, const float *v, int n_tok, int pos0,
-                                    int H, int Hkv, int dk, int dv, int rope_dim, int neox,
-                                    const float *inv_freq, float attn_factor, void *k_cache,
-                                    void *v_cache, int kv_f16, void *q_kv, cudaStream_t stream);
+/* Biases, rotary embedding and the KV store for n_tok tokens at positions
+ * *d_pos, *d_pos + 1, ... (the position is read on the device, so a captured
+ * CUDA graph serves every step): adds bq / bk / bv (each may be NULL) to q
+ * ([H][dk] per token), k ([Hkv][dk]) and v ([Hkv][dv]) in place — token t's
+ * rows start at q + t * ld, k + t * ld, v + t * ld (the three usually side by
+ * side in one [n_tok][ld] matrix) —
+ * rotates the first rope_dim values of every head of q and k — pairs (i, i +
+ * r/2) when neox, (2i, 2i + 1) otherwise, angle pos * inv_freq[i], cos and
+ * sin scaled by attn_factor — then writes k and v into the layer's caches at
+ * rows pos.. (converted to F16 when kv_f16). When q_kv is not NULL it also
+ * receives the rotated q in the cache's element type (the prefill attention
+ * multiplies it with the cache by cuBLAS). */
+cudaError_t bln_kernels_rope_store (float *q, float *k, float *v, const float *bq,
+                                    const float *bk, const float *bv, int n_tok, int ld,
+                                    const int *d_pos, int H, int Hkv, int dk, int dv,
+                                    int rope_dim, int neox, const float *inv_freq,
+                                    float attn_factor, void *k_cache, void *v_cache, int kv_f16,
+                                    void *q_kv, cudaStream_t stream);
 
-/* Bytes of scratch bln_kernels_attn_decode needs for n_tok tokens over at
- * most n_kv cached positions. */
-size_t bln_kernels_attn_decode_scratch (int n_tok, int H, int dv, int n_kv);
+/* Bytes of scratch bln_kernels_attn_decode needs for up to n_tok tokens
+ * (the split count does not depend on the context length). */
+size_t bln_kernels_attn_decode_scratch (int n_tok, int H, int Hkv, int dv);
 
-/* Causal attention of n_tok queries (rows of q, [n_tok][H][dk], token t at
- * position pos0 + t, seeing positions 0 .. pos0 + t of the caches) with
+/* Causal attention of n_tok queries (rows of q, [H][dk] each, q_ld floats
+ * apart (0: H * dk), token t at
+ * position *d_pos + t, seeing positions 0 .. *d_pos + t of the caches) with
  * grouped KV heads (H a multiple of Hkv), softmax scale @scale; the result
  * goes to out ([n_tok][H][dv]). Split over the sequence with an online
  * softmax (flash-decoding), one pass over K and V shared by the query heads
- * of a KV head. @scratch holds bln_kernels_attn_decode_scratch() bytes. For
- * few tokens (decode); requires dk <= 256, dv <= 256. */
-cudaError_t bln_kernels_attn_decode (const float *q, int n_tok, int pos0, int H, int Hkv, int dk,
-                                     int dv, float scale, const void *k_cache,
+ * of a KV head; the split length follows the position read on the device.
+ * @scratch holds bln_kernels_attn_decode_scratch() bytes. For few tokens
+ * (decode); requires dk <= 256, dv <= 256. */
+cudaError_t bln_kernels_attn_decode (const float *q, int q_ld, int n_tok, const int *d_pos, int H,
+                                     int Hkv, int dk, int dv, float scale, const void *k_cache,
                                      const void *v_cache, int kv_f16, void *scratch, float *out,
                                      cudaStream_t stream);
 

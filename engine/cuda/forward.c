@@ -22,7 +22,12 @@
 typedef struct {
   float *attn_norm, *ffn_norm;       /* device F32 */
   float *bq, *bk, *bv;               /* NULL when absent */
-  BlnCudaTensor *wq, *wk, *wv, *wo;
+  /* q, k and v projections, stacked where their types allow: seg[i] writes
+   * output columns col[i].. of the [n][H dk + Hkv dk + Hkv dv] qkv matrix */
+  BlnCudaTensor *qkv[3];
+  int qkv_col[3];
+  int n_qkv;
+  BlnCudaTensor *wo;
   BlnCudaTensor *wgu;                /* gate and up stacked (2 ff rows), or NULL */
   BlnCudaTensor *wg, *wu;            /* when they could not be stacked */
   BlnCudaTensor *wd;
@@ -42,7 +47,7 @@ struct _BlnCudaModel {
 
 /* Scratch of a context, carved from one allocation. Sizes in bytes. */
 typedef struct {
-  size_t x, h, q, k, v, att, tmp, gu, ffo, logits, qkv16, act16, deq, scores, probs, part;
+  size_t x, h, qkv, att, tmp, gu, ffo, logits, qkv16, act16, deq, scores, probs, part;
   size_t total;
   int qblock;             /* query rows per attention block in prefill */
 } ScratchPlan;
@@ -58,9 +63,16 @@ struct _BlnCudaCtx {
   cublasHandle_t blas;
   BlnCudaBuffer *k_cache, *v_cache, *scratch;
   ScratchPlan sp;
-  float *x, *h, *q, *k, *v, *att, *tmp, *gu, *ffo, *logits;
+  float *x, *h, *qkv, *att, *tmp, *gu, *ffo, *logits;
+  int qkv_ld;              /* floats per row of qkv */
   void *qkv16, *act16, *deq, *scores, *probs, *part;
   float *host_x;           /* pinned, PREFILL_CHUNK rows of n_embd */
+  int *h_pos, *d_pos;      /* the chunk's first position: pinned, and on the device */
+  float *h_logits;         /* pinned, one row of n_vocab */
+  /* CUDA graphs of the decode step for 1..BLN_CUDA_MATVEC_MAX_TOK tokens,
+   * captured on first use */
+  cudaGraphExec_t graphs[BLN_CUDA_MATVEC_MAX_TOK + 1];
+  gboolean no_graphs;      /* BALEEN_CUDA_GRAPHS=0, or a capture failed */
 };
 
 /* ---------------------------------------------------------------------- */
@@ -186,41 +198,87 @@ upload_matrix (BlnCudaModel *cm, const BlnTensor *t, GError **error)
   return ct;
 }
 
-/* Gate and up stacked into one matrix of 2 ff rows when they share type and
- * width (one matvec / one GEMM instead of two). NULL without an error when
- * they cannot be stacked. */
+/* Tensors t[0..n) stacked into one matrix (rows one after another) when they
+ * share type and width: one matvec / one GEMM instead of several. NULL
+ * without an error when they cannot be stacked. */
 static BlnCudaTensor *
-upload_stacked (BlnCudaModel *cm, const BlnTensor *a, const BlnTensor *b, GError **error)
+upload_stacked (BlnCudaModel *cm, const BlnTensor *const *t, int n, GError **error)
 {
   g_autofree uint8_t *host = NULL;
   BlnCudaTensor *ct;
   BlnTensor tmp;
-  size_t ba, bb;
+  size_t total = 0, off = 0;
+  int i;
 
-  if (a->type != b->type || a->ne[0] != b->ne[0] || !is_layer_type_ok (a)
-      || !is_layer_type_ok (b) || a->ne[2] * a->ne[3] != 1 || b->ne[2] * b->ne[3] != 1)
-    return NULL;
-  ba = dev_bytes (a);
-  bb = dev_bytes (b);
-  host = g_try_malloc (ba + bb);
+  for (i = 0; i < n; i++)
+    {
+      if (t[i]->type != t[0]->type || t[i]->ne[0] != t[0]->ne[0] || !is_layer_type_ok (t[i])
+          || t[i]->ne[2] * t[i]->ne[3] != 1)
+        return NULL;
+      total += dev_bytes (t[i]);
+    }
+  host = g_try_malloc (total);
   if (host == NULL)
     {
       g_set_error (error, BLN_ERROR, BLN_ERROR_NOMEM, "out of host memory stacking %s",
-                   a->name ? a->name : "?");
+                   t[0]->name ? t[0]->name : "?");
       return NULL;
     }
-  memcpy (host, a->data, ba);
-  memcpy (host + ba, b->data, bb);
-  tmp = *a;
-  tmp.ne[1] = a->ne[1] + b->ne[1];
+  tmp = *t[0];
+  tmp.ne[1] = 0;
+  for (i = 0; i < n; i++)
+    {
+      memcpy (host + off, t[i]->data, dev_bytes (t[i]));
+      off += dev_bytes (t[i]);
+      tmp.ne[1] += t[i]->ne[1];
+    }
   tmp.data = host;
-  tmp.nbytes = ba + bb;
+  tmp.nbytes = total;
   ct = bln_cuda_tensor_upload (&tmp, error);
   if (ct == NULL)
     return NULL;
   g_ptr_array_add (cm->tensors, ct);
   cm->weight_bytes += ct->gguf_bytes;
   return ct;
+}
+
+/* The q, k, v projections of a layer: all three stacked, or q and k with v
+ * apart (Q4_K_M gives v more bits in some layers), or each alone. */
+static gboolean
+upload_qkv (BlnCudaModel *cm, const BlnLayer *L, CudaLayer *C, GError **error)
+{
+  const BlnTensor *t[3] = { L->wq, L->wk, L->wv };
+  GError *local = NULL;
+  int i, col = 0;
+
+  C->n_qkv = 0;
+  if ((C->qkv[0] = upload_stacked (cm, t, 3, &local)) != NULL)
+    {
+      C->n_qkv = 1;
+      C->qkv_col[0] = 0;
+      return TRUE;
+    }
+  if (local == NULL && (C->qkv[0] = upload_stacked (cm, t, 2, &local)) != NULL)
+    {
+      C->qkv_col[0] = 0;
+      C->qkv_col[1] = (int) (t[0]->ne[1] + t[1]->ne[1]);
+      C->n_qkv = 2;
+      return (C->qkv[1] = upload_matrix (cm, t[2], error)) != NULL;
+    }
+  if (local != NULL)
+    {
+      g_propagate_error (error, local);
+      return FALSE;
+    }
+  for (i = 0; i < 3; i++)
+    {
+      C->qkv_col[i] = col;
+      col += (int) t[i]->ne[1];
+      if ((C->qkv[i] = upload_matrix (cm, t[i], error)) == NULL)
+        return FALSE;
+    }
+  C->n_qkv = 3;
+  return TRUE;
 }
 
 static void
@@ -295,13 +353,14 @@ model_upload (BlnModel *m, int device, GError **error)
           || (L->bq && !(C->bq = upload_vec (cm, L->bq, error)))
           || (L->bk && !(C->bk = upload_vec (cm, L->bk, error)))
           || (L->bv && !(C->bv = upload_vec (cm, L->bv, error)))
-          || !(C->wq = upload_matrix (cm, L->wq, error))
-          || !(C->wk = upload_matrix (cm, L->wk, error))
-          || !(C->wv = upload_matrix (cm, L->wv, error))
+          || !upload_qkv (cm, L, C, error)
           || !(C->wo = upload_matrix (cm, L->wo, error))
           || !(C->wd = upload_matrix (cm, L->ffn_down, error)))
         goto fail;
-      C->wgu = upload_stacked (cm, L->ffn_gate, L->ffn_up, &local);
+      {
+        const BlnTensor *gu[2] = { L->ffn_gate, L->ffn_up };
+        C->wgu = upload_stacked (cm, gu, 2, &local);
+      }
       if (local != NULL)
         {
           g_propagate_error (error, local);
@@ -371,9 +430,11 @@ max_expand_values (const BlnModel *m)
           size_t n = (size_t) (t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]);
           gboolean plain = !is_layer_type_ok (t) || t->type == BLN_TYPE_F32
                            || t->type == BLN_TYPE_F16 || t->type == BLN_TYPE_BF16;
-          /* gate and up may be stacked: twice the gate */
-          if (t == L->ffn_gate && L->ffn_gate->type == L->ffn_up->type)
-            n *= 2;
+          /* stacked groups expand together: count q+k+v and gate+up whole */
+          if (t == L->wq)
+            n = (size_t) (L->wq->ne[0] * (L->wq->ne[1] + L->wk->ne[1] + L->wv->ne[1]));
+          if (t == L->ffn_gate)
+            n = (size_t) (L->ffn_gate->ne[0] * (L->ffn_gate->ne[1] + L->ffn_up->ne[1]));
           if (!plain)
             best = MAX (best, n);
         }
@@ -400,9 +461,7 @@ scratch_plan (const BlnModel *m, int n_ctx, size_t kv_elem, ScratchPlan *sp)
   memset (sp, 0, sizeof *sp);
   sp->x = align256 (rows * d * f);
   sp->h = align256 (rows * d * f);
-  sp->q = align256 (rows * H * dk * f);
-  sp->k = align256 (rows * Hkv * dk * f);
-  sp->v = align256 (rows * Hkv * dv * f);
+  sp->qkv = align256 (rows * ((H + Hkv) * dk + Hkv * dv) * f);
   sp->att = align256 (rows * H * dv * f);
   sp->tmp = align256 (rows * d * f);
   sp->gu = align256 (rows * 2 * ff * f);
@@ -417,8 +476,8 @@ scratch_plan (const BlnModel *m, int n_ctx, size_t kv_elem, ScratchPlan *sp)
   sp->scores = align256 ((size_t) sp->qblock * H * n_ctx * f);
   sp->probs = align256 ((size_t) sp->qblock * H * n_ctx * kv_elem);
   sp->part = align256 (bln_kernels_attn_decode_scratch (BLN_CUDA_MATVEC_MAX_TOK, (int) H,
-                                                        (int) dv, n_ctx));
-  sp->total = sp->x + sp->h + sp->q + sp->k + sp->v + sp->att + sp->tmp + sp->gu + sp->ffo
+                                                        (int) Hkv, (int) dv));
+  sp->total = sp->x + sp->h + sp->qkv + sp->att + sp->tmp + sp->gu + sp->ffo
               + sp->logits + sp->qkv16 + sp->act16 + sp->deq + sp->scores + sp->probs
               + sp->part;
 }
@@ -467,8 +526,17 @@ bln_cuda_ctx_free (BlnCudaCtx *c)
   (void) cudaSetDevice (c->device);
   if (c->stream)
     (void) cudaStreamSynchronize (c->stream);
+  for (int i = 0; i <= BLN_CUDA_MATVEC_MAX_TOK; i++)
+    if (c->graphs[i])
+      (void) cudaGraphExecDestroy (c->graphs[i]);
   if (c->blas)
     (void) cublasDestroy (c->blas);
+  if (c->h_pos)
+    (void) cudaFreeHost (c->h_pos);
+  if (c->h_logits)
+    (void) cudaFreeHost (c->h_logits);
+  if (c->d_pos)
+    (void) cudaFree (c->d_pos);
   if (c->stream)
     (void) cudaStreamDestroy (c->stream);
   if (c->host_x)
@@ -556,6 +624,9 @@ bln_cuda_ctx_new (BlnModel *model, int n_ctx, const BlnContextOptions *opts, GEr
   c->n_ctx = n_ctx;
   c->kv_f16 = kv_elem == 2;
   c->kv_elem = kv_elem;
+  c->no_graphs = g_strcmp0 (g_getenv ("BALEEN_CUDA_GRAPHS"), "0") == 0;
+  c->qkv_ld = (model->hp.n_head + model->hp.n_head_kv) * model->hp.head_dim_k
+              + model->hp.n_head_kv * model->hp.head_dim_v;
   scratch_plan (model, n_ctx, kv_elem, &c->sp);
   if (!BLN_CUDA_CHECK (cudaStreamCreateWithFlags (&c->stream, cudaStreamNonBlocking), error)
       || !blas_check (cublasCreate (&c->blas), "create", error)
@@ -566,7 +637,11 @@ bln_cuda_ctx_new (BlnModel *model, int n_ctx, const BlnContextOptions *opts, GEr
                                                        model->hp.head_dim_v), error))
       || !(c->scratch = bln_cuda_buffer_new (c->sp.total, error))
       || !BLN_CUDA_CHECK (cudaMallocHost ((void **) &c->host_x, (size_t) PREFILL_CHUNK
-                                          * model->hp.n_embd * sizeof (float)), error))
+                                          * model->hp.n_embd * sizeof (float)), error)
+      || !BLN_CUDA_CHECK (cudaMallocHost ((void **) &c->h_pos, sizeof (int)), error)
+      || !BLN_CUDA_CHECK (cudaMallocHost ((void **) &c->h_logits,
+                                          (size_t) model->hp.n_vocab * sizeof (float)), error)
+      || !BLN_CUDA_CHECK (cudaMalloc ((void **) &c->d_pos, sizeof (int)), error))
     {
       bln_cuda_ctx_free (c);
       return NULL;
@@ -575,9 +650,7 @@ bln_cuda_ctx_new (BlnModel *model, int n_ctx, const BlnContextOptions *opts, GEr
 #define CARVE(field, type) (c->field = (type) p, p += c->sp.field)
   CARVE (x, float *);
   CARVE (h, float *);
-  CARVE (q, float *);
-  CARVE (k, float *);
-  CARVE (v, float *);
+  CARVE (qkv, float *);
   CARVE (att, float *);
   CARVE (tmp, float *);
   CARVE (gu, float *);
@@ -599,20 +672,24 @@ bln_cuda_ctx_new (BlnModel *model, int n_ctx, const BlnContextOptions *opts, GEr
 /* y[n][n_out] = x[n][n_in] · Wᵀ (+ bias) */
 static gboolean
 linear (BlnCudaCtx *c, const BlnCudaTensor *w, const float *bias, const float *x, int n,
-        float *y, GError **error)
+        float *y, int ldy, GError **error)
 {
   const float one = 1.0f, zero = 0.0f;
   int n_in = (int) w->n_in, n_out = (int) w->n_out;
 
+  if (ldy == 0)
+    ldy = n_out;
   if (n <= BLN_CUDA_MATVEC_MAX_TOK)
     {
-      if (!bln_cuda_matvec (w, x, n, y, c->stream, error))
+      if (!KCHECK (bln_kernels_matvec_ex ((int) w->type, w->payload->ptr,
+                                          w->header ? w->header->ptr : NULL, n_in, n_out, x, n,
+                                          y, ldy, 0, c->stream), error))
         return FALSE;
     }
   else if (w->type == BLN_TYPE_F32)
     {
       if (!blas_check (cublasSgemm (c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n_out, n, n_in, &one,
-                                    w->payload->ptr, n_in, x, n_in, &zero, y, n_out),
+                                    w->payload->ptr, n_in, x, n_in, &zero, y, ldy),
                        "sgemm", error))
         return FALSE;
     }
@@ -634,12 +711,17 @@ linear (BlnCudaCtx *c, const BlnCudaTensor *w, const float *bias, const float *x
       if (!blas_check (cublasGemmEx (c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n_out, n, n_in, &one,
                                      wp, bf16 ? CUDA_R_16BF : CUDA_R_16F, n_in,
                                      c->act16, bf16 ? CUDA_R_16BF : CUDA_R_16F, n_in, &zero,
-                                     y, CUDA_R_32F, n_out, CUBLAS_COMPUTE_32F,
+                                     y, CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F,
                                      CUBLAS_GEMM_DEFAULT), "gemm", error))
         return FALSE;
     }
-  if (bias != NULL && !KCHECK (bln_kernels_add_bias (y, bias, n, n_out, c->stream), error))
-    return FALSE;
+  if (bias != NULL && (ldy != n_out
+                       || !KCHECK (bln_kernels_add_bias (y, bias, n, n_out, c->stream), error)))
+    {
+      if (ldy != n_out)
+        g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "bias with a strided output");
+      return FALSE;
+    }
   return TRUE;
 }
 
@@ -692,28 +774,117 @@ attn_prefill (BlnCudaCtx *c, const void *kc, const void *vc, int n, int pos0, GE
   return TRUE;
 }
 
-/* One chunk of n <= PREFILL_CHUNK tokens at position pos0. Logits of rows
- * [first, n) go to @logits (rows of n_vocab) when @logits is not NULL. */
+/* y = W x for n <= BLN_CUDA_MATVEC_MAX_TOK rows, with kernels/kernels.h
+ * matvec flags (accumulate, activations already rounded). */
 static gboolean
-run_chunk (BlnCudaCtx *c, const int32_t *ids, int n, int pos0, float *logits, int first,
-           GError **error)
+matvec (BlnCudaCtx *c, const BlnCudaTensor *w, const float *x, int n, float *y, int ldy,
+        int flags, GError **error)
+{
+  return KCHECK (bln_kernels_matvec_ex ((int) w->type, w->payload->ptr,
+                                        w->header ? w->header->ptr : NULL, (int) w->n_in,
+                                        (int) w->n_out, x, n, y, ldy, flags, c->stream), error);
+}
+
+/* RMSNorm into c->h; also rounds it for the matvecs when the width allows.
+ * Returns the matvec flag that says so (or 0), or -1 with @error. */
+static int
+norm_for_matvec (BlnCudaCtx *c, const float *w, int n, GError **error)
+{
+  const BlnHParams *hp = &c->model->hp;
+
+  if (hp->n_embd % 32 == 0)
+    return KCHECK (bln_kernels_rmsnorm_quant (c->x, w, c->h, n, hp->n_embd, hp->norm_eps,
+                                              c->stream), error)
+           ? BLN_KERNELS_MATVEC_XQ_READY : -1;
+  return KCHECK (bln_kernels_rmsnorm (c->x, w, c->h, n, hp->n_embd, hp->norm_eps, c->stream),
+                 error) ? 0 : -1;
+}
+
+/* The layers for n <= BLN_CUDA_MATVEC_MAX_TOK tokens (decode): matvecs, with
+ * the norms and SwiGLU rounding the activations once for the matvecs that
+ * follow them and the output projections adding into the residual stream.
+ * Only kernels: a CUDA graph can capture it. */
+static gboolean
+enqueue_decode_layers (BlnCudaCtx *c, int n, GError **error)
+{
+  const BlnModel *m = c->model;
+  const BlnHParams *hp = &m->hp;
+  const BlnCudaModel *cm = c->cm;
+  int H = hp->n_head, Hkv = hp->n_head_kv, dk = hp->head_dim_k, dv = hp->head_dim_v;
+  int ff = hp->n_ff, il, fl, i;
+  size_t k_layer = (size_t) c->n_ctx * Hkv * dk * c->kv_elem;
+  size_t v_layer = (size_t) c->n_ctx * Hkv * dv * c->kv_elem;
+  const int acc = BLN_KERNELS_MATVEC_ACCUMULATE;
+
+  for (il = 0; il < hp->n_layer; il++)
+    {
+      const CudaLayer *L = &cm->layers[il];
+      uint8_t *kc = (uint8_t *) c->k_cache->ptr + (size_t) il * k_layer;
+      uint8_t *vc = (uint8_t *) c->v_cache->ptr + (size_t) il * v_layer;
+
+      if ((fl = norm_for_matvec (c, L->attn_norm, n, error)) < 0)
+        return FALSE;
+      for (i = 0; i < L->n_qkv; i++)
+        if (!matvec (c, L->qkv[i], c->h, n, c->qkv + L->qkv_col[i], c->qkv_ld, fl, error))
+          return FALSE;
+      if (!KCHECK (bln_kernels_rope_store (c->qkv, c->qkv + H * dk, c->qkv + (H + Hkv) * dk,
+                                           L->bq, L->bk, L->bv, n, c->qkv_ld, c->d_pos, H, Hkv,
+                                           dk, dv, hp->rope_dim, hp->rope_neox, cm->inv_freq,
+                                           m->rope_attn_factor, kc, vc, c->kv_f16, NULL,
+                                           c->stream), error)
+          || !KCHECK (bln_kernels_attn_decode (c->qkv, c->qkv_ld, n, c->d_pos, H, Hkv, dk, dv,
+                                               m->attn_scale, kc, vc, c->kv_f16, c->part,
+                                               c->att, c->stream), error)
+          || !matvec (c, L->wo, c->att, n, c->x, 0, acc, error)
+          || (fl = norm_for_matvec (c, L->ffn_norm, n, error)) < 0)
+        return FALSE;
+      if (L->wgu != NULL)
+        {
+          if (!matvec (c, L->wgu, c->h, n, c->gu, 0, fl, error))
+            return FALSE;
+        }
+      else if (!matvec (c, L->wg, c->h, n, c->gu, 0, fl, error)
+               || !matvec (c, L->wu, c->h, n, c->gu + (size_t) n * ff, 0, fl, error))
+        return FALSE;
+      /* stacked: row t holds gate then up (stride 2 ff); separate: n rows of
+       * gate, then n rows of up (stride ff) */
+      {
+        const float *g = c->gu, *u = c->gu + ff;
+        int gs = 2 * ff, us = 2 * ff;
+
+        if (L->wgu == NULL)
+          {
+            u = c->gu + (size_t) n * ff;
+            gs = us = ff;
+          }
+        if (ff % 32 == 0)
+          {
+            if (!KCHECK (bln_kernels_silu_mul_quant (g, gs, u, us, c->ffo, n, ff, c->stream),
+                         error)
+                || !matvec (c, L->wd, c->ffo, n, c->x, 0, acc | BLN_KERNELS_MATVEC_XQ_READY,
+                            error))
+              return FALSE;
+          }
+        else if (!KCHECK (bln_kernels_silu_mul (g, gs, u, us, c->ffo, n, ff, c->stream), error)
+                 || !matvec (c, L->wd, c->ffo, n, c->x, 0, acc, error))
+          return FALSE;
+      }
+    }
+  return TRUE;
+}
+
+/* The layers for a prefill chunk (n > BLN_CUDA_MATVEC_MAX_TOK): tensor-core
+ * products on cuBLAS. */
+static gboolean
+enqueue_prefill_layers (BlnCudaCtx *c, int n, int pos0, GError **error)
 {
   const BlnModel *m = c->model;
   const BlnHParams *hp = &m->hp;
   const BlnCudaModel *cm = c->cm;
   int d = hp->n_embd, H = hp->n_head, Hkv = hp->n_head_kv;
-  int dk = hp->head_dim_k, dv = hp->head_dim_v, ff = hp->n_ff;
+  int dk = hp->head_dim_k, dv = hp->head_dim_v, ff = hp->n_ff, il, i;
   size_t k_layer = (size_t) c->n_ctx * Hkv * dk * c->kv_elem;
   size_t v_layer = (size_t) c->n_ctx * Hkv * dv * c->kv_elem;
-  gboolean decode = n <= BLN_CUDA_MATVEC_MAX_TOK;
-  int il, r;
-
-  /* the previous chunk's copy out of host_x has finished: the stream was
-   * synchronised at the end of every call and chunk */
-  if (!bln_cpu_get_rows (m->tok_embd, ids, n, c->host_x, error)
-      || !BLN_CUDA_CHECK (cudaMemcpyAsync (c->x, c->host_x, (size_t) n * d * sizeof (float),
-                                           cudaMemcpyHostToDevice, c->stream), error))
-    return FALSE;
 
   for (il = 0; il < hp->n_layer; il++)
     {
@@ -722,57 +893,148 @@ run_chunk (BlnCudaCtx *c, const int32_t *ids, int n, int pos0, float *logits, in
       uint8_t *vc = (uint8_t *) c->v_cache->ptr + (size_t) il * v_layer;
 
       if (!KCHECK (bln_kernels_rmsnorm (c->x, L->attn_norm, c->h, n, d, hp->norm_eps, c->stream),
-                   error)
-          || !linear (c, L->wq, L->bq, c->h, n, c->q, error)
-          || !linear (c, L->wk, L->bk, c->h, n, c->k, error)
-          || !linear (c, L->wv, L->bv, c->h, n, c->v, error)
-          || !KCHECK (bln_kernels_rope_store (c->q, c->k, c->v, n, pos0, H, Hkv, dk, dv,
-                                              hp->rope_dim, hp->rope_neox, cm->inv_freq,
-                                              m->rope_attn_factor, kc, vc, c->kv_f16,
-                                              decode ? NULL : c->qkv16, c->stream), error))
+                   error))
         return FALSE;
-      if (decode)
-        {
-          if (!KCHECK (bln_kernels_attn_decode (c->q, n, pos0, H, Hkv, dk, dv, m->attn_scale,
-                                                kc, vc, c->kv_f16, c->part, c->att, c->stream),
-                       error))
-            return FALSE;
-        }
-      else if (!attn_prefill (c, kc, vc, n, pos0, error))
-        return FALSE;
-      if (!linear (c, L->wo, NULL, c->att, n, c->tmp, error)
+      for (i = 0; i < L->n_qkv; i++)
+        if (!linear (c, L->qkv[i], NULL, c->h, n, c->qkv + L->qkv_col[i], c->qkv_ld, error))
+          return FALSE;
+      if (!KCHECK (bln_kernels_rope_store (c->qkv, c->qkv + H * dk, c->qkv + (H + Hkv) * dk,
+                                           L->bq, L->bk, L->bv, n, c->qkv_ld, c->d_pos, H, Hkv,
+                                           dk, dv, hp->rope_dim, hp->rope_neox, cm->inv_freq,
+                                           m->rope_attn_factor, kc, vc, c->kv_f16, c->qkv16,
+                                           c->stream), error)
+          || !attn_prefill (c, kc, vc, n, pos0, error)
+          || !linear (c, L->wo, NULL, c->att, n, c->tmp, 0, error)
           || !KCHECK (bln_kernels_add (c->x, c->tmp, (size_t) n * d, c->stream), error)
           || !KCHECK (bln_kernels_rmsnorm (c->x, L->ffn_norm, c->h, n, d, hp->norm_eps,
                                            c->stream), error))
         return FALSE;
       if (L->wgu != NULL)
         {
-          if (!linear (c, L->wgu, NULL, c->h, n, c->gu, error)
+          if (!linear (c, L->wgu, NULL, c->h, n, c->gu, 0, error)
               || !KCHECK (bln_kernels_silu_mul (c->gu, 2 * ff, c->gu + ff, 2 * ff, c->ffo, n, ff,
                                                 c->stream), error))
             return FALSE;
         }
-      else if (!linear (c, L->wg, NULL, c->h, n, c->gu, error)
-               || !linear (c, L->wu, NULL, c->h, n, c->gu + (size_t) n * ff, error)
+      else if (!linear (c, L->wg, NULL, c->h, n, c->gu, 0, error)
+               || !linear (c, L->wu, NULL, c->h, n, c->gu + (size_t) n * ff, 0, error)
                || !KCHECK (bln_kernels_silu_mul (c->gu, ff, c->gu + (size_t) n * ff, ff,
                                                  c->ffo, n, ff, c->stream), error))
         return FALSE;
-      if (!linear (c, L->wd, NULL, c->ffo, n, c->tmp, error)
+      if (!linear (c, L->wd, NULL, c->ffo, n, c->tmp, 0, error)
           || !KCHECK (bln_kernels_add (c->x, c->tmp, (size_t) n * d, c->stream), error))
         return FALSE;
     }
+  return TRUE;
+}
 
+/* Output norm and projection of rows [first, first + nr), nr <= LOGIT_ROWS,
+ * copied to @dst (host). */
+static gboolean
+enqueue_logits (BlnCudaCtx *c, int first, int nr, float *dst, GError **error)
+{
+  const BlnHParams *hp = &c->model->hp;
+
+  return KCHECK (bln_kernels_rmsnorm (c->x + (size_t) first * hp->n_embd, c->cm->output_norm,
+                                      c->h, nr, hp->n_embd, hp->norm_eps, c->stream), error)
+         && bln_cuda_matvec (c->cm->output, c->h, nr, c->logits, c->stream, error)
+         && BLN_CUDA_CHECK (cudaMemcpyAsync (dst, c->logits,
+                                             (size_t) nr * hp->n_vocab * sizeof (float),
+                                             cudaMemcpyDeviceToHost, c->stream), error);
+}
+
+/* The inputs of a step: embeddings (already in host_x) and position. */
+static gboolean
+enqueue_inputs (BlnCudaCtx *c, int n, GError **error)
+{
+  return BLN_CUDA_CHECK (cudaMemcpyAsync (c->x, c->host_x,
+                                          (size_t) n * c->model->hp.n_embd * sizeof (float),
+                                          cudaMemcpyHostToDevice, c->stream), error)
+         && BLN_CUDA_CHECK (cudaMemcpyAsync (c->d_pos, c->h_pos, sizeof (int),
+                                             cudaMemcpyHostToDevice, c->stream), error);
+}
+
+/* A decode step of n tokens whose last row's logits are wanted, through the
+ * step's CUDA graph (captured on first use: inputs, layers, logits into
+ * h_logits). FALSE without @error when graphs are off or the capture failed:
+ * the caller runs the step eagerly. */
+static gboolean
+decode_graph (BlnCudaCtx *c, int n, gboolean *ran, GError **error)
+{
+  cudaGraph_t g = NULL;
+  cudaGraphExec_t exec = NULL;
+  GError *local = NULL;
+  gboolean ok;
+
+  *ran = FALSE;
+  if (c->no_graphs)
+    return TRUE;
+  if (c->graphs[n] == NULL)
+    {
+      if (!BLN_CUDA_CHECK (cudaStreamBeginCapture (c->stream, cudaStreamCaptureModeThreadLocal),
+                           error))
+        return FALSE;
+      ok = enqueue_inputs (c, n, &local) && enqueue_decode_layers (c, n, &local)
+           && enqueue_logits (c, n - 1, 1, c->h_logits, &local);
+      if (cudaStreamEndCapture (c->stream, &g) != cudaSuccess || !ok
+          || cudaGraphInstantiate (&exec, g, 0) != cudaSuccess)
+        {
+          (void) cudaGetLastError ();
+          g_debug ("CUDA graph capture failed (%s); running steps eagerly",
+                   local ? local->message : "instantiate");
+          g_clear_error (&local);
+          if (g)
+            (void) cudaGraphDestroy (g);
+          c->no_graphs = TRUE;
+          return TRUE;
+        }
+      (void) cudaGraphDestroy (g);
+      c->graphs[n] = exec;
+    }
+  if (!BLN_CUDA_CHECK (cudaGraphLaunch (c->graphs[n], c->stream), error))
+    return FALSE;
+  *ran = TRUE;
+  return TRUE;
+}
+
+/* One chunk of n <= PREFILL_CHUNK tokens at position pos0. Logits of rows
+ * [first, n) go to @logits (rows of n_vocab) when @logits is not NULL. */
+static gboolean
+run_chunk (BlnCudaCtx *c, const int32_t *ids, int n, int pos0, float *logits, int first,
+           GError **error)
+{
+  const BlnHParams *hp = &c->model->hp;
+  gboolean decode = n <= BLN_CUDA_MATVEC_MAX_TOK, ran = FALSE;
+  int r;
+
+  /* host_x and h_pos are free: the stream was synchronised at the end of
+   * every chunk */
+  if (!bln_cpu_get_rows (c->model->tok_embd, ids, n, c->host_x, error))
+    return FALSE;
+  *c->h_pos = pos0;
+
+  if (decode && logits != NULL && first == n - 1)
+    {
+      if (!decode_graph (c, n, &ran, error))
+        return FALSE;
+      if (ran)
+        {
+          if (!BLN_CUDA_CHECK (cudaStreamSynchronize (c->stream), error))
+            return FALSE;
+          memcpy (logits, c->h_logits, (size_t) hp->n_vocab * sizeof (float));
+          return TRUE;
+        }
+    }
+
+  if (!enqueue_inputs (c, n, error)
+      || !(decode ? enqueue_decode_layers (c, n, error)
+                  : enqueue_prefill_layers (c, n, pos0, error)))
+    return FALSE;
   if (logits != NULL)
     for (r = first; r < n; r += LOGIT_ROWS)
       {
         int nr = MIN (LOGIT_ROWS, n - r);
-        if (!KCHECK (bln_kernels_rmsnorm (c->x + (size_t) r * d, cm->output_norm, c->h, nr, d,
-                                          hp->norm_eps, c->stream), error)
-            || !bln_cuda_matvec (cm->output, c->h, nr, c->logits, c->stream, error)
-            || !BLN_CUDA_CHECK (cudaMemcpyAsync (logits + (size_t) (r - first) * hp->n_vocab,
-                                                 c->logits,
-                                                 (size_t) nr * hp->n_vocab * sizeof (float),
-                                                 cudaMemcpyDeviceToHost, c->stream), error))
+        if (!enqueue_logits (c, r, nr, logits + (size_t) (r - first) * hp->n_vocab, error))
           return FALSE;
       }
   return BLN_CUDA_CHECK (cudaStreamSynchronize (c->stream), error);
