@@ -61,6 +61,16 @@ namespace {
 
 constexpr int WARPS = 4;  /* warps per thread block */
 constexpr int ROWS = 2;   /* output rows per warp */
+/* Tuning knobs of the 8-bit path for one token row, overridable at build
+ * time for experiments (-DBLN_MV_ROWS1=4): output rows per warp and how many
+ * iterations of the unit loop are unrolled (loads in flight per lane). */
+#ifndef BLN_MV_ROWS1
+#define BLN_MV_ROWS1 2
+#endif
+#ifndef BLN_MV_UNROLL
+#define BLN_MV_UNROLL 2
+#endif
+constexpr int MV_UNROLL = BLN_MV_UNROLL;
 
 BLN_HD float
 half_at (const uint8_t *p)
@@ -239,25 +249,32 @@ k_scale_min (uint32_t a, uint32_t b, uint32_t c, int j, float *sc, float *mn)
  * runs of 16 values and two (scale, min) pairs. */
 struct TypeQ4_K
 {
-  static constexpr int VPB = 256, UPB = 8, PAY = 128, HDR = 16, XN = 32;
+  static constexpr int VPB = 256, UPB = 8, PAY = 128, HDR = 20, XN = 32;
   struct W { uint4 q; float ds0, dm0, ds1, dm1; };
 
+  /* The repacked header (see kernels.h): d and dmin, then the eight 6-bit
+   * scales and eight mins each widened to a byte, so a unit needs three
+   * small loads and no bit unpacking. */
+  static BLN_HD void
+  load_scales (W &w, const uint8_t *hdr, int s)
+  {
+    const int g = s >> 1;
+    const uint32_t dd = BLN_LDG (reinterpret_cast<const uint32_t *> (hdr));
+    const uint32_t sc = BLN_LDG (reinterpret_cast<const unsigned short *> (hdr + 4 + 2 * g));
+    const uint32_t mn = BLN_LDG (reinterpret_cast<const unsigned short *> (hdr + 12 + 2 * g));
+    const float d = __half2float (__ushort_as_half ((unsigned short) (dd & 0xffff)));
+    const float dmin = __half2float (__ushort_as_half ((unsigned short) (dd >> 16)));
+
+    w.ds0 = d * (float) (sc & 0xff);
+    w.ds1 = d * (float) (sc >> 8);
+    w.dm0 = dmin * (float) (mn & 0xff);
+    w.dm1 = dmin * (float) (mn >> 8);
+  }
   static BLN_HD void
   load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
   {
-    uint4 h = load16 (hdr);
-    int g = s >> 1;
-    float d = __half2float (__ushort_as_half ((unsigned short) (h.x & 0xffff)));
-    float dmin = __half2float (__ushort_as_half ((unsigned short) (h.x >> 16)));
-    float s0, m0, s1, m1;
-
     w.q = load16 (pay + s * 16);
-    k_scale_min (h.y, h.z, h.w, 2 * g, &s0, &m0);
-    k_scale_min (h.y, h.z, h.w, 2 * g + 1, &s1, &m1);
-    w.ds0 = d * s0;
-    w.dm0 = dmin * m0;
-    w.ds1 = d * s1;
-    w.dm1 = dmin * m1;
+    load_scales (w, hdr, s);
   }
   static BLN_HD void
   load_x (const float *xb, int s, float *xf)
@@ -284,8 +301,9 @@ struct TypeQ4_K
 };
 
 /* Q5_K: Q4_K plus a fifth bit: bit j of qh[i] is the high bit of value i of
- * sub-block j. The header keeps qh (32 bytes) after d, dmin and the scales, so
- * unit s loads the 16 qh bytes of its i range with one more 16-byte load. */
+ * sub-block j. Its header keeps the GGUF layout (d, dmin, the packed 6-bit
+ * scales, then qh), so unit s loads the 16 qh bytes of its i range with one
+ * more 16-byte load and unpacks its two scales itself. */
 struct TypeQ5_K
 {
   static constexpr int VPB = 256, UPB = 8, PAY = 128, HDR = 48, XN = 32;
@@ -970,25 +988,19 @@ struct QTypeQ4_1
  * activation block, so its activation sum comes from dp4a with ones. */
 struct QTypeQ4_K
 {
-  static constexpr int VPB = 256, UPB = 8, PAY = 128, HDR = 16, NRUN = 2;
+  static constexpr int VPB = 256, UPB = 8, PAY = 128, HDR = 20, NRUN = 2;
   struct W { int q[2][4]; float ds0, dm0, ds1, dm1; };
 
   static BLN_HD int xpos (int s, int run) { return (s >> 1) * 64 + (s & 1) * 16 + run * 32; }
   static BLN_HD void
   load_scales (W &w, const uint8_t *hdr, int s)
   {
-    uint4 h = load16 (hdr);
-    int g = s >> 1;
-    float d = __half2float (__ushort_as_half ((unsigned short) (h.x & 0xffff)));
-    float dmin = __half2float (__ushort_as_half ((unsigned short) (h.x >> 16)));
-    float s0, m0, s1, m1;
-
-    k_scale_min (h.y, h.z, h.w, 2 * g, &s0, &m0);
-    k_scale_min (h.y, h.z, h.w, 2 * g + 1, &s1, &m1);
-    w.ds0 = d * s0;
-    w.dm0 = dmin * m0;
-    w.ds1 = d * s1;
-    w.dm1 = dmin * m1;
+    TypeQ4_K::W t;
+    TypeQ4_K::load_scales (t, hdr, s);
+    w.ds0 = t.ds0;
+    w.dm0 = t.dm0;
+    w.ds1 = t.ds1;
+    w.dm1 = t.dm1;
   }
   static BLN_HD void
   load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
@@ -1031,7 +1043,20 @@ struct QTypeQ5_K
         w.q[0][i] = (int) ((b & 0x0f0f0f0fu) | ((h & 0x01010101u) << 4));
         w.q[1][i] = (int) (((b >> 4) & 0x0f0f0f0fu) | ((h & 0x02020202u) << 3));
       }
-    QTypeQ4_K::load_scales (w, hdr, s);
+    {
+      uint4 h = load16 (hdr);
+      int g = s >> 1;
+      float d = __half2float (__ushort_as_half ((unsigned short) (h.x & 0xffff)));
+      float dmin = __half2float (__ushort_as_half ((unsigned short) (h.x >> 16)));
+      float s0, m0, s1, m1;
+
+      k_scale_min (h.y, h.z, h.w, 2 * g, &s0, &m0);
+      k_scale_min (h.y, h.z, h.w, 2 * g + 1, &s1, &m1);
+      w.ds0 = d * s0;
+      w.dm0 = dmin * m0;
+      w.ds1 = d * s1;
+      w.dm1 = dmin * m1;
+    }
   }
   static BLN_HD float
   dot (const W &w, const int4 *xq, const float2 *xd)
@@ -1101,7 +1126,7 @@ matvec_q8_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ h
         acc[r][t] = 0.f;
     }
 
-#pragma unroll (MAXTOK <= 2 ? 2 : 1)
+#pragma unroll (MAXTOK <= 2 ? MV_UNROLL : 1)
   for (int u = lane; u < n_units; u += 32)
     {
       const int b = u / T::UPB, s = u % T::UPB;
@@ -1193,7 +1218,8 @@ launch_q8 (const void *payload, const void *header, int n_in, int n_out, const f
    * twice as many weight rows (an unmeasured guess: the activation traffic
    * through L1 grows with n_tok, the weight traffic does not). */
   if (n_tok <= 1)
-    launch_q8_rows<T, 1, ROWS> (p, h, nb, n_in, n_out, n_tok, y, stream, accumulate, ldy);
+    launch_q8_rows<T, 1, BLN_MV_ROWS1> (p, h, nb, n_in, n_out, n_tok, y, stream, accumulate,
+                                        ldy);
   else if (n_tok <= 2)
     launch_q8_rows<T, 2, ROWS> (p, h, nb, n_in, n_out, n_tok, y, stream, accumulate, ldy);
   else if (n_tok <= 4)
@@ -1220,7 +1246,7 @@ bln_kernels_split_layout (int type, BlnSplitLayout *out)
     case T_Q8_0: l = { 32, 34, 2, 32, 2 }; break;
     case T_Q4_0: l = { 32, 18, 2, 16, 2 }; break;
     case T_Q4_1: l = { 32, 20, 4, 16, 4 }; break;
-    case T_Q4_K: l = { 256, 144, 16, 128, 16 }; break;
+    case T_Q4_K: l = { 256, 144, 16, 128, 20 }; break;   /* header repacked, see kernels.h */
     case T_Q5_K: l = { 256, 176, 48, 128, 48 }; break;
     case T_Q6_K: l = { 256, 210, 0, 192, 18 }; break;
     case T_F16:

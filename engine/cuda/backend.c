@@ -157,6 +157,34 @@ bln_cuda_matvec_supports (BlnType type)
   return bln_kernels_split_layout ((int) type, NULL) != 0;
 }
 
+/* Q4_K's header for the kernels (kernels/kernels.h): d and dmin as they are,
+ * then the 6-bit scales and mins of the eight sub-blocks, one byte each. The
+ * GGUF packing: for j < 4, scale j is the low 6 bits of byte j and min j the
+ * low 6 bits of byte j + 4; for j >= 4, scale j is the low nibble of byte
+ * j + 4 with the top 2 bits of byte j - 4 above it, and min j the high nibble
+ * of byte j + 4 with the top 2 bits of byte j above it. */
+static void
+repack_q4_k_header (const uint8_t *blk, uint8_t *h)
+{
+  const uint8_t *sc = blk + 4;
+  int j;
+
+  memcpy (h, blk, 4);
+  for (j = 0; j < 8; j++)
+    {
+      if (j < 4)
+        {
+          h[4 + j] = sc[j] & 63;
+          h[12 + j] = sc[j + 4] & 63;
+        }
+      else
+        {
+          h[4 + j] = (uint8_t) ((sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4));
+          h[12 + j] = (uint8_t) ((sc[j + 4] >> 4) | ((sc[j] >> 6) << 4));
+        }
+    }
+}
+
 BlnCudaTensor *
 bln_cuda_tensor_upload (const BlnTensor *t, GError **error)
 {
@@ -232,8 +260,13 @@ bln_cuda_tensor_upload (const BlnTensor *t, GError **error)
       size_t tail = (size_t) (l.block_bytes - l.pay_off - l.pay_bytes);
 
       memcpy (pay + (size_t) b * (size_t) l.pay_bytes, blk + l.pay_off, (size_t) l.pay_bytes);
-      memcpy (h, blk, (size_t) l.pay_off);
-      memcpy (h + l.pay_off, blk + l.pay_off + l.pay_bytes, tail);
+      if (t->type == BLN_TYPE_Q4_K)
+        repack_q4_k_header (blk, h);
+      else
+        {
+          memcpy (h, blk, (size_t) l.pay_off);
+          memcpy (h + l.pay_off, blk + l.pay_off + l.pay_bytes, tail);
+        }
     }
 
   ct->payload = bln_cuda_buffer_new_from_host (pay, (size_t) n_blocks * (size_t) l.pay_bytes,
