@@ -32,6 +32,7 @@
  * to a measured device-to-device copy rate.
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bln-error.h"
@@ -561,6 +562,7 @@ run_bench (void)
   BlnCudaDeviceInfo info;
   GError *error = NULL;
   double copy_gbps = 0;
+  g_auto (GStrv) only = NULL;
 
   if (!bln_cuda_available (&why))
     {
@@ -583,12 +585,20 @@ run_bench (void)
            "%% of the copy rate\n");
   g_print ("%-5s %6s %6s %5s %10s %9s %8s\n", "type", "n_out", "n_in", "n_tok", "us",
            "GB/s", "of copy");
+  /* BALEEN_BENCH_ONLY=q4_K:3584:1 narrows the run to one type (and a row
+   * length, a token count), e.g. for a profiler */
+  only = g_strsplit (g_getenv ("BALEEN_BENCH_ONLY") ? g_getenv ("BALEEN_BENCH_ONLY") : "", ":",
+                     3);
   for (guint i = 0; i < G_N_ELEMENTS (matvec_types); i++)
     for (guint s = 0; s < G_N_ELEMENTS (shapes); s++)
       for (guint k = 0; k < G_N_ELEMENTS (toks); k++)
         {
           if (shapes[s][0] % 256 != 0 && matvec_types[i] >= BLN_TYPE_Q2_K
               && matvec_types[i] <= BLN_TYPE_Q8_K)
+            continue;
+          if ((only[0] && *only[0] && g_strcmp0 (only[0], bln_type_name (matvec_types[i])) != 0)
+              || (only[0] && only[1] && atoi (only[1]) != shapes[s][0])
+              || (only[0] && only[1] && only[2] && atoi (only[2]) != toks[k]))
             continue;
           if (bench_one (matvec_types[i], shapes[s][0], shapes[s][1], toks[k], copy_gbps) != 0)
             return 1;
