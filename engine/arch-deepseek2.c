@@ -8,6 +8,8 @@
  *   q_nope·(W_UK_h c) = (W_UK_h^T q_nope)·c      (absorbed into the query)
  *   Σ p_j W_UV_h c_j = W_UV_h (Σ p_j c_j)        (absorbed into the output)
  * so attention runs in latent space: score_j = (q_lat·c_j + q_pe·k_pe_j)·scale.
+ * The cache (a contiguous context or paged blocks, see kv-cache.h) holds
+ * only [c, k_pe] per token per layer; a batch may mix several sequences.
  *
  * MoE. The router scores experts (softmax for V2, sigmoid plus a correction
  * bias for V3), optionally restricts the choice to the best expert groups,
@@ -25,40 +27,48 @@
 
 typedef struct {
   BlnContext *ctx;
+  const BlnBatch *b;
   int layer;
-  int n;
-  int pos0;
   const float *q_lat;  /* [n][H][r] */
   const float *q_pe;   /* [n][H][rope] */
   float *o_lat;        /* [n][H][r] */
-  float *scores;       /* [nth][n_ctx] */
+  float *scores;       /* [nth][max_len] */
 } MlaJob;
 
+/* One thread takes every nth (token, head) pair of the batch and attends in
+ * latent space over the token's own sequence's cached latents. */
 static void
 mla_worker (void *p, int ith, int nth)
 {
   MlaJob *job = p;
+  const BlnBatch *b = job->b;
   BlnContextState *s = &job->ctx->s;
   const BlnHParams *hp = &s->model->hp;
-  int H = hp->n_head, r = hp->kv_lora_rank, dr = hp->qk_rope_dim;
+  int H = hp->n_head, r = hp->kv_lora_rank, dr = hp->qk_rope_dim, L = hp->n_layer;
+  size_t w = (size_t) r + dr;
   float scale = s->model->attn_scale;
-  float *sc = job->scores + (size_t) ith * s->n_ctx;
-  const float *cache = s->k_cache + (size_t) job->layer * s->n_ctx * s->k_width;
+  float *sc = job->scores + (size_t) ith * b->max_len;
   int item;
 
-  for (item = ith; item < job->n * H; item += nth)
+  for (item = ith; item < b->n_tokens * H; item += nth)
     {
-      int t = item / H, len = job->pos0 + t + 1, j;
+      int t = item / H, len = b->pos[t] + 1, j, j0;
+      const BlnKvView *kv = &b->kv[b->seq[t]];
+      int bs = kv->block_size;
       const float *ql = job->q_lat + (size_t) item * r;
       const float *qp = job->q_pe + (size_t) item * dr;
       float *o = job->o_lat + (size_t) item * r;
       float mx = -INFINITY, sum = 0.0f;
 
-      for (j = 0; j < len; j++)
+      /* positions j0 .. j0 + bs - 1 are consecutive rows of one block */
+      for (j0 = 0; j0 < len; j0 += bs)
         {
-          const float *c = cache + (size_t) j * s->k_width;
-          sc[j] = (bln_cpu_dot (ql, c, r) + bln_cpu_dot (qp, c + r, dr)) * scale;
-          mx = MAX (mx, sc[j]);
+          const float *c = kv->k + bln_kv_row (kv, L, job->layer, j0) * w;
+          for (j = j0; j < MIN (len, j0 + bs); j++, c += w)
+            {
+              sc[j] = (bln_cpu_dot (ql, c, r) + bln_cpu_dot (qp, c + r, dr)) * scale;
+              mx = MAX (mx, sc[j]);
+            }
         }
       for (j = 0; j < len; j++)
         {
@@ -66,10 +76,11 @@ mla_worker (void *p, int ith, int nth)
           sum += sc[j];
         }
       memset (o, 0, r * sizeof (float));
-      for (j = 0; j < len; j++)
+      for (j0 = 0; j0 < len; j0 += bs)
         {
-          const float *c = cache + (size_t) j * s->k_width;
-          bln_cpu_axpy (o, sc[j] / sum, c, r);
+          const float *c = kv->k + bln_kv_row (kv, L, job->layer, j0) * w;
+          for (j = j0; j < MIN (len, j0 + bs); j++, c += w)
+            bln_cpu_axpy (o, sc[j] / sum, c, r);
         }
     }
 }
@@ -229,15 +240,15 @@ moe (BlnContext *ctx, const BlnLayer *L, const float *h, int n, float *out, GErr
 }
 
 gboolean
-bln_arch_deepseek2_forward (BlnContext *ctx, const int32_t *ids, int n, float *logits,
-                            gboolean all_logits, GError **error)
+bln_arch_deepseek2_forward (BlnContext *ctx, const BlnBatch *b, GError **error)
 {
   BlnContextState *s = &ctx->s;
   const BlnModel *m = s->model;
   const BlnHParams *hp = &m->hp;
   int d = hp->n_embd, H = hp->n_head, r = hp->kv_lora_rank;
   int nope = hp->qk_nope_dim, dr = hp->qk_rope_dim, dk = nope + dr, dv = hp->head_dim_v;
-  int pos0 = s->n_past, nth = bln_pool_n_threads (s->pool);
+  int n = b->n_tokens, nth = bln_pool_n_threads (s->pool);
+  size_t kw = (size_t) r + dr;
   int qa_dim = hp->q_lora_rank > 0 ? hp->q_lora_rank : 1;
   size_t big = MAX ((size_t) n * H * r, (size_t) n * H * dk);
   float *x, *h, *q, *qa, *kva, *qlat, *olat, *att, *tmp, *scores, *gath, *gout;
@@ -249,25 +260,24 @@ bln_arch_deepseek2_forward (BlnContext *ctx, const int32_t *ids, int n, float *l
   qa = bln_ctx_buf (ctx, 10, (size_t) n * MAX (qa_dim, r + dr), error);
   qlat = bln_ctx_buf (ctx, 5, big, error);
   olat = bln_ctx_buf (ctx, 6, (size_t) n * H * r + (size_t) n * H * dr, error);
-  att = bln_ctx_buf (ctx, 9, (size_t) nth * s->n_ctx + (size_t) n * H * dv
+  att = bln_ctx_buf (ctx, 9, (size_t) nth * b->max_len + (size_t) n * H * dv
                      + (size_t) n * MAX (MAX (nope, r), dv) * 2 + (size_t) n * d, error);
   if (!x || !h || !q || !qa || !qlat || !olat || !att)
     return FALSE;
   /* carve the last buffer: scores, attention output, gather/scatter, residual tmp */
   scores = att;
-  att = scores + (size_t) nth * s->n_ctx;
+  att = scores + (size_t) nth * b->max_len;
   gath = att + (size_t) n * H * dv;
   gout = gath + (size_t) n * MAX (MAX (nope, r), dv);
   tmp = gout + (size_t) n * MAX (MAX (nope, r), dv);
   kva = qa;
 
-  if (!bln_cpu_get_rows (m->tok_embd, ids, n, x, error))
+  if (!bln_cpu_get_rows (m->tok_embd, b->ids, n, x, error))
     return FALSE;
 
   for (il = 0; il < hp->n_layer; il++)
     {
       const BlnLayer *L = &m->layers[il];
-      float *cache = s->k_cache + ((size_t) il * s->n_ctx + pos0) * s->k_width;
       float *qpe = olat + (size_t) n * H * r;
       MlaJob job;
 
@@ -295,14 +305,15 @@ bln_arch_deepseek2_forward (BlnContext *ctx, const int32_t *ids, int n, float *l
       for (t = 0; t < n; t++)
         {
           const float *src = kva + (size_t) t * (r + dr);
-          float *dst = cache + (size_t) t * s->k_width;
+          const BlnKvView *kv = &b->kv[b->seq[t]];
+          float *dst = kv->k + bln_kv_row (kv, hp->n_layer, il, b->pos[t]) * kw;
           bln_cpu_rmsnorm (dst, src, L->kv_a_norm->data, r, MLA_NORM_EPS);
           memcpy (dst + r, src + r, dr * sizeof (float));
-          bln_rope_apply (m, dst + r, dr, pos0 + t);
+          bln_rope_apply (m, dst + r, dr, b->pos[t]);
           for (hh = 0; hh < H; hh++)
             {
               float *qh = q + ((size_t) t * H + hh) * dk;
-              bln_rope_apply (m, qh + nope, dr, pos0 + t);
+              bln_rope_apply (m, qh + nope, dr, b->pos[t]);
               memcpy (qpe + ((size_t) t * H + hh) * dr, qh + nope, dr * sizeof (float));
             }
         }
@@ -320,9 +331,8 @@ bln_arch_deepseek2_forward (BlnContext *ctx, const int32_t *ids, int n, float *l
         }
 
       job.ctx = ctx;
+      job.b = b;
       job.layer = il;
-      job.n = n;
-      job.pos0 = pos0;
       job.q_lat = qlat;
       job.q_pe = qpe;
       job.o_lat = olat;
@@ -360,8 +370,5 @@ bln_arch_deepseek2_forward (BlnContext *ctx, const int32_t *ids, int n, float *l
         x[i] += tmp[i];
     }
 
-  if (!bln_output_logits (ctx, x, n, logits, all_logits, error))
-    return FALSE;
-  s->n_past += n;
-  return TRUE;
+  return bln_output_logits_rows (ctx, x, b->out_rows, b->n_out, b->logits, error);
 }

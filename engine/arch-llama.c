@@ -5,6 +5,10 @@
  * Per layer: x += Wo · attn(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x)), then
  * x += Wd · (silu(Wg·n(x)) * Wu·n(x)), with RMSNorm n(). Keys are cached
  * after rotation; attention is causal over the cache with grouped KV heads.
+ *
+ * One pass may hold tokens of several sequences (a BlnBatch): the weight
+ * matmuls run over all of them at once, so the weights are read once per
+ * step, while attention runs per token over its own sequence's cache blocks.
  */
 #include <math.h>
 #include <string.h>
@@ -14,43 +18,48 @@
 
 typedef struct {
   BlnContext *ctx;
+  const BlnBatch *b;
   int layer;
-  int n;             /* tokens in this batch */
-  int pos0;          /* position of the first one */
   const float *q;    /* [n][H*dk] */
   float *out;        /* [n][H*dv] */
-  float *scores;     /* [nth][n_ctx] */
+  float *scores;     /* [nth][max_len] */
 } AttnJob;
 
-/* One thread takes every nth (token, head) pair. Scores are computed for the
- * positions the token may see, soft-maxed, and used to mix the values. */
+/* One thread takes every nth (token, head) pair of the batch. Scores are
+ * computed over the positions the token may see in its own sequence's
+ * blocks, soft-maxed, and used to mix the values. */
 static void
 attn_worker (void *p, int ith, int nth)
 {
   AttnJob *job = p;
+  const BlnBatch *b = job->b;
   BlnContextState *s = &job->ctx->s;
   const BlnHParams *hp = &s->model->hp;
-  int H = hp->n_head, group = hp->n_head / hp->n_head_kv;
+  int H = hp->n_head, group = hp->n_head / hp->n_head_kv, L = hp->n_layer;
   int dk = hp->head_dim_k, dv = hp->head_dim_v;
+  size_t kw = (size_t) hp->n_head_kv * dk, vw = (size_t) hp->n_head_kv * dv;
   float scale = s->model->attn_scale;
-  float *sc = job->scores + (size_t) ith * s->n_ctx;
-  const float *kc = s->k_cache + (size_t) job->layer * s->n_ctx * s->k_width;
-  const float *vc = s->v_cache + (size_t) job->layer * s->n_ctx * s->v_width;
+  float *sc = job->scores + (size_t) ith * b->max_len;
   int item;
 
-  for (item = ith; item < job->n * H; item += nth)
+  for (item = ith; item < b->n_tokens * H; item += nth)
     {
       int t = item / H, h = item % H, kvh = h / group;
-      int len = job->pos0 + t + 1, j;
+      const BlnKvView *kv = &b->kv[b->seq[t]];
+      int len = b->pos[t] + 1, bs = kv->block_size, j, j0;
       const float *q = job->q + (size_t) t * H * dk + (size_t) h * dk;
       float *o = job->out + (size_t) t * H * dv + (size_t) h * dv;
       float mx = -INFINITY, sum = 0.0f;
 
-      for (j = 0; j < len; j++)
+      /* positions j0 .. j0 + bs - 1 are consecutive rows of one block */
+      for (j0 = 0; j0 < len; j0 += bs)
         {
-          const float *k = kc + (size_t) j * s->k_width + (size_t) kvh * dk;
-          sc[j] = bln_cpu_dot (q, k, dk) * scale;
-          mx = MAX (mx, sc[j]);
+          const float *k = kv->k + bln_kv_row (kv, L, job->layer, j0) * kw + (size_t) kvh * dk;
+          for (j = j0; j < MIN (len, j0 + bs); j++, k += kw)
+            {
+              sc[j] = bln_cpu_dot (q, k, dk) * scale;
+              mx = MAX (mx, sc[j]);
+            }
         }
       for (j = 0; j < len; j++)
         {
@@ -58,46 +67,44 @@ attn_worker (void *p, int ith, int nth)
           sum += sc[j];
         }
       memset (o, 0, dv * sizeof (float));
-      for (j = 0; j < len; j++)
+      for (j0 = 0; j0 < len; j0 += bs)
         {
-          const float *v = vc + (size_t) j * s->v_width + (size_t) kvh * dv;
-          bln_cpu_axpy (o, sc[j] / sum, v, dv);
+          const float *v = kv->v + bln_kv_row (kv, L, job->layer, j0) * vw + (size_t) kvh * dv;
+          for (j = j0; j < MIN (len, j0 + bs); j++, v += vw)
+            bln_cpu_axpy (o, sc[j] / sum, v, dv);
         }
     }
 }
 
 gboolean
-bln_arch_llama_forward (BlnContext *ctx, const int32_t *ids, int n, float *logits,
-                        gboolean all_logits, GError **error)
+bln_arch_llama_forward (BlnContext *ctx, const BlnBatch *b, GError **error)
 {
   BlnContextState *s = &ctx->s;
   const BlnModel *m = s->model;
   const BlnHParams *hp = &m->hp;
-  int d = hp->n_embd, H = hp->n_head, Hkv = hp->n_head_kv;
-  int dk = hp->head_dim_k, dv = hp->head_dim_v;
-  int pos0 = s->n_past, nth = bln_pool_n_threads (s->pool);
+  int d = hp->n_embd, H = hp->n_head, Hkv = hp->n_head_kv, n = b->n_tokens;
+  int dk = hp->head_dim_k, dv = hp->head_dim_v, nth = bln_pool_n_threads (s->pool);
+  size_t kw = (size_t) Hkv * dk, vw = (size_t) Hkv * dv;
   float *x, *h, *q, *k, *v, *att, *tmp, *scores;
   int il, t, hh, i;
 
   x = bln_ctx_buf (ctx, 0, (size_t) n * d, error);
   h = bln_ctx_buf (ctx, 1, (size_t) n * d, error);
   q = bln_ctx_buf (ctx, 2, (size_t) n * H * dk, error);
-  k = bln_ctx_buf (ctx, 3, (size_t) n * Hkv * dk, error);
-  v = bln_ctx_buf (ctx, 4, (size_t) n * Hkv * dv, error);
+  k = bln_ctx_buf (ctx, 3, (size_t) n * kw, error);
+  v = bln_ctx_buf (ctx, 4, (size_t) n * vw, error);
   att = bln_ctx_buf (ctx, 5, (size_t) n * H * dv, error);
   tmp = bln_ctx_buf (ctx, 6, (size_t) n * d, error);
-  scores = bln_ctx_buf (ctx, 9, (size_t) nth * s->n_ctx, error);
+  scores = bln_ctx_buf (ctx, 9, (size_t) nth * b->max_len, error);
   if (!x || !h || !q || !k || !v || !att || !tmp || !scores)
     return FALSE;
 
-  if (!bln_cpu_get_rows (m->tok_embd, ids, n, x, error))
+  if (!bln_cpu_get_rows (m->tok_embd, b->ids, n, x, error))
     return FALSE;
 
   for (il = 0; il < hp->n_layer; il++)
     {
       const BlnLayer *L = &m->layers[il];
-      float *kc = s->k_cache + ((size_t) il * s->n_ctx + pos0) * s->k_width;
-      float *vc = s->v_cache + ((size_t) il * s->n_ctx + pos0) * s->v_width;
       AttnJob job;
 
       for (t = 0; t < n; t++)
@@ -109,18 +116,20 @@ bln_arch_llama_forward (BlnContext *ctx, const int32_t *ids, int n, float *logit
         return FALSE;
       for (t = 0; t < n; t++)
         {
+          const BlnKvView *kv = &b->kv[b->seq[t]];
+          size_t row = bln_kv_row (kv, hp->n_layer, il, b->pos[t]);
+
           for (hh = 0; hh < H; hh++)
-            bln_rope_apply (m, q + ((size_t) t * H + hh) * dk, hp->rope_dim, pos0 + t);
+            bln_rope_apply (m, q + ((size_t) t * H + hh) * dk, hp->rope_dim, b->pos[t]);
           for (hh = 0; hh < Hkv; hh++)
-            bln_rope_apply (m, k + ((size_t) t * Hkv + hh) * dk, hp->rope_dim, pos0 + t);
+            bln_rope_apply (m, k + ((size_t) t * Hkv + hh) * dk, hp->rope_dim, b->pos[t]);
+          memcpy (kv->k + row * kw, k + (size_t) t * kw, kw * sizeof (float));
+          memcpy (kv->v + row * vw, v + (size_t) t * vw, vw * sizeof (float));
         }
-      memcpy (kc, k, (size_t) n * Hkv * dk * sizeof (float));
-      memcpy (vc, v, (size_t) n * Hkv * dv * sizeof (float));
 
       job.ctx = ctx;
+      job.b = b;
       job.layer = il;
-      job.n = n;
-      job.pos0 = pos0;
       job.q = q;
       job.out = att;
       job.scores = scores;
@@ -140,8 +149,5 @@ bln_arch_llama_forward (BlnContext *ctx, const int32_t *ids, int n, float *logit
         x[i] += tmp[i];
     }
 
-  if (!bln_output_logits (ctx, x, n, logits, all_logits, error))
-    return FALSE;
-  s->n_past += n;
-  return TRUE;
+  return bln_output_logits_rows (ctx, x, b->out_rows, b->n_out, b->logits, error);
 }

@@ -92,11 +92,61 @@ struct _BlnContext {
   BlnContextState s;
 };
 
-/* Architecture entry points. */
-gboolean bln_arch_llama_forward (BlnContext *ctx, const int32_t *ids, int n,
-                                 float *logits, gboolean all_logits, GError **error);
-gboolean bln_arch_deepseek2_forward (BlnContext *ctx, const int32_t *ids, int n,
-                                     float *logits, gboolean all_logits, GError **error);
+/* Where one sequence's cached K/V rows live (see kv-cache.h). The cache is
+ * cut into blocks of @block_size positions; a block holds every layer's rows
+ * for its positions, [layer][slot][width]. Position p of layer l is row
+ *   (blocks[p / block_size] * n_layer + l) * block_size + p % block_size
+ * of @k (k_width floats a row) and of @v (v_width floats; NULL for MLA,
+ * whose latent lives in @k alone). A BlnContext's own contiguous cache is
+ * the special case of one block of n_ctx positions. */
+typedef struct {
+  float *k;
+  float *v;
+  const int32_t *blocks;
+  int block_size;
+} BlnKvView;
+
+static inline size_t
+bln_kv_row (const BlnKvView *kv, int n_layer, int layer, int pos)
+{
+  return ((size_t) kv->blocks[pos / kv->block_size] * n_layer + layer) * kv->block_size
+         + pos % kv->block_size;
+}
+
+/* One forward pass over tokens of one or more sequences. Token i has id
+ * ids[i], position pos[i] in sequence seq[i] (an index into @kv); a
+ * sequence's tokens in the batch have consecutive positions, and the cache
+ * already holds its positions before the first of them. Every token's K/V
+ * rows are written to its sequence's view, then each token attends over
+ * positions 0..pos[i] of its own sequence. @max_len is max (pos[i]) + 1.
+ * Logits are computed for the tokens out_rows[0..n_out) into @logits
+ * (n_out × n_vocab), when @logits is not NULL. The caller checks ids, room
+ * and block tables before the call. */
+typedef struct {
+  int n_tokens;
+  const int32_t *ids;
+  const int32_t *pos;
+  const int32_t *seq;
+  const BlnKvView *kv;
+  int n_seqs;
+  int max_len;
+  const int32_t *out_rows;
+  int n_out;
+  float *logits;
+} BlnBatch;
+
+/* Architecture entry points: one forward pass of @batch, with @ctx's
+ * scratch buffers and thread pool (its own cache is used only through the
+ * batch's views). They do not touch ctx->s.n_past. */
+gboolean bln_arch_llama_forward (BlnContext *ctx, const BlnBatch *batch, GError **error);
+gboolean bln_arch_deepseek2_forward (BlnContext *ctx, const BlnBatch *batch, GError **error);
+
+/* Runs @batch with the model's architecture (CPU). */
+gboolean bln_model_forward_batch (BlnContext *ctx, const BlnBatch *batch, GError **error);
+
+/* A context with scratch buffers only (no KV cache of its own): the
+ * workspace of batched evaluation over a paged cache (kv-cache.c). */
+BlnContext *bln_context_new_workspace (BlnModel *model, BlnPool *pool);
 
 /* Shared helpers (model.c). */
 float *bln_ctx_buf (BlnContext *ctx, int slot, size_t n_floats, GError **error);
@@ -105,7 +155,9 @@ gboolean bln_linear (BlnContext *ctx, const BlnTensor *w, const BlnTensor *b,
                      const float *x, int n_tok, float *y, GError **error);
 gboolean bln_swiglu (BlnContext *ctx, const BlnTensor *gate, const BlnTensor *up,
                      const BlnTensor *down, const float *x, int n, float *y, GError **error);
-gboolean bln_output_logits (BlnContext *ctx, float *x, int n, float *logits,
-                            gboolean all_logits, GError **error);
+/* Final norm and output projection of rows @rows[0..n_rows) of @x into
+ * @logits (n_rows × n_vocab); nothing when @logits is NULL. */
+gboolean bln_output_logits_rows (BlnContext *ctx, const float *x, const int32_t *rows,
+                                 int n_rows, float *logits, GError **error);
 
 G_END_DECLS

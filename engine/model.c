@@ -1559,6 +1559,16 @@ bln_context_free (BlnContext *ctx)
   g_free (ctx);
 }
 
+BlnContext *
+bln_context_new_workspace (BlnModel *model, BlnPool *pool)
+{
+  BlnContext *ctx = g_new0 (BlnContext, 1);
+
+  ctx->s.model = model;
+  ctx->s.pool = pool;
+  return ctx;
+}
+
 int
 bln_context_n_ctx (const BlnContext *ctx)
 {
@@ -1576,6 +1586,47 @@ bln_context_truncate (BlnContext *ctx, int n_keep)
 {
   if (n_keep < ctx->s.n_past && n_keep >= 0)
     ctx->s.n_past = n_keep;
+}
+
+/* A context on the CPU is a batch of one sequence whose cache is one block
+ * of n_ctx positions. */
+static gboolean
+context_eval_cpu (BlnContext *ctx, const int32_t *ids, int n, float *logits,
+                  gboolean all_logits, GError **error)
+{
+  static const int32_t block0 = 0;
+  BlnContextState *s = &ctx->s;
+  g_autofree int32_t *pos = g_try_new (int32_t, n);
+  g_autofree int32_t *seq = g_try_new0 (int32_t, n);
+  g_autofree int32_t *rows = g_try_new (int32_t, n);
+  BlnKvView kv = { s->k_cache, s->v_cache, &block0, s->n_ctx };
+  BlnBatch b = { 0 };
+  int i;
+
+  if (pos == NULL || seq == NULL || rows == NULL)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_NOMEM, "out of memory for a batch of %d", n);
+      return FALSE;
+    }
+  for (i = 0; i < n; i++)
+    {
+      pos[i] = s->n_past + i;
+      rows[i] = i;
+    }
+  b.n_tokens = n;
+  b.ids = ids;
+  b.pos = pos;
+  b.seq = seq;
+  b.kv = &kv;
+  b.n_seqs = 1;
+  b.max_len = s->n_past + n;
+  b.out_rows = all_logits ? rows : rows + n - 1;
+  b.n_out = all_logits ? n : 1;
+  b.logits = logits;
+  if (!bln_model_forward_batch (ctx, &b, error))
+    return FALSE;
+  s->n_past += n;
+  return TRUE;
 }
 
 gboolean
@@ -1610,9 +1661,15 @@ bln_context_eval (BlnContext *ctx, const int32_t *ids, int n, float *logits,
   if (ctx->s.cuda != NULL)
     return bln_cuda_ctx_eval (ctx, ids, n, logits, all_logits, error);
 #endif
-  if (m->hp.arch == BLN_ARCH_DEEPSEEK2)
-    return bln_arch_deepseek2_forward (ctx, ids, n, logits, all_logits, error);
-  return bln_arch_llama_forward (ctx, ids, n, logits, all_logits, error);
+  return context_eval_cpu (ctx, ids, n, logits, all_logits, error);
+}
+
+gboolean
+bln_model_forward_batch (BlnContext *ctx, const BlnBatch *batch, GError **error)
+{
+  if (ctx->s.model->hp.arch == BLN_ARCH_DEEPSEEK2)
+    return bln_arch_deepseek2_forward (ctx, batch, error);
+  return bln_arch_llama_forward (ctx, batch, error);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1676,22 +1733,21 @@ bln_swiglu (BlnContext *ctx, const BlnTensor *gate, const BlnTensor *up, const B
   return bln_linear (ctx, down, NULL, g, n, y, error);
 }
 
-/* Final norm and output projection for the last row of @x (or every row). */
 gboolean
-bln_output_logits (BlnContext *ctx, float *x, int n, float *logits, gboolean all_logits,
-                   GError **error)
+bln_output_logits_rows (BlnContext *ctx, const float *x, const int32_t *rows, int n_rows,
+                        float *logits, GError **error)
 {
   const BlnModel *m = ctx->s.model;
-  int d = m->hp.n_embd, first = all_logits ? 0 : n - 1, t;
+  int d = m->hp.n_embd, t;
   float *h;
 
-  if (logits == NULL)
+  if (logits == NULL || n_rows == 0)
     return TRUE;
-  h = bln_ctx_buf (ctx, 11, (size_t) (n - first) * d, error);
+  h = bln_ctx_buf (ctx, 11, (size_t) n_rows * d, error);
   if (h == NULL)
     return FALSE;
-  for (t = first; t < n; t++)
-    bln_cpu_rmsnorm (h + (size_t) (t - first) * d, x + (size_t) t * d, m->output_norm->data, d,
-                 m->hp.norm_eps);
-  return bln_cpu_matmul (ctx->s.pool, m->output, h, n - first, logits, error);
+  for (t = 0; t < n_rows; t++)
+    bln_cpu_rmsnorm (h + (size_t) t * d, x + (size_t) rows[t] * d, m->output_norm->data, d,
+                     m->hp.norm_eps);
+  return bln_cpu_matmul (ctx->s.pool, m->output, h, n_rows, logits, error);
 }

@@ -1,0 +1,610 @@
+/* kv-cache.c — the paged KV pool, its prefix hash table, and batched
+ * evaluation over it. The design is described in kv-cache.h.
+ */
+#include <string.h>
+
+#include "bln-error.h"
+#include "kv-cache.h"
+#include "model-private.h"
+
+#define NO_BLOCK (-1)
+#define CHAIN_SEED G_GUINT64_CONSTANT (0x6a09e667f3bcc909)
+
+typedef struct {
+  int ref;                 /* sequences referencing the block */
+  gboolean registered;     /* in the hash table (its tokens are a known prefix) */
+  guint64 hash;            /* chain hash, the table's key when registered */
+  guint64 parent;          /* chain hash of the previous block */
+  int lru_prev, lru_next;  /* LRU list of cached blocks (ref 0, registered) */
+} Block;
+
+struct _BlnKvCache {
+  BlnModel *model;
+  BlnContext *ws;          /* scratch buffers and the thread pool */
+  int block_size;
+  int n_blocks;
+  size_t k_width, v_width; /* floats per row */
+  float *k, *v;            /* [block][layer][slot][width] */
+  Block *blocks;
+  int32_t *block_tokens;   /* [block][block_size]: ids of registered blocks */
+  int *free_stack;
+  int n_free;
+  int lru_head, lru_tail;  /* head: least recently released */
+  int n_cached;
+  GHashTable *table;       /* &Block.hash -> block index + 1 */
+  int n_seqs;
+  guint64 lookup_tokens, hit_tokens, evictions;
+};
+
+struct _BlnKvSeq {
+  BlnKvCache *kv;
+  GArray *table;           /* int32_t block indices */
+  GArray *hashes;          /* guint64 chain hash of each full block */
+  GArray *tokens;          /* int32_t ids of positions 0..len-1 */
+};
+
+/* ---------------------------------------------------------------------- */
+/* hashing                                                                 */
+
+static guint64
+mix64 (guint64 x)
+{
+  /* splitmix64's finaliser: every input bit affects every output bit */
+  x ^= x >> 30;
+  x *= G_GUINT64_CONSTANT (0xbf58476d1ce4e5b9);
+  x ^= x >> 27;
+  x *= G_GUINT64_CONSTANT (0x94d049bb133111eb);
+  x ^= x >> 31;
+  return x;
+}
+
+static guint64
+chain_hash (guint64 parent, const int32_t *ids, int n)
+{
+  guint64 h = mix64 (parent ^ CHAIN_SEED);
+  int i;
+
+  for (i = 0; i < n; i++)
+    h = mix64 (h ^ ((guint64) (guint32) ids[i] | ((guint64) i << 32)));
+  return h;
+}
+
+/* ---------------------------------------------------------------------- */
+/* block states                                                            */
+
+static void
+lru_remove (BlnKvCache *kv, int b)
+{
+  Block *bl = &kv->blocks[b];
+
+  if (bl->lru_prev != NO_BLOCK)
+    kv->blocks[bl->lru_prev].lru_next = bl->lru_next;
+  else
+    kv->lru_head = bl->lru_next;
+  if (bl->lru_next != NO_BLOCK)
+    kv->blocks[bl->lru_next].lru_prev = bl->lru_prev;
+  else
+    kv->lru_tail = bl->lru_prev;
+  bl->lru_prev = bl->lru_next = NO_BLOCK;
+  kv->n_cached--;
+}
+
+static void
+lru_append (BlnKvCache *kv, int b)
+{
+  Block *bl = &kv->blocks[b];
+
+  bl->lru_prev = kv->lru_tail;
+  bl->lru_next = NO_BLOCK;
+  if (kv->lru_tail != NO_BLOCK)
+    kv->blocks[kv->lru_tail].lru_next = b;
+  else
+    kv->lru_head = b;
+  kv->lru_tail = b;
+  kv->n_cached++;
+}
+
+static void
+unregister (BlnKvCache *kv, int b)
+{
+  Block *bl = &kv->blocks[b];
+
+  if (bl->registered)
+    {
+      g_hash_table_remove (kv->table, &bl->hash);
+      bl->registered = FALSE;
+    }
+}
+
+static void
+block_unref (BlnKvCache *kv, int b)
+{
+  Block *bl = &kv->blocks[b];
+
+  g_assert (bl->ref > 0);
+  if (--bl->ref > 0)
+    return;
+  if (bl->registered)
+    lru_append (kv, b);
+  else
+    kv->free_stack[kv->n_free++] = b;
+}
+
+/* A block for writing: a free one, else the least recently used cached one. */
+static int
+block_alloc (BlnKvCache *kv)
+{
+  int b;
+
+  if (kv->n_free > 0)
+    b = kv->free_stack[--kv->n_free];
+  else if (kv->lru_head != NO_BLOCK)
+    {
+      b = kv->lru_head;
+      lru_remove (kv, b);
+      unregister (kv, b);
+      kv->evictions++;
+    }
+  else
+    return NO_BLOCK;
+  kv->blocks[b].ref = 1;
+  return b;
+}
+
+static int
+lookup (BlnKvCache *kv, guint64 hash, guint64 parent, const int32_t *ids)
+{
+  gpointer v = g_hash_table_lookup (kv->table, &hash);
+  int b;
+
+  if (v == NULL)
+    return NO_BLOCK;
+  b = GPOINTER_TO_INT (v) - 1;
+  if (kv->blocks[b].parent != parent
+      || memcmp (kv->block_tokens + (size_t) b * kv->block_size, ids,
+                 (size_t) kv->block_size * sizeof (int32_t)) != 0)
+    return NO_BLOCK;
+  return b;
+}
+
+/* ---------------------------------------------------------------------- */
+/* the pool                                                                */
+
+BlnKvCache *
+bln_kv_cache_new (BlnModel *model, BlnPool *pool, size_t budget_bytes, int block_size,
+                  GError **error)
+{
+  const BlnHParams *hp;
+  BlnKvCache *kv;
+  size_t block_bytes, n;
+  int i;
+
+  g_return_val_if_fail (model != NULL && pool != NULL, NULL);
+
+  hp = bln_model_hparams (model);
+  if (block_size == 0)
+    block_size = BLN_KV_BLOCK_SIZE_DEFAULT;
+  if (block_size < 1 || block_size > 4096)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
+                   "KV block size %d is outside 1..4096", block_size);
+      return NULL;
+    }
+  kv = g_new0 (BlnKvCache, 1);
+  kv->model = model;
+  kv->block_size = block_size;
+  if (hp->arch == BLN_ARCH_DEEPSEEK2)
+    {
+      kv->k_width = (size_t) hp->kv_lora_rank + hp->qk_rope_dim;
+      kv->v_width = 0;
+    }
+  else
+    {
+      kv->k_width = (size_t) hp->n_head_kv * hp->head_dim_k;
+      kv->v_width = (size_t) hp->n_head_kv * hp->head_dim_v;
+    }
+  block_bytes = (size_t) hp->n_layer * block_size * (kv->k_width + kv->v_width) * sizeof (float);
+  n = budget_bytes / block_bytes;
+  if (n < 2 || n > G_MAXINT / 2)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_NOMEM,
+                   "a KV budget of %zu bytes holds %zu blocks of %zu bytes; at least 2 are "
+                   "needed", budget_bytes, n, block_bytes);
+      g_free (kv);
+      return NULL;
+    }
+  kv->n_blocks = (int) n;
+  /* calloc: pages are only touched when a block is first written */
+  kv->k = g_try_malloc0 (n * hp->n_layer * block_size * kv->k_width * sizeof (float));
+  kv->v = kv->v_width ? g_try_malloc0 (n * hp->n_layer * block_size * kv->v_width
+                                       * sizeof (float)) : NULL;
+  kv->blocks = g_try_new0 (Block, n);
+  kv->block_tokens = g_try_new0 (int32_t, n * block_size);
+  kv->free_stack = g_try_new (int, n);
+  if (kv->k == NULL || (kv->v_width && kv->v == NULL) || kv->blocks == NULL
+      || kv->block_tokens == NULL || kv->free_stack == NULL)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_NOMEM,
+                   "cannot allocate a KV pool of %zu blocks (%.1f MiB)", n,
+                   n * block_bytes / 1048576.0);
+      g_free (kv->k);
+      g_free (kv->v);
+      g_free (kv->blocks);
+      g_free (kv->block_tokens);
+      g_free (kv->free_stack);
+      g_free (kv);
+      return NULL;
+    }
+  /* the stack pops block 0 first */
+  for (i = 0; i < kv->n_blocks; i++)
+    {
+      kv->free_stack[i] = kv->n_blocks - 1 - i;
+      kv->blocks[i].lru_prev = kv->blocks[i].lru_next = NO_BLOCK;
+    }
+  kv->n_free = kv->n_blocks;
+  kv->lru_head = kv->lru_tail = NO_BLOCK;
+  kv->table = g_hash_table_new (g_int64_hash, g_int64_equal);
+  kv->ws = bln_context_new_workspace (model, pool);
+  return kv;
+}
+
+void
+bln_kv_cache_free (BlnKvCache *kv)
+{
+  if (kv == NULL)
+    return;
+  if (kv->n_seqs > 0)
+    {
+      g_critical ("bln_kv_cache_free: %d sequences still use the cache", kv->n_seqs);
+      return;
+    }
+  g_hash_table_destroy (kv->table);
+  bln_context_free (kv->ws);
+  g_free (kv->k);
+  g_free (kv->v);
+  g_free (kv->blocks);
+  g_free (kv->block_tokens);
+  g_free (kv->free_stack);
+  g_free (kv);
+}
+
+BlnModel *
+bln_kv_cache_model (const BlnKvCache *kv)
+{
+  return kv->model;
+}
+
+int
+bln_kv_cache_block_size (const BlnKvCache *kv)
+{
+  return kv->block_size;
+}
+
+int
+bln_kv_cache_n_blocks (const BlnKvCache *kv)
+{
+  return kv->n_blocks;
+}
+
+size_t
+bln_kv_cache_block_bytes (const BlnKvCache *kv)
+{
+  return (size_t) bln_model_hparams (kv->model)->n_layer * kv->block_size
+         * (kv->k_width + kv->v_width) * sizeof (float);
+}
+
+size_t
+bln_kv_cache_block_bytes_for (const BlnModel *model, int block_size)
+{
+  return bln_model_kv_bytes_per_token (model)
+         * (size_t) (block_size > 0 ? block_size : BLN_KV_BLOCK_SIZE_DEFAULT);
+}
+
+int
+bln_kv_cache_n_available (const BlnKvCache *kv)
+{
+  return kv->n_free + kv->n_cached;
+}
+
+void
+bln_kv_cache_get_stats (const BlnKvCache *kv, BlnKvStats *st)
+{
+  memset (st, 0, sizeof *st);
+  st->block_size = kv->block_size;
+  st->n_blocks = kv->n_blocks;
+  st->blocks_free = kv->n_free;
+  st->blocks_cached = kv->n_cached;
+  st->blocks_used = kv->n_blocks - kv->n_free - kv->n_cached;
+  st->bytes = (size_t) kv->n_blocks * bln_kv_cache_block_bytes (kv);
+  st->lookup_tokens = kv->lookup_tokens;
+  st->hit_tokens = kv->hit_tokens;
+  st->evictions = kv->evictions;
+}
+
+void
+bln_kv_cache_drop_cached (BlnKvCache *kv)
+{
+  while (kv->lru_head != NO_BLOCK)
+    {
+      int b = kv->lru_head;
+
+      lru_remove (kv, b);
+      unregister (kv, b);
+      kv->free_stack[kv->n_free++] = b;
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+/* sequences                                                               */
+
+BlnKvSeq *
+bln_kv_seq_new (BlnKvCache *kv)
+{
+  BlnKvSeq *seq = g_new0 (BlnKvSeq, 1);
+
+  seq->kv = kv;
+  seq->table = g_array_new (FALSE, FALSE, sizeof (int32_t));
+  seq->hashes = g_array_new (FALSE, FALSE, sizeof (guint64));
+  seq->tokens = g_array_new (FALSE, FALSE, sizeof (int32_t));
+  kv->n_seqs++;
+  return seq;
+}
+
+void
+bln_kv_seq_reset (BlnKvSeq *seq)
+{
+  guint i;
+
+  /* release the newest blocks first, so the LRU evicts a chain's tail before
+   * its head (a head without its tail is still useful, a tail alone is not) */
+  for (i = seq->table->len; i > 0; i--)
+    block_unref (seq->kv, g_array_index (seq->table, int32_t, i - 1));
+  g_array_set_size (seq->table, 0);
+  g_array_set_size (seq->hashes, 0);
+  g_array_set_size (seq->tokens, 0);
+}
+
+void
+bln_kv_seq_free (BlnKvSeq *seq)
+{
+  if (seq == NULL)
+    return;
+  bln_kv_seq_reset (seq);
+  seq->kv->n_seqs--;
+  g_array_unref (seq->table);
+  g_array_unref (seq->hashes);
+  g_array_unref (seq->tokens);
+  g_free (seq);
+}
+
+int
+bln_kv_seq_length (const BlnKvSeq *seq)
+{
+  return (int) seq->tokens->len;
+}
+
+const int32_t *
+bln_kv_seq_tokens (const BlnKvSeq *seq)
+{
+  return (const int32_t *) seq->tokens->data;
+}
+
+int
+bln_kv_seq_n_blocks (const BlnKvSeq *seq)
+{
+  return (int) seq->table->len;
+}
+
+int
+bln_kv_seq_match_prefix (BlnKvSeq *seq, const int32_t *ids, int n)
+{
+  BlnKvCache *kv = seq->kv;
+  int bs = kv->block_size, i, n_full;
+  guint64 parent = 0;
+
+  if (seq->tokens->len > 0 || n <= 0)
+    return 0;
+  kv->lookup_tokens += n;
+  n_full = n / bs;
+  for (i = 0; i < n_full; i++)
+    {
+      const int32_t *blk = ids + (size_t) i * bs;
+      guint64 h = chain_hash (parent, blk, bs);
+      int b = lookup (kv, h, parent, blk);
+
+      if (b == NO_BLOCK)
+        break;
+      if (kv->blocks[b].ref++ == 0)
+        lru_remove (kv, b);
+      g_array_append_val (seq->table, b);
+      g_array_append_val (seq->hashes, h);
+      g_array_append_vals (seq->tokens, blk, bs);
+      parent = h;
+    }
+  kv->hit_tokens += (guint64) i * bs;
+  return i * bs;
+}
+
+int
+bln_kv_seq_blocks_needed (const BlnKvSeq *seq, int n)
+{
+  int bs = seq->kv->block_size;
+  int64_t need = ((int64_t) seq->tokens->len + n + bs - 1) / bs - seq->table->len;
+
+  return need > 0 ? (int) MIN (need, G_MAXINT) : 0;
+}
+
+gboolean
+bln_kv_seq_reserve (BlnKvSeq *seq, int n)
+{
+  BlnKvCache *kv = seq->kv;
+  int need = bln_kv_seq_blocks_needed (seq, n), i;
+
+  if (need > kv->n_free + kv->n_cached)
+    return FALSE;
+  for (i = 0; i < need; i++)
+    {
+      int b = block_alloc (kv);
+      g_assert (b != NO_BLOCK);
+      g_array_append_val (seq->table, b);
+    }
+  return TRUE;
+}
+
+/* After tokens were appended: registers the blocks they filled. A block
+ * whose prefix is already registered (another sequence computed the same
+ * tokens at the same time) stays private and is freed with its sequence. */
+static void
+register_full_blocks (BlnKvSeq *seq)
+{
+  BlnKvCache *kv = seq->kv;
+  int bs = kv->block_size;
+  guint n_full = seq->tokens->len / bs;
+
+  while (seq->hashes->len < n_full)
+    {
+      guint i = seq->hashes->len;
+      const int32_t *blk = (const int32_t *) seq->tokens->data + (size_t) i * bs;
+      guint64 parent = i > 0 ? g_array_index (seq->hashes, guint64, i - 1) : 0;
+      guint64 h = chain_hash (parent, blk, bs);
+      int b = g_array_index (seq->table, int32_t, i);
+      Block *bl = &kv->blocks[b];
+
+      g_array_append_val (seq->hashes, h);
+      if (bl->registered || g_hash_table_contains (kv->table, &h))
+        continue;
+      bl->registered = TRUE;
+      bl->hash = h;
+      bl->parent = parent;
+      memcpy (kv->block_tokens + (size_t) b * bs, blk, (size_t) bs * sizeof (int32_t));
+      g_hash_table_insert (kv->table, &bl->hash, GINT_TO_POINTER (b + 1));
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+/* batched evaluation                                                      */
+
+gboolean
+bln_kv_eval (BlnKvCache *kv, const BlnKvBatchItem *items, int n_items, GError **error)
+{
+  const BlnHParams *hp = bln_model_hparams (kv->model);
+  int n_vocab = hp->n_vocab, n_tok = 0, n_out = 0, max_len = 0, i, j, t;
+  g_autofree int32_t *ids = NULL, *pos = NULL, *seqi = NULL, *rows = NULL;
+  g_autofree BlnKvView *views = NULL;
+  g_autofree float *logits = NULL;
+  BlnBatch b = { 0 };
+
+  g_return_val_if_fail (kv != NULL && (items != NULL || n_items == 0), FALSE);
+
+  if (n_items <= 0)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "an empty batch");
+      return FALSE;
+    }
+  for (i = 0; i < n_items; i++)
+    {
+      const BlnKvBatchItem *it = &items[i];
+
+      if (it->seq == NULL || it->seq->kv != kv || it->n <= 0 || it->ids == NULL)
+        {
+          g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
+                       "batch item %d has no tokens or a sequence of another cache", i);
+          return FALSE;
+        }
+      if (it->n > G_MAXINT / 2 - n_tok
+          || it->n > G_MAXINT / 2 - (int) it->seq->tokens->len)
+        {
+          g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "batch too large");
+          return FALSE;
+        }
+      for (j = 0; j < i; j++)
+        if (items[j].seq == it->seq)
+          {
+            g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
+                         "a sequence appears twice in one batch");
+            return FALSE;
+          }
+      for (t = 0; t < it->n; t++)
+        if (it->ids[t] < 0 || it->ids[t] >= n_vocab)
+          {
+            g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
+                         "token id %d is outside the vocabulary (0..%d)", it->ids[t],
+                         n_vocab - 1);
+            return FALSE;
+          }
+      n_tok += it->n;
+      if (it->logits != NULL)
+        n_out += it->all_logits ? it->n : 1;
+      max_len = MAX (max_len, (int) it->seq->tokens->len + it->n);
+    }
+  for (i = 0; i < n_items; i++)
+    if (!bln_kv_seq_reserve (items[i].seq, items[i].n))
+      {
+        g_set_error (error, BLN_ERROR, BLN_ERROR_NOMEM,
+                     "the KV cache is full (%d blocks of %d tokens)", kv->n_blocks,
+                     kv->block_size);
+        return FALSE;
+      }
+
+  ids = g_try_new (int32_t, n_tok);
+  pos = g_try_new (int32_t, n_tok);
+  seqi = g_try_new (int32_t, n_tok);
+  rows = g_try_new (int32_t, MAX (n_out, 1));
+  views = g_try_new (BlnKvView, n_items);
+  logits = n_out > 0 ? g_try_new (float, (size_t) n_out * n_vocab) : NULL;
+  if (!ids || !pos || !seqi || !rows || !views || (n_out > 0 && !logits))
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_NOMEM, "out of memory for a batch of %d tokens",
+                   n_tok);
+      return FALSE;
+    }
+  n_tok = n_out = 0;
+  for (i = 0; i < n_items; i++)
+    {
+      const BlnKvBatchItem *it = &items[i];
+      int len = (int) it->seq->tokens->len;
+
+      views[i].k = kv->k;
+      views[i].v = kv->v;
+      views[i].blocks = (const int32_t *) it->seq->table->data;
+      views[i].block_size = kv->block_size;
+      for (t = 0; t < it->n; t++)
+        {
+          ids[n_tok] = it->ids[t];
+          pos[n_tok] = len + t;
+          seqi[n_tok] = i;
+          if (it->logits != NULL && (it->all_logits || t == it->n - 1))
+            rows[n_out++] = n_tok;
+          n_tok++;
+        }
+    }
+  b.n_tokens = n_tok;
+  b.ids = ids;
+  b.pos = pos;
+  b.seq = seqi;
+  b.kv = views;
+  b.n_seqs = n_items;
+  b.max_len = max_len;
+  b.out_rows = rows;
+  b.n_out = n_out;
+  b.logits = logits;
+  if (!bln_model_forward_batch (kv->ws, &b, error))
+    return FALSE;
+
+  n_out = 0;
+  for (i = 0; i < n_items; i++)
+    {
+      const BlnKvBatchItem *it = &items[i];
+
+      if (it->logits != NULL)
+        {
+          int k = it->all_logits ? it->n : 1;
+          memcpy (it->logits, logits + (size_t) n_out * n_vocab,
+                  (size_t) k * n_vocab * sizeof (float));
+          n_out += k;
+        }
+      g_array_append_vals (it->seq->tokens, it->ids, it->n);
+      register_full_blocks (it->seq);
+    }
+  return TRUE;
+}

@@ -1,0 +1,149 @@
+/* kv-cache.h — a paged KV cache shared by many sequences, with prefix reuse,
+ * and the batched forward pass over it (CPU backend).
+ *
+ * Pool. One allocation, made once from a budget in bytes, cut into blocks of
+ * @block_size token positions (16 by default). A block holds, for each of its
+ * positions and each layer, the key and value rows of that token (llama and
+ * qwen2: n_head_kv × head_dim floats each; deepseek2: the MLA latent and the
+ * rotated positional key only, kv_lora_rank + qk_rope_dim floats, no V).
+ * Each sequence (BlnKvSeq) has a block table: the block holding its positions
+ * [i × block_size, (i + 1) × block_size) is table[i].
+ *
+ * Prefix sharing. When a sequence fills a block, the block is registered in a
+ * hash table under a chain hash: h_i = H(h_{i-1}, the block's token ids), with
+ * h_{-1} a fixed seed, so the hash names the whole prefix up to the block's
+ * end, not just its own tokens. A new sequence whose prompt starts with the
+ * same tokens walks the chain (bln_kv_seq_match_prefix) and takes references
+ * to those blocks instead of computing them again. A full block is never
+ * written again (a sequence only writes positions past its length, which lie
+ * in its private last block), so sharing needs no copy-on-write. Each hit is
+ * checked against the stored parent hash and token ids, so a wrong hit would
+ * need two different prefixes with equal 64-bit chain hashes.
+ *
+ * Reference counts and eviction. A block is in one of three states: in use
+ * (referenced by one or more sequences), cached (unreferenced but registered:
+ * a prefix someone may ask for again), or free. Releasing a sequence drops its
+ * references: registered blocks become cached and join the tail of an LRU
+ * list, private partial blocks become free. Allocation takes a free block
+ * first, then evicts the least recently released cached block (removing it
+ * from the hash table). When neither exists, allocation fails and the caller
+ * (the scheduler) preempts a sequence.
+ *
+ * Threads: a BlnKvCache and its sequences are used from one thread at a time
+ * (the scheduler's thread); statistics are copied out by that thread.
+ */
+#pragma once
+
+#include <glib.h>
+#include <stdint.h>
+#include "model.h"
+
+G_BEGIN_DECLS
+
+#define BLN_KV_BLOCK_SIZE_DEFAULT 16
+
+typedef struct _BlnKvCache BlnKvCache;
+typedef struct _BlnKvSeq BlnKvSeq;
+
+typedef struct {
+  int block_size;          /* token positions per block */
+  int n_blocks;            /* blocks in the pool */
+  int blocks_used;         /* referenced by at least one sequence */
+  int blocks_cached;       /* unreferenced, holding a registered prefix (evictable) */
+  int blocks_free;         /* neither */
+  size_t bytes;            /* memory the pool takes */
+  guint64 lookup_tokens;   /* tokens offered to bln_kv_seq_match_prefix() */
+  guint64 hit_tokens;      /* of those, tokens found in the cache (misses: the rest) */
+  guint64 evictions;       /* cached blocks evicted to make room */
+} BlnKvStats;
+
+/* A pool for @model of as many blocks of @block_size positions (0: the
+ * default) as fit in @budget_bytes, with a workspace for batched evaluation
+ * on @pool (borrowed; both must outlive the cache). Fails with
+ * BLN_ERROR_INVALID for a block size outside 1..4096 or a model on which the
+ * batched CPU path does not run, BLN_ERROR_NOMEM when the budget does not
+ * hold two blocks or the allocation fails. */
+BlnKvCache *bln_kv_cache_new (BlnModel *model, BlnPool *pool, size_t budget_bytes,
+                              int block_size, GError **error);
+
+/* Frees the pool. Every sequence must have been freed first (a live one is a
+ * programming error, reported with g_critical and leaked). NULL is ignored. */
+void bln_kv_cache_free (BlnKvCache *kv);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (BlnKvCache, bln_kv_cache_free)
+
+BlnModel *bln_kv_cache_model (const BlnKvCache *kv);
+int bln_kv_cache_block_size (const BlnKvCache *kv);
+int bln_kv_cache_n_blocks (const BlnKvCache *kv);
+/* Bytes one block takes (all layers, K and V). */
+size_t bln_kv_cache_block_bytes (const BlnKvCache *kv);
+/* Bytes a block of @block_size positions (0: the default) would take for
+ * @model, to size a budget before making the cache. */
+size_t bln_kv_cache_block_bytes_for (const BlnModel *model, int block_size);
+/* Blocks that bln_kv_seq_reserve() could obtain now (free + cached). */
+int bln_kv_cache_n_available (const BlnKvCache *kv);
+/* Fills @stats with the current counts. */
+void bln_kv_cache_get_stats (const BlnKvCache *kv, BlnKvStats *stats);
+/* Evicts every cached (unreferenced) block: they become free and no prefix
+ * matches them any more. Blocks in use are untouched. */
+void bln_kv_cache_drop_cached (BlnKvCache *kv);
+
+/* A new, empty sequence on @kv. Free it with bln_kv_seq_free(). */
+BlnKvSeq *bln_kv_seq_new (BlnKvCache *kv);
+/* Releases the sequence's blocks (full registered ones stay cached) and
+ * frees it. NULL is ignored. */
+void bln_kv_seq_free (BlnKvSeq *seq);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (BlnKvSeq, bln_kv_seq_free)
+
+/* Tokens whose keys and values the sequence holds (positions 0..len-1). */
+int bln_kv_seq_length (const BlnKvSeq *seq);
+/* The token ids of those positions (bln_kv_seq_length() of them), owned by
+ * the sequence, valid until it changes. */
+const int32_t *bln_kv_seq_tokens (const BlnKvSeq *seq);
+/* Blocks the sequence references. */
+int bln_kv_seq_n_blocks (const BlnKvSeq *seq);
+
+/* Releases every block of the sequence and empties it (length 0); used to
+ * preempt a sequence, and before reusing it for another prompt. */
+void bln_kv_seq_reset (BlnKvSeq *seq);
+
+/* For an empty sequence: attaches the longest chain of cached full blocks
+ * that equals a prefix of @ids[0..n) and returns the number of tokens it
+ * covers (a multiple of the block size, at most @n; 0 when the sequence is
+ * not empty). The caller passes one token fewer than its prompt so that at
+ * least the last prompt token is computed and yields logits. Counts the
+ * lookup in the statistics. */
+int bln_kv_seq_match_prefix (BlnKvSeq *seq, const int32_t *ids, int n);
+
+/* Blocks the sequence would need to allocate to grow by @n tokens. */
+int bln_kv_seq_blocks_needed (const BlnKvSeq *seq, int n);
+/* Makes room for @n more tokens, allocating blocks (and evicting cached
+ * ones) as needed. All or nothing: FALSE, with nothing allocated, when the
+ * pool has too few blocks; the caller frees or preempts something. */
+gboolean bln_kv_seq_reserve (BlnKvSeq *seq, int n);
+
+/* One sequence's part of a batch: @n (> 0) tokens @ids appended at the
+ * sequence's next positions. When @logits is not NULL it receives the logits
+ * of the last of them (n_vocab floats), or of each (n × n_vocab) when
+ * @all_logits is TRUE. */
+typedef struct {
+  BlnKvSeq *seq;
+  const int32_t *ids;
+  int n;
+  float *logits;
+  gboolean all_logits;
+} BlnKvBatchItem;
+
+/* Runs one forward pass over the tokens of all @items at once (the weight
+ * matmuls read each weight once for the whole batch; attention runs per
+ * token over its own sequence's blocks), stores their keys and values, and
+ * appends the tokens to their sequences; blocks that become full are
+ * registered for prefix reuse. Room is reserved as by bln_kv_seq_reserve()
+ * (a no-op when the caller reserved already). Fails, with every sequence's
+ * length unchanged, with BLN_ERROR_INVALID for an empty item, an id outside
+ * the vocabulary or a sequence listed twice, BLN_ERROR_NOMEM when the pool
+ * has no room (BLN_ERROR_NOMEM also for scratch memory), or the backend's
+ * error. */
+gboolean bln_kv_eval (BlnKvCache *kv, const BlnKvBatchItem *items, int n_items,
+                      GError **error);
+
+G_END_DECLS

@@ -1,0 +1,667 @@
+/* scheduler.c — the continuous-batching scheduler; see scheduler.h for the policy.
+ *
+ * Ownership: a request (Req) is created by bln_sched_submit() and freed by
+ * the scheduler's thread right after its end callback. While it lives it is
+ * in the `live` table (so bln_sched_cancel() can find it) and in exactly one
+ * of `waiting` (guarded by the lock) or `running` (the thread's own).
+ */
+#include <string.h>
+
+#include "bln-error.h"
+#include "kv-cache.h"
+#include "scheduler.h"
+#include "tokenizer.h"
+
+#define DEFAULT_KV_BYTES ((size_t) 512 << 20)
+#define DEFAULT_MAX_SEQS 32
+#define DEFAULT_STEP_TOKENS 512
+#define DEFAULT_MAX_QUEUE 256
+#define MAX_TOP 20
+
+G_DEFINE_QUARK (bln-sched-error-quark, bln_sched_error)
+
+typedef struct {
+  guint64 id;
+  GArray *tokens;             /* int32_t: prompt, then generated */
+  int n_prompt;
+  BlnSamplerParams params;
+  int max_tokens;
+  int n_top;
+  BlnSchedTokenFn on_token;
+  BlnSchedEndFn on_end;
+  gpointer user_data;
+  gint cancelled;             /* atomic */
+
+  /* the scheduler thread's */
+  BlnKvSeq *kv;               /* NULL while waiting */
+  BlnSampler *sampler;        /* made at first admission */
+  gboolean admitted;          /* has been admitted at least once */
+  int cached_tokens;          /* prefix hit at first admission */
+  int n_gen;
+  int preemptions;
+  int chunk;                  /* tokens scheduled in the step being built */
+} Req;
+
+struct _BlnSched {
+  BlnModel *model;
+  BlnPool *pool;
+  BlnKvCache *kv;
+  BlnSchedOptions o;
+  int n_vocab;
+  const BlnTokenizer *tok;
+
+  GThread *thread;
+  GMutex lock;
+  GCond cond;
+  /* guarded by lock */
+  GQueue waiting;             /* Req *, ascending id */
+  GHashTable *live;           /* &Req.id -> Req * */
+  gboolean stopping;
+  guint64 next_id;
+  BlnSchedStats stats;
+
+  /* the thread's own */
+  GPtrArray *running;         /* Req *, ascending id */
+  float *logits;              /* max_seqs × n_vocab */
+  BlnLogprob top[MAX_TOP + 1];
+  BlnKvBatchItem *items;      /* max_seqs */
+  guint64 computed, generated, steps, preemptions, prompt_tokens, cached_tokens, finished;
+};
+
+void
+bln_sched_options_init (BlnSchedOptions *opts)
+{
+  memset (opts, 0, sizeof *opts);
+}
+
+static void
+req_free (Req *r)
+{
+  g_array_unref (r->tokens);
+  bln_kv_seq_free (r->kv);
+  if (r->sampler != NULL)
+    bln_sampler_free (r->sampler);
+  g_free (r);
+}
+
+static gint
+req_cmp (gconstpointer a, gconstpointer b, gpointer unused)
+{
+  guint64 x = ((const Req *) a)->id, y = ((const Req *) b)->id;
+
+  return x < y ? -1 : x > y;
+}
+
+/* ---------------------------------------------------------------------- */
+/* the end of a request (scheduler thread)                                 */
+
+static void
+running_remove (BlnSched *s, Req *r)
+{
+  g_ptr_array_remove (s->running, r);
+}
+
+/* Releases @r's blocks, takes it out of the live table, calls its end
+ * callback and frees it. @r must be in neither list any more. */
+static void
+finish (BlnSched *s, Req *r, BlnSchedFinish how, const GError *error)
+{
+  BlnSchedResult res = { 0 };
+
+  g_clear_pointer (&r->kv, bln_kv_seq_free);
+  g_mutex_lock (&s->lock);
+  g_hash_table_remove (s->live, &r->id);
+  g_mutex_unlock (&s->lock);
+  s->finished++;
+  res.finish = how;
+  res.prompt_tokens = r->n_prompt;
+  res.cached_tokens = r->cached_tokens;
+  res.completion_tokens = r->n_gen;
+  res.preemptions = r->preemptions;
+  res.error = how == BLN_SCHED_FINISH_ERROR ? error : NULL;
+  r->on_end (&res, r->user_data);
+  req_free (r);
+}
+
+/* Preemption by recompute: drop the blocks, keep the tokens and the sampler,
+ * and queue the request again in arrival order (ahead of newer ones). */
+static void
+preempt (BlnSched *s, Req *r)
+{
+  g_clear_pointer (&r->kv, bln_kv_seq_free);
+  r->chunk = 0;
+  r->preemptions++;
+  s->preemptions++;
+  running_remove (s, r);
+  g_mutex_lock (&s->lock);
+  g_queue_insert_sorted (&s->waiting, r, req_cmp, NULL);
+  g_mutex_unlock (&s->lock);
+}
+
+static void
+publish_stats (BlnSched *s)
+{
+  BlnKvStats kst;
+  BlnSchedStats *st = &s->stats;
+
+  bln_kv_cache_get_stats (s->kv, &kst);
+  g_mutex_lock (&s->lock);
+  st->waiting = (int) s->waiting.length;
+  st->running = (int) s->running->len;
+  st->max_seqs = s->o.max_seqs;
+  st->blocks_total = kst.n_blocks;
+  st->blocks_used = kst.blocks_used;
+  st->blocks_cached = kst.blocks_cached;
+  st->blocks_free = kst.blocks_free;
+  st->block_size = kst.block_size;
+  st->prompt_tokens = s->prompt_tokens;
+  st->cached_tokens = s->cached_tokens;
+  st->lookup_tokens = kst.lookup_tokens;
+  st->hit_tokens = kst.hit_tokens;
+  st->prefix_hit_rate = kst.lookup_tokens > 0
+                          ? (double) kst.hit_tokens / (double) kst.lookup_tokens : 0.0;
+  st->computed_tokens = s->computed;
+  st->generated_tokens = s->generated;
+  st->steps = s->steps;
+  st->preemptions = s->preemptions;
+  st->evictions = kst.evictions;
+  st->finished = s->finished;
+  g_mutex_unlock (&s->lock);
+}
+
+/* ---------------------------------------------------------------------- */
+/* one step                                                                */
+
+/* Tokens @r can still take without new blocks plus what the pool could give,
+ * leaving @keep blocks to others. */
+static int
+room (BlnSched *s, Req *r, int keep)
+{
+  int bs = bln_kv_cache_block_size (s->kv);
+  int have = bln_kv_seq_n_blocks (r->kv) * bs - bln_kv_seq_length (r->kv);
+
+  return have + MAX (bln_kv_cache_n_available (s->kv) - keep, 0) * bs;
+}
+
+/* Reserves room for @want tokens of @r, shrinking a prompt chunk to what
+ * fits, then preempting the newest other running sequences. Returns the
+ * tokens reserved (> 0), 0 when @r itself had to be preempted, or -1 when
+ * @r cannot grow even with the pool to itself (it is finished LENGTH by the
+ * caller). @budget is given back the chunks of preempted sequences. */
+static int
+reserve (BlnSched *s, Req *r, int want, int *budget)
+{
+  for (;;)
+    {
+      int fit = MIN (want, room (s, r, 0));
+      Req *victim;
+
+      if (fit > 0 && bln_kv_seq_reserve (r->kv, fit))
+        return fit;
+      victim = g_ptr_array_index (s->running, s->running->len - 1);
+      if (victim == r)
+        {
+          /* r is the newest: if it is also alone, it will never fit */
+          if (s->running->len == 1)
+            return -1;
+          preempt (s, r);
+          return 0;
+        }
+      *budget += victim->chunk;
+      preempt (s, victim);
+    }
+}
+
+/* Cancelled requests leave the queue and the batch. */
+static void
+reap_cancelled (BlnSched *s)
+{
+  GQueue gone = G_QUEUE_INIT;
+  GList *l, *next;
+  guint i;
+
+  for (i = s->running->len; i > 0; i--)
+    {
+      Req *r = g_ptr_array_index (s->running, i - 1);
+      if (g_atomic_int_get (&r->cancelled))
+        {
+          running_remove (s, r);
+          g_queue_push_tail (&gone, r);
+        }
+    }
+  g_mutex_lock (&s->lock);
+  for (l = s->waiting.head; l != NULL; l = next)
+    {
+      Req *r = l->data;
+      next = l->next;
+      if (g_atomic_int_get (&r->cancelled))
+        {
+          g_queue_delete_link (&s->waiting, l);
+          g_queue_push_tail (&gone, r);
+        }
+    }
+  g_mutex_unlock (&s->lock);
+  while (!g_queue_is_empty (&gone))
+    finish (s, g_queue_pop_head (&gone), BLN_SCHED_FINISH_CANCELLED, NULL);
+}
+
+/* Schedules the running sequences: decodes first, then prompt chunks. */
+static void
+schedule_running (BlnSched *s, int *budget)
+{
+  int phase;
+  guint i;
+
+  for (phase = 0; phase < 2; phase++)
+    for (i = 0; i < s->running->len && *budget > 0; i++)
+      {
+        Req *r = g_ptr_array_index (s->running, i);
+        int pending = (int) r->tokens->len - bln_kv_seq_length (r->kv);
+        int got;
+
+        if (r->chunk > 0 || (phase == 0) != (pending == 1))
+          continue;
+        got = reserve (s, r, MIN (pending, *budget), budget);
+        if (got < 0)
+          {
+            running_remove (s, r);
+            finish (s, r, BLN_SCHED_FINISH_LENGTH, NULL);
+            i--;
+            continue;
+          }
+        if (got == 0)
+          break;   /* r was the newest and went back to the queue */
+        r->chunk = got;
+        *budget -= got;
+      }
+}
+
+/* Admits waiting requests, oldest first, while there is room. */
+static void
+admit (BlnSched *s, int *budget)
+{
+  while (*budget > 0 && (int) s->running->len < s->o.max_seqs)
+    {
+      Req *r;
+      int cached, want, fit, i;
+
+      g_mutex_lock (&s->lock);
+      r = g_queue_peek_head (&s->waiting);
+      g_mutex_unlock (&s->lock);
+      if (r == NULL)
+        return;
+      r->kv = bln_kv_seq_new (s->kv);
+      cached = bln_kv_seq_match_prefix (r->kv, (const int32_t *) r->tokens->data,
+                                        (int) r->tokens->len - 1);
+      want = MIN ((int) r->tokens->len - cached, *budget);
+      /* a newcomer leaves a block per running sequence for its next
+       * tokens, so that admitting it does not preempt it (or them) at once */
+      fit = MIN (want, room (s, r, (int) s->running->len));
+      if (fit <= 0 || !bln_kv_seq_reserve (r->kv, fit))
+        {
+          g_clear_pointer (&r->kv, bln_kv_seq_free);
+          if (s->running->len > 0)
+            return;    /* wait for running sequences to free blocks */
+          /* alone with the whole pool and still no room: it never fits */
+          g_mutex_lock (&s->lock);
+          g_queue_pop_head (&s->waiting);
+          g_mutex_unlock (&s->lock);
+          finish (s, r, BLN_SCHED_FINISH_LENGTH, NULL);
+          continue;
+        }
+      g_mutex_lock (&s->lock);
+      g_queue_pop_head (&s->waiting);
+      g_mutex_unlock (&s->lock);
+      if (!r->admitted)
+        {
+          r->admitted = TRUE;
+          r->cached_tokens = cached;
+          s->prompt_tokens += r->n_prompt;
+          s->cached_tokens += cached;
+          r->sampler = bln_sampler_new (&r->params, s->n_vocab);
+          for (i = 0; i < r->n_prompt; i++)
+            bln_sampler_accept (r->sampler, g_array_index (r->tokens, int32_t, i));
+        }
+      /* keep running in arrival order (a recomputed request is older) */
+      for (i = 0; i < (int) s->running->len; i++)
+        if (((Req *) g_ptr_array_index (s->running, i))->id > r->id)
+          break;
+      g_ptr_array_insert (s->running, i, r);
+      r->chunk = fit;
+      *budget -= fit;
+    }
+}
+
+/* After the pass: sample for every sequence whose chunk reached its end. */
+static void
+sample (BlnSched *s, Req *r, const float *logits)
+{
+  BlnSchedToken tok = { 0 };
+  int32_t id;
+
+  id = bln_sampler_sample (r->sampler, logits, s->top, r->n_top);
+  if (s->tok != NULL && bln_tokenizer_is_eog (s->tok, id))
+    {
+      running_remove (s, r);
+      finish (s, r, BLN_SCHED_FINISH_STOP, NULL);
+      return;
+    }
+  bln_sampler_accept (r->sampler, id);
+  g_array_append_val (r->tokens, id);
+  s->generated++;
+  tok.id = id;
+  tok.logprob = s->top[0].logprob;
+  tok.index = r->n_gen++;
+  tok.top = r->n_top > 0 ? s->top + 1 : NULL;
+  tok.n_top = r->n_top;
+  if (r->on_token != NULL && !r->on_token (&tok, r->user_data))
+    {
+      running_remove (s, r);
+      finish (s, r, BLN_SCHED_FINISH_STOP, NULL);
+    }
+  else if (r->n_gen >= r->max_tokens || (int) r->tokens->len >= s->o.n_ctx)
+    {
+      running_remove (s, r);
+      finish (s, r, BLN_SCHED_FINISH_LENGTH, NULL);
+    }
+}
+
+static void
+step (BlnSched *s)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) batch = g_ptr_array_new ();
+  int budget = s->o.step_tokens, n_items = 0, n_out = 0, total = 0;
+  guint i;
+
+  reap_cancelled (s);
+  schedule_running (s, &budget);
+  admit (s, &budget);
+
+  for (i = 0; i < s->running->len; i++)
+    {
+      Req *r = g_ptr_array_index (s->running, i);
+      int len = bln_kv_seq_length (r->kv);
+      BlnKvBatchItem *it;
+
+      if (r->chunk == 0)
+        continue;
+      it = &s->items[n_items++];
+      it->seq = r->kv;
+      it->ids = (const int32_t *) r->tokens->data + len;
+      it->n = r->chunk;
+      it->all_logits = FALSE;
+      it->logits = NULL;
+      if (len + r->chunk == (int) r->tokens->len)
+        it->logits = s->logits + (size_t) n_out++ * s->n_vocab;
+      total += r->chunk;
+      g_ptr_array_add (batch, r);
+    }
+  if (n_items == 0)
+    return;
+
+  s->steps++;
+  if (!bln_kv_eval (s->kv, s->items, n_items, &error))
+    {
+      g_warning ("scheduler step failed: %s", error->message);
+      for (i = 0; i < batch->len; i++)
+        {
+          Req *r = g_ptr_array_index (batch, i);
+          running_remove (s, r);
+          finish (s, r, BLN_SCHED_FINISH_ERROR, error);
+        }
+      return;
+    }
+  s->computed += total;
+  for (i = 0; i < batch->len; i++)
+    {
+      Req *r = g_ptr_array_index (batch, i);
+      const float *lg = s->items[i].logits;
+
+      r->chunk = 0;
+      if (lg != NULL)
+        sample (s, r, lg);
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+/* the thread                                                              */
+
+static gpointer
+sched_thread (gpointer data)
+{
+  BlnSched *s = data;
+  GQueue rest = G_QUEUE_INIT;
+
+  for (;;)
+    {
+      gboolean stop;
+
+      g_mutex_lock (&s->lock);
+      while (!s->stopping && s->waiting.length == 0 && s->running->len == 0)
+        g_cond_wait (&s->cond, &s->lock);
+      stop = s->stopping;
+      g_mutex_unlock (&s->lock);
+      if (stop)
+        break;
+      step (s);
+      publish_stats (s);
+    }
+
+  /* shutting down: every request left ends as cancelled */
+  while (s->running->len > 0)
+    {
+      Req *r = g_ptr_array_index (s->running, s->running->len - 1);
+      running_remove (s, r);
+      finish (s, r, BLN_SCHED_FINISH_CANCELLED, NULL);
+    }
+  g_mutex_lock (&s->lock);
+  rest = s->waiting;
+  g_queue_init (&s->waiting);
+  g_mutex_unlock (&s->lock);
+  while (!g_queue_is_empty (&rest))
+    finish (s, g_queue_pop_head (&rest), BLN_SCHED_FINISH_CANCELLED, NULL);
+  publish_stats (s);
+  return NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* public API                                                              */
+
+BlnSched *
+bln_sched_new (BlnModel *model, BlnPool *pool, const BlnSchedOptions *opts, GError **error)
+{
+  const BlnHParams *hp;
+  BlnSched *s;
+  BlnSchedOptions o;
+
+  g_return_val_if_fail (model != NULL && pool != NULL, NULL);
+
+  hp = bln_model_hparams (model);
+  if (opts != NULL)
+    o = *opts;
+  else
+    bln_sched_options_init (&o);
+  if (o.max_seqs < 0 || o.step_tokens < 0 || o.max_queue < 0 || o.n_ctx < 0
+      || o.max_seqs > 4096 || o.n_ctx > (1 << 22))
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
+                   "scheduler options out of range (max_seqs %d, step_tokens %d, max_queue %d, "
+                   "n_ctx %d)", o.max_seqs, o.step_tokens, o.max_queue, o.n_ctx);
+      return NULL;
+    }
+  if (o.kv_bytes == 0)
+    o.kv_bytes = DEFAULT_KV_BYTES;
+  if (o.block_size == 0)
+    o.block_size = BLN_KV_BLOCK_SIZE_DEFAULT;
+  if (o.max_seqs == 0)
+    o.max_seqs = DEFAULT_MAX_SEQS;
+  if (o.step_tokens == 0)
+    o.step_tokens = DEFAULT_STEP_TOKENS;
+  o.step_tokens = MAX (o.step_tokens, o.max_seqs);
+  if (o.max_queue == 0)
+    o.max_queue = DEFAULT_MAX_QUEUE;
+  if (o.n_ctx == 0)
+    o.n_ctx = MIN (hp->n_ctx_train > 0 ? hp->n_ctx_train : 8192, 8192);
+
+  s = g_new0 (BlnSched, 1);
+  s->kv = bln_kv_cache_new (model, pool, o.kv_bytes, o.block_size, error);
+  if (s->kv == NULL)
+    {
+      g_free (s);
+      return NULL;
+    }
+  s->model = model;
+  s->pool = pool;
+  s->o = o;
+  s->n_vocab = hp->n_vocab;
+  s->tok = bln_model_tokenizer (model);
+  s->logits = g_try_new (float, (size_t) o.max_seqs * hp->n_vocab);
+  if (s->logits == NULL)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_NOMEM, "out of memory for %d logit rows",
+                   o.max_seqs);
+      bln_kv_cache_free (s->kv);
+      g_free (s);
+      return NULL;
+    }
+  s->items = g_new0 (BlnKvBatchItem, o.max_seqs);
+  g_mutex_init (&s->lock);
+  g_cond_init (&s->cond);
+  g_queue_init (&s->waiting);
+  s->live = g_hash_table_new (g_int64_hash, g_int64_equal);
+  s->running = g_ptr_array_new ();
+  s->next_id = 1;
+  publish_stats (s);
+  s->thread = g_thread_new ("bln-sched", sched_thread, s);
+  return s;
+}
+
+void
+bln_sched_free (BlnSched *s)
+{
+  if (s == NULL)
+    return;
+  g_mutex_lock (&s->lock);
+  s->stopping = TRUE;
+  g_cond_signal (&s->cond);
+  g_mutex_unlock (&s->lock);
+  g_thread_join (s->thread);
+  g_ptr_array_unref (s->running);
+  g_hash_table_destroy (s->live);
+  bln_kv_cache_free (s->kv);
+  g_free (s->logits);
+  g_free (s->items);
+  g_mutex_clear (&s->lock);
+  g_cond_clear (&s->cond);
+  g_free (s);
+}
+
+guint64
+bln_sched_submit (BlnSched *s, const int32_t *prompt, int n_prompt,
+                  const BlnSamplerParams *params, int max_tokens, int n_top,
+                  BlnSchedTokenFn on_token, BlnSchedEndFn on_end, gpointer user_data,
+                  GError **error)
+{
+  int pool_tokens = bln_kv_cache_n_blocks (s->kv) * bln_kv_cache_block_size (s->kv);
+  Req *r;
+  guint64 id;
+  int i;
+
+  g_return_val_if_fail (s != NULL && on_end != NULL, 0);
+
+  if (prompt == NULL || n_prompt <= 0 || max_tokens <= 0 || n_top < 0 || n_top > MAX_TOP)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
+                   "a request needs a prompt, max_tokens > 0 and 0..%d top logprobs", MAX_TOP);
+      return 0;
+    }
+  if (n_prompt >= s->o.n_ctx || n_prompt > pool_tokens)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
+                   "the prompt has %d tokens; at most %d fit (context %d, KV pool %d tokens)",
+                   n_prompt, MIN (s->o.n_ctx - 1, pool_tokens), s->o.n_ctx, pool_tokens);
+      return 0;
+    }
+  for (i = 0; i < n_prompt; i++)
+    if (prompt[i] < 0 || prompt[i] >= s->n_vocab)
+      {
+        g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
+                     "token id %d is outside the vocabulary (0..%d)", prompt[i], s->n_vocab - 1);
+        return 0;
+      }
+
+  r = g_new0 (Req, 1);
+  r->tokens = g_array_sized_new (FALSE, FALSE, sizeof (int32_t), n_prompt + MIN (max_tokens, 256));
+  g_array_append_vals (r->tokens, prompt, n_prompt);
+  r->n_prompt = n_prompt;
+  if (params != NULL)
+    r->params = *params;
+  else
+    {
+      bln_sampler_params_init (&r->params);
+      r->params.temperature = 0.0f;
+    }
+  r->max_tokens = max_tokens;
+  r->n_top = n_top;
+  r->on_token = on_token;
+  r->on_end = on_end;
+  r->user_data = user_data;
+
+  g_mutex_lock (&s->lock);
+  if (s->stopping || (int) s->waiting.length >= s->o.max_queue)
+    {
+      gboolean stopping = s->stopping;
+      g_mutex_unlock (&s->lock);
+      if (stopping)
+        g_set_error (error, BLN_SCHED_ERROR, BLN_SCHED_ERROR_STOPPED,
+                     "the scheduler is shutting down");
+      else
+        g_set_error (error, BLN_SCHED_ERROR, BLN_SCHED_ERROR_QUEUE_FULL,
+                     "the queue is full (%d requests waiting); retry later", s->o.max_queue);
+      req_free (r);
+      return 0;
+    }
+  id = r->id = s->next_id++;
+  g_queue_push_tail (&s->waiting, r);
+  g_hash_table_insert (s->live, &r->id, r);
+  s->stats.waiting = (int) s->waiting.length;
+  g_cond_signal (&s->cond);
+  g_mutex_unlock (&s->lock);
+  return id;
+}
+
+gboolean
+bln_sched_cancel (BlnSched *s, guint64 handle)
+{
+  Req *r;
+
+  g_return_val_if_fail (s != NULL, FALSE);
+
+  g_mutex_lock (&s->lock);
+  r = g_hash_table_lookup (s->live, &handle);
+  if (r != NULL)
+    {
+      g_atomic_int_set (&r->cancelled, 1);
+      /* wake the thread when it sleeps with this request queued */
+      g_cond_signal (&s->cond);
+    }
+  g_mutex_unlock (&s->lock);
+  return r != NULL;
+}
+
+void
+bln_sched_get_stats (BlnSched *s, BlnSchedStats *stats)
+{
+  g_return_if_fail (s != NULL && stats != NULL);
+
+  g_mutex_lock (&s->lock);
+  *stats = s->stats;
+  g_mutex_unlock (&s->lock);
+}
+
+int
+bln_sched_n_ctx (BlnSched *s)
+{
+  return s->o.n_ctx;
+}
