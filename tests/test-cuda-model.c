@@ -17,8 +17,8 @@
  *     path (F16 activations in prefill, 8-bit blocks in decode).
  * A model named by BALEEN_CUDA_TEST_MODEL (e.g. a synthetic real-shape model
  * from tools/synth-gguf) runs a prompt longer than one prefill chunk and 16
- * decode steps on both backends; the logits must agree within 2e-2 of the
- * largest |logit| (both round activations, differently).
+ * decode steps on both backends; the mean KL divergence between their
+ * distributions must stay under 0.01 (both round activations, differently).
  * Plus the memory plan: a context that cannot fit fails with
  * BLN_ERROR_NOMEM and leaves the model usable; deepseek2 is refused with
  * BLN_ERROR_UNSUPPORTED until its kernels exist.
@@ -100,6 +100,31 @@ argmax (const float *v, int n)
     if (v[i] > v[b])
       b = i;
   return b;
+}
+
+/* KL(p || q) of the softmax distributions of logits a (p) and b (q). */
+static double
+kl_div (const float *a, const float *b, int n)
+{
+  double ma = -INFINITY, mb = -INFINITY, za = 0, zb = 0, kl = 0;
+  int i;
+
+  for (i = 0; i < n; i++)
+    {
+      ma = MAX (ma, a[i]);
+      mb = MAX (mb, b[i]);
+    }
+  for (i = 0; i < n; i++)
+    {
+      za += exp (a[i] - ma);
+      zb += exp (b[i] - mb);
+    }
+  for (i = 0; i < n; i++)
+    {
+      double lp = a[i] - ma - log (za), lq = b[i] - mb - log (zb);
+      kl += exp (lp) * (lp - lq);
+    }
+  return kl;
 }
 
 static BlnContext *
@@ -231,7 +256,7 @@ test_cpu_vs_gpu (void)
   BlnPool *pool;
   GRand *rand;
   int n_vocab, i, t, agree = 0;
-  double worst = 0;
+  double worst = 0, kl_sum = 0;
 
   if (!need_gpu ())
     return;
@@ -271,11 +296,17 @@ test_cpu_vs_gpu (void)
       for (i = 0; i < n_vocab; i++)
         err = MAX (err, fabs (lc[i] - lg[i]) / scale);
       worst = MAX (worst, err);
+      kl_sum += kl_div (lc, lg, n_vocab);
       agree += argmax (lc, n_vocab) == argmax (lg, n_vocab);
     }
-  g_test_message ("%s: GPU vs CPU max rel err %.3g, argmax agrees %d/%d", path, worst, agree,
-                  n_steps + 1);
-  g_assert_cmpfloat (worst, <=, 2e-2);
+  g_test_message ("%s: GPU vs CPU max rel err %.3g, mean KL %.3g, argmax agrees %d/%d", path,
+                  worst, kl_sum / (n_steps + 1), agree, n_steps + 1);
+  /* Both backends round activations to 8 bits, in different blocks (the CPU
+   * in 256-value blocks for k-quants, the GPU in 32-value blocks; the GPU
+   * prefill multiplies in F16 instead), and the GPU keeps K/V in F16: the
+   * logits differ by that rounding noise. The distributions must agree as
+   * closely as the CPU backend's agree with llama.cpp's (test-smollm2). */
+  g_assert_cmpfloat (kl_sum / (n_steps + 1), <=, 1e-2);
   bln_pool_free (pool);
 }
 
