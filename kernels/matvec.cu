@@ -46,6 +46,7 @@
 #include <cuda_fp16.h>
 
 #include "kernels.h"
+#include "launch.cuh"
 
 namespace {
 
@@ -567,6 +568,7 @@ __global__ void
 dequant_f16_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ hdr, int nb,
                     int n_in, size_t n_units, __half *__restrict__ out)
 {
+  bln_pdl_wait ();
   const size_t u = (size_t) blockIdx.x * blockDim.x + threadIdx.x;
   if (u >= n_units)
     return;
@@ -595,9 +597,9 @@ launch_dequant (const void *payload, const void *header, int n_in, int n_out, __
 
   if (n_in % T::VPB != 0 || !header)
     return cudaErrorInvalidValue;
-  dequant_f16_kernel<T, XOFF><<<(unsigned) ((n_units + 255) / 256), 256, 0, stream>>> (
-      static_cast<const uint8_t *> (payload), static_cast<const uint8_t *> (header), nb, n_in,
-      n_units, out);
+  (void) bln_launch (dequant_f16_kernel<T, XOFF>, dim3 ((unsigned) ((n_units + 255) / 256)),
+                      dim3 (256), 0, stream, static_cast<const uint8_t *> (payload),
+                      static_cast<const uint8_t *> (header), nb, n_in, n_units, out);
   return cudaGetLastError ();
 }
 
@@ -612,6 +614,7 @@ matvec_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ hdr,
                int n_in, int n_out, const float *__restrict__ x, int n_tok,
                float *__restrict__ y, int accumulate, int ldy)
 {
+  bln_pdl_wait ();
   const int lane = threadIdx.x & 31;
   const int row0 = (blockIdx.x * WARPS + (threadIdx.x >> 5)) * ROWS;
   const int n_units = nb * T::UPB;
@@ -694,17 +697,17 @@ launch (const void *payload, const void *header, int n_in, int n_out, const floa
   if (n_in % T::VPB != 0 || (T::HDR && !header))
     return cudaErrorInvalidValue;
   if (n_tok <= 1)
-    matvec_kernel<T, 1><<<grid, block, 0, stream>>> (p, h, nb, n_in, n_out, x, n_tok, y,
-                                                        accumulate, ldy ? ldy : n_out);
+    (void) bln_launch (matvec_kernel<T, 1>, dim3 (grid), dim3 (block), 0, stream, p, h, nb, n_in,
+                        n_out, x, n_tok, y, accumulate, ldy ? ldy : n_out);
   else if (n_tok <= 2)
-    matvec_kernel<T, 2><<<grid, block, 0, stream>>> (p, h, nb, n_in, n_out, x, n_tok, y,
-                                                        accumulate, ldy ? ldy : n_out);
+    (void) bln_launch (matvec_kernel<T, 2>, dim3 (grid), dim3 (block), 0, stream, p, h, nb, n_in,
+                        n_out, x, n_tok, y, accumulate, ldy ? ldy : n_out);
   else if (n_tok <= 4)
-    matvec_kernel<T, 4><<<grid, block, 0, stream>>> (p, h, nb, n_in, n_out, x, n_tok, y,
-                                                        accumulate, ldy ? ldy : n_out);
+    (void) bln_launch (matvec_kernel<T, 4>, dim3 (grid), dim3 (block), 0, stream, p, h, nb, n_in,
+                        n_out, x, n_tok, y, accumulate, ldy ? ldy : n_out);
   else
-    matvec_kernel<T, 8><<<grid, block, 0, stream>>> (p, h, nb, n_in, n_out, x, n_tok, y,
-                                                        accumulate, ldy ? ldy : n_out);
+    (void) bln_launch (matvec_kernel<T, 8>, dim3 (grid), dim3 (block), 0, stream, p, h, nb, n_in,
+                        n_out, x, n_tok, y, accumulate, ldy ? ldy : n_out);
   return cudaGetLastError ();
 }
 
@@ -741,6 +744,7 @@ __device__ __align__ (16) float2 g_xd[BLN_KERNELS_MATVEC_MAX_TOK * XQ_MAX_IN / 3
 __global__ void
 quantize_x_kernel (const float *__restrict__ x, int n)
 {
+  bln_pdl_wait ();
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   const float v = i < n ? x[i] : 0.f;
   float amax = fabsf (v), d, id, r;
@@ -801,6 +805,7 @@ __global__ void
 rmsnorm_quant_kernel (const float *__restrict__ x, const float *__restrict__ w,
                       float *__restrict__ y, int d, float eps)
 {
+  bln_pdl_wait ();
   __shared__ double red[32];
   const size_t row = blockIdx.x;
   const float *xr = x + row * d;
@@ -836,6 +841,7 @@ __global__ void
 silu_mul_quant_kernel (const float *__restrict__ g, int gs, const float *__restrict__ u, int us,
                        float *__restrict__ out, size_t n, int ff)
 {
+  bln_pdl_wait ();
   const size_t i = (size_t) blockIdx.x * blockDim.x + threadIdx.x;
   float v = 0.f;
 
@@ -1108,6 +1114,7 @@ __global__ void __launch_bounds__ (WARPS * 32)
 matvec_q8_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ hdr, int nb,
                   int n_in, int n_out, int n_tok, float *__restrict__ y, int accumulate, int ldy)
 {
+  bln_pdl_wait ();
   const int lane = threadIdx.x & 31;
   const int row0 = (blockIdx.x * WARPS + (threadIdx.x >> 5)) * NROWS;
   const int n_units = nb * T::UPB;
@@ -1191,8 +1198,8 @@ launch_q8_rows (const uint8_t *p, const uint8_t *h, int nb, int n_in, int n_out,
   const int rows_per_block = WARPS * NROWS;
   const dim3 grid ((unsigned) ((n_out + rows_per_block - 1) / rows_per_block));
 
-  matvec_q8_kernel<T, MAXTOK, NROWS><<<grid, WARPS * 32, 0, stream>>> (p, h, nb, n_in, n_out,
-                                                                      n_tok, y, accumulate, ldy);
+  (void) bln_launch (matvec_q8_kernel<T, MAXTOK, NROWS>, dim3 (grid), dim3 (WARPS * 32), 0, stream,
+                      p, h, nb, n_in, n_out, n_tok, y, accumulate, ldy);
 }
 
 /* The 8-bit path for type T: round the activations, then the matvec. Falls
@@ -1213,7 +1220,7 @@ launch_q8 (const void *payload, const void *header, int n_in, int n_out, const f
   if (n_in > XQ_MAX_IN)
     return launch<FT> (payload, header, n_in, n_out, x, n_tok, y, stream, accumulate, ldy);
   if (!(flags & BLN_KERNELS_MATVEC_XQ_READY))
-    quantize_x_kernel<<<(n + 255) / 256, 256, 0, stream>>> (x, n);
+    (void) bln_launch (quantize_x_kernel, dim3 ((n + 255) / 256), dim3 (256), 0, stream, x, n);
   /* From 3 tokens on, 4 rows per warp: each activation load then serves
    * twice as many weight rows (an unmeasured guess: the activation traffic
    * through L1 grows with n_tok, the weight traffic does not). */
@@ -1350,7 +1357,8 @@ bln_kernels_rmsnorm_quant (const float *x, const float *w, float *y, int n_rows,
   if (!x || !w || !y || n_rows <= 0 || n_rows > BLN_KERNELS_MATVEC_MAX_TOK || d <= 0
       || d % 32 != 0 || d > XQ_MAX_IN)
     return cudaErrorInvalidValue;
-  rmsnorm_quant_kernel<<<n_rows, d >= 1024 ? 1024 : d, 0, stream>>> (x, w, y, d, eps);
+  (void) bln_launch (rmsnorm_quant_kernel, dim3 (n_rows), dim3 (d >= 1024 ? 1024 : d), 0, stream, x,
+                      w, y, d, eps);
   return cudaGetLastError ();
 }
 
@@ -1363,7 +1371,7 @@ bln_kernels_silu_mul_quant (const float *g, int g_stride, const float *u, int u_
   if (!g || !u || !out || n_rows <= 0 || n_rows > BLN_KERNELS_MATVEC_MAX_TOK || ff <= 0
       || ff % 32 != 0 || ff > XQ_MAX_IN || g_stride < ff || u_stride < ff)
     return cudaErrorInvalidValue;
-  silu_mul_quant_kernel<<<(unsigned) ((n + 255) / 256), 256, 0, stream>>> (g, g_stride, u,
-                                                                           u_stride, out, n, ff);
+  (void) bln_launch (silu_mul_quant_kernel, dim3 ((unsigned) ((n + 255) / 256)), dim3 (256), 0,
+                      stream, g, g_stride, u, u_stride, out, n, ff);
   return cudaGetLastError ();
 }

@@ -13,6 +13,7 @@
 #include <cuda_bf16.h>
 
 #include "ops.h"
+#include "launch.cuh"
 
 namespace {
 
@@ -81,6 +82,7 @@ __global__ void
 rmsnorm_kernel (const float *__restrict__ x, const float *__restrict__ w, float *y, int d,
                 float eps)
 {
+  bln_pdl_wait ();
   __shared__ double red[32];
   const float *xr = x + (size_t) blockIdx.x * d;
   float *yr = y + (size_t) blockIdx.x * d;
@@ -109,6 +111,7 @@ rmsnorm_kernel (const float *__restrict__ x, const float *__restrict__ w, float 
 __global__ void
 add_kernel (float *x, const float *__restrict__ y, size_t n)
 {
+  bln_pdl_wait ();
   size_t i = (size_t) blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n)
     x[i] += y[i];
@@ -117,6 +120,7 @@ add_kernel (float *x, const float *__restrict__ y, size_t n)
 __global__ void
 add_bias_kernel (float *y, const float *__restrict__ b, size_t n, int width)
 {
+  bln_pdl_wait ();
   size_t i = (size_t) blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n)
     y[i] += b[i % width];
@@ -126,6 +130,7 @@ __global__ void
 silu_mul_kernel (const float *__restrict__ g, int g_stride, const float *__restrict__ u,
                  int u_stride, float *__restrict__ out, size_t n, int ff)
 {
+  bln_pdl_wait ();
   size_t i = (size_t) blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n)
     {
@@ -154,6 +159,7 @@ rope_store_kernel (float *q, float *k, float *v, const float *__restrict__ bq,
                    int rope_dim, int neox, const float *__restrict__ inv_freq, float af,
                    T *k_cache, T *v_cache, T *q_kv)
 {
+  bln_pdl_wait ();
   const int t = blockIdx.x, pos = *d_pos + t, half = rope_dim / 2;
   float *qt = q + (size_t) t * ld;
   float *kt = k + (size_t) t * ld;
@@ -236,6 +242,7 @@ attn_decode_kernel (const float *__restrict__ q, int q_ld, const int *__restrict
                     int H, int Hkv, int dk, int dv, float scale, const T *__restrict__ kc,
                     const T *__restrict__ vc, int want, float *__restrict__ part)
 {
+  bln_pdl_wait ();
   __shared__ float qs[AD_GMAX][AD_DMAX];
   __shared__ float ws_m[AD_WARPS][AD_GMAX], ws_l[AD_WARPS][AD_GMAX];
   __shared__ float ws_acc[AD_WARPS][AD_GMAX][AD_DMAX];
@@ -368,6 +375,7 @@ __global__ void
 attn_combine_kernel (const float *__restrict__ part, const int *__restrict__ d_pos, int n_tok,
                      int H, int dv, int want, int zmax, float *__restrict__ out)
 {
+  bln_pdl_wait ();
   const int h = blockIdx.x, t = blockIdx.y;
   const int n_kv = *d_pos + n_tok, split = decode_split (n_kv, want);
   const int n_split = (n_kv + split - 1) / split;
@@ -397,7 +405,8 @@ attn_combine_kernel (const float *__restrict__ part, const int *__restrict__ d_p
 
 template <class T, int ND>
 void
-launch_decode (const float *q, int q_ld, int n_tok, const int *d_pos, int H, int Hkv, int dk, int dv,
+launch_decode (const float *q, int q_ld, int n_tok, const int *d_pos, int H, int Hkv, int dk,
+               int dv,
                float scale, const void *kc, const void *vc, float *part, float *out,
                cudaStream_t stream)
 {
@@ -407,16 +416,17 @@ launch_decode (const float *q, int q_ld, int n_tok, const int *d_pos, int H, int
   const int zmax = want + 1;
   dim3 grid ((unsigned) (Hkv * n_gc), (unsigned) n_tok, (unsigned) zmax);
 
-  attn_decode_kernel<T, ND><<<grid, AD_WARPS * 32, 0, stream>>> (
-      q, q_ld, d_pos, n_tok, H, Hkv, dk, dv, scale, static_cast<const T *> (kc),
-      static_cast<const T *> (vc), want, part);
-  attn_combine_kernel<<<dim3 ((unsigned) H, (unsigned) n_tok), 128, 0, stream>>> (
-      part, d_pos, n_tok, H, dv, want, zmax, out);
+  (void) bln_launch (attn_decode_kernel<T, ND>, dim3 (grid), dim3 (AD_WARPS * 32), 0, stream, q,
+                      q_ld, d_pos, n_tok, H, Hkv, dk, dv, scale, static_cast<const T *> (kc),
+                      static_cast<const T *> (vc), want, part);
+  (void) bln_launch (attn_combine_kernel, dim3 ((unsigned) H, (unsigned) n_tok), dim3 (128), 0,
+                      stream, part, d_pos, n_tok, H, dv, want, zmax, out);
 }
 
 template <class T>
 void
-launch_decode_t (const float *q, int q_ld, int n_tok, const int *d_pos, int H, int Hkv, int dk, int dv,
+launch_decode_t (const float *q, int q_ld, int n_tok, const int *d_pos, int H, int Hkv, int dk,
+                 int dv,
                  float scale, const void *kc, const void *vc, float *part, float *out,
                  cudaStream_t stream)
 {
@@ -438,6 +448,7 @@ __global__ void
 softmax_causal_kernel (const float *__restrict__ s, T *__restrict__ p, int n, int n_kv, int pos0,
                        float scale)
 {
+  bln_pdl_wait ();
   __shared__ float red[32];
   const int row = blockIdx.x;           /* h * n + t */
   const int t = row % n;
@@ -460,6 +471,7 @@ softmax_causal_kernel (const float *__restrict__ s, T *__restrict__ p, int n, in
 __global__ void
 convert_f16_kernel (const float *__restrict__ x, __half *__restrict__ y, size_t n)
 {
+  bln_pdl_wait ();
   size_t i = (size_t) blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n)
     y[i] = __float2half_rn (x[i]);
@@ -468,6 +480,7 @@ convert_f16_kernel (const float *__restrict__ x, __half *__restrict__ y, size_t 
 __global__ void
 convert_bf16_kernel (const float *__restrict__ x, __nv_bfloat16 *__restrict__ y, size_t n)
 {
+  bln_pdl_wait ();
   size_t i = (size_t) blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n)
     y[i] = __float2bfloat16_rn (x[i]);
@@ -487,8 +500,8 @@ bln_kernels_rmsnorm (const float *x, const float *w, float *y, int n_rows, int d
 {
   if (!x || !w || !y || n_rows <= 0 || d <= 0)
     return cudaErrorInvalidValue;
-  rmsnorm_kernel<<<n_rows, d >= 1024 ? 1024 : ((d + 31) / 32) * 32, 0, stream>>> (x, w, y, d,
-                                                                                  eps);
+  (void) bln_launch (rmsnorm_kernel, dim3 (n_rows), dim3 (d >= 1024 ? 1024 : ((d + 31) / 32) * 32),
+                      0, stream, x, w, y, d, eps);
   return cudaGetLastError ();
 }
 
@@ -497,7 +510,7 @@ bln_kernels_add (float *x, const float *y, size_t n, cudaStream_t stream)
 {
   if (!x || !y || n == 0)
     return cudaErrorInvalidValue;
-  add_kernel<<<blocks_for (n, 256), 256, 0, stream>>> (x, y, n);
+  (void) bln_launch (add_kernel, dim3 (blocks_for (n, 256)), dim3 (256), 0, stream, x, y, n);
   return cudaGetLastError ();
 }
 
@@ -508,7 +521,8 @@ bln_kernels_add_bias (float *y, const float *b, int n_rows, int width, cudaStrea
 
   if (!y || !b || n_rows <= 0 || width <= 0)
     return cudaErrorInvalidValue;
-  add_bias_kernel<<<blocks_for (n, 256), 256, 0, stream>>> (y, b, n, width);
+  (void) bln_launch (add_bias_kernel, dim3 (blocks_for (n, 256)), dim3 (256), 0, stream, y, b, n,
+                      width);
   return cudaGetLastError ();
 }
 
@@ -520,7 +534,8 @@ bln_kernels_silu_mul (const float *g, int g_stride, const float *u, int u_stride
 
   if (!g || !u || !out || n_rows <= 0 || ff <= 0 || g_stride < ff || u_stride < ff)
     return cudaErrorInvalidValue;
-  silu_mul_kernel<<<blocks_for (n, 256), 256, 0, stream>>> (g, g_stride, u, u_stride, out, n, ff);
+  (void) bln_launch (silu_mul_kernel, dim3 (blocks_for (n, 256)), dim3 (256), 0, stream, g,
+                      g_stride, u, u_stride, out, n, ff);
   return cudaGetLastError ();
 }
 
@@ -536,15 +551,15 @@ bln_kernels_rope_store (float *q, float *k, float *v, const float *bq, const flo
       || (n_tok > 1 && (ld < H * dk || ld < Hkv * dk || ld < Hkv * dv)))
     return cudaErrorInvalidValue;
   if (kv_f16)
-    rope_store_kernel<__half><<<n_tok, 256, 0, stream>>> (
-        q, k, v, bq, bk, bv, ld, d_pos, H, Hkv, dk, dv, rope_dim, neox, inv_freq, attn_factor,
-        static_cast<__half *> (k_cache), static_cast<__half *> (v_cache),
-        static_cast<__half *> (q_kv));
+    (void) bln_launch (rope_store_kernel<__half>, dim3 (n_tok), dim3 (256), 0, stream, q, k, v, bq,
+                        bk, bv, ld, d_pos, H, Hkv, dk, dv, rope_dim, neox, inv_freq, attn_factor,
+                        static_cast<__half *> (k_cache), static_cast<__half *> (v_cache),
+                        static_cast<__half *> (q_kv));
   else
-    rope_store_kernel<float><<<n_tok, 256, 0, stream>>> (
-        q, k, v, bq, bk, bv, ld, d_pos, H, Hkv, dk, dv, rope_dim, neox, inv_freq, attn_factor,
-        static_cast<float *> (k_cache), static_cast<float *> (v_cache),
-        static_cast<float *> (q_kv));
+    (void) bln_launch (rope_store_kernel<float>, dim3 (n_tok), dim3 (256), 0, stream, q, k, v, bq,
+                        bk, bv, ld, d_pos, H, Hkv, dk, dv, rope_dim, neox, inv_freq, attn_factor,
+                        static_cast<float *> (k_cache), static_cast<float *> (v_cache),
+                        static_cast<float *> (q_kv));
   return cudaGetLastError ();
 }
 
@@ -575,7 +590,8 @@ bln_kernels_attn_decode (const float *q, int q_ld, int n_tok, const int *d_pos, 
 {
   if (q_ld == 0)
     q_ld = H * dk;
-  if (q_ld < H * dk || !q || !d_pos || !k_cache || !v_cache || !scratch || !out || n_tok <= 0 || H <= 0
+  if (q_ld < H * dk || !q || !d_pos || !k_cache || !v_cache || !scratch || !out || n_tok <= 0
+      || H <= 0
       || Hkv <= 0 || H % Hkv != 0 || dk <= 0 || dk > AD_DMAX || dv <= 0 || dv > AD_DMAX
       || n_tok > 65535)
     return cudaErrorInvalidValue;
@@ -595,11 +611,11 @@ bln_kernels_softmax_causal (const float *s, void *p, int p_f16, int H, int n, in
   if (!s || !p || H <= 0 || n <= 0 || n_kv < pos0 + n || pos0 < 0)
     return cudaErrorInvalidValue;
   if (p_f16)
-    softmax_causal_kernel<__half><<<H * n, 256, 0, stream>>> (s, static_cast<__half *> (p), n,
-                                                               n_kv, pos0, scale);
+    (void) bln_launch (softmax_causal_kernel<__half>, dim3 (H * n), dim3 (256), 0, stream, s,
+                        static_cast<__half *> (p), n, n_kv, pos0, scale);
   else
-    softmax_causal_kernel<float><<<H * n, 256, 0, stream>>> (s, static_cast<float *> (p), n,
-                                                              n_kv, pos0, scale);
+    (void) bln_launch (softmax_causal_kernel<float>, dim3 (H * n), dim3 (256), 0, stream, s,
+                        static_cast<float *> (p), n, n_kv, pos0, scale);
   return cudaGetLastError ();
 }
 
@@ -609,9 +625,10 @@ bln_kernels_convert (const float *x, void *y, size_t n, int to_bf16, cudaStream_
   if (!x || !y || n == 0)
     return cudaErrorInvalidValue;
   if (to_bf16)
-    convert_bf16_kernel<<<blocks_for (n, 256), 256, 0, stream>>> (
-        x, static_cast<__nv_bfloat16 *> (y), n);
+    (void) bln_launch (convert_bf16_kernel, dim3 (blocks_for (n, 256)), dim3 (256), 0, stream, x,
+                        static_cast<__nv_bfloat16 *> (y), n);
   else
-    convert_f16_kernel<<<blocks_for (n, 256), 256, 0, stream>>> (x, static_cast<__half *> (y), n);
+    (void) bln_launch (convert_f16_kernel, dim3 (blocks_for (n, 256)), dim3 (256), 0, stream, x,
+                        static_cast<__half *> (y), n);
   return cudaGetLastError ();
 }
