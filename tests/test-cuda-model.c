@@ -252,7 +252,7 @@ test_cpu_vs_gpu (void)
   g_autoptr (BlnContext) cpu = NULL, gpu = NULL;
   g_autofree int32_t *ids = NULL;
   g_autofree float *lc = NULL, *lg = NULL;
-  const int n_prompt = 600, n_steps = 16;
+  const int n_prompt = 2100, n_steps = 16;   /* over one 2,048-token prefill chunk */
   BlnPool *pool;
   GRand *rand;
   int n_vocab, i, t, agree = 0;

@@ -11,8 +11,10 @@
 #include "ops.h"
 #include "quant.h"
 
-/* Tokens per prefill chunk: the weights are expanded once per chunk. */
-#define PREFILL_CHUNK 512
+/* Tokens per prefill chunk: quantised weights are expanded to F16 once per
+ * chunk, so longer chunks prefill faster; the plan takes the longest of these
+ * whose scratch fits (and never longer than the context). */
+static const int prefill_chunks[] = { 2048, 512, 128 };
 /* Budget for the attention scores of one query block (F32 scores plus the
  * probabilities): bounds the prefill scratch whatever the context size. */
 #define SCORES_BUDGET ((size_t) 256 << 20)
@@ -49,6 +51,7 @@ struct _BlnCudaModel {
 typedef struct {
   size_t x, h, qkv, att, tmp, gu, ffo, logits, qkv16, act16, deq, scores, probs, part;
   size_t total;
+  int rows;               /* tokens per prefill chunk */
   int qblock;             /* query rows per attention block in prefill */
 } ScratchPlan;
 
@@ -66,7 +69,7 @@ struct _BlnCudaCtx {
   float *x, *h, *qkv, *att, *tmp, *gu, *ffo, *logits;
   int qkv_ld;              /* floats per row of qkv */
   void *qkv16, *act16, *deq, *scores, *probs, *part;
-  float *host_x;           /* pinned, PREFILL_CHUNK rows of n_embd */
+  float *host_x;           /* pinned, sp.rows rows of n_embd */
   int *h_pos, *d_pos;      /* the chunk's first position: pinned, and on the device */
   float *h_logits;         /* pinned, one row of n_vocab */
   /* CUDA graphs of the decode step for 1..BLN_CUDA_MATVEC_MAX_TOK tokens,
@@ -449,16 +452,17 @@ align256 (size_t n)
 }
 
 static void
-scratch_plan (const BlnModel *m, int n_ctx, size_t kv_elem, ScratchPlan *sp)
+scratch_plan (const BlnModel *m, int n_ctx, size_t kv_elem, int chunk, ScratchPlan *sp)
 {
   const BlnHParams *hp = &m->hp;
-  size_t rows = PREFILL_CHUNK, f = sizeof (float);
+  size_t rows = (size_t) MAX (MIN (chunk, n_ctx), BLN_CUDA_MATVEC_MAX_TOK), f = sizeof (float);
   size_t H = hp->n_head, Hkv = hp->n_head_kv, dk = hp->head_dim_k, dv = hp->head_dim_v;
   size_t d = hp->n_embd, ff = hp->n_ff;
   size_t max_in = MAX (MAX (d, ff), H * dv);
   size_t per_row_scores;
 
   memset (sp, 0, sizeof *sp);
+  sp->rows = (int) rows;
   sp->x = align256 (rows * d * f);
   sp->h = align256 (rows * d * f);
   sp->qkv = align256 (rows * ((H + Hkv) * dk + Hkv * dv) * f);
@@ -506,12 +510,19 @@ bln_cuda_plan (const BlnModel *model, int n_ctx, int kv_bits, BlnCudaPlan *plan,
   memset (plan, 0, sizeof *plan);
   if (!check_arch (model, error))
     return FALSE;
-  scratch_plan (model, n_ctx, kv_elem, &sp);
   plan->weight_bytes = model->cuda ? model->cuda->weight_bytes : model_weight_bytes (model);
   plan->kv_bytes = kv_bytes (model, n_ctx, kv_elem);
-  plan->scratch_bytes = sp.total;
-  plan->fits = bln_cuda_estimate (model->cuda ? 0 : plan->weight_bytes, plan->kv_bytes,
-                                  plan->scratch_bytes, &plan->free_bytes);
+  /* the longest prefill chunk that fits; the shortest when none does */
+  for (guint i = 0; i < G_N_ELEMENTS (prefill_chunks); i++)
+    {
+      scratch_plan (model, n_ctx, kv_elem, prefill_chunks[i], &sp);
+      plan->scratch_bytes = sp.total;
+      plan->prefill_chunk = sp.rows;
+      plan->fits = bln_cuda_estimate (model->cuda ? 0 : plan->weight_bytes, plan->kv_bytes,
+                                      plan->scratch_bytes, &plan->free_bytes);
+      if (plan->fits)
+        break;
+    }
   return TRUE;
 }
 
@@ -627,7 +638,7 @@ bln_cuda_ctx_new (BlnModel *model, int n_ctx, const BlnContextOptions *opts, GEr
   c->no_graphs = g_strcmp0 (g_getenv ("BALEEN_CUDA_GRAPHS"), "0") == 0;
   c->qkv_ld = (model->hp.n_head + model->hp.n_head_kv) * model->hp.head_dim_k
               + model->hp.n_head_kv * model->hp.head_dim_v;
-  scratch_plan (model, n_ctx, kv_elem, &c->sp);
+  scratch_plan (model, n_ctx, kv_elem, plan.prefill_chunk, &c->sp);
   if (!BLN_CUDA_CHECK (cudaStreamCreateWithFlags (&c->stream, cudaStreamNonBlocking), error)
       || !blas_check (cublasCreate (&c->blas), "create", error)
       || !blas_check (cublasSetStream (c->blas, c->stream), "set stream", error)
@@ -636,7 +647,7 @@ bln_cuda_ctx_new (BlnModel *model, int n_ctx, const BlnContextOptions *opts, GEr
       || !(c->v_cache = bln_cuda_buffer_new (kv_plane (model, n_ctx, kv_elem,
                                                        model->hp.head_dim_v), error))
       || !(c->scratch = bln_cuda_buffer_new (c->sp.total, error))
-      || !BLN_CUDA_CHECK (cudaMallocHost ((void **) &c->host_x, (size_t) PREFILL_CHUNK
+      || !BLN_CUDA_CHECK (cudaMallocHost ((void **) &c->host_x, (size_t) c->sp.rows
                                           * model->hp.n_embd * sizeof (float)), error)
       || !BLN_CUDA_CHECK (cudaMallocHost ((void **) &c->h_pos, sizeof (int)), error)
       || !BLN_CUDA_CHECK (cudaMallocHost ((void **) &c->h_logits,
@@ -997,7 +1008,7 @@ decode_graph (BlnCudaCtx *c, int n, gboolean *ran, GError **error)
   return TRUE;
 }
 
-/* One chunk of n <= PREFILL_CHUNK tokens at position pos0. Logits of rows
+/* One chunk of n <= sp.rows tokens at position pos0. Logits of rows
  * [first, n) go to @logits (rows of n_vocab) when @logits is not NULL. */
 static gboolean
 run_chunk (BlnCudaCtx *c, const int32_t *ids, int n, int pos0, float *logits, int first,
@@ -1054,7 +1065,7 @@ bln_cuda_ctx_eval (BlnContext *ctx, const int32_t *ids, int n, float *logits,
       float *out = NULL;
       int first = 0;
 
-      nc = MIN (PREFILL_CHUNK, n - done);
+      nc = MIN (c->sp.rows, n - done);
       if (logits != NULL && all_logits)
         out = logits + (size_t) done * n_vocab;
       else if (logits != NULL && done + nc == n)

@@ -14,7 +14,8 @@
  * flash-decoding over the cache; many: scores and mixing on cuBLAS with a masked
  * softmax between them, in query blocks sized to a scratch budget), SwiGLU and
  * the residual adds; finally the output norm and projection of the rows whose
- * logits are wanted. Prompts longer than the prefill chunk run chunk by chunk.
+ * logits are wanted. Prompts longer than the prefill chunk (2,048 tokens, less
+ * when memory is short) run chunk by chunk.
  *
  * Runs llama and qwen2 models; deepseek2 (MLA, MoE) does not run on the GPU
  * yet (BLN_ERROR_UNSUPPORTED, the caller falls back to the CPU).
@@ -36,6 +37,7 @@ typedef struct {
   size_t scratch_bytes;    /* activations, dequantisation and attention scratch */
   size_t free_bytes;       /* free device memory when asked (0: no usable GPU) */
   gboolean fits;           /* all of it plus the reserve fits in free_bytes */
+  int prefill_chunk;       /* tokens per prefill chunk the scratch is sized for */
 } BlnCudaPlan;
 
 /* Computes the memory plan of @model for a context of @n_ctx tokens with a
