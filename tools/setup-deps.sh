@@ -7,7 +7,10 @@ set -euo pipefail
 
 need_apt=()
 for pkg in build-essential meson ninja-build pkg-config libglib2.0-dev libjson-glib-dev \
-           libpcre2-dev libsoup-3.0-dev zlib1g-dev clang libclang-rt-14-dev python3-pip; do
+           libpcre2-dev libsoup-3.0-dev zlib1g-dev clang libclang-rt-14-dev python3-pip \
+           libsqlite3-dev libhiredis-dev redis-server \
+           libgtk-4-dev libadwaita-1-dev gettext xvfb xauth dbus dbus-x11 python3-gi \
+           desktop-file-utils appstream libxml2-utils; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -30,3 +33,14 @@ if ! "$PY" -c "import openai" >/dev/null 2>&1; then
   "$PY" -m pip install -q openai || \
     "$PY" -m pip install -q --break-system-packages openai
 fi
+
+# baleen-server's wire tests: the Prometheus text parser, the official Ollama
+# client and a WebSocket client; the gguf package reads GGUF files for test-gguf-write.
+# jinja2 renders the chat templates the Cherry conformance suite compares with.
+for mod in prometheus_client:prometheus-client ollama:ollama websockets:websockets gguf:gguf \
+           jinja2:jinja2; do
+  if ! "$PY" -c "import ${mod%%:*}" >/dev/null 2>&1; then
+    "$PY" -m pip install -q "${mod#*:}" || \
+      "$PY" -m pip install -q --break-system-packages "${mod#*:}"
+  fi
+done

@@ -4,11 +4,17 @@
 #include "bln-error.h"
 
 #define MAX_STOPS 16
+#define MAX_PROMPTS 16
 
 void
 bln_chat_params_clear (BlnChatParams *p)
 {
   g_clear_pointer (&p->messages, json_node_unref);
+  g_clear_pointer (&p->prompt, json_node_unref);
+  g_clear_pointer (&p->tools, json_node_unref);
+  g_clear_pointer (&p->tool_choice_name, g_free);
+  g_clear_pointer (&p->chat_template, g_free);
+  g_clear_pointer (&p->template_kwargs, json_object_unref);
   g_clear_pointer (&p->stops, g_ptr_array_unref);
 }
 
@@ -173,6 +179,13 @@ normalise_messages (JsonNode *node, GError **error)
           json_object_set_member (copy, l->data,
                                   json_node_copy (json_object_get_member (m, l->data)));
       g_list_free (members);
+      if (JSON_NODE_HOLDS_VALUE (content) && *json_node_get_string (content) == '\0'
+          && json_object_has_member (m, "tool_calls")
+          && JSON_NODE_HOLDS_ARRAY (json_object_get_member (m, "tool_calls")))
+        {
+          json_node_unref (content);
+          content = json_node_new (JSON_NODE_NULL);
+        }
       json_object_set_member (copy, "content", content);
       json_array_add_object_element (out, copy);
     }
@@ -181,8 +194,247 @@ normalise_messages (JsonNode *node, GError **error)
 
 /* Fills @p from a parsed request body. FALSE with @error (whose message
  * names the field, written to *param) for anything a client must fix. */
+static gboolean
+invalid (GError **error, const char *msg)
+{
+  g_set_error_literal (error, BLN_ERROR, BLN_ERROR_INVALID, msg);
+  return FALSE;
+}
+
+static const char *
+string_member (JsonObject *o, const char *name)
+{
+  JsonNode *n = o ? json_object_get_member (o, name) : NULL;
+
+  if (n == NULL || !JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_STRING)
+    return NULL;
+  return json_node_get_string (n);
+}
+
+/* tools, tool_choice, logprobs, response_format, thinking: the chat-only fields */
+static gboolean
+parse_chat_extras (JsonObject *o, BlnChatParams *p, const char **param, GError **error)
+{
+  JsonNode *n;
+  gint64 i;
+  gboolean have;
+
+#define FIELD(name) (*param = (name))
+  FIELD ("tools");
+  n = json_object_get_member (o, "tools");
+  if (n != NULL && !JSON_NODE_HOLDS_NULL (n))
+    {
+      JsonArray *a;
+      guint k;
+
+      if (!JSON_NODE_HOLDS_ARRAY (n))
+        return invalid (error, "tools must be an array of tool objects");
+      a = json_node_get_array (n);
+      for (k = 0; k < json_array_get_length (a); k++)
+        {
+          JsonNode *t = json_array_get_element (a, k);
+          JsonObject *f;
+
+          if (!JSON_NODE_HOLDS_OBJECT (t))
+            return invalid (error, "tools must be an array of tool objects");
+          n = json_object_get_member (json_node_get_object (t), "function");
+          f = n && JSON_NODE_HOLDS_OBJECT (n) ? json_node_get_object (n) : NULL;
+          if (string_member (f, "name") == NULL)
+            return invalid (error, "every tool needs function.name (a string)");
+        }
+      if (json_array_get_length (a) > 0)
+        p->tools = json_node_copy (json_object_get_member (o, "tools"));
+    }
+  FIELD ("tool_choice");
+  n = json_object_get_member (o, "tool_choice");
+  p->tool_choice = BLN_TOOL_CHOICE_AUTO;
+  if (n != NULL && JSON_NODE_HOLDS_VALUE (n) && json_node_get_value_type (n) == G_TYPE_STRING)
+    {
+      const char *c = json_node_get_string (n);
+
+      if (g_str_equal (c, "none"))
+        p->tool_choice = BLN_TOOL_CHOICE_NONE;
+      else if (g_str_equal (c, "required"))
+        p->tool_choice = BLN_TOOL_CHOICE_REQUIRED;
+      else if (!g_str_equal (c, "auto"))
+        return invalid (error, "tool_choice must be \"none\", \"auto\", \"required\" or "
+                               "a function object");
+    }
+  else if (n != NULL && JSON_NODE_HOLDS_OBJECT (n))
+    {
+      JsonNode *f = json_object_get_member (json_node_get_object (n), "function");
+      const char *name = f && JSON_NODE_HOLDS_OBJECT (f)
+                           ? string_member (json_node_get_object (f), "name") : NULL;
+      gboolean found = FALSE;
+      guint k;
+
+      if (name == NULL)
+        return invalid (error, "tool_choice.function.name must be a string");
+      for (k = 0; p->tools && k < json_array_get_length (json_node_get_array (p->tools)); k++)
+        {
+          JsonObject *t = json_array_get_object_element (json_node_get_array (p->tools), k);
+          if (g_strcmp0 (string_member (json_object_get_object_member (t, "function"), "name"),
+                         name) == 0)
+            found = TRUE;
+        }
+      if (!found)
+        return invalid (error, "tool_choice names a function that is not in tools");
+      p->tool_choice = BLN_TOOL_CHOICE_NAMED;
+      p->tool_choice_name = g_strdup (name);
+    }
+  else if (n != NULL && !JSON_NODE_HOLDS_NULL (n))
+    return invalid (error, "tool_choice must be a string or an object");
+  if (p->tools == NULL && p->tool_choice != BLN_TOOL_CHOICE_AUTO
+      && p->tool_choice != BLN_TOOL_CHOICE_NONE)
+    return invalid (error, "tool_choice needs tools");
+
+  FIELD ("logprobs");
+  if (!get_bool (o, "logprobs", &p->logprobs, error))
+    return FALSE;
+  FIELD ("top_logprobs");
+  if (!get_int (o, "top_logprobs", &i, &have, error))
+    return FALSE;
+  if (have && (i < 0 || i > 20))
+    return invalid (error, "top_logprobs must be between 0 and 20");
+  if (have && !p->logprobs && i > 0)
+    return invalid (error, "top_logprobs needs logprobs: true");
+  p->top_logprobs = have ? (int) i : 0;
+
+  FIELD ("response_format");
+  n = json_object_get_member (o, "response_format");
+  if (n != NULL && !JSON_NODE_HOLDS_NULL (n))
+    {
+      const char *t = JSON_NODE_HOLDS_OBJECT (n) ? string_member (json_node_get_object (n), "type")
+                                                 : NULL;
+      if (t == NULL)
+        return invalid (error, "response_format must be an object with a type");
+      if (g_str_equal (t, "json_object") || g_str_equal (t, "json_schema"))
+        p->json_object = TRUE;
+      else if (!g_str_equal (t, "text"))
+        return invalid (error, "response_format.type must be text, json_object or json_schema");
+    }
+
+  FIELD ("thinking");
+  p->thinking = -1;
+  n = json_object_get_member (o, "thinking");
+  if (n != NULL && !JSON_NODE_HOLDS_NULL (n))
+    {
+      const char *t = JSON_NODE_HOLDS_OBJECT (n) ? string_member (json_node_get_object (n), "type")
+                                                 : NULL;
+      if (t == NULL || (!g_str_equal (t, "enabled") && !g_str_equal (t, "disabled")))
+        return invalid (error, "thinking must be {\"type\": \"enabled\" | \"disabled\"}");
+      p->thinking = g_str_equal (t, "enabled");
+    }
+
+  FIELD ("chat_template");
+  n = json_object_get_member (o, "chat_template");
+  if (n != NULL && !JSON_NODE_HOLDS_NULL (n))
+    {
+      if (!JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_STRING)
+        return invalid (error, "chat_template must be a string");
+      p->chat_template = g_strdup (json_node_get_string (n));
+    }
+  FIELD ("chat_template_kwargs");
+  n = json_object_get_member (o, "chat_template_kwargs");
+  if (n != NULL && !JSON_NODE_HOLDS_NULL (n))
+    {
+      if (!JSON_NODE_HOLDS_OBJECT (n))
+        return invalid (error, "chat_template_kwargs must be an object");
+      p->template_kwargs = json_object_ref (json_node_get_object (n));
+    }
+#undef FIELD
+  return TRUE;
+}
+
+static gboolean parse_common (JsonObject *o, BlnChatParams *p, const char **param,
+                              GError **error);
+
 gboolean
 bln_chat_params_parse (JsonObject *o, BlnChatParams *p, const char **param, GError **error)
+{
+  bln_sampler_params_init (&p->sp);
+  p->stops = g_ptr_array_new_with_free_func (g_free);
+  *param = "messages";
+  if ((p->messages = normalise_messages (json_object_get_member (o, "messages"), error)) == NULL)
+    return FALSE;
+  if (!parse_chat_extras (o, p, param, error))
+    return FALSE;
+  return parse_common (o, p, param, error);
+}
+
+/* One prompt: a string or a non-empty array of integers. */
+static gboolean
+is_prompt (JsonNode *n)
+{
+  JsonArray *a;
+  guint k;
+
+  if (JSON_NODE_HOLDS_VALUE (n))
+    return json_node_get_value_type (n) == G_TYPE_STRING;
+  if (!JSON_NODE_HOLDS_ARRAY (n) || json_array_get_length (json_node_get_array (n)) == 0)
+    return FALSE;
+  a = json_node_get_array (n);
+  for (k = 0; k < json_array_get_length (a); k++)
+    {
+      JsonNode *e = json_array_get_element (a, k);
+      if (!JSON_NODE_HOLDS_VALUE (e) || json_node_get_value_type (e) != G_TYPE_INT64)
+        return FALSE;
+    }
+  return TRUE;
+}
+
+gboolean
+bln_completion_params_parse (JsonObject *o, BlnChatParams *p, const char **param,
+                             GError **error)
+{
+  JsonNode *n = json_object_get_member (o, "prompt");
+  g_autoptr (JsonArray) prompts = json_array_new ();
+  gint64 i;
+  gboolean have;
+
+  bln_sampler_params_init (&p->sp);
+  p->stops = g_ptr_array_new_with_free_func (g_free);
+  p->thinking = -1;
+  *param = "prompt";
+  if (n == NULL)
+    return invalid (error, "prompt is required");
+  p->prompt = json_node_init_array (json_node_alloc (), prompts);
+  if (is_prompt (n))
+    json_array_add_element (json_node_get_array (p->prompt), json_node_copy (n));
+  else if (JSON_NODE_HOLDS_ARRAY (n) && json_array_get_length (json_node_get_array (n)) > 0
+           && json_array_get_length (json_node_get_array (n)) <= MAX_PROMPTS)
+    {
+      JsonArray *a = json_node_get_array (n);
+      guint k;
+
+      for (k = 0; k < json_array_get_length (a); k++)
+        {
+          if (!is_prompt (json_array_get_element (a, k)))
+            return invalid (error, "prompt must be a string, an array of token ids, or an "
+                                   "array of up to 16 of those");
+          json_array_add_element (json_node_get_array (p->prompt),
+                                  json_node_copy (json_array_get_element (a, k)));
+        }
+    }
+  else
+    return invalid (error, "prompt must be a string, an array of token ids, or an array of "
+                           "up to 16 of those");
+  *param = "echo";
+  if (!get_bool (o, "echo", &p->echo, error))
+    return FALSE;
+  *param = "logprobs";
+  if (!get_int (o, "logprobs", &i, &have, error))
+    return FALSE;
+  if (have && (i < 0 || i > 5))
+    return invalid (error, "logprobs must be between 0 and 5");
+  p->logprobs = have;
+  p->top_logprobs = have ? (int) i : 0;
+  return parse_common (o, p, param, error);
+}
+
+/* The fields chat and completions share. */
+static gboolean
+parse_common (JsonObject *o, BlnChatParams *p, const char **param, GError **error)
 {
   double d;
   gint64 i;
@@ -190,12 +442,6 @@ bln_chat_params_parse (JsonObject *o, BlnChatParams *p, const char **param, GErr
   JsonNode *n;
 
 #define FIELD(name) (*param = (name))
-  bln_sampler_params_init (&p->sp);
-  p->stops = g_ptr_array_new_with_free_func (g_free);
-
-  FIELD ("messages");
-  if ((p->messages = normalise_messages (json_object_get_member (o, "messages"), error)) == NULL)
-    return FALSE;
   FIELD ("stream");
   if (!get_bool (o, "stream", &p->stream, error))
     return FALSE;

@@ -14,9 +14,28 @@
 
 G_BEGIN_DECLS
 
+typedef enum {
+  BLN_TOOL_CHOICE_AUTO,       /* the model decides (the default when tools are given) */
+  BLN_TOOL_CHOICE_NONE,       /* tools are not shown to the model */
+  BLN_TOOL_CHOICE_REQUIRED,   /* some call must be made */
+  BLN_TOOL_CHOICE_NAMED,      /* this function must be called (tool_choice_name) */
+} BlnToolChoice;
+
 /* A parsed request. Zero-initialise before bln_chat_params_parse(). */
 typedef struct {
   JsonNode *messages;         /* normalised copy: content always a string or null */
+  JsonNode *prompt;           /* completions: an array of prompts, each a string node or
+                               * an array of token ids */
+  JsonNode *tools;            /* array of tool objects, or NULL */
+  BlnToolChoice tool_choice;
+  char *tool_choice_name;     /* for BLN_TOOL_CHOICE_NAMED */
+  gboolean logprobs;
+  int top_logprobs;           /* 0..20 */
+  gboolean json_object;       /* response_format json_object / json_schema */
+  int thinking;               /* -1 not given, 0 disabled, 1 enabled */
+  gboolean echo;              /* completions: the prompt is repeated before the text */
+  char *chat_template;        /* a template to use instead of the model's, or NULL */
+  JsonObject *template_kwargs;/* chat_template_kwargs: extra template variables, or NULL */
   gboolean stream;
   gboolean include_usage;
   int max_tokens;             /* 0: not given */
@@ -25,7 +44,15 @@ typedef struct {
   GPtrArray *stops;           /* char*, NULL-terminated */
 } BlnChatParams;
 
-/* Fills @p from the request object @o: messages (required, non-empty),
+/* Fills @p from the request object @o: messages (required, non-empty; an
+ * assistant turn with tool_calls and "" content gets null content, as the
+ * DeepSeek templates test for), tools (an array of {"type":"function",
+ * "function":{"name",…}}), tool_choice ("none", "auto", "required" or
+ * {"type":"function","function":{"name"}} naming one of the tools), logprobs,
+ * top_logprobs (0..20), chat_template (a Jinja template string used instead of
+ * the model's), chat_template_kwargs (an object of extra template variables,
+ * e.g. {"enable_thinking": false}), response_format ({"type": "text" | "json_object" |
+ * "json_schema"}), thinking ({"type": "enabled" | "disabled"}),
  * stream, stream_options.include_usage, max_tokens / max_completion_tokens
  * (>= 1), temperature, top_p, top_k, min_p, presence_penalty,
  * frequency_penalty, repetition_penalty, seed (random when absent) and stop
@@ -35,6 +62,13 @@ typedef struct {
  * (static; NULL when no single field is to blame). Call
  * bln_chat_params_clear() afterwards in both cases. */
 gboolean bln_chat_params_parse (JsonObject *o, BlnChatParams *p, const char **param, GError **error);
+
+/* The same for a /v1/completions body: `prompt` (a string, an array of
+ * token ids, or an array of up to 16 of those: one choice each) replaces
+ * `messages`; `logprobs` is an integer (0..5 alternatives) and
+ * `echo` a boolean. Fails the same way. */
+gboolean bln_completion_params_parse (JsonObject *o, BlnChatParams *p, const char **param,
+                                      GError **error);
 
 /* Frees what bln_chat_params_parse() allocated in @p. */
 void bln_chat_params_clear (BlnChatParams *p);

@@ -2,7 +2,9 @@
 #include "engine-worker.h"
 
 #include <string.h>
+#include <math.h>
 #include "bln-error.h"
+#include "json-constraint.h"
 #include "tokenizer.h"
 
 /* Prompt tokens evaluated per call, so a cancel is seen during long prompts. */
@@ -18,6 +20,10 @@ struct _BlnGenRequest {
   int max_tokens;
   char **stops;
   GMainContext *main_ctx;
+  BlnGenTokensFn on_tokens;    /* logprobs wanted when set */
+  int n_top;
+  gboolean json;               /* constrained to JSON */
+  gboolean json_object_only;
   BlnGenTextFn on_text;
   BlnGenDoneFn on_done;
   gpointer user_data;
@@ -25,6 +31,7 @@ struct _BlnGenRequest {
   /* shared between the worker and the main context, under lock */
   GMutex lock;
   GString *pending;            /* text not yet delivered */
+  GArray *pending_tokens;      /* BlnGenToken not yet delivered */
   gboolean done;
   gboolean scheduled;          /* a delivery source is attached */
   BlnFinish finish;
@@ -75,7 +82,22 @@ bln_gen_request_new (GArray *prompt, const BlnSamplerParams *params, int max_tok
   req->user_data = user_data;
   g_mutex_init (&req->lock);
   req->pending = g_string_new (NULL);
+  req->pending_tokens = g_array_new (FALSE, FALSE, sizeof (BlnGenToken));
   return req;
+}
+
+void
+bln_gen_request_set_logprobs (BlnGenRequest *req, int n_top, BlnGenTokensFn on_tokens)
+{
+  req->n_top = CLAMP (n_top, 0, BLN_GEN_MAX_TOP_LOGPROBS);
+  req->on_tokens = on_tokens;
+}
+
+void
+bln_gen_request_set_json (BlnGenRequest *req, gboolean object_only)
+{
+  req->json = TRUE;
+  req->json_object_only = object_only;
 }
 
 BlnGenRequest *
@@ -95,6 +117,7 @@ bln_gen_request_unref (BlnGenRequest *req)
   g_main_context_unref (req->main_ctx);
   g_mutex_clear (&req->lock);
   g_string_free (req->pending, TRUE);
+  g_array_unref (req->pending_tokens);
   g_clear_error (&req->error);
   g_free (req);
 }
@@ -111,10 +134,16 @@ deliver (gpointer data)
 {
   BlnGenRequest *req = data;
   g_autofree char *text = NULL;
+  g_autoptr (GArray) tokens = NULL;
   gboolean done;
 
   g_mutex_lock (&req->lock);
   req->scheduled = FALSE;
+  if (req->pending_tokens->len > 0)
+    {
+      tokens = req->pending_tokens;
+      req->pending_tokens = g_array_new (FALSE, FALSE, sizeof (BlnGenToken));
+    }
   if (req->pending->len > 0)
     {
       text = g_strndup (req->pending->str, req->pending->len);
@@ -125,6 +154,8 @@ deliver (gpointer data)
 
   if (req->delivered_done)
     return G_SOURCE_REMOVE;
+  if (tokens != NULL && !g_atomic_int_get (&req->cancelled) && req->on_tokens != NULL)
+    req->on_tokens ((const BlnGenToken *) tokens->data, tokens->len, req->user_data);
   if (text != NULL && !g_atomic_int_get (&req->cancelled) && req->on_text != NULL)
     req->on_text (text, req->user_data);
   if (done)
@@ -162,6 +193,78 @@ post_text (BlnGenRequest *req, const char *text, gsize len)
   g_string_append_len (req->pending, text, (gssize) len);
   schedule_locked (req);
   g_mutex_unlock (&req->lock);
+}
+
+static void
+post_token (BlnGenRequest *req, const BlnGenToken *t)
+{
+  g_mutex_lock (&req->lock);
+  g_array_append_vals (req->pending_tokens, t, 1);
+  schedule_locked (req);
+  g_mutex_unlock (&req->lock);
+}
+
+/* JSON mode: -inf for every token that cannot continue the text, and,
+ * when only @left tokens remain, for every token after which the shortest
+ * ending would no longer fit (so a reply cut by max_tokens still parses).
+ * Returns FALSE when nothing is left. */
+static gboolean
+mask_json (const BlnTokenizer *tok, const BlnJsonConstraint *jc, int left, float *logits,
+           int n_vocab)
+{
+  g_autoptr (GString) tail = g_string_new (NULL);
+  gboolean any = FALSE;
+  int i;
+
+  for (i = 0; i < n_vocab; i++)
+    {
+      const char *b;
+      gsize len = 0;
+
+      if (isinf (logits[i]) && logits[i] < 0)
+        continue;
+      b = bln_tokenizer_token_bytes (tok, i, &len);
+      if (b == NULL || bln_tokenizer_is_special (tok, i) || bln_tokenizer_is_eog (tok, i)
+          || !bln_json_constraint_accepts (jc, b, len))
+        logits[i] = -INFINITY;
+      else if (left < 256)
+        {
+          BlnJsonConstraint next = *jc;
+
+          bln_json_constraint_feed (&next, b, len);
+          g_string_truncate (tail, 0);
+          bln_json_constraint_closing (&next, tail);
+          if ((int) tail->len > left - 1)
+            logits[i] = -INFINITY;
+          else
+            any = TRUE;
+        }
+      else
+        any = TRUE;
+    }
+  return any;
+}
+
+/* JSON mode near the end of the budget: only the tokens that spell the
+ * start of @tail (the shortest completion of the text) survive. */
+static gboolean
+mask_to_tail (const BlnTokenizer *tok, const GString *tail, float *logits, int n_vocab)
+{
+  gboolean any = FALSE;
+  int i;
+
+  for (i = 0; i < n_vocab; i++)
+    {
+      gsize len = 0;
+      const char *b = bln_tokenizer_token_bytes (tok, i, &len);
+
+      if (b == NULL || len == 0 || len > tail->len || memcmp (b, tail->str, len) != 0
+          || bln_tokenizer_is_special (tok, i) || bln_tokenizer_is_eog (tok, i))
+        logits[i] = -INFINITY;
+      else if (!(isinf (logits[i]) && logits[i] < 0))
+        any = TRUE;
+    }
+  return any;
 }
 
 static void
@@ -262,10 +365,14 @@ run_request (BlnEngineWorker *w, BlnGenRequest *req)
   g_autoptr (BlnDetok) dt = bln_detok_new (tok);
   g_autoptr (BlnSampler) sampler = NULL;
   g_autoptr (GString) text = g_string_new (NULL);  /* generated, not yet posted */
+  g_autoptr (GString) tail = g_string_new (NULL);  /* JSON mode: the shortest ending */
   BlnGenUsage usage = { 0 };
   BlnFinish finish = BLN_FINISH_LENGTH;
   GError *error = NULL;
   gboolean cancelled = FALSE, stopped = FALSE;
+  BlnJsonConstraint jc;
+  BlnGenToken gt;
+  int n_vocab = bln_model_hparams (w->model)->n_vocab;
   guint i;
 
   usage.prompt_tokens = (int) req->prompt->len;
@@ -288,7 +395,9 @@ run_request (BlnEngineWorker *w, BlnGenRequest *req)
       return;
     }
 
-  sampler = bln_sampler_new (&req->params, bln_model_hparams (w->model)->n_vocab);
+  sampler = bln_sampler_new (&req->params, n_vocab);
+  if (req->json)
+    bln_json_constraint_init (&jc, req->json_object_only);
   /* the penalties see the prompt as history, as OpenAI's do */
   for (i = 0; i < req->prompt->len; i++)
     bln_sampler_accept (sampler, g_array_index (req->prompt, int32_t, i));
@@ -304,7 +413,33 @@ run_request (BlnEngineWorker *w, BlnGenRequest *req)
           cancelled = TRUE;
           break;
         }
-      id = bln_sampler_sample (sampler, w->logits, NULL, 0);
+      if (req->json)
+        {
+          int left = MIN (req->max_tokens - usage.completion_tokens,
+                          bln_context_n_ctx (w->ctx) - bln_context_n_past (w->ctx));
+          gboolean ok;
+
+          g_string_truncate (tail, 0);
+          bln_json_constraint_closing (&jc, tail);
+          /* the ending no longer fits (a prompt near the context's end):
+           * spell it out; otherwise keep it within reach */
+          ok = (int) tail->len >= left ? mask_to_tail (tok, tail, w->logits, n_vocab)
+                                       : mask_json (tok, &jc, left, w->logits, n_vocab);
+          if (!ok)
+            break;   /* no token can continue: report it as a length stop */
+        }
+      if (req->on_tokens != NULL)
+        {
+          BlnLogprob top[BLN_GEN_MAX_TOP_LOGPROBS + 1];
+
+          id = bln_sampler_sample (sampler, w->logits, top, req->n_top);
+          gt.id = id;
+          gt.logprob = top[0].logprob;
+          gt.n_top = req->n_top;
+          memcpy (gt.top, top + 1, sizeof (BlnLogprob) * req->n_top);
+        }
+      else
+        id = bln_sampler_sample (sampler, w->logits, NULL, 0);
       bln_sampler_accept (sampler, id);
       if (bln_tokenizer_is_eog (tok, id))
         {
@@ -312,6 +447,26 @@ run_request (BlnEngineWorker *w, BlnGenRequest *req)
           break;
         }
       usage.completion_tokens++;
+      if (req->on_tokens != NULL)
+        post_token (req, &gt);
+      if (req->json)
+        {
+          gsize blen = 0;
+          const char *b = bln_tokenizer_token_bytes (tok, id, &blen);
+
+          bln_json_constraint_feed (&jc, b, blen);
+          if (bln_json_constraint_complete (&jc))
+            {
+              g_autofree char *rest = NULL;
+
+              bln_detok_push_append (dt, id, text);
+              rest = bln_detok_flush (dt);
+              g_string_append (text, rest);
+              finish = BLN_FINISH_STOP;
+              stopped = TRUE;
+              break;
+            }
+        }
       bln_detok_push_append (dt, id, text);
       at = stop_find (req->stops, text->str, text->len);
       if (at >= 0)

@@ -38,6 +38,23 @@ typedef struct {
   int cached_tokens;      /* prompt tokens reused from the previous sequence */
 } BlnGenUsage;
 
+/* Most alternatives a request may ask for per token (OpenAI's limit). */
+#define BLN_GEN_MAX_TOP_LOGPROBS 20
+
+/* One sampled token with its log-probability under the model (the raw
+ * logits, or the masked ones in JSON mode) and the n_top most likely
+ * alternatives, most likely first. */
+typedef struct {
+  int32_t id;
+  float logprob;
+  int n_top;
+  BlnLogprob top[BLN_GEN_MAX_TOP_LOGPROBS];
+} BlnGenToken;
+
+/* Called on the request's main context with tokens sampled since the last
+ * call, before the text they produced (see bln_gen_request_set_logprobs()). */
+typedef void (*BlnGenTokensFn) (const BlnGenToken *tokens, guint n_tokens, gpointer user_data);
+
 /* Called on the request's main context with a chunk of valid UTF-8 text. */
 typedef void (*BlnGenTextFn) (const char *text, gpointer user_data);
 /* Called once on the request's main context when the request ends, whatever
@@ -79,6 +96,17 @@ BlnGenRequest *bln_gen_request_new (GArray *prompt, const BlnSamplerParams *para
 BlnGenRequest *bln_gen_request_ref (BlnGenRequest *req);
 void bln_gen_request_unref (BlnGenRequest *req);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (BlnGenRequest, bln_gen_request_unref)
+
+/* Asks for per-token log-probabilities: @on_tokens gets every sampled token
+ * (the end-of-generation token excluded) with @n_top (0 to
+ * BLN_GEN_MAX_TOP_LOGPROBS, clamped) alternatives. Call before submitting. */
+void bln_gen_request_set_logprobs (BlnGenRequest *req, int n_top, BlnGenTokensFn on_tokens);
+
+/* Constrains the output to one JSON text (json-constraint.h; an object when
+ * @object_only): before each token the candidates whose bytes would break
+ * the JSON prefix, and all special tokens, are masked; the request ends with
+ * BLN_FINISH_STOP as soon as the value is complete. Call before submitting. */
+void bln_gen_request_set_json (BlnGenRequest *req, gboolean object_only);
 
 /* Asks the request to stop; safe from any thread, any number of times. Its
  * done callback still comes (BLN_FINISH_CANCELLED unless it had already

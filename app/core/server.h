@@ -1,9 +1,18 @@
 /* server.h — the OpenAI-compatible HTTP API (libsoup-3.0 + json-glib).
  *
  * Routes, each with and without the /v1 prefix (Cherry Studio sends both):
- *   GET  /v1/models            the loaded model, as OpenAI's model list
- *   POST /v1/chat/completions  plain JSON or SSE (stream: true)
+ *   GET  /v1/models            every installed model (model-library.h), loaded or not
+ *   POST /v1/chat/completions  plain JSON or SSE (stream: true); reasoning and tool
+ *                              calls shaped by chat-output.h, JSON mode and logprobs
+ *                              by the engine worker
+ *   POST /v1/completions       raw prompt, plain or SSE
+ *   POST /v1/embeddings        400 model_cannot_embed (no embedding models yet)
+ *   POST /v1/rerank            400 model_cannot_rerank (no reranker models yet)
  *   GET  /health               {"status":"ok"} (no auth)
+ *   GET  /metrics              Prometheus text (metrics.h)
+ *   /api/...                   the Ollama subset (ollama.h), no /v1 prefix
+ *   GET  /v1/ws, /ws           WebSocket endpoint (websocket.h); the key may also
+ *                              come as ?api_key= (browsers cannot set headers there)
  * OPTIONS on any path answers a CORS preflight; every response carries
  * Access-Control-Allow-Origin: *. Errors use OpenAI's shape
  * {"error":{"message","type","param","code"}}.
@@ -12,20 +21,24 @@
  * creates the server; generation happens on a BlnEngineWorker thread and
  * comes back through its callbacks (DESIGN.md §2).
  *
- * The `model` field of a request is not checked: any id is answered by the
- * one loaded model (a model router comes later).
+ * The `model` field picks an installed model; a model that is not loaded is
+ * loaded first (the request waits, others are served), see model-library.h.
+ * Unknown ids get 404 model_not_found (options->strict_models), names that
+ * look like paths 400.
  *
- * Not done yet (issue 4): DeepSeek-R1 `<think>…</think>` split into
- * reasoning_content (the text is passed through as is), tools / tool_calls,
- * logprobs, response_format, `: keep-alive` comments during a long prefill,
- * a bounded queue answering 429/503, /v1/completions, /v1/embeddings,
- * /metrics, the Ollama routes. The body limit is checked once libsoup has
- * read the body (a Content-Length check before reading would be better).
+ * Streams get an SSE comment ": keep-alive" after keepalive_ms of silence
+ * (a long prompt being read). A body announced over max_body is answered 413
+ * from its headers and never stored (libsoup skips reading it only when the
+ * client sent "Expect: 100-continue"; otherwise it reads and discards it).
+ *
+ * Not done yet (issue 4): a bounded queue answering 429/503.
  */
 #pragma once
 
 #include <glib.h>
 #include "engine-worker.h"
+#include "metrics.h"
+#include "model-library.h"
 
 G_BEGIN_DECLS
 
@@ -36,22 +49,39 @@ typedef struct {
   int port;               /* 0: any free port */
   const char *api_key;    /* NULL or "": no auth; otherwise Bearer / X-Api-Key must match */
   gsize max_body;         /* request bodies above this get 413; 0: 8 MiB */
+  guint keepalive_ms;     /* SSE ": keep-alive" comment after this much silence; 0: 10 s */
+  gboolean strict_models; /* FALSE: with one model installed, any model name means it;
+                           * TRUE: an unknown name gets 404 model_not_found */
 } BlnServerOptions;
 
-/* Creates a server answering with @worker (borrowed; must outlive the server)
- * and starts listening. Refuses (BLN_ERROR_INVALID) a host that is not a
+/* Creates a server for the models of @lib, loaded through @host (both
+ * borrowed; they must outlive the server), and starts listening. A request
+ * naming a model that is not loaded waits while @host loads it. Refuses (BLN_ERROR_INVALID) a host that is not a
  * loopback address unless an API key is set, and fails with the socket error
  * when binding fails. Returns NULL with @error set on failure. */
-BlnServer *bln_server_new (BlnEngineWorker *worker, const BlnServerOptions *options,
-                           GError **error);
+BlnServer *bln_server_new (BlnModelHost *host, BlnModelLibrary *lib,
+                           const BlnServerOptions *options, GError **error);
 
 /* The base URL it listens on, e.g. "http://127.0.0.1:8080/" (owned by the server). */
 const char *bln_server_url (BlnServer *server);
 
-/* The model id the server publishes (owned by the server). */
+/* The id of the model that served the last request (at start, the loaded
+ * model or the library's first); NULL for an empty library. Owned by the
+ * server; changes when another model is used. */
 const char *bln_server_model_id (BlnServer *server);
 
-/* Cancels the requests in flight (their replies are ended when the worker
+/* Stops taking new work: new generation requests get 503, and requests still
+ * waiting for a model load are answered 503. Requests in flight go on.
+ * Safe to call more than once. */
+void bln_server_stop_accepting (BlnServer *server);
+
+/* Requests waiting for their model or holding it (not yet fully answered). */
+guint bln_server_n_waiting (BlnServer *server);
+
+/* The server's metrics (owned by the server). */
+BlnMetrics *bln_server_metrics (BlnServer *server);
+
+/* Stops taking new work (bln_server_stop_accepting()) and cancels the requests in flight (their replies are ended when the worker
  * reports back) and answers new chat requests with 503. Listening stops in
  * bln_server_free(). Safe to call twice. */
 void bln_server_shutdown (BlnServer *server);

@@ -1,103 +1,219 @@
-/* baleen-server — serve a model over the OpenAI-compatible HTTP API.
+/* baleen-server — serve models over the OpenAI-compatible HTTP API.
  *
- *   baleen-server --model PATH [--host H] [--port P] [--api-key K] [--threads N] [--ctx N]
+ *   baleen-server --model PATH | --models-dir DIR [--host H] [--port P] [--api-key K]
+ *                 [--db FILE] [--device cpu|cuda] [--ctx N] [--parallel N] [--threads N]
+ *                 [--idle-ttl SECONDS] [--grace SECONDS]
  *
- * Listens on 127.0.0.1 by default and refuses a non-loopback address without
- * an API key. Prints "listening on URL" on stdout once it accepts
- * connections. SIGINT / SIGTERM stop it: it stops listening, cancels the
- * requests in flight, ends their replies and exits with status 0.
+ * Listens on 127.0.0.1 by default and refuses (exit status 2) a non-loopback
+ * address without an API key. With --model the model is loaded before
+ * listening; with --models-dir the installed models are listed at once and
+ * each is loaded on its first request. Prints one line on stdout once it
+ * accepts connections:
+ *   "baleen-server VERSION: model ID; listening on URL"            (--model)
+ *   "baleen-server VERSION: models N in DIR; listening on URL"     (--models-dir)
+ * SIGINT / SIGTERM: new work is answered 503, requests in flight may finish
+ * for --grace seconds, then they are cancelled, their replies ended, and the
+ * process exits with status 0. docs/SERVER.md has the whole story.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <glib.h>
 #include <glib-unix.h>
+#include <gio/gio.h>
 #include "baleen-config.h"
+#include "bln-error.h"
 #include "server.h"
 
 static gboolean
 on_signal (gpointer data)
 {
-  g_main_loop_quit (data);
+  gboolean *stop = data;
+
+  *stop = TRUE;
   return G_SOURCE_CONTINUE;
+}
+
+static gboolean
+host_is_loopback (const char *host)
+{
+  g_autoptr (GInetAddress) addr = NULL;
+
+  if (host == NULL || g_ascii_strcasecmp (host, "localhost") == 0)
+    return TRUE;
+  addr = g_inet_address_new_from_string (host);
+  return addr != NULL && g_inet_address_get_is_loopback (addr);
+}
+
+static gboolean
+tick (gpointer data)
+{
+  return G_SOURCE_CONTINUE;
+}
+
+/* Runs the main context while the server has requests in flight (with
+ * @also_waiting, also requests not fully answered), until @deadline
+ * (monotonic µs). */
+static void
+iterate_until (BlnServer *server, gboolean also_waiting, gint64 deadline)
+{
+  /* wake at least every 100 ms to look at the clock */
+  guint t = g_timeout_add (100, tick, NULL);
+
+  while (g_get_monotonic_time () < deadline
+         && (bln_server_n_active (server) > 0
+             || (also_waiting && bln_server_n_waiting (server) > 0)))
+    g_main_context_iteration (NULL, TRUE);
+  g_source_remove (t);
 }
 
 int
 main (int argc, char **argv)
 {
-  g_autofree char *model_path = NULL, *host = NULL, *api_key = NULL;
-  int port = 8080, threads = 0, n_ctx = 4096;
+  g_autofree char *model_path = NULL, *models_dir = NULL, *host = NULL, *api_key = NULL;
+  g_autofree char *db = NULL, *device = NULL;
+  int port = 8080, threads = 0, n_ctx = 4096, parallel = 1, idle_ttl = 0, grace = 10;
+  int keepalive_ms = 10000;
   GOptionEntry entries[] = {
-    { "model", 'm', 0, G_OPTION_ARG_FILENAME, &model_path, "Model: GGUF file or HF directory", "PATH" },
-    { "host", 0, 0, G_OPTION_ARG_STRING, &host, "Address to listen on (default 127.0.0.1)", "H" },
+    { "model", 'm', 0, G_OPTION_ARG_FILENAME, &model_path,
+      "Serve this model: a GGUF file or an HF directory", "PATH" },
+    { "models-dir", 0, 0, G_OPTION_ARG_FILENAME, &models_dir,
+      "Serve every model found in this folder, each loaded on first use", "DIR" },
+    { "host", 0, 0, G_OPTION_ARG_STRING, &host,
+      "Address to listen on (default 127.0.0.1; others need --api-key)", "H" },
     { "port", 'p', 0, G_OPTION_ARG_INT, &port, "Port (default 8080; 0 = any free port)", "P" },
-    { "api-key", 0, 0, G_OPTION_ARG_STRING, &api_key, "Require this key (Bearer or X-Api-Key)", "K" },
-    { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "CPU threads (default: all cores)", "N" },
+    { "api-key", 0, 0, G_OPTION_ARG_STRING, &api_key,
+      "Require this key (Authorization: Bearer or X-Api-Key)", "K" },
+    { "db", 0, 0, G_OPTION_ARG_FILENAME, &db, "Settings database (not used yet)", "FILE" },
+    { "device", 0, 0, G_OPTION_ARG_STRING, &device, "cpu or cuda (default cpu)", "DEV" },
     { "ctx", 'c', 0, G_OPTION_ARG_INT, &n_ctx, "Context size in tokens (default 4096)", "N" },
+    { "parallel", 0, 0, G_OPTION_ARG_INT, &parallel,
+      "Sequences generated at once (default 1)", "N" },
+    { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "CPU threads (default: all cores)", "N" },
+    { "idle-ttl", 0, 0, G_OPTION_ARG_INT, &idle_ttl,
+      "Unload a model unused for this long (default 0: never)", "SECONDS" },
+    { "grace", 0, 0, G_OPTION_ARG_INT, &grace,
+      "On SIGTERM, let requests in flight finish for this long (default 10)", "SECONDS" },
+    { "sse-keepalive", 0, 0, G_OPTION_ARG_INT, &keepalive_ms,
+      "Send an SSE ': keep-alive' comment after this much silence (default 10000)", "MS" },
     { NULL }
   };
-  g_autoptr (GOptionContext) oc = g_option_context_new ("— OpenAI-compatible server");
+  g_autoptr (GOptionContext) oc = g_option_context_new ("— OpenAI-compatible model server");
   g_autoptr (GError) error = NULL;
-  g_autoptr (GMainLoop) loop = NULL;
-  BlnEngineWorker *worker;
+  BlnModelLibrary *lib;
+  BlnModelHost *mhost;
   BlnServer *server;
   BlnServerOptions opts = { 0 };
+  BlnModelHostOptions hopts = { 0 };
   guint sig_int, sig_term;
+  gboolean stop = FALSE;
 
   g_option_context_add_main_entries (oc, entries, NULL);
+  g_option_context_set_summary (oc, "Serves GGUF and HF models over the OpenAI, Ollama and "
+                                    "WebSocket APIs. See docs/SERVER.md.");
   if (!g_option_context_parse (oc, &argc, &argv, &error))
     {
       g_printerr ("baleen-server: %s\n", error->message);
       return 2;
     }
-  if (model_path == NULL)
+  if ((model_path == NULL) == (models_dir == NULL))
     {
-      g_printerr ("baleen-server: --model PATH is required\n");
+      g_printerr ("baleen-server: give either --model PATH or --models-dir DIR\n");
       return 2;
     }
-  if (threads < 0 || n_ctx <= 0 || port < 0 || port > 65535)
+  if (threads < 0 || n_ctx <= 0 || port < 0 || port > 65535 || parallel < 1 || idle_ttl < 0
+      || grace < 0)
     {
-      g_printerr ("baleen-server: --threads, --ctx and --port must be in range\n");
+      g_printerr ("baleen-server: --threads, --ctx, --port, --parallel, --idle-ttl and --grace "
+                  "must be in range\n");
       return 2;
     }
+  if (!host_is_loopback (host) && (api_key == NULL || *api_key == '\0'))
+    {
+      g_printerr ("baleen-server: refusing to listen on %s, which is not a loopback address, "
+                  "without an API key: pass --api-key KEY (clients then send "
+                  "'Authorization: Bearer KEY')\n", host);
+      return 2;
+    }
+  if (device != NULL && !g_str_equal (device, "cpu") && !g_str_equal (device, "cuda"))
+    {
+      g_printerr ("baleen-server: --device must be cpu or cuda\n");
+      return 2;
+    }
+  if (device != NULL && g_str_equal (device, "cuda"))
+    g_printerr ("baleen-server: --device cuda: the serving worker runs on the CPU for now\n");
+  if (parallel > 1)
+    g_printerr ("baleen-server: --parallel %d: this build runs one sequence at a time\n",
+                parallel);
+  if (db != NULL)
+    g_printerr ("baleen-server: --db %s: the settings database is not used by the server yet\n",
+                db);
 
-  worker = bln_engine_worker_new (model_path, threads, n_ctx, &error);
-  if (worker == NULL)
+  if (models_dir != NULL)
+    lib = bln_model_library_new_from_dir (models_dir, &error);
+  else
+    lib = bln_model_library_new_for_path (model_path, &error);
+  if (lib == NULL)
     {
       g_printerr ("baleen-server: %s\n", error->message);
       return 1;
     }
+  if (models_dir != NULL && bln_model_library_n_models (lib) == 0)
+    g_printerr ("baleen-server: no models found in %s (GGUF files or HF directories)\n",
+                models_dir);
+  hopts.n_threads = threads;
+  hopts.n_ctx = n_ctx;
+  hopts.idle_ttl = (guint) idle_ttl;
+  mhost = bln_model_host_new (lib, &hopts);
+  if (model_path != NULL
+      && !bln_model_host_preload (mhost, bln_model_library_get (lib, 0), &error))
+    {
+      g_printerr ("baleen-server: %s\n", error->message);
+      bln_model_host_free (mhost);
+      bln_model_library_free (lib);
+      return 1;
+    }
+
   opts.host = host;
   opts.port = port;
   opts.api_key = api_key;
-  server = bln_server_new (worker, &opts, &error);
+  opts.keepalive_ms = (guint) CLAMP (keepalive_ms, 10, 600000);
+  opts.strict_models = models_dir != NULL;
+  server = bln_server_new (mhost, lib, &opts, &error);
   if (server == NULL)
     {
       g_printerr ("baleen-server: %s\n", error->message);
-      bln_engine_worker_free (worker);
-      return 1;
+      bln_model_host_free (mhost);
+      bln_model_library_free (lib);
+      return g_error_matches (error, BLN_ERROR, BLN_ERROR_INVALID) ? 2 : 1;
     }
 
-  loop = g_main_loop_new (NULL, FALSE);
-  sig_int = g_unix_signal_add (SIGINT, on_signal, loop);
-  sig_term = g_unix_signal_add (SIGTERM, on_signal, loop);
-  printf ("baleen-server %s: model %s; listening on %s\n", BALEEN_VERSION,
-          bln_server_model_id (server), bln_server_url (server));
+  sig_int = g_unix_signal_add (SIGINT, on_signal, &stop);
+  sig_term = g_unix_signal_add (SIGTERM, on_signal, &stop);
+  if (models_dir != NULL)
+    printf ("baleen-server %s: models %u in %s; listening on %s\n", BALEEN_VERSION,
+            bln_model_library_n_models (lib), models_dir, bln_server_url (server));
+  else
+    printf ("baleen-server %s: model %s; listening on %s\n", BALEEN_VERSION,
+            bln_server_model_id (server), bln_server_url (server));
   fflush (stdout);
-  g_main_loop_run (loop);
+  while (!stop)
+    g_main_context_iteration (NULL, TRUE);
 
-  g_printerr ("baleen-server: stopping\n");
+  g_printerr ("baleen-server: stopping (in flight: %u; grace %d s)\n",
+              bln_server_n_active (server), grace);
   g_source_remove (sig_int);
   g_source_remove (sig_term);
+  bln_server_stop_accepting (server);
+  iterate_until (server, TRUE, g_get_monotonic_time () + (gint64) grace * G_USEC_PER_SEC);
+  /* what is still running is cancelled; the worker reports each one back */
   bln_server_shutdown (server);
-  bln_engine_worker_free (worker);   /* posts the done callbacks of what was cancelled */
-  while (bln_server_n_active (server) > 0)
-    g_main_context_iteration (NULL, TRUE);
+  iterate_until (server, FALSE, g_get_monotonic_time () + 5 * G_USEC_PER_SEC);
   /* let libsoup write the ends of those replies (for at most a second) */
-  {
-    gint64 until = g_get_monotonic_time () + G_USEC_PER_SEC;
-    while (g_get_monotonic_time () < until && g_main_context_iteration (NULL, FALSE))
-      ;
-  }
-  bln_server_free (server);
+  iterate_until (server, TRUE, g_get_monotonic_time () + G_USEC_PER_SEC);
+  bln_server_free (server);      /* gives back the model leases still held */
+  bln_model_host_free (mhost);   /* frees the worker */
+  while (g_main_context_iteration (NULL, FALSE))
+    ;
+  bln_model_library_free (lib);
   return 0;
 }

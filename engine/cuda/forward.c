@@ -70,6 +70,7 @@ struct _BlnCudaCtx {
   int qkv_ld;              /* floats per row of qkv */
   void *qkv16, *act16, *deq, *scores, *probs, *part;
   float *host_x;           /* pinned, sp.rows rows of n_embd */
+  BlnPool *pool;           /* the context's CPU threads (embedding rows) */
   int *h_pos, *d_pos;      /* the chunk's first position: pinned, and on the device */
   float *h_logits;         /* pinned, one row of n_vocab */
   /* CUDA graphs of the decode step for 1..BLN_CUDA_MATVEC_MAX_TOK tokens,
@@ -1008,6 +1009,40 @@ decode_graph (BlnCudaCtx *c, int n, gboolean *ran, GError **error)
   return TRUE;
 }
 
+typedef struct {
+  const BlnTensor *w;
+  const int32_t *ids;
+  int n;
+  float *out;
+  gboolean failed;
+} RowsJob;
+
+static void
+rows_worker (void *p, int ith, int nth)
+{
+  RowsJob *job = p;
+  int a = (int) ((int64_t) job->n * ith / nth), b = (int) ((int64_t) job->n * (ith + 1) / nth);
+
+  if (b > a && !bln_cpu_get_rows (job->w, job->ids + a, b - a,
+                                  job->out + (size_t) a * job->w->ne[0], NULL))
+    job->failed = TRUE;
+}
+
+/* The embedding rows of @ids into host_x, dequantised on the host (the table
+ * stays in the mapped file), over the context's threads for a long prompt. */
+static gboolean
+embed_rows (BlnCudaCtx *c, const int32_t *ids, int n, GError **error)
+{
+  RowsJob job = { c->model->tok_embd, ids, n, c->host_x, FALSE };
+
+  if (n < 64 || c->pool == NULL || bln_pool_n_threads (c->pool) < 2)
+    return bln_cpu_get_rows (job.w, ids, n, c->host_x, error);
+  bln_pool_run (c->pool, rows_worker, &job);
+  if (job.failed)   /* say which row, as the serial path does */
+    return bln_cpu_get_rows (job.w, ids, n, c->host_x, error);
+  return TRUE;
+}
+
 /* One chunk of n <= sp.rows tokens at position pos0. Logits of rows
  * [first, n) go to @logits (rows of n_vocab) when @logits is not NULL. */
 static gboolean
@@ -1020,7 +1055,7 @@ run_chunk (BlnCudaCtx *c, const int32_t *ids, int n, int pos0, float *logits, in
 
   /* host_x and h_pos are free: the stream was synchronised at the end of
    * every chunk */
-  if (!bln_cpu_get_rows (c->model->tok_embd, ids, n, c->host_x, error))
+  if (!embed_rows (c, ids, n, error))
     return FALSE;
   *c->h_pos = pos0;
 
@@ -1060,6 +1095,7 @@ bln_cuda_ctx_eval (BlnContext *ctx, const int32_t *ids, int n, float *logits,
 
   if (!BLN_CUDA_CHECK (cudaSetDevice (c->device), error))
     return FALSE;
+  c->pool = ctx->s.pool;
   for (done = 0; done < n; done += nc)
     {
       float *out = NULL;

@@ -211,6 +211,78 @@ def main():
         tap_ok(r.choices[0].message.content == r2.choices[0].message.content,
                "sampling parameters and seed (unknown fields ignored)")
 
+        # logprobs through the SDK's types
+        r = client.chat.completions.create(model=srv.model_id, messages=hi, max_tokens=6,
+                                           temperature=0, logprobs=True, top_logprobs=2)
+        lp = r.choices[0].logprobs.content
+        tap_ok(len(lp) == r.usage.completion_tokens and all(
+            len(e.top_logprobs) == 2 and e.top_logprobs[0].logprob >= e.logprob - 1e-6
+            for e in lp), "logprobs / top_logprobs", r.model_dump_json())
+
+        # response_format json_object: whatever the random model wants, json.loads parses it
+        for seed in (1, 2, 3):
+            r = client.chat.completions.create(model=srv.model_id, messages=hi, max_tokens=40,
+                                               seed=seed, response_format={"type": "json_object"})
+            out = r.choices[0].message.content
+            try:
+                ok = isinstance(json.loads(out), dict)
+            except ValueError:
+                ok = False
+            tap_ok(ok, f"response_format json_object parses (seed {seed}, 40 tokens)", out)
+
+        # tools: a forced call, then its result sent back (tool round trip)
+        tools = [{"type": "function", "function": {
+            "name": "mcp__calc__add", "description": "Add two numbers",
+            "parameters": {"type": "object", "properties": {"a": {"type": "number"},
+                                                            "b": {"type": "number"}}}}}]
+        r = client.chat.completions.create(
+            model=srv.model_id, messages=hi, tools=tools, max_tokens=40, seed=5,
+            tool_choice={"type": "function", "function": {"name": "mcp__calc__add"}})
+        calls = r.choices[0].message.tool_calls or []
+        try:
+            args_ok = isinstance(json.loads(calls[0].function.arguments), dict)
+        except (ValueError, IndexError):
+            args_ok = False
+        tap_ok(r.choices[0].finish_reason == "tool_calls" and len(calls) == 1
+               and calls[0].function.name == "mcp__calc__add" and args_ok
+               and calls[0].id.startswith("call_"), "forced tool call parsed by the SDK",
+               r.model_dump_json())
+        stream = client.chat.completions.create(
+            model=srv.model_id, messages=hi, tools=tools, max_tokens=40, seed=5, stream=True,
+            tool_choice={"type": "function", "function": {"name": "mcp__calc__add"}})
+        sargs, sname, sfin = "", None, None
+        for c in stream:
+            for tc in (c.choices[0].delta.tool_calls or []) if c.choices else []:
+                sname = sname or tc.function.name
+                sargs += tc.function.arguments or ""
+            if c.choices and c.choices[0].finish_reason:
+                sfin = c.choices[0].finish_reason
+        tap_ok(sname == "mcp__calc__add" and sargs == calls[0].function.arguments
+               and sfin == "tool_calls", "streamed tool call equals the plain one",
+               f"{sname} {sargs!r} {sfin}")
+        if calls:
+            r2 = client.chat.completions.create(
+                model=srv.model_id, tools=tools, max_tokens=4, temperature=0, messages=hi + [
+                    {"role": "assistant", "content": None, "tool_calls": [
+                        c.model_dump() for c in calls]},
+                    {"role": "tool", "tool_call_id": calls[0].id, "content": "3"}])
+            tap_ok(r2.choices[0].message.role == "assistant", "tool result accepted")
+
+        # /v1/completions and /v1/embeddings through the SDK
+        c1 = client.completions.create(model=srv.model_id, prompt="Hello", max_tokens=5,
+                                       temperature=0)
+        c2 = client.completions.create(model=srv.model_id, prompt="Hello", max_tokens=5,
+                                       temperature=0, stream=True)
+        tap_ok(c1.object == "text_completion" and len(c1.choices[0].text) > 0
+               and "".join(c.choices[0].text for c in c2 if c.choices) == c1.choices[0].text,
+               "completions plain and streamed", c1.model_dump_json())
+        try:
+            client.embeddings.create(model=srv.model_id, input=["a", "b"])
+            tap_ok(False, "embeddings on a text model -> 400")
+        except openai.BadRequestError as e:
+            tap_ok(e.status_code == 400 and e.code == "model_cannot_embed",
+                   "embeddings on a text model -> 400", e)
+
         # errors
         url = srv.url + "/v1/chat/completions"
         hj = {"Content-Type": "application/json"}

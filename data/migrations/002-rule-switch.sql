@@ -1,0 +1,2 @@
+-- 002-rule-switch: rules can be switched off without being deleted.
+ALTER TABLE rules ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1;

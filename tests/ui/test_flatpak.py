@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""The Flatpak manifest parses and asks for the reviewed permissions only.
+
+Building it needs flatpak-builder and the GNOME runtime (docs/DESKTOP.md);
+this checks what can be checked without them. TAP output.
+"""
+import json
+import sys
+
+# The reviewed sandbox: the local API server's sockets, a display, the GPU's
+# render nodes, the tray watcher and the shared models folder. Nothing else.
+REVIEWED = {
+    "--share=network",
+    "--share=ipc",
+    "--socket=fallback-x11",
+    "--socket=wayland",
+    "--device=dri",
+    "--talk-name=org.kde.StatusNotifierWatcher",
+    "--filesystem=xdg-data/baleen/models:create",
+}
+
+n = 0
+failed = 0
+
+
+def ok(cond, what):
+    global n, failed
+    n += 1
+    failed += 0 if cond else 1
+    print(("ok %d - %s" if cond else "not ok %d - %s") % (n, what))
+
+
+def main():
+    path = sys.argv[1]
+    try:
+        with open(path, encoding="utf-8") as f:
+            m = json.load(f)
+        ok(True, "manifest is valid JSON")
+    except (OSError, ValueError) as e:
+        ok(False, "manifest is valid JSON: %s" % e)
+        print("1..%d" % n)
+        return 1
+    ok(m.get("id") == "org.baleen.Baleen", "app id matches the desktop file")
+    ok(m.get("runtime") == "org.gnome.Platform" and m.get("sdk") == "org.gnome.Sdk",
+       "built on the GNOME runtime and SDK")
+    ok(m.get("command") == "baleen", "runs the baleen executable")
+    args = m.get("finish-args", [])
+    ok(len(args) == len(set(args)), "no permission listed twice")
+    ok(set(args) == REVIEWED, "finish-args are exactly the reviewed set: %s"
+       % sorted(set(args) ^ REVIEWED))
+    for bad in ("--filesystem=home", "--filesystem=host", "--socket=session-bus",
+                "--socket=system-bus", "--device=all", "--talk-name=org.freedesktop.Flatpak"):
+        ok(not any(a.startswith(bad) for a in args), "does not ask for %s" % bad)
+    mods = {mod.get("name"): mod for mod in m.get("modules", []) if isinstance(mod, dict)}
+    app = mods.get("baleen", {})
+    ok(app.get("buildsystem") == "meson", "baleen is built with meson")
+    ok("-Dgui=enabled" in app.get("config-opts", []), "the GUI is required in the Flatpak")
+    cuda = mods.get("cuda-runtime", {})
+    cmds = " ".join(cuda.get("build-commands", []))
+    ok("libcublas" in cmds and "libcublasLt" in cmds, "the cuBLAS runtime libraries are bundled")
+    ok("/cuda-sdk" in cuda.get("cleanup", []), "the CUDA toolkit itself is not shipped")
+    ok(list(mods)[-1] == "baleen", "baleen is the last module")
+    print("1..%d" % n)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
