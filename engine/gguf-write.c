@@ -152,6 +152,8 @@ put (BlnGgufWriter *w, const void *data, size_t len, GError **error)
 {
   const guint8 *p = data;
 
+  if (len == 0)
+    return TRUE;   /* an empty string: nothing to copy (data may be NULL) */
   if (w->buf_len + len > WRITE_BUFFER)
     {
       if (!flush_buf (w, error))

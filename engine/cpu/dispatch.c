@@ -6,11 +6,26 @@
  */
 #include <stdatomic.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 
 #include "vecdot.h"
 
 static BlnCpuKernels simd_table;
 static _Atomic (const BlnCpuKernels *) forced;
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* F16C from CPUID leaf 1 (ECX bit 29): clang before 15 does not know the
+ * "f16c" name for __builtin_cpu_supports. */
+static gboolean
+have_f16c (void)
+{
+  unsigned int a, b, c, d;
+
+  return __get_cpuid (1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
+}
+#endif
 
 static int
 detect_level (void)
@@ -20,8 +35,7 @@ detect_level (void)
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init ();
-  if (__builtin_cpu_supports ("avx2") && __builtin_cpu_supports ("fma")
-      && __builtin_cpu_supports ("f16c"))
+  if (__builtin_cpu_supports ("avx2") && __builtin_cpu_supports ("fma") && have_f16c ())
     level = 1;
   if (level == 1 && __builtin_cpu_supports ("avx512f") && __builtin_cpu_supports ("avx512bw")
       && __builtin_cpu_supports ("avx512vl"))

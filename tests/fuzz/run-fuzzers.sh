@@ -15,10 +15,10 @@ if [ ! -d "$build" ]; then
   CC=clang meson setup "$build" "$root" -Dfuzzing=true -Dcuda=disabled -Dgui=disabled \
     -Db_lundef=false
 fi
-ninja -C "$build" tests/fuzz/fuzz-gguf
+ninja -C "$build" tests/fuzz/fuzz-gguf tests/fuzz/fuzz-rules tests/fuzz/fuzz-jinja tests/fuzz/fuzz-chat-request
 
 status=0
-for target in gguf; do
+for target in gguf rules jinja chat-request; do
   exe="$build/tests/fuzz/fuzz-$target"
   seeds="$here/corpus/$target"
   scratch=$(mktemp -d)
