@@ -273,9 +273,30 @@ chat_handler (SoupServer *server, SoupServerMessage *msg, const char *path, GHas
       g_free (p);
       return;
     }
+  pieces = json_object_get_array_member (o, "pieces");
+  if (json_object_has_member (o, "twice"))
+    {
+      /* two answers to one request: a clone each, one audit row each */
+      for (int k = 0; k < 2; k++)
+        {
+          BlnSafetyCall *c = bln_safety_call_clone (p->call);
+          g_autoptr (GString) out = g_string_new (NULL);
+          g_autofree char *id = g_strdup_printf ("twice-%d", k);
+
+          for (guint i = 0; i < json_array_get_length (pieces); i++)
+            bln_safety_call_filter (c, json_array_get_string_element (pieces, i), out);
+          bln_safety_call_flush (c, out);
+          bln_safety_call_end (c, id, "stop", 1, 1, 0);
+          bln_safety_call_free (c);
+        }
+      bln_safety_call_end (p->call, "original", "stop", 0, 0, 0); /* no row: cloned */
+      bln_safety_call_free (p->call);
+      g_free (p);
+      reply_json (msg, "{}");
+      return;
+    }
   p->msg = g_object_ref (msg);
   p->out = g_string_new (NULL);
-  pieces = json_object_get_array_member (o, "pieces");
   for (guint i = 0; i < json_array_get_length (pieces); i++)
     if (!bln_safety_call_filter (p->call, json_array_get_string_element (pieces, i), p->out))
       break;
@@ -451,6 +472,18 @@ test_http_glue (void)
   g_assert_cmpuint (r.status, ==, 200);
   reply_clear (&r);
   g_assert_cmpint (bln_audit_count (bln_safety_db (fx.safety), &error), ==, 6);
+
+  /* 6: two answers to one request, each filtered and recorded once */
+  request (&fx, chat, "{\"twice\":1,\"messages\":[],\"pieces\":[\"x secr\",\"et\"]}",
+           key, &r);
+  g_assert_cmpuint (r.status, ==, 200);
+  reply_clear (&r);
+  g_assert_cmpint (bln_audit_count (bln_safety_db (fx.safety), &error), ==, 8);
+  tail = bln_audit_tail (bln_safety_db (fx.safety), 2, &error);
+  g_assert_cmpstr (((BlnAuditRecord *) tail->pdata[0])->request_id, ==, "twice-0");
+  g_assert_cmpstr (((BlnAuditRecord *) tail->pdata[1])->request_id, ==, "twice-1");
+  g_assert_cmpstr (((BlnAuditRecord *) tail->pdata[1])->completion, ==, "x secret");
+  g_clear_pointer (&tail, g_ptr_array_unref);
 
   soup_server_disconnect (server);
   g_object_unref (fx.session);

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <math.h>
 #include "bln-error.h"
+#include "kv-cache.h"
 #include "json-constraint.h"
 #include "tokenizer.h"
 
@@ -40,11 +41,26 @@ struct _BlnGenRequest {
 
   /* main context only */
   gboolean delivered_done;
+
+  /* scheduler path */
+  BlnSched *sched;             /* under lock: set while the scheduler holds the request */
+  guint64 handle;              /* under lock */
+  BlnDetok *dt;                /* scheduler thread only (created at submit) */
+  GString *held;               /* scheduler thread only: text not yet posted */
+  gboolean stopped;            /* scheduler thread only: a stop string ended it */
+  gboolean cancel_seen;        /* scheduler thread only: ended because of the flag */
 };
 
 struct _BlnEngineWorker {
   BlnModel *model;
-  BlnPool *pool;
+  BlnPool *pool;               /* the scheduler's, or the GPU context's */
+  BlnSched *sched;             /* CPU path; NULL on the GPU path */
+  int n_ctx;
+  int n_threads;
+  gboolean started;            /* under lock: the single-context thread runs */
+  /* single-context path: the GPU, or JSON-constrained requests on the CPU
+   * (then ctx and fifo_pool are made on first use, on the thread) */
+  BlnPool *fifo_pool;
   BlnContext *ctx;
   GArray *cached;              /* ids whose keys/values are in ctx */
   float *logits;
@@ -119,6 +135,9 @@ bln_gen_request_unref (BlnGenRequest *req)
   g_string_free (req->pending, TRUE);
   g_array_unref (req->pending_tokens);
   g_clear_error (&req->error);
+  g_clear_pointer (&req->dt, bln_detok_free);
+  if (req->held != NULL)
+    g_string_free (req->held, TRUE);
   g_free (req);
 }
 
@@ -126,6 +145,11 @@ void
 bln_gen_request_cancel (BlnGenRequest *req)
 {
   g_atomic_int_set (&req->cancelled, 1);
+  /* on the scheduler, free its KV blocks at the next step */
+  g_mutex_lock (&req->lock);
+  if (req->sched != NULL && req->handle != 0)
+    bln_sched_cancel (req->sched, req->handle);
+  g_mutex_unlock (&req->lock);
 }
 
 /* Runs on the main context: hands over pending text and the end. */
@@ -321,6 +345,133 @@ stop_find (char **stops, const char *buf, gsize len)
 }
 
 /* ---------------------------------------------------------------------- */
+/* the scheduler path (callbacks run on the scheduler's thread)            */
+
+static gboolean
+sched_on_token (const BlnSchedToken *t, gpointer data)
+{
+  BlnGenRequest *req = data;
+  gsize hold;
+  gssize at;
+
+  if (g_atomic_int_get (&req->cancelled))
+    {
+      req->cancel_seen = TRUE;
+      return FALSE;
+    }
+  if (req->on_tokens != NULL)
+    {
+      BlnGenToken gt;
+
+      gt.id = t->id;
+      gt.logprob = t->logprob;
+      gt.n_top = t->top != NULL ? MIN (t->n_top, req->n_top) : 0;
+      if (gt.n_top > 0)
+        memcpy (gt.top, t->top, sizeof (BlnLogprob) * (gsize) gt.n_top);
+      post_token (req, &gt);
+    }
+  bln_detok_push_append (req->dt, t->id, req->held);
+  at = stop_find (req->stops, req->held->str, req->held->len);
+  if (at >= 0)
+    {
+      g_string_truncate (req->held, (gsize) at);
+      post_text (req, req->held->str, req->held->len);
+      g_string_truncate (req->held, 0);
+      req->stopped = TRUE;
+      return FALSE;
+    }
+  hold = stop_holdback (req->stops, req->held->str, req->held->len);
+  post_text (req, req->held->str, req->held->len - hold);
+  g_string_erase (req->held, 0, (gssize) (req->held->len - hold));
+  return TRUE;
+}
+
+static void
+sched_on_end (const BlnSchedResult *r, gpointer data)
+{
+  BlnGenRequest *req = data;
+  BlnGenUsage usage = { r->prompt_tokens, r->completion_tokens, r->cached_tokens };
+  BlnFinish finish;
+
+  switch (r->finish)
+    {
+    case BLN_SCHED_FINISH_STOP:
+      finish = BLN_FINISH_STOP;
+      break;
+    case BLN_SCHED_FINISH_LENGTH:
+      finish = BLN_FINISH_LENGTH;
+      break;
+    case BLN_SCHED_FINISH_ERROR:
+      finish = BLN_FINISH_ERROR;
+      break;
+    case BLN_SCHED_FINISH_CANCELLED:
+    default:
+      finish = BLN_FINISH_CANCELLED;
+      break;
+    }
+  if (req->cancel_seen)
+    finish = BLN_FINISH_CANCELLED;
+  else if (req->stopped)
+    finish = BLN_FINISH_STOP;
+  if (finish == BLN_FINISH_STOP || finish == BLN_FINISH_LENGTH)
+    {
+      if (!req->stopped)
+        {
+          g_autofree char *rest = bln_detok_flush (req->dt);
+          gssize at;
+
+          g_string_append (req->held, rest);
+          at = stop_find (req->stops, req->held->str, req->held->len);
+          if (at >= 0)
+            {
+              g_string_truncate (req->held, (gsize) at);
+              finish = BLN_FINISH_STOP;
+            }
+        }
+      post_text (req, req->held->str, req->held->len);
+    }
+  else if (finish == BLN_FINISH_ERROR)
+    post_text (req, req->held->str, req->held->len);
+  g_string_truncate (req->held, 0);
+  g_mutex_lock (&req->lock);
+  req->sched = NULL;
+  req->handle = 0;
+  g_mutex_unlock (&req->lock);
+  post_done (req, finish, &usage, r->error != NULL ? g_error_copy (r->error) : NULL);
+  bln_gen_request_unref (req);
+}
+
+static gboolean
+sched_submit (BlnEngineWorker *w, BlnGenRequest *req, GError **error)
+{
+  guint64 handle;
+
+  req->dt = bln_detok_new (bln_model_tokenizer (w->model));
+  req->held = g_string_new (NULL);
+  bln_gen_request_ref (req);   /* dropped by sched_on_end */
+  g_mutex_lock (&req->lock);   /* so a cancel cannot slip between submit and the handle */
+  handle = bln_sched_submit (w->sched, (const int32_t *) req->prompt->data,
+                             (int) req->prompt->len, &req->params, req->max_tokens,
+                             req->on_tokens != NULL ? req->n_top : 0, sched_on_token,
+                             sched_on_end, req, error);
+  if (handle == 0)
+    {
+      g_mutex_unlock (&req->lock);
+      bln_gen_request_unref (req);
+      return FALSE;
+    }
+  if (!req->done)
+    {
+      req->sched = w->sched;
+      req->handle = handle;
+    }
+  g_mutex_unlock (&req->lock);
+  if (g_atomic_int_get (&req->cancelled))
+    bln_gen_request_cancel (req);
+  return TRUE;
+}
+
+/* ---------------------------------------------------------------------- */
 /* the engine thread                                                       */
 
 /* Brings the context to hold @prompt minus nothing, reusing the common
@@ -513,6 +664,7 @@ static gpointer
 worker_main (gpointer data)
 {
   BlnEngineWorker *w = data;
+  GError *ctx_error = NULL;
 
   for (;;)
     {
@@ -525,10 +677,22 @@ worker_main (gpointer data)
       g_mutex_lock (&w->lock);
       w->running = req;
       g_mutex_unlock (&w->lock);
+      if (w->ctx == NULL && ctx_error == NULL)
+        {
+          /* CPU JSON requests: a context of their own, on a pool of their own */
+          w->fifo_pool = bln_pool_new (w->n_threads, &ctx_error);
+          if (w->fifo_pool != NULL)
+            w->ctx = bln_context_new (w->model, w->n_ctx, w->fifo_pool, &ctx_error);
+        }
       if (g_atomic_int_get (&req->cancelled) || g_atomic_int_get (&w->quitting))
         {
           BlnGenUsage usage = { .prompt_tokens = (int) req->prompt->len };
           post_done (req, BLN_FINISH_CANCELLED, &usage, NULL);
+        }
+      else if (w->ctx == NULL)
+        {
+          BlnGenUsage usage = { .prompt_tokens = (int) req->prompt->len };
+          post_done (req, BLN_FINISH_ERROR, &usage, g_error_copy (ctx_error));
         }
       else
         run_request (w, req);
@@ -537,20 +701,77 @@ worker_main (gpointer data)
       g_mutex_unlock (&w->lock);
       bln_gen_request_unref (req);
     }
+  g_clear_error (&ctx_error);
   return NULL;
 }
 
 /* ---------------------------------------------------------------------- */
 /* public                                                                  */
 
+static GMutex defaults_lock;
+static BlnEngineWorkerOptions defaults;
+static char *defaults_device;
+
+void
+bln_engine_worker_options_init (BlnEngineWorkerOptions *opts)
+{
+  memset (opts, 0, sizeof *opts);
+}
+
+void
+bln_engine_worker_set_defaults (const BlnEngineWorkerOptions *opts)
+{
+  g_mutex_lock (&defaults_lock);
+  g_clear_pointer (&defaults_device, g_free);
+  if (opts != NULL)
+    {
+      defaults = *opts;
+      defaults_device = g_strdup (opts->device);
+      defaults.device = defaults_device;
+    }
+  else
+    bln_engine_worker_options_init (&defaults);
+  g_mutex_unlock (&defaults_lock);
+}
+
+/* Starts the single-context thread if it is not running. */
+static void
+ensure_thread (BlnEngineWorker *w)
+{
+  g_mutex_lock (&w->lock);
+  if (!w->started)
+    {
+      w->started = TRUE;
+      w->thread = g_thread_new ("baleen-engine", worker_main, w);
+    }
+  g_mutex_unlock (&w->lock);
+}
+
 BlnEngineWorker *
-bln_engine_worker_new (const char *path, int n_threads, int n_ctx, GError **error)
+bln_engine_worker_new_with_options (const char *path, const BlnEngineWorkerOptions *opts,
+                                    GError **error)
 {
   g_autoptr (BlnModel) model = NULL;
+  g_autofree char *note = NULL;
+  BlnEngineWorkerOptions o;
+  BlnContextOptions copts;
   BlnPool *pool = NULL;
   BlnContext *ctx = NULL;
+  BlnSched *sched = NULL;
   BlnEngineWorker *w;
 
+  if (opts != NULL)
+    o = *opts;
+  else
+    bln_engine_worker_options_init (&o);
+  if (o.n_threads < 0 || o.n_ctx < 0 || o.parallel < 0 || o.kv_mem_mib < 0 || o.max_queue < 0)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "negative engine worker option");
+      return NULL;
+    }
+  bln_context_options_init (&copts);
+  if (!bln_device_parse (o.device != NULL ? o.device : "cpu", &copts, error))
+    return NULL;
   model = bln_model_load (path, error);
   if (model == NULL)
     return NULL;
@@ -560,25 +781,98 @@ bln_engine_worker_new (const char *path, int n_threads, int n_ctx, GError **erro
                    path);
       return NULL;
     }
-  pool = bln_pool_new (n_threads, error);
+  pool = bln_pool_new (o.n_threads, error);
   if (pool == NULL)
     return NULL;
-  ctx = bln_context_new (model, n_ctx, pool, error);
+  if (copts.device != BLN_DEVICE_CPU)
+    {
+      ctx = bln_context_new_on_device (model, o.n_ctx, pool, &copts, &note, error);
+      if (ctx == NULL)
+        {
+          bln_pool_free (pool);
+          return NULL;
+        }
+      if (note != NULL)
+        g_printerr ("baleen-server: %s\n", note);
+      if (bln_context_device (ctx) == BLN_DEVICE_CPU)
+        g_clear_pointer (&ctx, bln_context_free);   /* fell back: batch on the CPU */
+    }
   if (ctx == NULL)
     {
-      bln_pool_free (pool);
-      return NULL;
+      BlnSchedOptions so;
+      int n_ctx, max_seqs = o.parallel > 0 ? o.parallel : 32;
+
+      n_ctx = o.n_ctx > 0 ? o.n_ctx : MIN (bln_model_hparams (model)->n_ctx_train, 8192);
+      if (n_ctx <= 0)
+        n_ctx = 8192;
+      bln_sched_options_init (&so);
+      so.n_ctx = n_ctx;
+      so.max_seqs = max_seqs;
+      so.max_queue = o.max_queue;
+      if (o.kv_mem_mib > 0)
+        so.kv_bytes = (size_t) o.kv_mem_mib << 20;
+      else
+        {
+          /* room for every sequence at full length, within 64 MiB .. 2 GiB */
+          size_t per_block = bln_kv_cache_block_bytes_for (model, BLN_KV_BLOCK_SIZE_DEFAULT);
+          guint64 want = (guint64) per_block * (guint64) ((n_ctx + BLN_KV_BLOCK_SIZE_DEFAULT - 1)
+                                                          / BLN_KV_BLOCK_SIZE_DEFAULT + 1)
+                         * (guint64) max_seqs;
+
+          so.kv_bytes = (size_t) CLAMP (want, (guint64) 64 << 20, (guint64) 2048 << 20);
+        }
+      sched = bln_sched_new (model, pool, &so, error);
+      if (sched == NULL)
+        {
+          bln_pool_free (pool);
+          return NULL;
+        }
     }
   w = g_new0 (BlnEngineWorker, 1);
   w->model = g_steal_pointer (&model);
   w->pool = pool;
+  w->sched = sched;
   w->ctx = ctx;
+  w->n_threads = o.n_threads;
+  w->n_ctx = sched != NULL ? bln_sched_n_ctx (sched) : bln_context_n_ctx (ctx);
   w->cached = g_array_new (FALSE, FALSE, sizeof (int32_t));
   w->logits = g_new (float, bln_model_hparams (w->model)->n_vocab);
   w->queue = g_async_queue_new ();
   g_mutex_init (&w->lock);
-  w->thread = g_thread_new ("baleen-engine", worker_main, w);
+  if (sched != NULL)
+    {
+      BlnSchedStats st;
+
+      bln_sched_get_stats (sched, &st);
+      g_printerr ("baleen-server: engine: continuous batching on the CPU: %d sequences at once, "
+                  "%d tokens each, KV pool %d blocks of %d (%.0f MiB)\n", st.max_seqs, w->n_ctx,
+                  st.blocks_total, st.block_size,
+                  (double) bln_kv_cache_block_bytes_for (w->model, st.block_size)
+                    * st.blocks_total / (1 << 20));
+    }
+  else
+    {
+      g_printerr ("baleen-server: engine: one sequence at a time (FIFO) on the GPU, "
+                  "%d tokens\n", w->n_ctx);
+      ensure_thread (w);
+    }
   return w;
+}
+
+BlnEngineWorker *
+bln_engine_worker_new (const char *path, int n_threads, int n_ctx, GError **error)
+{
+  BlnEngineWorkerOptions o;
+  g_autofree char *device = NULL;
+
+  g_mutex_lock (&defaults_lock);
+  o = defaults;
+  device = g_strdup (defaults.device);
+  g_mutex_unlock (&defaults_lock);
+  o.device = device;
+  o.n_threads = n_threads;
+  o.n_ctx = n_ctx;
+  return bln_engine_worker_new_with_options (path, &o, error);
 }
 
 void
@@ -589,12 +883,18 @@ bln_engine_worker_free (BlnEngineWorker *w)
   if (w == NULL)
     return;
   g_atomic_int_set (&w->quitting, 1);
+  /* ends every scheduled request as CANCELLED; sched_on_end clears their
+   * pointers to the scheduler */
+  g_clear_pointer (&w->sched, bln_sched_free);
   g_mutex_lock (&w->lock);
   if (w->running != NULL)
     bln_gen_request_cancel (w->running);
   g_mutex_unlock (&w->lock);
-  g_async_queue_push (w->queue, w);
-  g_thread_join (w->thread);
+  if (w->started)
+    {
+      g_async_queue_push (w->queue, w);
+      g_thread_join (w->thread);
+    }
   /* anything queued after the sentinel */
   while ((item = g_async_queue_try_pop (w->queue)) != NULL)
     if (item != (gpointer) w)
@@ -604,7 +904,8 @@ bln_engine_worker_free (BlnEngineWorker *w)
       }
   g_async_queue_unref (w->queue);
   g_mutex_clear (&w->lock);
-  bln_context_free (w->ctx);
+  g_clear_pointer (&w->ctx, bln_context_free);
+  g_clear_pointer (&w->fifo_pool, bln_pool_free);
   bln_pool_free (w->pool);
   bln_model_free (w->model);
   g_array_unref (w->cached);
@@ -621,17 +922,72 @@ bln_engine_worker_model (BlnEngineWorker *w)
 int
 bln_engine_worker_n_ctx (BlnEngineWorker *w)
 {
-  return bln_context_n_ctx (w->ctx);
+  return w->n_ctx;
 }
 
 int
 bln_engine_worker_queue_length (BlnEngineWorker *w)
 {
-  return MAX (g_async_queue_length (w->queue), 0);
+  int n = MAX (g_async_queue_length (w->queue), 0);
+
+  if (w->sched != NULL)
+    {
+      BlnSchedStats st;
+
+      bln_sched_get_stats (w->sched, &st);
+      n += st.waiting;
+    }
+  return n;
 }
 
 void
-bln_engine_worker_submit (BlnEngineWorker *w, BlnGenRequest *req)
+bln_engine_worker_get_stats (BlnEngineWorker *w, BlnEngineWorkerStats *stats)
 {
+  gboolean busy;
+
+  memset (stats, 0, sizeof *stats);
+  g_mutex_lock (&w->lock);
+  busy = w->running != NULL;
+  g_mutex_unlock (&w->lock);
+  stats->running = busy ? 1 : 0;
+  stats->waiting = MAX (g_async_queue_length (w->queue), 0);
+  stats->max_seqs = 1;
+  if (w->sched != NULL)
+    {
+      BlnSchedStats st;
+
+      bln_sched_get_stats (w->sched, &st);
+      stats->batching = TRUE;
+      stats->running += st.running;
+      stats->waiting += st.waiting;
+      stats->max_seqs = st.max_seqs;
+      stats->kv_blocks_total = st.blocks_total;
+      stats->kv_blocks_used = st.blocks_used;
+      stats->kv_blocks_cached = st.blocks_cached;
+      stats->kv_block_size = st.block_size;
+      stats->prefix_hit_rate = st.prefix_hit_rate;
+      stats->preemptions = st.preemptions;
+    }
+}
+
+gboolean
+bln_engine_worker_submit (BlnEngineWorker *w, BlnGenRequest *req, GError **error)
+{
+  if (g_atomic_int_get (&w->quitting))
+    {
+      g_set_error (error, BLN_SCHED_ERROR, BLN_SCHED_ERROR_STOPPED, "the engine is stopping");
+      return FALSE;
+    }
+  if (req->prompt->len == 0 || (int) req->prompt->len >= w->n_ctx)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
+                   "the prompt (%u tokens) does not fit the context (%d tokens)",
+                   req->prompt->len, w->n_ctx);
+      return FALSE;
+    }
+  if (w->sched != NULL && !req->json)
+    return sched_submit (w, req, error);
+  ensure_thread (w);
   g_async_queue_push (w->queue, bln_gen_request_ref (req));
+  return TRUE;
 }

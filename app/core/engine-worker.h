@@ -1,24 +1,34 @@
-/* engine-worker.h — the one thread that runs the model for the server.
+/* engine-worker.h — runs the model for the server.
  *
- * A BlnEngineWorker owns a loaded model, a CPU thread pool and ONE sequence
- * context. Requests (BlnGenRequest) are queued FIFO on a GAsyncQueue and run
- * one at a time: this is the first increment of the serving layer; continuous
- * batching over several sequences and a paged KV cache come later (issue 4).
- * Between requests the worker keeps the tokens of the last sequence cached
- * and reuses the longest common prefix with the next prompt, so a multi-turn
- * chat recomputes only its new turn.
+ * A BlnEngineWorker owns a loaded model and a CPU thread pool, and runs
+ * generation requests (BlnGenRequest) on one of two paths:
+ *
+ * - CPU (the default): the continuous-batching scheduler (engine/scheduler.h)
+ *   over a paged KV cache with prefix sharing. Up to @parallel sequences are
+ *   generated at once in one batched forward pass per step; more requests
+ *   wait in a bounded queue (@max_queue), and a submit beyond it fails at
+ *   once with BLN_SCHED_ERROR_QUEUE_FULL (the server answers 429). Requests
+ *   constrained to JSON (bln_gen_request_set_json()) need their logits masked
+ *   before sampling, which the scheduler does not offer: they run on the
+ *   single-context path below, on a second context created on first use.
+ * - CUDA (--device cuda): ONE sequence context on the GPU, requests run one
+ *   at a time FIFO, and the tokens of the last sequence stay cached so the
+ *   next prompt reuses the longest common prefix.
  *
  * Threads (DESIGN.md §2): the worker never calls the HTTP layer. Text and the
  * end of a request are posted to the GMainContext given to
  * bln_gen_request_new() and the callbacks run there, in order; text produced
  * faster than the main loop dispatches it is coalesced into one call.
- * Cancellation is a flag checked before every token and every prefill chunk.
+ * Cancellation is a flag checked before every token (and every prefill chunk
+ * on the single-context path); on the scheduler the request's KV blocks are
+ * released at the next step.
  */
 #pragma once
 
 #include <glib.h>
 #include "model.h"
 #include "sampler.h"
+#include "scheduler.h"
 
 G_BEGIN_DECLS
 
@@ -62,10 +72,39 @@ typedef void (*BlnGenTextFn) (const char *text, gpointer user_data);
 typedef void (*BlnGenDoneFn) (BlnFinish finish, const BlnGenUsage *usage, const GError *error,
                               gpointer user_data);
 
-/* Loads the model at @path, creates a pool of @n_threads (0: all cores) and a
- * context of @n_ctx tokens (0: the model's default), and starts the engine
- * thread. Returns NULL with @error set when any of that fails (nothing is
- * left running then). The model must have a tokenizer. */
+/* How a worker is built. Zero fields mean the defaults. */
+typedef struct {
+  int n_threads;       /* CPU threads (0: all cores) */
+  int n_ctx;           /* tokens per sequence (0: the model's default, capped at 8192) */
+  int parallel;        /* CPU: sequences generated at once (0: 32) */
+  int kv_mem_mib;      /* CPU: KV pool in MiB (0: room for parallel × n_ctx tokens, at most
+                        * 2048 MiB and at least 64 MiB) */
+  int max_queue;       /* CPU: requests waiting at most (0: 256) */
+  const char *device;  /* "cpu", "cuda", "cuda:N" or "auto" (NULL: "cpu") */
+} BlnEngineWorkerOptions;
+
+/* Fills @opts with zeros (the defaults). */
+void bln_engine_worker_options_init (BlnEngineWorkerOptions *opts);
+
+/* Sets the process-wide options bln_engine_worker_new() uses for everything
+ * but n_threads and n_ctx (copied; NULL restores the defaults). The server
+ * calls it once, before any worker is made. */
+void bln_engine_worker_set_defaults (const BlnEngineWorkerOptions *opts);
+
+/* Loads the model at @path and starts the path @opts selects (see above):
+ * on the CPU a pool of n_threads and a scheduler; on a GPU a context there
+ * (when the GPU cannot be used the worker falls back to the CPU scheduler and
+ * says so on stderr). The path used is logged on stderr. Returns NULL with
+ * @error set when any of that fails (nothing is left running then): the
+ * model's errors, BLN_ERROR_INVALID for a bad device name or option,
+ * BLN_ERROR_NOMEM when the KV pool cannot be allocated. The model must have
+ * a tokenizer (else BLN_ERROR_UNSUPPORTED). */
+BlnEngineWorker *bln_engine_worker_new_with_options (const char *path,
+                                                     const BlnEngineWorkerOptions *opts,
+                                                     GError **error);
+
+/* bln_engine_worker_new_with_options() with @n_threads and @n_ctx and the
+ * process-wide defaults (bln_engine_worker_set_defaults()) for the rest. */
 BlnEngineWorker *bln_engine_worker_new (const char *path, int n_threads, int n_ctx,
                                         GError **error);
 
@@ -78,10 +117,27 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (BlnEngineWorker, bln_engine_worker_free)
 /* The model, owned by the worker; immutable, so the main thread may use it
  * (and its tokenizer and chat template) while the worker runs. */
 BlnModel *bln_engine_worker_model (BlnEngineWorker *worker);
-/* The context size in tokens. */
+/* The context size in tokens (per sequence). */
 int bln_engine_worker_n_ctx (BlnEngineWorker *worker);
-/* Requests waiting in the queue (not counting the running one). */
+/* Requests waiting in the queue (not counting running ones). */
 int bln_engine_worker_queue_length (BlnEngineWorker *worker);
+
+/* A snapshot for /metrics. On the single-context path the KV fields are 0. */
+typedef struct {
+  gboolean batching;        /* the CPU scheduler is in use */
+  int running;              /* requests generating or in their prompt */
+  int waiting;              /* requests queued */
+  int max_seqs;             /* sequences at once (1 on the single-context path) */
+  int kv_blocks_total;
+  int kv_blocks_used;       /* referenced by running sequences */
+  int kv_blocks_cached;     /* unreferenced prefixes kept for reuse */
+  int kv_block_size;        /* positions per block */
+  double prefix_hit_rate;   /* prompt tokens found in the prefix cache / looked up */
+  guint64 preemptions;
+} BlnEngineWorkerStats;
+
+/* Fills @stats; any thread. */
+void bln_engine_worker_get_stats (BlnEngineWorker *worker, BlnEngineWorkerStats *stats);
 
 /* A generation request for the token ids @prompt (copied; must not be empty)
  * with the sampler @params (copied), at most @max_tokens new tokens (> 0), and
@@ -114,7 +170,12 @@ void bln_gen_request_set_json (BlnGenRequest *req, gboolean object_only);
  * it is called from the request's main context. */
 void bln_gen_request_cancel (BlnGenRequest *req);
 
-/* Queues @req (the worker takes its own reference). Requests run FIFO. */
-void bln_engine_worker_submit (BlnEngineWorker *worker, BlnGenRequest *req);
+/* Queues @req (the worker takes its own reference); requests are admitted
+ * in arrival order. Returns FALSE with @error set, and then @req's callbacks
+ * are never called, when: the queue is full (BLN_SCHED_ERROR_QUEUE_FULL:
+ * answer 429 with Retry-After), the worker is stopping
+ * (BLN_SCHED_ERROR_STOPPED: 503), or the prompt is empty or leaves no room
+ * in the context (BLN_ERROR_INVALID: 400). A request is submitted once. */
+gboolean bln_engine_worker_submit (BlnEngineWorker *worker, BlnGenRequest *req, GError **error);
 
 G_END_DECLS

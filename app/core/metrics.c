@@ -274,6 +274,17 @@ bln_metrics_render (BlnMetrics *m, const BlnMetricsGauges *g)
         scalar (out, "kv_blocks_used", "gauge", "KV cache blocks in use.", g->kv_blocks_used);
       if (g->kv_blocks_total >= 0)
         scalar (out, "kv_blocks_total", "gauge", "KV cache blocks in all.", g->kv_blocks_total);
+      if (g->kv_blocks_cached >= 0)
+        scalar (out, "kv_blocks_cached", "gauge",
+                "KV cache blocks holding reusable prefixes, not in use (evictable).",
+                g->kv_blocks_cached);
+      if (g->kv_prefix_hit_ratio >= 0)
+        scalar (out, "kv_prefix_hit_ratio", "gauge",
+                "Share of prompt tokens looked up in the KV prefix cache that were found.",
+                g->kv_prefix_hit_ratio);
+      if (g->engine_running >= 0)
+        scalar (out, "engine_sequences_running", "gauge",
+                "Sequences the engine is running (prompt or generating).", g->engine_running);
       if (g->models_installed >= 0)
         scalar (out, "models_installed", "gauge", "Models found in the library.",
                 g->models_installed);

@@ -32,6 +32,9 @@ typedef struct {
   double kv_blocks_total;    /* baleen_kv_blocks_total */
   const char *loaded_model;  /* baleen_model_loaded{model} 1; NULL: none loaded */
   double models_installed;   /* baleen_models_installed */
+  double kv_blocks_cached;   /* baleen_kv_blocks_cached: unreferenced prefixes kept for reuse */
+  double kv_prefix_hit_ratio; /* baleen_kv_prefix_hit_ratio: the scheduler's prefix lookups */
+  double engine_running;     /* baleen_engine_sequences_running: admitted by the engine */
 } BlnMetricsGauges;
 
 /* A new, empty set. Free with bln_metrics_free(). */

@@ -519,7 +519,12 @@ start_generation (OReq *r, BlnEngineWorker *worker)
       soup_message_headers_set_encoding (h, SOUP_ENCODING_CHUNKED);
       soup_server_message_unpause (r->msg);   /* the headers go out at once */
     }
-  bln_engine_worker_submit (worker, r->gen);
+  if (!bln_engine_worker_submit (worker, r->gen, &error))
+    {
+      BlnGenUsage usage = { (int) ids->len, 0, 0 };
+
+      on_done (BLN_FINISH_ERROR, &usage, error, r);   /* answers with the error */
+    }
 out:
   bln_chat_params_clear (&p);
 }

@@ -377,6 +377,7 @@ struct _BlnSafetyCall {
   GString *completion;     /* what was emitted */
   gint64 t_start, t_first;
   gboolean ended;
+  gboolean cloned;         /* its clones write the records */
 };
 
 static void
@@ -533,28 +534,63 @@ bln_safety_call_begin (BlnSafety *s, SoupServerMessage *msg, const char *endpoin
   return c;
 }
 
+static gboolean
+is_string (JsonNode *n)
+{
+  return n && JSON_NODE_HOLDS_VALUE (n) && json_node_get_value_type (n) == G_TYPE_STRING;
+}
+
 BlnSafetyCall *
 bln_safety_call_begin_prompt (BlnSafety *s, SoupServerMessage *msg, const char *endpoint,
                               const char *model, JsonNode *prompt, gint64 max_tokens)
 {
   g_autoptr (JsonArray) arr = json_array_new ();
   g_autoptr (JsonNode) node = json_node_new (JSON_NODE_ARRAY);
-  gboolean text = prompt && JSON_NODE_HOLDS_VALUE (prompt) &&
-                  json_node_get_value_type (prompt) == G_TYPE_STRING;
+  g_autoptr (GPtrArray) strings = g_ptr_array_new ();  /* JsonNode * of each text prompt */
   BlnSafetyCall *c;
 
-  if (text)
+  if (is_string (prompt))
+    g_ptr_array_add (strings, prompt);
+  else if (prompt && JSON_NODE_HOLDS_ARRAY (prompt))
+    for (guint i = 0; i < json_array_get_length (json_node_get_array (prompt)); i++)
+      if (is_string (json_array_get_element (json_node_get_array (prompt), i)))
+        g_ptr_array_add (strings, json_array_get_element (json_node_get_array (prompt), i));
+  for (guint i = 0; i < strings->len; i++)
     {
       JsonObject *o = json_object_new ();
-      json_object_set_string_member (o, "content", json_node_get_string (prompt));
+      json_object_set_string_member (o, "content", json_node_get_string (strings->pdata[i]));
       json_array_add_object_element (arr, o);
     }
   json_node_set_array (node, arr);
   c = bln_safety_call_begin (s, msg, endpoint, model, node, max_tokens);
-  if (c && text)
-    json_node_set_string (prompt, json_object_get_string_member (
-                                    json_array_get_object_element (arr, 0), "content"));
+  for (guint i = 0; c && i < strings->len; i++)
+    json_node_set_string (strings->pdata[i], json_object_get_string_member (
+                                               json_array_get_object_element (arr, i),
+                                               "content"));
   return c;
+}
+
+BlnSafetyCall *
+bln_safety_call_clone (BlnSafetyCall *c)
+{
+  BlnSafetyCall *n = g_new0 (BlnSafetyCall, 1);
+
+  c->cloned = TRUE;
+  n->safety = c->safety;
+  n->verdict.key_id = c->verdict.key_id;
+  n->verdict.key_tpm = c->verdict.key_tpm;
+  n->verdict.client_tpm = c->verdict.client_tpm;
+  n->verdict.key_bucket = g_strdup (c->verdict.key_bucket);
+  n->verdict.client_bucket = g_strdup (c->verdict.client_bucket);
+  n->verdict.verdicts = g_strdup (c->verdict.verdicts);
+  n->client = g_strdup (c->client);
+  n->endpoint = g_strdup (c->endpoint);
+  n->model = g_strdup (c->model);
+  n->prompt = g_strdup (c->prompt);
+  n->completion = g_string_new (NULL);
+  n->t_start = c->t_start;
+  n->filter = bln_safety_stream_filter_new (c->safety);
+  return n;
 }
 
 gboolean
@@ -662,7 +698,7 @@ bln_safety_call_end (BlnSafetyCall *c, const char *request_id, const char *finis
   BlnAuditRecord rec = { 0 };
   gint64 now = g_get_monotonic_time ();
 
-  if (c->ended)
+  if (c->ended || c->cloned)
     return;
   c->ended = TRUE;
   rec.request_id = (char *) request_id;

@@ -146,13 +146,22 @@ BlnSafetyCall *bln_safety_call_begin (BlnSafety *s, SoupServerMessage *msg, cons
                                       const char *model, JsonNode *messages, gint64 max_tokens);
 
 /* bln_safety_call_begin_prompt:
- * bln_safety_call_begin() for a raw prompt (/v1/completions): @prompt is a
- * JSON string, masked in place when a mask rule matches, or anything else
- * (token ids), which is not checked against the rules.
+ * bln_safety_call_begin() for raw prompts (/v1/completions): @prompt is a
+ * JSON string or an array of prompts; every string is checked and masked in
+ * place when a mask rule matches; token-id prompts are not checked.
  */
 BlnSafetyCall *bln_safety_call_begin_prompt (BlnSafety *s, SoupServerMessage *msg,
                                              const char *endpoint, const char *model,
                                              JsonNode *prompt, gint64 max_tokens);
+
+/* bln_safety_call_clone:
+ * A call for one more answer to the same admitted request (n > 1, several
+ * prompts): the same key, client, verdicts and prompt; its own output filter,
+ * completion text and audit record. Once @c has been cloned it writes no
+ * audit record of its own (bln_safety_call_end on it does nothing), so each
+ * answer is recorded once. Free the clone with bln_safety_call_free.
+ */
+BlnSafetyCall *bln_safety_call_clone (BlnSafetyCall *c);
 
 /* bln_safety_call_filter:
  * Passes a generated @piece through the output filter, appending to @emit

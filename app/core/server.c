@@ -10,6 +10,7 @@
 #include "bln-error.h"
 #include "chat.h"
 #include "chat-params.h"
+#include "safety.h"
 #include "chat-output.h"
 #include "reasoning.h"
 #include "tokenizer.h"
@@ -38,6 +39,8 @@ struct _BlnServer {
   gint64 created;
   GHashTable *active;     /* ChatReq* set */
   gboolean shut_down;
+  BlnSafety *safety;      /* borrowed; NULL without --db */
+  BlnSafetyCall *admitted; /* admitted request, while its handler runs (cloned per answer) */
 };
 
 /* The prompts of one /v1/completions request: one generation each, one
@@ -95,6 +98,7 @@ typedef struct {
   GString *text;              /* the whole reply, for the non-streamed answer */
   GSource *watch;             /* notices a client that hangs up while we generate */
   gint64 t_start, t_last;     /* monotonic µs: arrival, last text (for the metrics) */
+  BlnSafetyCall *sc;          /* output filter and audit record; NULL without --db */
 } ChatReq;
 
 /* ---------------------------------------------------------------------- */
@@ -213,6 +217,8 @@ usage_object (const BlnGenUsage *u, int reasoning_tokens)
 static const char *
 finish_name (ChatReq *cr, BlnFinish f)
 {
+  if (cr->sc != NULL && bln_safety_call_filtered (cr->sc))
+    return "content_filter";
   if (f == BLN_FINISH_LENGTH)
     return "length";
   return cr->out != NULL && bln_chat_output_n_tool_calls (cr->out) > 0 ? "tool_calls" : "stop";
@@ -339,6 +345,7 @@ chat_req_free (ChatReq *cr)
   g_free (cr->id);
   g_free (cr->model);
   g_string_free (cr->text, TRUE);
+  bln_safety_call_free (cr->sc);
   g_free (cr);
 }
 
@@ -451,6 +458,18 @@ on_gen_text (const char *text, gpointer data)
   ChatReq *cr = data;
   g_autoptr (GPtrArray) deltas = NULL;
   gint64 now = g_get_monotonic_time ();
+  g_autoptr (GString) safe = NULL;
+
+  if (cr->sc != NULL && text != NULL)
+    {
+      /* the output rules see the text before the client does */
+      safe = g_string_new (NULL);
+      if (!bln_safety_call_filter (cr->sc, text, safe))
+        bln_gen_request_cancel (cr->gen);
+      if (safe->len == 0)
+        return;
+      text = safe->str;
+    }
 
   if (cr->t_last == 0)
     bln_metrics_observe_ttft (cr->srv->metrics, (now - cr->t_start) / 1e6);
@@ -519,6 +538,28 @@ on_gen_done (BlnFinish finish, const BlnGenUsage *usage, const GError *error, gp
   ChatReq *cr = data;
   static const char *const names[] = { "stop", "length", "cancelled", "error" };
   g_autoptr (GPtrArray) deltas = g_ptr_array_new_with_free_func ((GDestroyNotify) json_object_unref);
+
+  if (cr->sc != NULL)
+    {
+      /* the held-back end of the answer, then the audit record */
+      if (!bln_safety_call_filtered (cr->sc) && finish != BLN_FINISH_CANCELLED)
+        {
+          g_autoptr (GString) rest = g_string_new (NULL);
+          BlnSafetyCall *sc = cr->sc;
+
+          bln_safety_call_flush (sc, rest);
+          cr->sc = NULL;          /* already filtered: send as is */
+          if (rest->len > 0)
+            on_gen_text (rest->str, cr);
+          cr->sc = sc;
+        }
+      if (bln_safety_call_filtered (cr->sc) && finish == BLN_FINISH_CANCELLED)
+        finish = BLN_FINISH_STOP; /* stopped by the output filter, not by the client */
+      bln_safety_call_end (cr->sc, cr->id,
+                           finish == BLN_FINISH_CANCELLED || finish == BLN_FINISH_ERROR
+                             ? names[finish] : finish_name (cr, finish),
+                           usage->prompt_tokens, usage->completion_tokens, usage->cached_tokens);
+    }
 
   /* a one-line log of every completion, on stderr */
   g_printerr ("baleen-server: %s %s: %s, prompt %d (cached %d), completion %d\n", cr->id,
@@ -689,6 +730,32 @@ on_gen_done (BlnFinish finish, const BlnGenUsage *usage, const GError *error, gp
   chat_req_free (cr);
 }
 
+/* Answers a request the engine would not take: 429 with Retry-After when
+ * its queue is full, 503 when it is stopping, 400 otherwise. */
+static void
+reply_submit_error (SoupServerMessage *msg, const GError *error)
+{
+  g_autoptr (JsonObject) obj = NULL;
+  SoupMessageHeaders *h = soup_server_message_get_response_headers (msg);
+
+  if (g_error_matches (error, BLN_SCHED_ERROR, BLN_SCHED_ERROR_QUEUE_FULL))
+    {
+      obj = error_object ("the server is overloaded: too many requests are waiting; retry "
+                          "after the time in the Retry-After header", "rate_limit_exceeded",
+                          NULL, "server_overloaded");
+      soup_message_headers_replace (h, "Retry-After", "1");
+      reply_json (msg, 429, obj);
+    }
+  else if (g_error_matches (error, BLN_SCHED_ERROR, BLN_SCHED_ERROR_STOPPED))
+    {
+      obj = error_object (error->message, "server_error", NULL, "server_stopping");
+      soup_message_headers_replace (h, "Retry-After", "5");
+      reply_json (msg, 503, obj);
+    }
+  else
+    reply_error (msg, 400, NULL, "context_length_exceeded", "%s", error->message);
+}
+
 /* Starts generating @ids for @msg: the part chat and completions share.
  * Takes @out. */
 static void
@@ -698,7 +765,11 @@ start_generation (BlnServer *srv, SoupServerMessage *msg, BlnChatParams *p, GArr
 {
   ChatReq *cr = g_new0 (ChatReq, 1);
   BlnModel *model = bln_engine_worker_model (srv->worker);
+  g_autoptr (GError) error = NULL;
+  BlnGenUsage no_usage = { (int) ids->len, 0, 0 };
 
+  /* one filter and one audit row per answer (several prompts: several) */
+  cr->sc = srv->admitted != NULL ? bln_safety_call_clone (srv->admitted) : NULL;
   cr->srv = srv;
   cr->msg = g_object_ref (msg);
   cr->stream = p->stream;
@@ -727,6 +798,14 @@ start_generation (BlnServer *srv, SoupServerMessage *msg, BlnChatParams *p, GArr
     }
   if (p->json_object)
     bln_gen_request_set_json (cr->gen, TRUE);
+  /* a single answer is admitted before the reply starts, so an overloaded
+   * engine can still say 429 (several prompts: see the end) */
+  if (group == NULL && !bln_engine_worker_submit (srv->worker, cr->gen, &error))
+    {
+      reply_submit_error (msg, error);
+      chat_req_free (cr);
+      return;
+    }
   g_hash_table_add (srv->active, cr);
   g_signal_connect (msg, "finished", G_CALLBACK (on_msg_finished), cr);
   soup_server_message_pause (msg);
@@ -755,7 +834,8 @@ start_generation (BlnServer *srv, SoupServerMessage *msg, BlnChatParams *p, GArr
       g_source_attach (cr->keepalive, g_main_context_get_thread_default ());
     }
   watch_client (cr);
-  bln_engine_worker_submit (srv->worker, cr->gen);
+  if (group != NULL && !bln_engine_worker_submit (srv->worker, cr->gen, &error))
+    on_gen_done (BLN_FINISH_ERROR, &no_usage, error, cr);   /* ends this choice with the error */
 }
 
 /* Qwen-style templates print tool-call arguments with tojson: give them an
@@ -844,6 +924,13 @@ handle_chat (BlnServer *srv, SoupServerMessage *msg, JsonObject *body)
                    "%s", error->message);
       goto out;
     }
+  if (srv->safety != NULL)
+    {
+      srv->admitted = bln_safety_call_begin (srv->safety, msg, "/v1/chat/completions",
+                                             srv->model_id, p.messages, p.max_tokens);
+      if (srv->admitted == NULL)
+        goto out;         /* refused: the reply and the audit record are written */
+    }
   if (tmpl == NULL && p.chat_template == NULL)
     {
       reply_error (msg, 400, "model", "no_chat_template",
@@ -918,6 +1005,13 @@ handle_chat (BlnServer *srv, SoupServerMessage *msg, JsonObject *body)
                     FALSE, NULL, NULL, 0);
 
 out:
+  if (srv->admitted != NULL)
+    {
+      /* a row unless an answer took over (refused after admission: template,
+       * context length) */
+      bln_safety_call_end (srv->admitted, "", "refused", 0, 0, 0);
+      g_clear_pointer (&srv->admitted, bln_safety_call_free);
+    }
   g_clear_error (&error);
   bln_chat_params_clear (&p);
 }
@@ -941,6 +1035,13 @@ handle_completions (BlnServer *srv, SoupServerMessage *msg, JsonObject *body)
     {
       reply_error (msg, 400, param, "invalid_value", "%s", error->message);
       goto out;
+    }
+  if (srv->safety != NULL)
+    {
+      srv->admitted = bln_safety_call_begin_prompt (srv->safety, msg, "/v1/completions",
+                                                    srv->model_id, p.prompt, p.max_tokens);
+      if (srv->admitted == NULL)
+        goto out;         /* refused: the reply and the audit record are written */
     }
   /* every prompt is checked before any generation starts */
   n_prompts = MIN (json_array_get_length (json_node_get_array (p.prompt)), G_N_ELEMENTS (rooms));
@@ -1013,6 +1114,11 @@ handle_completions (BlnServer *srv, SoupServerMessage *msg, JsonObject *body)
                       group, (int) k);
 
 out:
+  if (srv->admitted != NULL)
+    {
+      bln_safety_call_end (srv->admitted, "", "refused", 0, 0, 0);
+      g_clear_pointer (&srv->admitted, bln_safety_call_free);
+    }
   g_clear_error (&error);
   bln_chat_params_clear (&p);
 }
@@ -1172,8 +1278,22 @@ handle_metrics (BlnServer *srv, SoupServerMessage *msg)
   g.requests_running = g_hash_table_size (srv->active);
   g.queue_depth = bln_model_host_n_waiting (srv->host)
                   + (worker ? bln_engine_worker_queue_length (worker) : 0);
-  g.kv_blocks_used = -1;   /* the single-sequence worker has no block pool */
-  g.kv_blocks_total = -1;
+  g.kv_blocks_used = g.kv_blocks_total = g.kv_blocks_cached = -1;
+  g.kv_prefix_hit_ratio = g.engine_running = -1;
+  if (worker != NULL)
+    {
+      BlnEngineWorkerStats st;
+
+      bln_engine_worker_get_stats (worker, &st);
+      g.engine_running = st.running;
+      if (st.batching)   /* the single-context path has no block pool */
+        {
+          g.kv_blocks_used = st.kv_blocks_used;
+          g.kv_blocks_total = st.kv_blocks_total;
+          g.kv_blocks_cached = st.kv_blocks_cached;
+          g.kv_prefix_hit_ratio = st.prefix_hit_rate;
+        }
+    }
   g.loaded_model = loaded ? loaded->id : NULL;
   g.models_installed = bln_model_library_n_models (srv->lib);
   text = bln_metrics_render (srv->metrics, &g);
@@ -1364,7 +1484,15 @@ ws_http_callback (SoupServer *soup, SoupServerMessage *msg, const char *path, GH
   label->route = g_strdup ("/v1/ws");
   label->method = g_strdup (soup_server_message_get_method (msg));
   g_signal_connect_data (msg, "finished", G_CALLBACK (count_request), label, req_label_free, 0);
-  if (!auth_ok (srv, msg) && !(qkey != NULL && g_str_equal (qkey, srv->api_key)))
+  if (srv->safety != NULL)
+    {
+      /* keys from the database (headers or ?api_key=) */
+      if (!bln_safety_http_check_key (srv->safety, msg, qkey))
+        return;           /* answered 401 / 429 */
+      if (srv->shut_down)
+        reply_error (msg, 503, NULL, "server_shutting_down", "the server is shutting down");
+    }
+  else if (!auth_ok (srv, msg) && !(qkey != NULL && g_str_equal (qkey, srv->api_key)))
     reply_error (msg, 401, NULL, "invalid_api_key", "invalid or missing API key");
   else if (srv->shut_down)
     reply_error (msg, 503, NULL, "server_shutting_down", "the server is shutting down");
@@ -1422,7 +1550,13 @@ server_callback (SoupServer *soup, SoupServerMessage *msg, const char *path, GHa
       reply_json (msg, 200, o);
       return;
     }
-  if (!auth_ok (srv, msg))
+  if (srv->safety != NULL && !g_str_equal (route, "/chat/completions") &&
+      !g_str_equal (route, "/completions"))
+    {
+      if (!bln_safety_http_check_key (srv->safety, msg, NULL))
+        return;           /* answered 401 / 429 */
+    }
+  else if (srv->safety == NULL && !auth_ok (srv, msg))
     {
       reply_error (msg, 401, NULL, "invalid_api_key", "invalid or missing API key");
       return;
@@ -1562,7 +1696,8 @@ bln_server_new (BlnModelHost *host_, BlnModelLibrary *lib, const BlnServerOption
                    "--host must be an IP address (got '%s')", host);
       return NULL;
     }
-  if (!host_is_loopback (host) && (options->api_key == NULL || !*options->api_key))
+  if (!host_is_loopback (host) && (options->api_key == NULL || !*options->api_key) &&
+      options->safety == NULL)
     {
       g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
                    "refusing to listen on %s, which is not a loopback address, without an API "
@@ -1583,6 +1718,7 @@ bln_server_new (BlnModelHost *host_, BlnModelLibrary *lib, const BlnServerOption
   srv->metrics = bln_metrics_new ();
   srv->waits = g_hash_table_new (NULL, NULL);
   srv->api_key = options->api_key && *options->api_key ? g_strdup (options->api_key) : NULL;
+  srv->safety = options->safety;
   srv->max_body = options->max_body ? options->max_body : DEFAULT_MAX_BODY;
   srv->ollama = bln_ollama_new (lib, host_, srv->metrics, srv->strict_models, srv->max_body);
   srv->ws = bln_ws_new (lib, host_, srv->metrics, srv->strict_models);

@@ -52,6 +52,8 @@ typedef struct {
   guint keepalive_ms;     /* SSE ": keep-alive" comment after this much silence; 0: 10 s */
   gboolean strict_models; /* FALSE: with one model installed, any model name means it;
                            * TRUE: an unknown name gets 404 model_not_found */
+  gpointer safety;        /* BlnSafety * (safety.h), borrowed, or NULL: API keys from the
+                           * database, rate limits, input rules, output filter, audit log */
 } BlnServerOptions;
 
 /* Creates a server for the models of @lib, loaded through @host (both

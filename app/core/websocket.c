@@ -327,7 +327,12 @@ start_generation (WsReq *r, BlnEngineWorker *worker, const BlnModelEntry *entry)
   start = json_object_new ();
   json_object_set_string_member (start, "model", entry->id);
   send_frame (r->c, r->id, "start", start);
-  bln_engine_worker_submit (worker, r->gen);
+  if (!bln_engine_worker_submit (worker, r->gen, &error))
+    {
+      BlnGenUsage usage = { (int) ids->len, 0, 0 };
+
+      on_done (BLN_FINISH_ERROR, &usage, error, r);   /* sends the error frame */
+    }
   bln_chat_params_clear (&p);
   return;
 

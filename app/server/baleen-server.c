@@ -2,7 +2,7 @@
  *
  *   baleen-server --model PATH | --models-dir DIR [--host H] [--port P] [--api-key K]
  *                 [--db FILE] [--device cpu|cuda] [--ctx N] [--parallel N] [--threads N]
- *                 [--idle-ttl SECONDS] [--grace SECONDS]
+ *                 [--kv-mem MIB] [--max-queue N] [--idle-ttl SECONDS] [--grace SECONDS]
  *
  * Listens on 127.0.0.1 by default and refuses (exit status 2) a non-loopback
  * address without an API key. With --model the model is loaded before
@@ -23,6 +23,8 @@
 #include "baleen-config.h"
 #include "bln-error.h"
 #include "server.h"
+#include "safety.h"
+#include "engine-worker.h"
 
 static gboolean
 on_signal (gpointer data)
@@ -71,7 +73,10 @@ main (int argc, char **argv)
 {
   g_autofree char *model_path = NULL, *models_dir = NULL, *host = NULL, *api_key = NULL;
   g_autofree char *db = NULL, *device = NULL;
-  int port = 8080, threads = 0, n_ctx = 4096, parallel = 1, idle_ttl = 0, grace = 10;
+  g_autoptr (BlnSafety) safety = NULL;
+  int port = 8080, threads = 0, n_ctx = 4096, parallel = 32, idle_ttl = 0, grace = 10;
+  int kv_mem = 0, max_queue = 256;
+  BlnEngineWorkerOptions wopts;
   int keepalive_ms = 10000;
   GOptionEntry entries[] = {
     { "model", 'm', 0, G_OPTION_ARG_FILENAME, &model_path,
@@ -83,11 +88,17 @@ main (int argc, char **argv)
     { "port", 'p', 0, G_OPTION_ARG_INT, &port, "Port (default 8080; 0 = any free port)", "P" },
     { "api-key", 0, 0, G_OPTION_ARG_STRING, &api_key,
       "Require this key (Authorization: Bearer or X-Api-Key)", "K" },
-    { "db", 0, 0, G_OPTION_ARG_FILENAME, &db, "Settings database (not used yet)", "FILE" },
+    { "db", 0, 0, G_OPTION_ARG_FILENAME, &db,
+      "Settings database: API keys (then other addresses may listen), rate limits, safety "
+      "rules, audit log; see docs/SAFETY.md", "FILE" },
     { "device", 0, 0, G_OPTION_ARG_STRING, &device, "cpu or cuda (default cpu)", "DEV" },
     { "ctx", 'c', 0, G_OPTION_ARG_INT, &n_ctx, "Context size in tokens (default 4096)", "N" },
     { "parallel", 0, 0, G_OPTION_ARG_INT, &parallel,
-      "Sequences generated at once (default 1)", "N" },
+      "CPU: sequences generated at once, in one batch (default 32)", "N" },
+    { "kv-mem", 0, 0, G_OPTION_ARG_INT, &kv_mem,
+      "CPU: KV cache pool in MiB (default: room for --parallel full contexts, 64..2048)", "MIB" },
+    { "max-queue", 0, 0, G_OPTION_ARG_INT, &max_queue,
+      "CPU: requests waiting at most; more are answered 429 (default 256)", "N" },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "CPU threads (default: all cores)", "N" },
     { "idle-ttl", 0, 0, G_OPTION_ARG_INT, &idle_ttl,
       "Unload a model unused for this long (default 0: never)", "SECONDS" },
@@ -121,13 +132,13 @@ main (int argc, char **argv)
       return 2;
     }
   if (threads < 0 || n_ctx <= 0 || port < 0 || port > 65535 || parallel < 1 || idle_ttl < 0
-      || grace < 0)
+      || grace < 0 || kv_mem < 0 || max_queue < 1 || parallel > 4096 || kv_mem > (1 << 24))
     {
-      g_printerr ("baleen-server: --threads, --ctx, --port, --parallel, --idle-ttl and --grace "
-                  "must be in range\n");
+      g_printerr ("baleen-server: --threads, --ctx, --port, --parallel, --kv-mem, --max-queue, "
+                  "--idle-ttl and --grace must be in range\n");
       return 2;
     }
-  if (!host_is_loopback (host) && (api_key == NULL || *api_key == '\0'))
+  if (!host_is_loopback (host) && (api_key == NULL || *api_key == '\0') && db == NULL)
     {
       g_printerr ("baleen-server: refusing to listen on %s, which is not a loopback address, "
                   "without an API key: pass --api-key KEY (clients then send "
@@ -139,14 +150,25 @@ main (int argc, char **argv)
       g_printerr ("baleen-server: --device must be cpu or cuda\n");
       return 2;
     }
-  if (device != NULL && g_str_equal (device, "cuda"))
-    g_printerr ("baleen-server: --device cuda: the serving worker runs on the CPU for now\n");
-  if (parallel > 1)
-    g_printerr ("baleen-server: --parallel %d: this build runs one sequence at a time\n",
-                parallel);
+  /* every worker the model host makes: the CPU scheduler, or one GPU context */
+  bln_engine_worker_options_init (&wopts);
+  wopts.parallel = parallel;
+  wopts.kv_mem_mib = kv_mem;
+  wopts.max_queue = max_queue;
+  wopts.device = device;
+  bln_engine_worker_set_defaults (&wopts);
   if (db != NULL)
-    g_printerr ("baleen-server: --db %s: the settings database is not used by the server yet\n",
-                db);
+    {
+      safety = bln_safety_new (db, &error);
+      if (safety == NULL)
+        {
+          g_printerr ("baleen-server: %s\n", error->message);
+          return 1;
+        }
+      if (api_key != NULL && *api_key != '\0')
+        g_printerr ("baleen-server: --db: API keys come from the database (baleen-cli keys); "
+                    "--api-key is ignored\n");
+    }
 
   if (models_dir != NULL)
     lib = bln_model_library_new_from_dir (models_dir, &error);
@@ -176,6 +198,7 @@ main (int argc, char **argv)
   opts.host = host;
   opts.port = port;
   opts.api_key = api_key;
+  opts.safety = safety;
   opts.keepalive_ms = (guint) CLAMP (keepalive_ms, 10, 600000);
   opts.strict_models = models_dir != NULL;
   server = bln_server_new (mhost, lib, &opts, &error);

@@ -136,6 +136,18 @@ def main():
         sent += 1
         tap(cst == 400 and json.loads(cbody)["error"]["code"] == "content_filter",
             "/v1/completions prompts are checked too", repr((cst, cbody)))
+        before = len(audit_rows())
+        req = urllib.request.Request(url + "/v1/completions", method="POST",
+                                     headers={"Content-Type": "application/json"},
+                                     data=json.dumps({"model": "m", "max_tokens": 3,
+                                                      "prompt": ["one", "two"]}).encode())
+        with urllib.request.urlopen(req, timeout=60) as r:
+            choices = json.loads(r.read())["choices"]
+        sent += 2
+        rows = audit_rows()[before:]
+        tap(len(choices) == 2 and len(rows) == 2
+            and all(r["endpoint"] == "/v1/completions" for r in rows),
+            "two prompts in one completions request: two audit rows", repr(rows))
         cli("rules", "add", "hunter2", "--action", "mask", "--scope", "input")
         st, _, _, _ = chat(url, "my password is hunter2, keep it")
         sent += 1
