@@ -1676,6 +1676,24 @@ host_is_loopback (const char *host)
   return addr != NULL && g_inet_address_get_is_loopback (addr);
 }
 
+/* Listens on @sa with a deep accept queue. soup_server_listen() leaves the
+ * kernel's backlog at 10, so a burst of clients connecting at once (a chat
+ * UI reopening many tabs, the 64-client load test) could see connection
+ * resets before the main loop gets to accept them. */
+static gboolean
+listen_with_backlog (SoupServer *soup, GSocketAddress *sa, GError **error)
+{
+  g_autoptr (GSocket) sock = NULL;
+
+  sock = g_socket_new (g_socket_address_get_family (sa), G_SOCKET_TYPE_STREAM,
+                       G_SOCKET_PROTOCOL_TCP, error);
+  if (sock == NULL)
+    return FALSE;
+  g_socket_set_listen_backlog (sock, 1024);
+  return g_socket_bind (sock, sa, TRUE, error) && g_socket_listen (sock, error)
+         && soup_server_listen_socket (soup, sock, 0, error);
+}
+
 BlnServer *
 bln_server_new (BlnModelHost *host_, BlnModelLibrary *lib, const BlnServerOptions *options,
                 GError **error)
@@ -1740,7 +1758,7 @@ bln_server_new (BlnModelHost *host_, BlnModelLibrary *lib, const BlnServerOption
     }
   g_signal_connect (srv->soup, "request-started", G_CALLBACK (on_request_started), srv);
   sa = g_inet_socket_address_new (addr, (guint16) options->port);
-  if (!soup_server_listen (srv->soup, sa, 0, error))
+  if (!listen_with_backlog (srv->soup, sa, error))
     {
       bln_server_free (srv);
       return NULL;
