@@ -923,14 +923,11 @@ static void
 bench_ceiling (BlnModel *model, BlnContext *ctx, int kv_bits, double mean_depth,
                BenchCeiling *c)
 {
-  const BlnHParams *hp = bln_model_hparams (model);
   double kv_elem = bln_context_device (ctx) == BLN_DEVICE_CUDA ? (kv_bits ? kv_bits : 16) / 8.0
                                                                 : 4.0;
   double kv_token = (double) bln_model_kv_bytes_per_token (model) / 4.0 * kv_elem;
 
   memset (c, 0, sizeof *c);
-  (void) hp;
-  (void) kv_bits;
   c->bytes_per_token = (double) bln_model_decode_bytes (model) + kv_token * mean_depth;
 #if BALEEN_HAVE_CUDA
   if (bln_context_device (ctx) == BLN_DEVICE_CUDA)
