@@ -6,7 +6,7 @@
 #include "bln-error.h"
 #include "cpu/cpu.h"
 #include "cuda.h"
-#include "forward.h"
+#include "forward-private.h"
 #include "kernels.h"
 #include "ops.h"
 #include "quant.h"
@@ -21,69 +21,11 @@ static const int prefill_chunks[] = { 2048, 512, 128 };
 /* Rows of logits computed per output matvec when every row is wanted. */
 #define LOGIT_ROWS BLN_CUDA_MATVEC_MAX_TOK
 
-typedef struct {
-  float *attn_norm, *ffn_norm;       /* device F32 */
-  float *bq, *bk, *bv;               /* NULL when absent */
-  /* q, k and v projections, stacked where their types allow: seg[i] writes
-   * output columns col[i].. of the [n][H dk + Hkv dk + Hkv dv] qkv matrix */
-  BlnCudaTensor *qkv[3];
-  int qkv_col[3];
-  int n_qkv;
-  BlnCudaTensor *wo;
-  BlnCudaTensor *wgu;                /* gate and up stacked (2 ff rows), or NULL */
-  BlnCudaTensor *wg, *wu;            /* when they could not be stacked */
-  BlnCudaTensor *wd;
-} CudaLayer;
-
-struct _BlnCudaModel {
-  int device;
-  int n_layer;
-  CudaLayer *layers;
-  float *output_norm;
-  BlnCudaTensor *output;
-  float *inv_freq;
-  GPtrArray *tensors;     /* BlnCudaTensor *, owned */
-  GPtrArray *buffers;     /* BlnCudaBuffer *, owned */
-  size_t weight_bytes;
-};
-
-/* Scratch of a context, carved from one allocation. Sizes in bytes. */
-typedef struct {
-  size_t x, h, qkv, att, tmp, gu, ffo, logits, qkv16, act16, deq, scores, probs, part;
-  size_t total;
-  int rows;               /* tokens per prefill chunk */
-  int qblock;             /* query rows per attention block in prefill */
-} ScratchPlan;
-
-struct _BlnCudaCtx {
-  BlnModel *model;
-  BlnCudaModel *cm;
-  int device;
-  int n_ctx;
-  gboolean kv_f16;
-  size_t kv_elem;          /* bytes per cached value */
-  cudaStream_t stream;
-  cublasHandle_t blas;
-  BlnCudaBuffer *k_cache, *v_cache, *scratch;
-  ScratchPlan sp;
-  float *x, *h, *qkv, *att, *tmp, *gu, *ffo, *logits;
-  int qkv_ld;              /* floats per row of qkv */
-  void *qkv16, *act16, *deq, *scores, *probs, *part;
-  float *host_x;           /* pinned, sp.rows rows of n_embd */
-  BlnPool *pool;           /* the context's CPU threads (embedding rows) */
-  int *h_pos, *d_pos;      /* the chunk's first position: pinned, and on the device */
-  float *h_logits;         /* pinned, one row of n_vocab */
-  /* CUDA graphs of the decode step for 1..BLN_CUDA_MATVEC_MAX_TOK tokens,
-   * captured on first use */
-  cudaGraphExec_t graphs[BLN_CUDA_MATVEC_MAX_TOK + 1];
-  gboolean no_graphs;      /* BALEEN_CUDA_GRAPHS=0, or a capture failed */
-};
-
 /* ---------------------------------------------------------------------- */
 /* helpers                                                                 */
 
-static gboolean
-blas_check (cublasStatus_t st, const char *what, GError **error)
+gboolean
+bln_cuda_blas_check (cublasStatus_t st, const char *what, GError **error)
 {
   if (st == CUBLAS_STATUS_SUCCESS)
     return TRUE;
@@ -93,10 +35,8 @@ blas_check (cublasStatus_t st, const char *what, GError **error)
   return FALSE;
 }
 
-#define KCHECK(call, error) bln_cuda_check ((call), #call, G_STRFUNC, (error))
-
-static gboolean
-is_layer_type_ok (const BlnTensor *t)
+gboolean
+bln_cuda_layer_type_ok (const BlnTensor *t)
 {
   BlnSplitLayout l;
 
@@ -106,20 +46,20 @@ is_layer_type_ok (const BlnTensor *t)
 
 /* Bytes a weight takes once uploaded: as stored when the kernels read its
  * type and shape, else as F32 (the fallback conversion). */
-static size_t
-dev_bytes (const BlnTensor *t)
+size_t
+bln_cuda_dev_bytes (const BlnTensor *t)
 {
   int64_t n = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
   size_t rb = 0;
 
-  if (is_layer_type_ok (t) && bln_type_row_bytes (t->type, t->ne[0], &rb))
+  if (bln_cuda_layer_type_ok (t) && bln_type_row_bytes (t->type, t->ne[0], &rb))
     return rb * (size_t) (n / t->ne[0]);
   return (size_t) n * sizeof (float);
 }
 
 /* A host F32 copy of @t (caller frees), NULL with @error. */
-static float *
-dequant_host (const BlnTensor *t, GError **error)
+float *
+bln_cuda_dequant_host (const BlnTensor *t, GError **error)
 {
   int64_t rows = t->ne[1] * t->ne[2] * t->ne[3], r;
   size_t rb = 0;
@@ -151,8 +91,8 @@ dequant_host (const BlnTensor *t, GError **error)
 }
 
 /* A small F32 vector (norm weights, biases) on the device. */
-static float *
-upload_vec (BlnCudaModel *cm, const BlnTensor *t, GError **error)
+float *
+bln_cuda_upload_vec (BlnCudaModel *cm, const BlnTensor *t, GError **error)
 {
   g_autofree float *host = NULL;
   BlnCudaBuffer *b;
@@ -160,7 +100,7 @@ upload_vec (BlnCudaModel *cm, const BlnTensor *t, GError **error)
 
   if (t == NULL)
     return NULL;
-  host = dequant_host (t, error);
+  host = bln_cuda_dequant_host (t, error);
   if (host == NULL)
     return NULL;
   n = (size_t) (t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]);
@@ -173,16 +113,16 @@ upload_vec (BlnCudaModel *cm, const BlnTensor *t, GError **error)
 }
 
 /* Uploads a weight matrix; one the kernels cannot read goes up as F32. */
-static BlnCudaTensor *
-upload_matrix (BlnCudaModel *cm, const BlnTensor *t, GError **error)
+BlnCudaTensor *
+bln_cuda_upload_matrix (BlnCudaModel *cm, const BlnTensor *t, GError **error)
 {
   BlnCudaTensor *ct;
 
-  if (is_layer_type_ok (t))
+  if (bln_cuda_layer_type_ok (t))
     ct = bln_cuda_tensor_upload (t, error);
   else
     {
-      g_autofree float *host = dequant_host (t, error);
+      g_autofree float *host = bln_cuda_dequant_host (t, error);
       BlnTensor tmp;
 
       if (host == NULL)
@@ -205,8 +145,8 @@ upload_matrix (BlnCudaModel *cm, const BlnTensor *t, GError **error)
 /* Tensors t[0..n) stacked into one matrix (rows one after another) when they
  * share type and width: one matvec / one GEMM instead of several. NULL
  * without an error when they cannot be stacked. */
-static BlnCudaTensor *
-upload_stacked (BlnCudaModel *cm, const BlnTensor *const *t, int n, GError **error)
+BlnCudaTensor *
+bln_cuda_upload_stacked (BlnCudaModel *cm, const BlnTensor *const *t, int n, GError **error)
 {
   g_autofree uint8_t *host = NULL;
   BlnCudaTensor *ct;
@@ -216,10 +156,10 @@ upload_stacked (BlnCudaModel *cm, const BlnTensor *const *t, int n, GError **err
 
   for (i = 0; i < n; i++)
     {
-      if (t[i]->type != t[0]->type || t[i]->ne[0] != t[0]->ne[0] || !is_layer_type_ok (t[i])
+      if (t[i]->type != t[0]->type || t[i]->ne[0] != t[0]->ne[0] || !bln_cuda_layer_type_ok (t[i])
           || t[i]->ne[2] * t[i]->ne[3] != 1)
         return NULL;
-      total += dev_bytes (t[i]);
+      total += bln_cuda_dev_bytes (t[i]);
     }
   host = g_try_malloc (total);
   if (host == NULL)
@@ -232,8 +172,8 @@ upload_stacked (BlnCudaModel *cm, const BlnTensor *const *t, int n, GError **err
   tmp.ne[1] = 0;
   for (i = 0; i < n; i++)
     {
-      memcpy (host + off, t[i]->data, dev_bytes (t[i]));
-      off += dev_bytes (t[i]);
+      memcpy (host + off, t[i]->data, bln_cuda_dev_bytes (t[i]));
+      off += bln_cuda_dev_bytes (t[i]);
       tmp.ne[1] += t[i]->ne[1];
     }
   tmp.data = host;
@@ -256,18 +196,18 @@ upload_qkv (BlnCudaModel *cm, const BlnLayer *L, CudaLayer *C, GError **error)
   int i, col = 0;
 
   C->n_qkv = 0;
-  if ((C->qkv[0] = upload_stacked (cm, t, 3, &local)) != NULL)
+  if ((C->qkv[0] = bln_cuda_upload_stacked (cm, t, 3, &local)) != NULL)
     {
       C->n_qkv = 1;
       C->qkv_col[0] = 0;
       return TRUE;
     }
-  if (local == NULL && (C->qkv[0] = upload_stacked (cm, t, 2, &local)) != NULL)
+  if (local == NULL && (C->qkv[0] = bln_cuda_upload_stacked (cm, t, 2, &local)) != NULL)
     {
       C->qkv_col[0] = 0;
       C->qkv_col[1] = (int) (t[0]->ne[1] + t[1]->ne[1]);
       C->n_qkv = 2;
-      return (C->qkv[1] = upload_matrix (cm, t[2], error)) != NULL;
+      return (C->qkv[1] = bln_cuda_upload_matrix (cm, t[2], error)) != NULL;
     }
   if (local != NULL)
     {
@@ -278,7 +218,7 @@ upload_qkv (BlnCudaModel *cm, const BlnLayer *L, CudaLayer *C, GError **error)
     {
       C->qkv_col[i] = col;
       col += (int) t[i]->ne[1];
-      if ((C->qkv[i] = upload_matrix (cm, t[i], error)) == NULL)
+      if ((C->qkv[i] = bln_cuda_upload_matrix (cm, t[i], error)) == NULL)
         return FALSE;
     }
   C->n_qkv = 3;
@@ -352,18 +292,18 @@ model_upload (BlnModel *m, int device, GError **error)
       CudaLayer *C = &cm->layers[il];
       GError *local = NULL;
 
-      if (!(C->attn_norm = upload_vec (cm, L->attn_norm, error))
-          || !(C->ffn_norm = upload_vec (cm, L->ffn_norm, error))
-          || (L->bq && !(C->bq = upload_vec (cm, L->bq, error)))
-          || (L->bk && !(C->bk = upload_vec (cm, L->bk, error)))
-          || (L->bv && !(C->bv = upload_vec (cm, L->bv, error)))
+      if (!(C->attn_norm = bln_cuda_upload_vec (cm, L->attn_norm, error))
+          || !(C->ffn_norm = bln_cuda_upload_vec (cm, L->ffn_norm, error))
+          || (L->bq && !(C->bq = bln_cuda_upload_vec (cm, L->bq, error)))
+          || (L->bk && !(C->bk = bln_cuda_upload_vec (cm, L->bk, error)))
+          || (L->bv && !(C->bv = bln_cuda_upload_vec (cm, L->bv, error)))
           || !upload_qkv (cm, L, C, error)
-          || !(C->wo = upload_matrix (cm, L->wo, error))
-          || !(C->wd = upload_matrix (cm, L->ffn_down, error)))
+          || !(C->wo = bln_cuda_upload_matrix (cm, L->wo, error))
+          || !(C->wd = bln_cuda_upload_matrix (cm, L->ffn_down, error)))
         goto fail;
       {
         const BlnTensor *gu[2] = { L->ffn_gate, L->ffn_up };
-        C->wgu = upload_stacked (cm, gu, 2, &local);
+        C->wgu = bln_cuda_upload_stacked (cm, gu, 2, &local);
       }
       if (local != NULL)
         {
@@ -371,12 +311,12 @@ model_upload (BlnModel *m, int device, GError **error)
           goto fail;
         }
       if (C->wgu == NULL
-          && (!(C->wg = upload_matrix (cm, L->ffn_gate, error))
-              || !(C->wu = upload_matrix (cm, L->ffn_up, error))))
+          && (!(C->wg = bln_cuda_upload_matrix (cm, L->ffn_gate, error))
+              || !(C->wu = bln_cuda_upload_matrix (cm, L->ffn_up, error))))
         goto fail;
     }
-  if (!(cm->output_norm = upload_vec (cm, m->output_norm, error))
-      || !(cm->output = upload_matrix (cm, m->output, error)))
+  if (!(cm->output_norm = bln_cuda_upload_vec (cm, m->output_norm, error))
+      || !(cm->output = bln_cuda_upload_matrix (cm, m->output, error)))
     goto fail;
   fb = bln_cuda_buffer_new_from_host (m->rope_inv_freq, (size_t) MAX (hp->rope_dim / 2, 1)
                                       * sizeof (float), error);
@@ -404,12 +344,13 @@ model_weight_bytes (const BlnModel *m)
   for (il = 0; il < hp->n_layer; il++)
     {
       const BlnLayer *L = &m->layers[il];
-      sum += dev_bytes (L->wq) + dev_bytes (L->wk) + dev_bytes (L->wv) + dev_bytes (L->wo)
-             + dev_bytes (L->ffn_gate) + dev_bytes (L->ffn_up) + dev_bytes (L->ffn_down);
+      sum += bln_cuda_dev_bytes (L->wq) + bln_cuda_dev_bytes (L->wk) + bln_cuda_dev_bytes (L->wv)
+             + bln_cuda_dev_bytes (L->wo) + bln_cuda_dev_bytes (L->ffn_gate)
+             + bln_cuda_dev_bytes (L->ffn_up) + bln_cuda_dev_bytes (L->ffn_down);
       sum += (size_t) 2 * hp->n_embd * sizeof (float);
       sum += ((size_t) hp->n_head + 2 * hp->n_head_kv) * hp->head_dim_k * sizeof (float);
     }
-  return sum + dev_bytes (m->output) + (size_t) hp->n_embd * sizeof (float);
+  return sum + bln_cuda_dev_bytes (m->output) + (size_t) hp->n_embd * sizeof (float);
 }
 
 /* The largest quantised layer weight, in values (the F16 expansion scratch
@@ -432,7 +373,7 @@ max_expand_values (const BlnModel *m)
         {
           const BlnTensor *t = ws[i];
           size_t n = (size_t) (t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]);
-          gboolean plain = !is_layer_type_ok (t) || t->type == BLN_TYPE_F32
+          gboolean plain = !bln_cuda_layer_type_ok (t) || t->type == BLN_TYPE_F32
                            || t->type == BLN_TYPE_F16 || t->type == BLN_TYPE_BF16;
           /* stacked groups expand together: count q+k+v and gate+up whole */
           if (t == L->wq)
@@ -641,8 +582,8 @@ bln_cuda_ctx_new (BlnModel *model, int n_ctx, const BlnContextOptions *opts, GEr
               + model->hp.n_head_kv * model->hp.head_dim_v;
   scratch_plan (model, n_ctx, kv_elem, plan.prefill_chunk, &c->sp);
   if (!BLN_CUDA_CHECK (cudaStreamCreateWithFlags (&c->stream, cudaStreamNonBlocking), error)
-      || !blas_check (cublasCreate (&c->blas), "create", error)
-      || !blas_check (cublasSetStream (c->blas, c->stream), "set stream", error)
+      || !bln_cuda_blas_check (cublasCreate (&c->blas), "create", error)
+      || !bln_cuda_blas_check (cublasSetStream (c->blas, c->stream), "set stream", error)
       || !(c->k_cache = bln_cuda_buffer_new (kv_plane (model, n_ctx, kv_elem,
                                                        model->hp.head_dim_k), error))
       || !(c->v_cache = bln_cuda_buffer_new (kv_plane (model, n_ctx, kv_elem,
@@ -682,9 +623,9 @@ bln_cuda_ctx_new (BlnModel *model, int n_ctx, const BlnContextOptions *opts, GEr
 /* the step                                                                */
 
 /* y[n][n_out] = x[n][n_in] · Wᵀ (+ bias) */
-static gboolean
-linear (BlnCudaCtx *c, const BlnCudaTensor *w, const float *bias, const float *x, int n,
-        float *y, int ldy, GError **error)
+gboolean
+bln_cuda_linear (BlnCudaCtx *c, const BlnCudaTensor *w, const float *bias, const float *x,
+                 int n, float *y, int ldy, GError **error)
 {
   const float one = 1.0f, zero = 0.0f;
   int n_in = (int) w->n_in, n_out = (int) w->n_out;
@@ -700,9 +641,9 @@ linear (BlnCudaCtx *c, const BlnCudaTensor *w, const float *bias, const float *x
     }
   else if (w->type == BLN_TYPE_F32)
     {
-      if (!blas_check (cublasSgemm (c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n_out, n, n_in, &one,
-                                    w->payload->ptr, n_in, x, n_in, &zero, y, ldy),
-                       "sgemm", error))
+      if (!bln_cuda_blas_check (cublasSgemm (c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n_out, n, n_in,
+                                             &one, w->payload->ptr, n_in, x, n_in, &zero, y,
+                                             ldy), "sgemm", error))
         return FALSE;
     }
   else
@@ -720,7 +661,8 @@ linear (BlnCudaCtx *c, const BlnCudaTensor *w, const float *bias, const float *x
         }
       if (!KCHECK (bln_kernels_convert (x, c->act16, (size_t) n * n_in, bf16, c->stream), error))
         return FALSE;
-      if (!blas_check (cublasGemmEx (c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n_out, n, n_in, &one,
+      if (!bln_cuda_blas_check (cublasGemmEx (c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n_out, n, n_in,
+                                              &one,
                                      wp, bf16 ? CUDA_R_16BF : CUDA_R_16F, n_in,
                                      c->act16, bf16 ? CUDA_R_16BF : CUDA_R_16F, n_in, &zero,
                                      y, CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F,
@@ -758,7 +700,7 @@ attn_prefill (BlnCudaCtx *c, const void *kc, const void *vc, int n, int pos0, GE
       long long sstride = (long long) nq * n_kv;
 
       for (j = 0; j < group; j++)
-        if (!blas_check (cublasGemmStridedBatchedEx (
+        if (!bln_cuda_blas_check (cublasGemmStridedBatchedEx (
                              c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n_kv, nq, dk, &one,
                              kc, kvt, Hkv * dk, dk,
                              (const uint8_t *) c->qkv16 + ((size_t) q0 * H + j) * dk * es, kvt,
@@ -772,7 +714,7 @@ attn_prefill (BlnCudaCtx *c, const void *kc, const void *vc, int n, int pos0, GE
                    error))
         return FALSE;
       for (j = 0; j < group; j++)
-        if (!blas_check (cublasGemmStridedBatchedEx (
+        if (!bln_cuda_blas_check (cublasGemmStridedBatchedEx (
                              c->blas, CUBLAS_OP_N, CUBLAS_OP_N, dv, nq, n_kv, &one,
                              vc, kvt, Hkv * dv, dv,
                              (const uint8_t *) c->probs + (size_t) j * sstride * es, kvt, n_kv,
@@ -788,9 +730,9 @@ attn_prefill (BlnCudaCtx *c, const void *kc, const void *vc, int n, int pos0, GE
 
 /* y = W x for n <= BLN_CUDA_MATVEC_MAX_TOK rows, with kernels/kernels.h
  * matvec flags (accumulate, activations already rounded). */
-static gboolean
-matvec (BlnCudaCtx *c, const BlnCudaTensor *w, const float *x, int n, float *y, int ldy,
-        int flags, GError **error)
+gboolean
+bln_cuda_mv (BlnCudaCtx *c, const BlnCudaTensor *w, const float *x, int n, float *y, int ldy,
+             int flags, GError **error)
 {
   return KCHECK (bln_kernels_matvec_ex ((int) w->type, w->payload->ptr,
                                         w->header ? w->header->ptr : NULL, (int) w->n_in,
@@ -799,8 +741,8 @@ matvec (BlnCudaCtx *c, const BlnCudaTensor *w, const float *x, int n, float *y, 
 
 /* RMSNorm into c->h; also rounds it for the matvecs when the width allows.
  * Returns the matvec flag that says so (or 0), or -1 with @error. */
-static int
-norm_for_matvec (BlnCudaCtx *c, const float *w, int n, GError **error)
+int
+bln_cuda_norm_for_matvec (BlnCudaCtx *c, const float *w, int n, GError **error)
 {
   const BlnHParams *hp = &c->model->hp;
 
@@ -834,10 +776,10 @@ enqueue_decode_layers (BlnCudaCtx *c, int n, GError **error)
       uint8_t *kc = (uint8_t *) c->k_cache->ptr + (size_t) il * k_layer;
       uint8_t *vc = (uint8_t *) c->v_cache->ptr + (size_t) il * v_layer;
 
-      if ((fl = norm_for_matvec (c, L->attn_norm, n, error)) < 0)
+      if ((fl = bln_cuda_norm_for_matvec (c, L->attn_norm, n, error)) < 0)
         return FALSE;
       for (i = 0; i < L->n_qkv; i++)
-        if (!matvec (c, L->qkv[i], c->h, n, c->qkv + L->qkv_col[i], c->qkv_ld, fl, error))
+        if (!bln_cuda_mv (c, L->qkv[i], c->h, n, c->qkv + L->qkv_col[i], c->qkv_ld, fl, error))
           return FALSE;
       if (!KCHECK (bln_kernels_rope_store (c->qkv, c->qkv + H * dk, c->qkv + (H + Hkv) * dk,
                                            L->bq, L->bk, L->bv, n, c->qkv_ld, c->d_pos, H, Hkv,
@@ -847,16 +789,16 @@ enqueue_decode_layers (BlnCudaCtx *c, int n, GError **error)
           || !KCHECK (bln_kernels_attn_decode (c->qkv, c->qkv_ld, n, c->d_pos, H, Hkv, dk, dv,
                                                m->attn_scale, kc, vc, c->kv_f16, c->part,
                                                c->att, c->stream), error)
-          || !matvec (c, L->wo, c->att, n, c->x, 0, acc, error)
-          || (fl = norm_for_matvec (c, L->ffn_norm, n, error)) < 0)
+          || !bln_cuda_mv (c, L->wo, c->att, n, c->x, 0, acc, error)
+          || (fl = bln_cuda_norm_for_matvec (c, L->ffn_norm, n, error)) < 0)
         return FALSE;
       if (L->wgu != NULL)
         {
-          if (!matvec (c, L->wgu, c->h, n, c->gu, 0, fl, error))
+          if (!bln_cuda_mv (c, L->wgu, c->h, n, c->gu, 0, fl, error))
             return FALSE;
         }
-      else if (!matvec (c, L->wg, c->h, n, c->gu, 0, fl, error)
-               || !matvec (c, L->wu, c->h, n, c->gu + (size_t) n * ff, 0, fl, error))
+      else if (!bln_cuda_mv (c, L->wg, c->h, n, c->gu, 0, fl, error)
+               || !bln_cuda_mv (c, L->wu, c->h, n, c->gu + (size_t) n * ff, 0, fl, error))
         return FALSE;
       /* stacked: row t holds gate then up (stride 2 ff); separate: n rows of
        * gate, then n rows of up (stride ff) */
@@ -873,12 +815,12 @@ enqueue_decode_layers (BlnCudaCtx *c, int n, GError **error)
           {
             if (!KCHECK (bln_kernels_silu_mul_quant (g, gs, u, us, c->ffo, n, ff, c->stream),
                          error)
-                || !matvec (c, L->wd, c->ffo, n, c->x, 0, acc | BLN_KERNELS_MATVEC_XQ_READY,
+                || !bln_cuda_mv (c, L->wd, c->ffo, n, c->x, 0, acc | BLN_KERNELS_MATVEC_XQ_READY,
                             error))
               return FALSE;
           }
         else if (!KCHECK (bln_kernels_silu_mul (g, gs, u, us, c->ffo, n, ff, c->stream), error)
-                 || !matvec (c, L->wd, c->ffo, n, c->x, 0, acc, error))
+                 || !bln_cuda_mv (c, L->wd, c->ffo, n, c->x, 0, acc, error))
           return FALSE;
       }
     }
@@ -908,7 +850,8 @@ enqueue_prefill_layers (BlnCudaCtx *c, int n, int pos0, GError **error)
                    error))
         return FALSE;
       for (i = 0; i < L->n_qkv; i++)
-        if (!linear (c, L->qkv[i], NULL, c->h, n, c->qkv + L->qkv_col[i], c->qkv_ld, error))
+        if (!bln_cuda_linear (c, L->qkv[i], NULL, c->h, n, c->qkv + L->qkv_col[i], c->qkv_ld,
+                              error))
           return FALSE;
       if (!KCHECK (bln_kernels_rope_store (c->qkv, c->qkv + H * dk, c->qkv + (H + Hkv) * dk,
                                            L->bq, L->bk, L->bv, n, c->qkv_ld, c->d_pos, H, Hkv,
@@ -916,24 +859,24 @@ enqueue_prefill_layers (BlnCudaCtx *c, int n, int pos0, GError **error)
                                            m->rope_attn_factor, kc, vc, c->kv_f16, c->qkv16,
                                            c->stream), error)
           || !attn_prefill (c, kc, vc, n, pos0, error)
-          || !linear (c, L->wo, NULL, c->att, n, c->tmp, 0, error)
+          || !bln_cuda_linear (c, L->wo, NULL, c->att, n, c->tmp, 0, error)
           || !KCHECK (bln_kernels_add (c->x, c->tmp, (size_t) n * d, c->stream), error)
           || !KCHECK (bln_kernels_rmsnorm (c->x, L->ffn_norm, c->h, n, d, hp->norm_eps,
                                            c->stream), error))
         return FALSE;
       if (L->wgu != NULL)
         {
-          if (!linear (c, L->wgu, NULL, c->h, n, c->gu, 0, error)
+          if (!bln_cuda_linear (c, L->wgu, NULL, c->h, n, c->gu, 0, error)
               || !KCHECK (bln_kernels_silu_mul (c->gu, 2 * ff, c->gu + ff, 2 * ff, c->ffo, n, ff,
                                                 c->stream), error))
             return FALSE;
         }
-      else if (!linear (c, L->wg, NULL, c->h, n, c->gu, 0, error)
-               || !linear (c, L->wu, NULL, c->h, n, c->gu + (size_t) n * ff, 0, error)
+      else if (!bln_cuda_linear (c, L->wg, NULL, c->h, n, c->gu, 0, error)
+               || !bln_cuda_linear (c, L->wu, NULL, c->h, n, c->gu + (size_t) n * ff, 0, error)
                || !KCHECK (bln_kernels_silu_mul (c->gu, ff, c->gu + (size_t) n * ff, ff,
                                                  c->ffo, n, ff, c->stream), error))
         return FALSE;
-      if (!linear (c, L->wd, NULL, c->ffo, n, c->tmp, 0, error)
+      if (!bln_cuda_linear (c, L->wd, NULL, c->ffo, n, c->tmp, 0, error)
           || !KCHECK (bln_kernels_add (c->x, c->tmp, (size_t) n * d, c->stream), error))
         return FALSE;
     }
