@@ -630,3 +630,39 @@ bln_sampler_sample (BlnSampler *s, const float *logits, BlnLogprob *top, int n_t
     }
   return chosen;
 }
+
+/* ---------------------------------------------------------------------- */
+/* state for other implementations (sampler.h)                             */
+
+int
+bln_sampler_n_vocab (const BlnSampler *s)
+{
+  g_return_val_if_fail (s != NULL, 0);
+  return s->n_vocab;
+}
+
+int
+bln_sampler_history (const BlnSampler *s, const int32_t **ids, const int32_t **counts)
+{
+  g_return_val_if_fail (s != NULL && ids != NULL && counts != NULL, 0);
+  *ids = (const int32_t *) (void *) s->seen->data;
+  *counts = s->counts;
+  return (int) s->seen->len;
+}
+
+double
+bln_sampler_peek_uniform (const BlnSampler *s)
+{
+  uint64_t st[4];
+
+  g_return_val_if_fail (s != NULL, 0.0);
+  memcpy (st, s->rng, sizeof st);
+  return (double) (xoshiro_next (st) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+void
+bln_sampler_skip_uniform (BlnSampler *s)
+{
+  g_return_if_fail (s != NULL);
+  (void) xoshiro_next (s->rng);
+}

@@ -112,4 +112,24 @@ int32_t bln_sampler_sample (BlnSampler *sampler, const float *logits, BlnLogprob
 /* Log-softmax of @logits (n values) at @id, in double precision. */
 double bln_logprob (const float *logits, int n, int32_t id);
 
+/* For other implementations of the same steps (the GPU sampler,
+ * engine/cuda/sample.h), which must agree with bln_sampler_sample() token for
+ * token. bln_sampler_sample() takes exactly one number from the generator
+ * when more than one token survives the filters (step 7), none otherwise. */
+
+/* The vocabulary size @sampler was made for. */
+int bln_sampler_n_vocab (const BlnSampler *sampler);
+
+/* The history the penalties see: returns how many distinct ids it holds;
+ * *@ids gets them (in order of first appearance) and *@counts the per-id
+ * occurrence table of n_vocab entries (counts[ids[j]] > 0). Both are owned
+ * by @sampler and valid until the next accept or reset. */
+int bln_sampler_history (const BlnSampler *sampler, const int32_t **ids, const int32_t **counts);
+
+/* The uniform number in [0, 1) the next draw would use, without taking it. */
+double bln_sampler_peek_uniform (const BlnSampler *sampler);
+
+/* Takes (discards) one number from the generator, as a draw does. */
+void bln_sampler_skip_uniform (BlnSampler *sampler);
+
 G_END_DECLS

@@ -27,6 +27,7 @@ typedef struct {
   BlnSamplerParams params;
   int max_tokens;
   int n_top;
+  BlnSchedFilterFn filter;
   BlnSchedTokenFn on_token;
   BlnSchedEndFn on_end;
   gpointer user_data;
@@ -334,11 +335,22 @@ admit (BlnSched *s, int *budget)
 
 /* After the pass: sample for every sequence whose chunk reached its end. */
 static void
-sample (BlnSched *s, Req *r, const float *logits)
+sample (BlnSched *s, Req *r, float *logits)
 {
   BlnSchedToken tok = { 0 };
   int32_t id;
 
+  if (r->filter != NULL)
+    {
+      int left = MIN (r->max_tokens - r->n_gen, s->o.n_ctx - (int) r->tokens->len);
+
+      if (!r->filter (logits, s->n_vocab, left, r->user_data))
+        {
+          running_remove (s, r);
+          finish (s, r, BLN_SCHED_FINISH_LENGTH, NULL);
+          return;
+        }
+    }
   id = bln_sampler_sample (r->sampler, logits, s->top, r->n_top);
   if (s->tok != NULL && bln_tokenizer_is_eog (s->tok, id))
     {
@@ -416,7 +428,7 @@ step (BlnSched *s)
   for (i = 0; i < batch->len; i++)
     {
       Req *r = g_ptr_array_index (batch, i);
-      const float *lg = s->items[i].logits;
+      float *lg = s->items[i].logits;
 
       r->chunk = 0;
       if (lg != NULL)
@@ -563,6 +575,16 @@ bln_sched_submit (BlnSched *s, const int32_t *prompt, int n_prompt,
                   BlnSchedTokenFn on_token, BlnSchedEndFn on_end, gpointer user_data,
                   GError **error)
 {
+  return bln_sched_submit_filtered (s, prompt, n_prompt, params, max_tokens, n_top, NULL,
+                                    on_token, on_end, user_data, error);
+}
+
+guint64
+bln_sched_submit_filtered (BlnSched *s, const int32_t *prompt, int n_prompt,
+                           const BlnSamplerParams *params, int max_tokens, int n_top,
+                           BlnSchedFilterFn filter, BlnSchedTokenFn on_token,
+                           BlnSchedEndFn on_end, gpointer user_data, GError **error)
+{
   int pool_tokens = bln_kv_cache_n_blocks (s->kv) * bln_kv_cache_block_size (s->kv);
   Req *r;
   guint64 id;
@@ -604,6 +626,7 @@ bln_sched_submit (BlnSched *s, const int32_t *prompt, int n_prompt,
     }
   r->max_tokens = max_tokens;
   r->n_top = n_top;
+  r->filter = filter;
   r->on_token = on_token;
   r->on_end = on_end;
   r->user_data = user_data;

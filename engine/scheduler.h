@@ -86,7 +86,8 @@ typedef enum {
 /* One sampled token, for the token callback (valid during the call only). */
 typedef struct {
   int32_t id;
-  float logprob;            /* of @id under the model's raw logits */
+  float logprob;            /* of @id under the model's raw logits (the filtered ones
+                             * for a request with a filter) */
   int index;                /* 0 for the first generated token */
   const BlnLogprob *top;    /* the n_top most likely tokens, most likely first; NULL when
                              * the request asked for none */
@@ -110,6 +111,14 @@ typedef struct {
 typedef gboolean (*BlnSchedTokenFn) (const BlnSchedToken *token, gpointer user_data);
 /* Called once when the request ends, whatever the reason. */
 typedef void (*BlnSchedEndFn) (const BlnSchedResult *result, gpointer user_data);
+/* Called before each token of a request is sampled (constrained decoding:
+ * JSON mode, schemas), with the request's row of logits (@n_vocab floats,
+ * writable, valid during the call only): set the logit of every token that
+ * must not come next to -INFINITY. @left is how many tokens the request may
+ * still generate (max_tokens and n_ctx both counted), so that a constraint
+ * can steer towards an ending that fits. Return FALSE when no token may
+ * come: the request then ends with BLN_SCHED_FINISH_LENGTH. */
+typedef gboolean (*BlnSchedFilterFn) (float *logits, int n_vocab, int left, gpointer user_data);
 
 /* Statistics for /metrics: a consistent snapshot taken after the last step. */
 typedef struct {
@@ -163,6 +172,16 @@ guint64 bln_sched_submit (BlnSched *sched, const int32_t *prompt, int n_prompt,
                           const BlnSamplerParams *params, int max_tokens, int n_top,
                           BlnSchedTokenFn on_token, BlnSchedEndFn on_end, gpointer user_data,
                           GError **error);
+
+/* bln_sched_submit() with a logits filter (@filter, may be NULL) called on
+ * the scheduler's thread before each of the request's tokens is sampled;
+ * the sampler, the reported logprob and top alternatives then see the
+ * filtered logits. A filtered request runs in the batch like any other.
+ * Fails as bln_sched_submit() does. */
+guint64 bln_sched_submit_filtered (BlnSched *sched, const int32_t *prompt, int n_prompt,
+                                   const BlnSamplerParams *params, int max_tokens, int n_top,
+                                   BlnSchedFilterFn filter, BlnSchedTokenFn on_token,
+                                   BlnSchedEndFn on_end, gpointer user_data, GError **error);
 
 /* Asks request @handle to end; it does at the start of the next step
  * (BLN_SCHED_FINISH_CANCELLED, unless it ended first). Returns FALSE when

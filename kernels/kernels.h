@@ -19,6 +19,8 @@
  *   Q8_0     34      2       32      d
  *   Q4_0     18      2       16      d
  *   Q4_1     20      4       16      d, m
+ *   Q5_0     22      6       16      d, qh
+ *   Q5_1     24      8       16      d, m, qh
  *   Q4_K    144     16      128      d, dmin, sc[8], mn[8]   (20 bytes, repacked)
  *   Q5_K    176     48      128      d, dmin, scales[12], qh[32]
  *   Q6_K    210      0      192      scales[16], d       (payload = ql, qh)
@@ -38,6 +40,7 @@
 #pragma once
 
 #include <stddef.h>
+#include <stdint.h>
 #include <cuda_runtime_api.h>
 
 #ifdef __cplusplus
@@ -96,6 +99,23 @@ enum {
 cudaError_t bln_kernels_matvec_ex (int type, const void *payload, const void *header, int n_in,
                                    int n_out, const float *d_x, int n_tok, float *d_y, int ldy,
                                    int flags, cudaStream_t stream);
+
+/* Expert matvecs (MoE decode): for each selection i < @n_sel,
+ *   y[i * ldy + r] = W_e[r] . x[t] for r < n_out,  e = d_expert[i],
+ *   t = d_tok[i] (or i when @d_tok is NULL),
+ * where the weights hold @n_expert experts of n_out × n_in stacked row-wise
+ * (a GGUF [n_in, n_out, n_expert] tensor in the split layout) and @d_x holds
+ * @n_x_rows rows of n_in floats. The selections live on the device, so a
+ * CUDA graph can capture the call with the router's output unknown; an
+ * expert id outside [0, n_expert) is clamped (never an out-of-bounds read).
+ * Flags as bln_kernels_matvec_ex: XQ_READY means all n_x_rows rows are
+ * already rounded in the scratch. n_x_rows * n_in may reach
+ * BLN_KERNELS_MATVEC_MAX_TOK * 65536 values on the 8-bit path; @ldy 0 means
+ * n_out; n_sel <= 65535. */
+cudaError_t bln_kernels_matvec_sel (int type, const void *payload, const void *header, int n_in,
+                                    int n_out, int n_expert, const float *d_x, int n_x_rows,
+                                    const int32_t *d_expert, const int32_t *d_tok, int n_sel,
+                                    float *d_y, int ldy, int flags, cudaStream_t stream);
 
 /* RMSNorm of n_rows (<= BLN_KERNELS_MATVEC_MAX_TOK) rows of d values (d a
  * multiple of 32), as bln_kernels_rmsnorm (kernels/ops.h), that also leaves

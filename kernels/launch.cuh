@@ -16,10 +16,25 @@
 #include <utility>
 #include <cuda_runtime.h>
 
+/* Lets the next kernel on the stream launch as soon as every block of this
+ * one has started (instead of when they have all finished), so its blocks
+ * can take the SMs this kernel's tail leaves free and start on work that
+ * needs nothing from this kernel (the matvecs prefetch their weights). Its
+ * reads of this kernel's results still wait in bln_pdl_wait(). Off unless
+ * built with -DBLN_PDL_TRIGGER=1 (an experiment; docs/BENCHMARKS.md). */
+__device__ __forceinline__ void
+bln_pdl_trigger ()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(BLN_PDL_TRIGGER) && BLN_PDL_TRIGGER
+  cudaTriggerProgrammaticLaunchCompletion ();
+#endif
+}
+
 __device__ __forceinline__ void
 bln_pdl_wait ()
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  bln_pdl_trigger ();
   cudaGridDependencySynchronize ();
 #endif
 }
@@ -54,11 +69,9 @@ static inline cudaError_t
 bln_launch (void (*kernel) (KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
             Args &&...args)
 {
-  cudaLaunchConfig_t cfg;
-  cudaLaunchAttribute attr[1];
+  cudaLaunchConfig_t cfg = {};
+  cudaLaunchAttribute attr[1] = {};
 
-  std::memset (&cfg, 0, sizeof cfg);
-  std::memset (attr, 0, sizeof attr);
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;

@@ -41,7 +41,9 @@
  * the rows-per-warp choice of the 8-bit path (2 up to 2 tokens, 4 from 3) is
  * a guess.
  */
+#include <climits>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <cuda_fp16.h>
 
@@ -54,11 +56,10 @@ namespace {
  * against the CPU dequantiser on a machine without a GPU. */
 #define BLN_HD __host__ __device__ __forceinline__
 
-#ifdef __CUDA_ARCH__
-#define BLN_LDG(p) __ldg (p)
-#else
+/* Plain loads: the unit decoders read global memory (the one-unit-per-lane
+ * kernels, whose __restrict__ const pointers let the compiler use the
+ * read-only path anyway) and shared memory (the pipelined kernel). */
 #define BLN_LDG(p) (*(p))
-#endif
 
 constexpr int WARPS = 4;  /* warps per thread block */
 constexpr int ROWS = 2;   /* output rows per warp */
@@ -119,6 +120,36 @@ load_floats (const float *p, float *dst)
       dst[i + 2] = v.z;
       dst[i + 3] = v.w;
     }
+}
+
+/* Expert selection of bln_kernels_matvec_sel: launch row blockIdx.y computes
+ * output row i = blockIdx.y with the weights of expert expert[i] (clamped to
+ * [0, n_expert)) and the activations of token row tok[i] (i when tok is
+ * NULL). expert == NULL: a plain matvec. */
+struct Sel
+{
+  const int32_t *expert = nullptr;
+  const int32_t *tok = nullptr;
+  int n_sel = 0;
+  int n_expert = 0;
+};
+
+/* Applies @sel for this launch row: sets *x_off to the offset of the selected
+ * token row's activations (values), moves @y to the output row and returns
+ * the first weight row of the selected expert (all 0 without a selection). */
+__device__ __forceinline__ size_t
+sel_apply (const Sel &sel, int n_out, int n_in, int ldy, size_t &x_off, float *__restrict__ &y)
+{
+  x_off = 0;
+  if (sel.expert == nullptr)
+    return 0;
+  const int i = blockIdx.y;
+  const int e = min (max (sel.expert[i], 0), sel.n_expert - 1);
+  const int t = sel.tok ? sel.tok[i] : i;
+
+  x_off = (size_t) t * n_in;
+  y += (size_t) i * ldy;
+  return (size_t) e * n_out;
 }
 
 /* Each type below describes one unit of work: VPB values per block, UPB
@@ -214,6 +245,84 @@ struct TypeQ4_1
       {
         uint32_t b = byte_of (w.q, j);
         sq += xf[j] * (float) (b & 15) + xf[j + 16] * (float) (b >> 4);
+        sx += xf[j] + xf[j + 16];
+      }
+    return w.d * sq + w.m * sx;
+  }
+};
+
+/* Q5_0 / Q5_1: as Q4_0 / Q4_1 with a fifth bit per value: bit j of the
+ * 32-bit qh (after d, or d and m, in the header) is the high bit of value j.
+ * The header is 2-byte aligned only, so qh is read as two halves. */
+BLN_HD uint32_t
+qh_at (const uint8_t *p)
+{
+  const unsigned short *h = reinterpret_cast<const unsigned short *> (p);
+  return (uint32_t) BLN_LDG (h) | ((uint32_t) BLN_LDG (h + 1) << 16);
+}
+
+struct TypeQ5_0
+{
+  static constexpr int VPB = 32, UPB = 1, PAY = 16, HDR = 6, XN = 32;
+  struct W { uint4 q; float d; uint32_t qh; };
+
+  static BLN_HD void
+  load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
+  {
+    w.q = load16 (pay);
+    w.d = half_at (hdr);
+    w.qh = qh_at (hdr + 2);
+  }
+  static BLN_HD void
+  load_x (const float *xb, int s, float *xf)
+  {
+    load_floats<32> (xb, xf);
+  }
+  static BLN_HD float
+  dot (const W &w, const float *xf)
+  {
+    float sum = 0.f;
+#pragma unroll
+    for (int j = 0; j < 16; j++)
+      {
+        uint32_t b = byte_of (w.q, j);
+        int lo = (int) ((b & 15) | (((w.qh >> j) & 1) << 4)) - 16;
+        int hi = (int) ((b >> 4) | (((w.qh >> (j + 16)) & 1) << 4)) - 16;
+        sum += xf[j] * (float) lo + xf[j + 16] * (float) hi;
+      }
+    return w.d * sum;
+  }
+};
+
+struct TypeQ5_1
+{
+  static constexpr int VPB = 32, UPB = 1, PAY = 16, HDR = 8, XN = 32;
+  struct W { uint4 q; float d, m; uint32_t qh; };
+
+  static BLN_HD void
+  load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
+  {
+    w.q = load16 (pay);
+    w.d = half_at (hdr);
+    w.m = half_at (hdr + 2);
+    w.qh = qh_at (hdr + 4);
+  }
+  static BLN_HD void
+  load_x (const float *xb, int s, float *xf)
+  {
+    load_floats<32> (xb, xf);
+  }
+  static BLN_HD float
+  dot (const W &w, const float *xf)
+  {
+    float sq = 0.f, sx = 0.f;
+#pragma unroll
+    for (int j = 0; j < 16; j++)
+      {
+        uint32_t b = byte_of (w.q, j);
+        uint32_t lo = (b & 15) | (((w.qh >> j) & 1) << 4);
+        uint32_t hi = (b >> 4) | (((w.qh >> (j + 16)) & 1) << 4);
+        sq += xf[j] * (float) lo + xf[j + 16] * (float) hi;
         sx += xf[j] + xf[j + 16];
       }
     return w.d * sq + w.m * sx;
@@ -530,6 +639,26 @@ deq (const TypeQ4_1::W &w, float *v)
     }
 }
 BLN_HD void
+deq (const TypeQ5_0::W &w, float *v)
+{
+  for (int j = 0; j < 16; j++)
+    {
+      uint32_t b = byte_of (w.q, j);
+      v[j] = w.d * (float) ((int) ((b & 15) | (((w.qh >> j) & 1) << 4)) - 16);
+      v[j + 16] = w.d * (float) ((int) ((b >> 4) | (((w.qh >> (j + 16)) & 1) << 4)) - 16);
+    }
+}
+BLN_HD void
+deq (const TypeQ5_1::W &w, float *v)
+{
+  for (int j = 0; j < 16; j++)
+    {
+      uint32_t b = byte_of (w.q, j);
+      v[j] = w.d * (float) ((b & 15) | (((w.qh >> j) & 1) << 4)) + w.m;
+      v[j + 16] = w.d * (float) ((b >> 4) | (((w.qh >> (j + 16)) & 1) << 4)) + w.m;
+    }
+}
+BLN_HD void
 deq (const TypeQ4_K::W &w, float *v)
 {
   for (int i = 0; i < 16; i++)
@@ -626,10 +755,12 @@ template <class T, int MAXTOK>
 __global__ void __launch_bounds__ (WARPS * 32)
 matvec_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ hdr, int nb,
                int n_in, int n_out, const float *__restrict__ x, int n_tok,
-               float *__restrict__ y, int accumulate, int ldy)
+               float *__restrict__ y, int accumulate, int ldy, Sel sel)
 {
   bln_pdl_wait ();
   const int lane = threadIdx.x & 31;
+  size_t x_off;
+  const size_t row_base = sel_apply (sel, n_out, n_in, ldy, x_off, y);
   const int row0 = (blockIdx.x * WARPS + (threadIdx.x >> 5)) * ROWS;
   const int n_units = nb * T::UPB;
   int rows[ROWS];
@@ -656,7 +787,7 @@ matvec_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ hdr,
 #pragma unroll
       for (int r = 0; r < ROWS; r++)
         {
-          const size_t blk = (size_t) rows[r] * nb + b;
+          const size_t blk = (row_base + rows[r]) * nb + b;
           T::load (w[r], pay + blk * T::PAY, T::HDR ? hdr + blk * T::HDR : hdr, s);
         }
 #pragma unroll
@@ -666,7 +797,7 @@ matvec_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ hdr,
             {
               float xf[T::XN];
 
-              T::load_x (x + (size_t) t * n_in + (size_t) b * T::VPB, s, xf);
+              T::load_x (x + x_off + (size_t) t * n_in + (size_t) b * T::VPB, s, xf);
 #pragma unroll
               for (int r = 0; r < ROWS; r++)
                 acc[r][t] += T::dot (w[r], xf);
@@ -699,11 +830,13 @@ matvec_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ hdr,
 template <class T>
 cudaError_t
 launch (const void *payload, const void *header, int n_in, int n_out, const float *x,
-        int n_tok, float *y, cudaStream_t stream, int accumulate = 0, int ldy = 0)
+        int n_tok, float *y, cudaStream_t stream, int accumulate = 0, int ldy = 0,
+        Sel sel = Sel ())
 {
   const int nb = n_in / T::VPB;
   const int rows_per_block = WARPS * ROWS;
-  const dim3 grid ((unsigned) ((n_out + rows_per_block - 1) / rows_per_block));
+  const dim3 grid ((unsigned) ((n_out + rows_per_block - 1) / rows_per_block),
+                   sel.expert ? (unsigned) sel.n_sel : 1u);
   const dim3 block (WARPS * 32);
   const uint8_t *p = static_cast<const uint8_t *> (payload);
   const uint8_t *h = static_cast<const uint8_t *> (header);
@@ -712,16 +845,16 @@ launch (const void *payload, const void *header, int n_in, int n_out, const floa
     return cudaErrorInvalidValue;
   if (n_tok <= 1)
     (void) bln_launch (matvec_kernel<T, 1>, dim3 (grid), dim3 (block), 0, stream, p, h, nb, n_in,
-                        n_out, x, n_tok, y, accumulate, ldy ? ldy : n_out);
+                        n_out, x, n_tok, y, accumulate, ldy ? ldy : n_out, sel);
   else if (n_tok <= 2)
     (void) bln_launch (matvec_kernel<T, 2>, dim3 (grid), dim3 (block), 0, stream, p, h, nb, n_in,
-                        n_out, x, n_tok, y, accumulate, ldy ? ldy : n_out);
+                        n_out, x, n_tok, y, accumulate, ldy ? ldy : n_out, sel);
   else if (n_tok <= 4)
     (void) bln_launch (matvec_kernel<T, 4>, dim3 (grid), dim3 (block), 0, stream, p, h, nb, n_in,
-                        n_out, x, n_tok, y, accumulate, ldy ? ldy : n_out);
+                        n_out, x, n_tok, y, accumulate, ldy ? ldy : n_out, sel);
   else
     (void) bln_launch (matvec_kernel<T, 8>, dim3 (grid), dim3 (block), 0, stream, p, h, nb, n_in,
-                        n_out, x, n_tok, y, accumulate, ldy ? ldy : n_out);
+                        n_out, x, n_tok, y, accumulate, ldy ? ldy : n_out, sel);
   return cudaGetLastError ();
 }
 
@@ -1003,6 +1136,71 @@ struct QTypeQ4_1
   }
 };
 
+/* Four high bits (bit k of @b) moved to bit 4 of byte k. */
+BLN_HD uint32_t
+spread4 (uint32_t b)
+{
+  return ((b & 1u) | ((b & 2u) << 7) | ((b & 4u) << 14) | ((b & 8u) << 21)) << 4;
+}
+
+struct QTypeQ5_0
+{
+  static constexpr int VPB = 32, UPB = 1, PAY = 16, HDR = 6, NRUN = 2;
+  struct W { int q[2][4]; float d; };
+
+  static BLN_HD int xpos (int s, int run) { return run * 16; }
+  static BLN_HD void
+  load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
+  {
+    uint4 v = load16 (pay);
+    uint32_t qh = qh_at (hdr + 2);
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+      {
+        unsigned b = (unsigned) word_of (v, i);
+        w.q[0][i] = (int) vsub4 ((b & 0x0f0f0f0fu) | spread4 ((qh >> (4 * i)) & 15u),
+                                 0x10101010u);
+        w.q[1][i] = (int) vsub4 (((b >> 4) & 0x0f0f0f0fu) | spread4 ((qh >> (16 + 4 * i)) & 15u),
+                                 0x10101010u);
+      }
+    w.d = half_at (hdr);
+  }
+  static BLN_HD float
+  dot (const W &w, const int4 *xq, const float2 *xd)
+  {
+    return w.d * xd[0].x * (float) dot16 (w.q[1], xq[1], dot16 (w.q[0], xq[0], 0));
+  }
+};
+
+struct QTypeQ5_1
+{
+  static constexpr int VPB = 32, UPB = 1, PAY = 16, HDR = 8, NRUN = 2;
+  struct W { int q[2][4]; float d, m; };
+
+  static BLN_HD int xpos (int s, int run) { return run * 16; }
+  static BLN_HD void
+  load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
+  {
+    uint4 v = load16 (pay);
+    uint32_t qh = qh_at (hdr + 4);
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+      {
+        unsigned b = (unsigned) word_of (v, i);
+        w.q[0][i] = (int) ((b & 0x0f0f0f0fu) | spread4 ((qh >> (4 * i)) & 15u));
+        w.q[1][i] = (int) (((b >> 4) & 0x0f0f0f0fu) | spread4 ((qh >> (16 + 4 * i)) & 15u));
+      }
+    w.d = half_at (hdr);
+    w.m = half_at (hdr + 2);
+  }
+  static BLN_HD float
+  dot (const W &w, const int4 *xq, const float2 *xd)
+  {
+    return w.d * xd[0].x * (float) dot16 (w.q[1], xq[1], dot16 (w.q[0], xq[0], 0))
+           + w.m * xd[0].y;
+  }
+};
+
 /* Q4_K and Q5_K: run 0 = 16 values of sub-block 2g (low nibbles), run 1 = the
  * same positions of sub-block 2g + 1 (high nibbles); each run covers half an
  * activation block, so its activation sum comes from dp4a with ones. */
@@ -1126,10 +1324,13 @@ struct QTypeQ6_K
 template <class T, int MAXTOK, int NROWS>
 __global__ void __launch_bounds__ (WARPS * 32)
 matvec_q8_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ hdr, int nb,
-                  int n_in, int n_out, int n_tok, float *__restrict__ y, int accumulate, int ldy)
+                  int n_in, int n_out, int n_tok, float *__restrict__ y, int accumulate, int ldy,
+                  Sel sel)
 {
   bln_pdl_wait ();
   const int lane = threadIdx.x & 31;
+  size_t xq0;   /* the rounded activations of this launch's first token row */
+  const size_t row_base = sel_apply (sel, n_out, n_in, ldy, xq0, y);
   const int row0 = (blockIdx.x * WARPS + (threadIdx.x >> 5)) * NROWS;
   const int n_units = nb * T::UPB;
   int rows[NROWS];
@@ -1156,7 +1357,7 @@ matvec_q8_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ h
 #pragma unroll
       for (int r = 0; r < NROWS; r++)
         {
-          const size_t blk = (size_t) rows[r] * nb + b;
+          const size_t blk = (row_base + rows[r]) * nb + b;
           T::load (w[r], pay + blk * T::PAY, hdr + blk * T::HDR, s);
         }
 #pragma unroll
@@ -1170,7 +1371,8 @@ matvec_q8_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ h
 #pragma unroll
               for (int k = 0; k < T::NRUN; k++)
                 {
-                  const size_t pos = (size_t) t * n_in + (size_t) b * T::VPB + T::xpos (s, k);
+                  const size_t pos = xq0 + (size_t) t * n_in + (size_t) b * T::VPB
+                                     + T::xpos (s, k);
                   /* read-only during this kernel: the non-coherent path */
                   xq[k] = __ldg (reinterpret_cast<const int4 *> (g_xq + pos));
                   xd[k] = __ldg (g_xd + pos / 32);
@@ -1207,13 +1409,423 @@ matvec_q8_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ h
 template <class T, int MAXTOK, int NROWS>
 void
 launch_q8_rows (const uint8_t *p, const uint8_t *h, int nb, int n_in, int n_out, int n_tok,
-                float *y, cudaStream_t stream, int accumulate, int ldy)
+                float *y, cudaStream_t stream, int accumulate, int ldy, Sel sel = Sel ())
 {
   const int rows_per_block = WARPS * NROWS;
-  const dim3 grid ((unsigned) ((n_out + rows_per_block - 1) / rows_per_block));
+  const dim3 grid ((unsigned) ((n_out + rows_per_block - 1) / rows_per_block),
+                   sel.expert ? (unsigned) sel.n_sel : 1u);
 
   (void) bln_launch (matvec_q8_kernel<T, MAXTOK, NROWS>, dim3 (grid), dim3 (WARPS * 32), 0, stream,
-                      p, h, nb, n_in, n_out, n_tok, y, accumulate, ldy);
+                      p, h, nb, n_in, n_out, n_tok, y, accumulate, ldy, sel);
+}
+
+/* ---- Version 5: the pipelined 8-bit path (sm_80 and newer) ----
+ *
+ * The kernels above keep too few bytes in flight: each lane holds one or two
+ * 16-byte weight loads at a time in registers, so at the occupancy their
+ * registers allow an SM has ~40 KB outstanding where the H200's latency times
+ * its bandwidth asks for 64 KB or more (docs/BENCHMARKS.md, matvec v3/v4).
+ * Here the weights go through shared memory instead: every warp streams its
+ * rows through a private ring of PIPE_STAGES stages with cp.async (16-byte
+ * copies that land in shared memory without holding registers, bypassing
+ * L1), so STAGES - 1 steps of every warp are in flight while it multiplies
+ * the oldest one.
+ *
+ *  - A warp owns groups of NR consecutive rows (group g, g + total warps,
+ *    ...). A step of a group covers BPS weight blocks (32 units, one per
+ *    lane) of each of its NR rows: payload bytes copied as 16-byte pieces,
+ *    header bytes as 4-byte words (headers are 2- or 4-byte aligned; the
+ *    copy starts at the aligned word below and the tensor upload pads the
+ *    header buffer so the word above the end exists).
+ *  - Lane l multiplies unit l of the step for all NR rows with one load of
+ *    the matching 8-bit activations (global, L1-resident: the weights no
+ *    longer pass through L1), so activation traffic is shared by NR rows.
+ *  - The first STAGES - 1 steps are requested before bln_pdl_wait(): the
+ *    weights do not depend on the previous kernel, so under programmatic
+ *    dependent launch their fetch overlaps that kernel's tail.
+ *  - Sums are reduced across the warp with shuffles when a group's last step
+ *    is done and written by one lane per (row, token).
+ *
+ * The unit decoders (QType*::load) read the staged copy exactly as they read
+ * global memory, because a step stages whole blocks with their headers at
+ * the same alignment. */
+
+#ifndef BLN_MV_STAGES
+#define BLN_MV_STAGES 3
+#endif
+constexpr int PIPE_WARPS = 4;
+constexpr int PIPE_STAGES = BLN_MV_STAGES;
+
+template <class T>
+struct Pipe
+{
+  static constexpr int BPS = 32 / T::UPB;                /* blocks per step */
+  static constexpr int PAY_STEP = BPS * T::PAY;          /* payload bytes per row per step */
+  static constexpr int HDR_AREA = (BPS * T::HDR + 8 + 15) / 16 * 16;
+  static constexpr int ROW_BYTES = PAY_STEP + HDR_AREA;  /* per row per stage */
+};
+
+__device__ __forceinline__ void
+cp_async16 (void *dst, const void *src)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile ("cp.async.cg.shared.global [%0], [%1], 16;\n"
+                :: "r" ((unsigned) __cvta_generic_to_shared (dst)), "l" (src) : "memory");
+#else
+  *reinterpret_cast<uint4 *> (dst) = *reinterpret_cast<const uint4 *> (src);
+#endif
+}
+
+__device__ __forceinline__ void
+cp_async4 (void *dst, const void *src)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile ("cp.async.ca.shared.global [%0], [%1], 4;\n"
+                :: "r" ((unsigned) __cvta_generic_to_shared (dst)), "l" (src) : "memory");
+#else
+  *reinterpret_cast<uint32_t *> (dst) = *reinterpret_cast<const uint32_t *> (src);
+#endif
+}
+
+__device__ __forceinline__ void
+cp_commit ()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile ("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+
+/* Waits until at most N of this thread's committed copy groups are pending. */
+template <int N>
+__device__ __forceinline__ void
+cp_wait ()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile ("cp.async.wait_group %0;\n" :: "n" (N) : "memory");
+#endif
+}
+
+/* Issues the copies of step @step of row group @group into stage @st, as one
+ * commit group (empty when the group has no rows left). Row r's payload
+ * lands at st + r * ROW_BYTES, its headers PAY_STEP bytes further, starting
+ * (blk * HDR) & 3 bytes in (the copy starts at the aligned word below). */
+template <class T, int NR>
+__device__ __forceinline__ void
+pipe_issue (uint8_t *st, const uint8_t *__restrict__ pay, const uint8_t *__restrict__ hdr,
+            size_t row_base, int group, int step, int nb, int n_out, int lane)
+{
+  typedef Pipe<T> P;
+  const int b0 = step * P::BPS;
+  const int nblk = min (P::BPS, nb - b0);
+
+#if defined(BLN_MV_EXPERIMENT) && BLN_MV_EXPERIMENT == 2
+  /* experiment: no weight traffic (measures the arithmetic alone) */
+  cp_commit ();
+  return;
+#endif
+
+#pragma unroll
+  for (int r = 0; r < NR; r++)
+    {
+      const int row = group * NR + r;
+      if (row < n_out)
+        {
+          const size_t blk = (row_base + (size_t) row) * nb + b0;
+          const uint8_t *src = pay + blk * T::PAY;
+          uint8_t *dst = st + r * P::ROW_BYTES;
+          const int n16 = nblk * T::PAY / 16;
+
+#pragma unroll
+          for (int c = lane; c < P::PAY_STEP / 16; c += 32)
+            if (c < n16)
+              cp_async16 (dst + c * 16, src + c * 16);
+          if (T::HDR)
+            {
+              const size_t h0 = blk * T::HDR;
+              const size_t a0 = h0 & ~(size_t) 3;
+              const int nw = (int) ((h0 + (size_t) nblk * T::HDR + 3 - a0) >> 2);
+              uint8_t *hd = dst + P::PAY_STEP;
+
+              for (int w = lane; w < nw; w += 32)
+                cp_async4 (hd + 4 * w, hdr + a0 + 4 * (size_t) w);
+            }
+        }
+    }
+  cp_commit ();
+}
+
+template <class T, int MAXTOK, int NR>
+__global__ void __launch_bounds__ (PIPE_WARPS * 32)
+matvec_pipe_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ hdr, int nb,
+                    int n_in, int n_out, int n_tok, float *__restrict__ y, int accumulate,
+                    int ldy, Sel sel)
+{
+  typedef Pipe<T> P;
+  extern __shared__ __align__ (16) uint8_t pipe_smem[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int gw = blockIdx.x * PIPE_WARPS + warp;
+  const int n_warps = gridDim.x * PIPE_WARPS;
+  const int n_groups = (n_out + NR - 1) / NR;
+  const int n_steps = (nb + P::BPS - 1) / P::BPS;
+  uint8_t *ring = pipe_smem + (size_t) warp * PIPE_STAGES * NR * P::ROW_BYTES;
+  size_t xq0;
+  float *yy = y;
+  const size_t row_base = sel_apply (sel, n_out, n_in, ldy, xq0, yy);
+  /* this warp's items: (group, step) for its groups gw, gw + n_warps, ... */
+  const int my_groups = gw < n_groups ? (n_groups - 1 - gw) / n_warps + 1 : 0;
+  const int n_items = my_groups * n_steps;
+  float acc[NR][MAXTOK];
+
+  /* prologue: weights only, before waiting for the previous kernel */
+  bln_pdl_trigger ();
+#pragma unroll
+  for (int k = 0; k < PIPE_STAGES - 1; k++)
+    {
+      if (k < n_items)
+        pipe_issue<T, NR> (ring + k * NR * P::ROW_BYTES, pay, hdr, row_base,
+                           gw + (k / n_steps) * n_warps, k % n_steps, nb, n_out, lane);
+      else
+        cp_commit ();
+    }
+  bln_pdl_wait ();
+
+#pragma unroll
+  for (int r = 0; r < NR; r++)
+#pragma unroll
+    for (int t = 0; t < MAXTOK; t++)
+      acc[r][t] = 0.f;
+
+  for (int k = 0; k < n_items; k++)
+    {
+      const int group = gw + (k / n_steps) * n_warps;
+      const int step = k % n_steps;
+      const int b0 = step * P::BPS;
+      const uint8_t *st = ring + (k % PIPE_STAGES) * NR * P::ROW_BYTES;
+
+      cp_wait<PIPE_STAGES - 2> ();
+      __syncwarp ();
+      {
+        const int bl = lane / T::UPB, s = lane % T::UPB;
+        const int b = b0 + bl;
+
+#if defined(BLN_MV_EXPERIMENT) && BLN_MV_EXPERIMENT == 1
+        /* experiment: the weight stream alone, no arithmetic */
+        if (b < nb)
+          acc[0][0] += (float) st[lane * 16];
+        if (false)
+          {
+          }
+        else if (false)
+#else
+        if (b < nb && MAXTOK == 1)
+#endif
+          {
+            /* one token: activations once, then each row decoded and
+             * multiplied at once (few live registers) */
+            int4 xq[T::NRUN];
+            float2 xd[T::NRUN];
+
+#pragma unroll
+            for (int q = 0; q < T::NRUN; q++)
+              {
+                const size_t pos = xq0 + (size_t) b * T::VPB + T::xpos (s, q);
+                xq[q] = __ldg (reinterpret_cast<const int4 *> (g_xq + pos));
+                xd[q] = __ldg (g_xd + pos / 32);
+              }
+#pragma unroll
+            for (int r = 0; r < NR; r++)
+              if (group * NR + r < n_out)
+                {
+                  const size_t blk = (row_base + (size_t) (group * NR + r)) * nb + b0;
+                  const int delta = T::HDR ? (int) ((blk * T::HDR) & 3) : 0;
+                  const uint8_t *srow = st + r * P::ROW_BYTES;
+                  typename T::W w;
+
+                  T::load (w, srow + bl * T::PAY, srow + P::PAY_STEP + delta + bl * T::HDR, s);
+                  acc[r][0] += T::dot (w, xq, xd);
+                }
+          }
+#if defined(BLN_MV_EXPERIMENT) && BLN_MV_EXPERIMENT == 1
+        else if (false)
+#else
+        else if (b < nb)
+#endif
+          {
+            typename T::W w[NR];
+
+#pragma unroll
+            for (int r = 0; r < NR; r++)
+              {
+                const size_t blk = (row_base + (size_t) min (group * NR + r, n_out - 1)) * nb
+                                   + b0;
+                const int delta = T::HDR ? (int) ((blk * T::HDR) & 3) : 0;
+                const uint8_t *srow = st + r * P::ROW_BYTES;
+
+                if (group * NR + r < n_out)
+                  T::load (w[r], srow + bl * T::PAY, srow + P::PAY_STEP + delta + bl * T::HDR, s);
+              }
+#pragma unroll
+            for (int t = 0; t < MAXTOK; t++)
+              {
+                if (t < n_tok)
+                  {
+                    int4 xq[T::NRUN];
+                    float2 xd[T::NRUN];
+
+#pragma unroll
+                    for (int q = 0; q < T::NRUN; q++)
+                      {
+                        const size_t pos = xq0 + (size_t) t * n_in + (size_t) b * T::VPB
+                                           + T::xpos (s, q);
+                        xq[q] = __ldg (reinterpret_cast<const int4 *> (g_xq + pos));
+                        xd[q] = __ldg (g_xd + pos / 32);
+                      }
+#pragma unroll
+                    for (int r = 0; r < NR; r++)
+                      if (group * NR + r < n_out)
+                        acc[r][t] += T::dot (w[r], xq, xd);
+                  }
+              }
+          }
+      }
+      __syncwarp ();
+      /* refill the stage consumed one iteration ago */
+      if (k + PIPE_STAGES - 1 < n_items)
+        {
+          const int kn = k + PIPE_STAGES - 1;
+          pipe_issue<T, NR> (ring + (kn % PIPE_STAGES) * NR * P::ROW_BYTES, pay, hdr, row_base,
+                             gw + (kn / n_steps) * n_warps, kn % n_steps, nb, n_out, lane);
+        }
+      else
+        cp_commit ();
+
+      if (step == n_steps - 1)
+        {
+#pragma unroll
+          for (int r = 0; r < NR; r++)
+#pragma unroll
+            for (int t = 0; t < MAXTOK; t++)
+              {
+#pragma unroll
+                for (int off = 16; off > 0; off >>= 1)
+                  acc[r][t] += __shfl_xor_sync (0xffffffffu, acc[r][t], off);
+              }
+#pragma unroll
+          for (int r = 0; r < NR; r++)
+#pragma unroll
+            for (int t = 0; t < MAXTOK; t++)
+              {
+                const int row = group * NR + r;
+                if (lane == r * MAXTOK + t && row < n_out && t < n_tok)
+                  {
+                    float *dst = yy + (size_t) t * ldy + row;
+                    *dst = accumulate ? *dst + acc[r][t] : acc[r][t];
+                  }
+                acc[r][t] = 0.f;
+              }
+        }
+    }
+  cp_wait<0> ();
+}
+
+/* Shared memory per block of the pipelined kernel. */
+template <class T, int NR>
+constexpr size_t
+pipe_smem_bytes ()
+{
+  return (size_t) PIPE_WARPS * PIPE_STAGES * NR * Pipe<T>::ROW_BYTES;
+}
+
+/* Whether the current device runs the pipelined kernel: compute capability
+ * 8.0 or newer, and BALEEN_CUDA_MATVEC is not "v3". Decided once. */
+bool
+pipe_enabled ()
+{
+  static int state = -1;
+
+  if (state < 0)
+    {
+      int dev = 0, major = 0;
+      const char *env = std::getenv ("BALEEN_CUDA_MATVEC");
+
+      state = 0;
+      if ((env == nullptr || std::strcmp (env, "v3") != 0) && cudaGetDevice (&dev) == cudaSuccess
+          && cudaDeviceGetAttribute (&major, cudaDevAttrComputeCapabilityMajor, dev)
+               == cudaSuccess && major >= 8)
+        state = 1;
+      (void) cudaGetLastError ();
+    }
+  return state == 1;
+}
+
+/* Launches the pipelined kernel: as many blocks as fit on the device at once
+ * (they loop over the row groups), fewer when there are few groups. Returns
+ * false when it cannot run here (the caller uses the older kernel). */
+template <class T, int MAXTOK, int NR>
+bool
+launch_pipe (const uint8_t *p, const uint8_t *h, int nb, int n_in, int n_out, int n_tok,
+             float *y, cudaStream_t stream, int accumulate, int ldy, Sel sel)
+{
+  static int blocks_per_sm = -1;   /* per instantiation; the device is assumed fixed */
+  static int n_sm = 0;
+  const size_t smem = pipe_smem_bytes<T, NR> ();
+  const int n_groups = (n_out + NR - 1) / NR;
+  int grid;
+
+  if (!pipe_enabled ())
+    return false;
+  if (blocks_per_sm < 0)
+    {
+      int dev = 0, bps = 0, sms = 0;
+
+      if (cudaGetDevice (&dev) != cudaSuccess
+          || cudaFuncSetAttribute (matvec_pipe_kernel<T, MAXTOK, NR>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int) smem)
+               != cudaSuccess
+          || cudaOccupancyMaxActiveBlocksPerMultiprocessor (&bps,
+                                                            matvec_pipe_kernel<T, MAXTOK, NR>,
+                                                            PIPE_WARPS * 32, smem) != cudaSuccess
+          || cudaDeviceGetAttribute (&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess
+          || bps < 1)
+        {
+          (void) cudaGetLastError ();
+          blocks_per_sm = 0;
+        }
+      else
+        {
+          n_sm = sms;
+          blocks_per_sm = bps;
+        }
+    }
+  if (blocks_per_sm == 0)
+    return false;
+  grid = min ((n_groups + PIPE_WARPS - 1) / PIPE_WARPS, blocks_per_sm * n_sm);
+  (void) bln_launch (matvec_pipe_kernel<T, MAXTOK, NR>,
+                     dim3 ((unsigned) grid, sel.expert ? (unsigned) sel.n_sel : 1u),
+                     dim3 (PIPE_WARPS * 32), smem, stream, p, h, nb, n_in, n_out, n_tok, y,
+                     accumulate, ldy, sel);
+  return true;
+}
+
+#ifndef BLN_MV_PIPE_NR
+#define BLN_MV_PIPE_NR 4
+#endif
+
+/* The pipelined kernel for 1..8 token rows (selections: one row each). */
+template <class T>
+bool
+launch_pipe_tok (const uint8_t *p, const uint8_t *h, int nb, int n_in, int n_out, int n_tok,
+                 float *y, cudaStream_t stream, int accumulate, int ldy, Sel sel)
+{
+  if (n_tok <= 1)
+    return launch_pipe<T, 1, BLN_MV_PIPE_NR> (p, h, nb, n_in, n_out, n_tok, y, stream,
+                                              accumulate, ldy, sel);
+  if (n_tok <= 2)
+    return launch_pipe<T, 2, BLN_MV_PIPE_NR> (p, h, nb, n_in, n_out, n_tok, y, stream,
+                                              accumulate, ldy, sel);
+  if (n_tok <= 4)
+    return launch_pipe<T, 4, 4> (p, h, nb, n_in, n_out, n_tok, y, stream, accumulate, ldy, sel);
+  return launch_pipe<T, 8, 4> (p, h, nb, n_in, n_out, n_tok, y, stream, accumulate, ldy, sel);
 }
 
 /* The 8-bit path for type T: round the activations, then the matvec. Falls
@@ -1221,7 +1833,7 @@ launch_q8_rows (const uint8_t *p, const uint8_t *h, int nb, int n_in, int n_out,
 template <class T, class FT>
 cudaError_t
 launch_q8 (const void *payload, const void *header, int n_in, int n_out, const float *x,
-           int n_tok, float *y, cudaStream_t stream, int flags, int ldy)
+           int n_tok, float *y, cudaStream_t stream, int flags, int ldy, Sel sel = Sel ())
 {
   const int accumulate = (flags & BLN_KERNELS_MATVEC_ACCUMULATE) != 0;
   const int nb = n_in / T::VPB;
@@ -1231,10 +1843,21 @@ launch_q8 (const void *payload, const void *header, int n_in, int n_out, const f
 
   if (n_in % T::VPB != 0 || !header)
     return cudaErrorInvalidValue;
-  if (n_in > XQ_MAX_IN)
-    return launch<FT> (payload, header, n_in, n_out, x, n_tok, y, stream, accumulate, ldy);
+  if (n_in > XQ_MAX_IN || (sel.expert && (size_t) n > (size_t) BLN_KERNELS_MATVEC_MAX_TOK
+                                                          * XQ_MAX_IN))
+    return launch<FT> (payload, header, n_in, n_out, x, sel.expert ? 1 : n_tok, y, stream,
+                       accumulate, ldy, sel);
   if (!(flags & BLN_KERNELS_MATVEC_XQ_READY))
     (void) bln_launch (quantize_x_kernel, dim3 ((n + 255) / 256), dim3 (256), 0, stream, x, n);
+  if (launch_pipe_tok<T> (p, h, nb, n_in, n_out, sel.expert ? 1 : n_tok, y, stream, accumulate,
+                          ldy, sel))
+    return cudaGetLastError ();
+  if (sel.expert)
+    {
+      launch_q8_rows<T, 1, BLN_MV_ROWS1> (p, h, nb, n_in, n_out, 1, y, stream, accumulate, ldy,
+                                          sel);
+      return cudaGetLastError ();
+    }
   /* From 3 tokens on, 4 rows per warp: each activation load then serves
    * twice as many weight rows (an unmeasured guess: the activation traffic
    * through L1 grows with n_tok, the weight traffic does not). */
@@ -1252,7 +1875,7 @@ launch_q8 (const void *payload, const void *header, int n_in, int n_out, const f
 
 /* GGUF type ids (engine/quant.h); kept as literals so that this file needs
  * nothing but the CUDA toolkit. */
-enum { T_F32 = 0, T_F16 = 1, T_Q4_0 = 2, T_Q4_1 = 3, T_Q8_0 = 8, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14,
+enum { T_F32 = 0, T_F16 = 1, T_Q4_0 = 2, T_Q4_1 = 3, T_Q5_0 = 6, T_Q5_1 = 7, T_Q8_0 = 8, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14,
        T_BF16 = 30 };
 
 } /* namespace */
@@ -1267,6 +1890,8 @@ bln_kernels_split_layout (int type, BlnSplitLayout *out)
     case T_Q8_0: l = { 32, 34, 2, 32, 2 }; break;
     case T_Q4_0: l = { 32, 18, 2, 16, 2 }; break;
     case T_Q4_1: l = { 32, 20, 4, 16, 4 }; break;
+    case T_Q5_0: l = { 32, 22, 6, 16, 6 }; break;
+    case T_Q5_1: l = { 32, 24, 8, 16, 8 }; break;
     case T_Q4_K: l = { 256, 144, 16, 128, 20 }; break;   /* header repacked, see kernels.h */
     case T_Q5_K: l = { 256, 176, 48, 128, 48 }; break;
     case T_Q6_K: l = { 256, 210, 0, 192, 18 }; break;
@@ -1316,6 +1941,12 @@ bln_kernels_matvec_ex (int type, const void *payload, const void *header, int n_
     case T_Q4_1:
       return launch_q8<QTypeQ4_1, TypeQ4_1> (payload, header, n_in, n_out, d_x, n_tok, d_y,
                                              stream, flags, ldy);
+    case T_Q5_0:
+      return launch_q8<QTypeQ5_0, TypeQ5_0> (payload, header, n_in, n_out, d_x, n_tok, d_y,
+                                             stream, flags, ldy);
+    case T_Q5_1:
+      return launch_q8<QTypeQ5_1, TypeQ5_1> (payload, header, n_in, n_out, d_x, n_tok, d_y,
+                                             stream, flags, ldy);
     case T_Q4_K:
       return launch_q8<QTypeQ4_K, TypeQ4_K> (payload, header, n_in, n_out, d_x, n_tok, d_y,
                                              stream, flags, ldy);
@@ -1339,6 +1970,65 @@ bln_kernels_matvec_ex (int type, const void *payload, const void *header, int n_
 }
 
 extern "C" cudaError_t
+bln_kernels_matvec_sel (int type, const void *payload, const void *header, int n_in, int n_out,
+                        int n_expert, const float *d_x, int n_x_rows, const int32_t *d_expert,
+                        const int32_t *d_tok, int n_sel, float *d_y, int ldy, int flags,
+                        cudaStream_t stream)
+{
+  const int accumulate = (flags & BLN_KERNELS_MATVEC_ACCUMULATE) != 0;
+  Sel sel;
+
+  if (ldy == 0)
+    ldy = n_out;
+  if (!payload || !d_x || !d_y || !d_expert || n_in <= 0 || n_out <= 0 || n_expert <= 0
+      || n_x_rows < 1 || n_sel < 1 || n_sel > 65535 || ldy < n_out
+      || (size_t) n_expert * n_out > (size_t) INT32_MAX
+      || ((uintptr_t) payload & 15) || ((uintptr_t) d_x & 15))
+    return cudaErrorInvalidValue;
+  sel.expert = d_expert;
+  sel.tok = d_tok;
+  sel.n_sel = n_sel;
+  sel.n_expert = n_expert;
+  switch (type)
+    {
+    case T_Q8_0:
+      return launch_q8<QTypeQ8_0, TypeQ8_0> (payload, header, n_in, n_out, d_x, n_x_rows, d_y,
+                                             stream, flags, ldy, sel);
+    case T_Q4_0:
+      return launch_q8<QTypeQ4_0, TypeQ4_0> (payload, header, n_in, n_out, d_x, n_x_rows, d_y,
+                                             stream, flags, ldy, sel);
+    case T_Q4_1:
+      return launch_q8<QTypeQ4_1, TypeQ4_1> (payload, header, n_in, n_out, d_x, n_x_rows, d_y,
+                                             stream, flags, ldy, sel);
+    case T_Q5_0:
+      return launch_q8<QTypeQ5_0, TypeQ5_0> (payload, header, n_in, n_out, d_x, n_x_rows, d_y,
+                                             stream, flags, ldy, sel);
+    case T_Q5_1:
+      return launch_q8<QTypeQ5_1, TypeQ5_1> (payload, header, n_in, n_out, d_x, n_x_rows, d_y,
+                                             stream, flags, ldy, sel);
+    case T_Q4_K:
+      return launch_q8<QTypeQ4_K, TypeQ4_K> (payload, header, n_in, n_out, d_x, n_x_rows, d_y,
+                                             stream, flags, ldy, sel);
+    case T_Q5_K:
+      return launch_q8<QTypeQ5_K, TypeQ5_K> (payload, header, n_in, n_out, d_x, n_x_rows, d_y,
+                                             stream, flags, ldy, sel);
+    case T_Q6_K:
+      return launch_q8<QTypeQ6_K, TypeQ6_K> (payload, header, n_in, n_out, d_x, n_x_rows, d_y,
+                                             stream, flags, ldy, sel);
+    case T_F16:
+      return launch<TypeF16> (payload, header, n_in, n_out, d_x, 1, d_y, stream, accumulate, ldy,
+                              sel);
+    case T_BF16:
+      return launch<TypeBF16> (payload, header, n_in, n_out, d_x, 1, d_y, stream, accumulate,
+                               ldy, sel);
+    case T_F32:
+      return launch<TypeF32> (payload, header, n_in, n_out, d_x, 1, d_y, stream, accumulate, ldy,
+                              sel);
+    default: return cudaErrorInvalidValue;
+    }
+}
+
+extern "C" cudaError_t
 bln_kernels_dequant_f16 (int type, const void *payload, const void *header, int n_in, int n_out,
                          void *out, cudaStream_t stream)
 {
@@ -1354,6 +2044,10 @@ bln_kernels_dequant_f16 (int type, const void *payload, const void *header, int 
       return launch_dequant<TypeQ4_0, xoff_q4> (payload, header, n_in, n_out, o, stream);
     case T_Q4_1:
       return launch_dequant<TypeQ4_1, xoff_q4> (payload, header, n_in, n_out, o, stream);
+    case T_Q5_0:
+      return launch_dequant<TypeQ5_0, xoff_q4> (payload, header, n_in, n_out, o, stream);
+    case T_Q5_1:
+      return launch_dequant<TypeQ5_1, xoff_q4> (payload, header, n_in, n_out, o, stream);
     case T_Q4_K:
       return launch_dequant<TypeQ4_K, xoff_k4> (payload, header, n_in, n_out, o, stream);
     case T_Q5_K:

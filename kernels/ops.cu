@@ -140,17 +140,12 @@ silu_mul_kernel (const float *__restrict__ g, int g_stride, const float *__restr
     }
 }
 
-__device__ __forceinline__ void
-rope_pair (float *v, int i, int half, int neox, float c, float s)
-{
-  int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
-  float x0 = v[a], x1 = v[b];
-  v[a] = x0 * c - x1 * s;
-  v[b] = x0 * s + x1 * c;
-}
-
-/* One block per token: biases, then threads over (head, pair) for q and k,
- * then the stores. */
+/* A block per (token, head): blockIdx.y < H is query head blockIdx.y, the
+ * rest are the KV heads. Each thread owns one value of the head: it adds the
+ * bias, rotates it against its pair partner (read from shared memory, so the
+ * head is rotated in one pass) and stores it in place, in the cache (K and V)
+ * and in q_kv (queries in the cache's type, for prefill). One round trip to
+ * memory per value; the decode step's latency used to be a per-token loop. */
 template <class T>
 __global__ void
 rope_store_kernel (float *q, float *k, float *v, const float *__restrict__ bq,
@@ -159,44 +154,61 @@ rope_store_kernel (float *q, float *k, float *v, const float *__restrict__ bq,
                    int rope_dim, int neox, const float *__restrict__ inv_freq, float af,
                    T *k_cache, T *v_cache, T *q_kv)
 {
+  __shared__ float xs[256];
   bln_pdl_wait ();
-  const int t = blockIdx.x, pos = *d_pos + t, half = rope_dim / 2;
-  float *qt = q + (size_t) t * ld;
-  float *kt = k + (size_t) t * ld;
-  float *vt = v + (size_t) t * ld;
-  T *kc = k_cache + (size_t) pos * Hkv * dk;
-  T *vc = v_cache + (size_t) pos * Hkv * dv;
+  const int t = blockIdx.x, h = blockIdx.y, j = threadIdx.x, pos = *d_pos + t;
+  const int half = rope_dim / 2;
+  const bool is_q = h < H;
+  const int hk = h - H;
+  float *row = is_q ? q + (size_t) t * ld + (size_t) h * dk : k + (size_t) t * ld + (size_t) hk * dk;
+  const float *bias = is_q ? (bq ? bq + (size_t) h * dk : nullptr)
+                           : (bk ? bk + (size_t) hk * dk : nullptr);
+  float x = 0.f;
 
-  if (bq != nullptr)
-    for (int j = threadIdx.x; j < H * dk; j += blockDim.x)
-      qt[j] += bq[j];
-  if (bk != nullptr)
-    for (int j = threadIdx.x; j < Hkv * dk; j += blockDim.x)
-      kt[j] += bk[j];
-  if (bv != nullptr)
-    for (int j = threadIdx.x; j < Hkv * dv; j += blockDim.x)
-      vt[j] += bv[j];
-  __syncthreads ();
-  for (int j = threadIdx.x; j < (H + Hkv) * half; j += blockDim.x)
+  if (j < dk)
     {
-      int h = j / half, i = j % half;
-      float s, c;
-      sincosf ((float) pos * inv_freq[i], &s, &c);
-      c *= af;
-      s *= af;
-      if (h < H)
-        rope_pair (qt + (size_t) h * dk, i, half, neox, c, s);
-      else
-        rope_pair (kt + (size_t) (h - H) * dk, i, half, neox, c, s);
+      x = row[j];
+      if (bias != nullptr)
+        x += bias[j];
+      xs[j] = x;
     }
   __syncthreads ();
-  for (int j = threadIdx.x; j < Hkv * dk; j += blockDim.x)
-    kc[j] = from_f<T> (kt[j]);
-  for (int j = threadIdx.x; j < Hkv * dv; j += blockDim.x)
-    vc[j] = from_f<T> (vt[j]);
-  if (q_kv != nullptr)
-    for (int j = threadIdx.x; j < H * dk; j += blockDim.x)
-      q_kv[(size_t) t * H * dk + j] = from_f<T> (qt[j]);
+  if (j < dk)
+    {
+      if (j < rope_dim)
+        {
+          /* pair (i, i + half) in NeoX order, (2i, 2i + 1) otherwise */
+          const int i = neox ? (j < half ? j : j - half) : j / 2;
+          const bool first = neox ? j < half : (j & 1) == 0;
+          const int partner = neox ? (first ? j + half : j - half) : (j ^ 1);
+          const float y = xs[partner];
+          float sn, cs;
+
+          sincosf ((float) pos * inv_freq[i], &sn, &cs);
+          cs *= af;
+          sn *= af;
+          x = first ? x * cs - y * sn : y * sn + x * cs;
+        }
+      row[j] = x;
+      if (is_q)
+        {
+          if (q_kv != nullptr)
+            q_kv[(size_t) t * H * dk + (size_t) h * dk + j] = from_f<T> (x);
+        }
+      else
+        k_cache[((size_t) pos * Hkv + hk) * dk + j] = from_f<T> (x);
+    }
+  if (!is_q && j < dv)
+    {
+      float *vr = v + (size_t) t * ld + (size_t) hk * dv;
+      float vv = vr[j];
+      if (bv != nullptr)
+        {
+          vv += bv[(size_t) hk * dv + j];
+          vr[j] = vv;
+        }
+      v_cache[((size_t) pos * Hkv + hk) * dv + j] = from_f<T> (vv);
+    }
 }
 
 /* ---------------------------------------------------------------------- */
@@ -285,14 +297,43 @@ attn_decode_kernel (const float *__restrict__ q, int q_ld, const int *__restrict
       if (valid)
         {
           const T *kr = kc + ((size_t) p * Hkv + kvh) * dk;
-          for (int i = 0; i < dk; i++)
+          constexpr int VE = 16 / sizeof (T);   /* values per 16-byte load */
+
+          if (dk % (4 * VE) == 0)
             {
-              float kv = to_f<T> (kr[i]);
+              /* 16-byte loads, four in flight: the row's latency is paid
+               * once per 4 loads instead of once per value */
+              for (int i0 = 0; i0 < dk; i0 += 4 * VE)
+                {
+                  uint4 raw[4];
 #pragma unroll
-              for (int g = 0; g < AD_GMAX; g++)
-                if (g < gn)
-                  s[g] += qs[g][i] * kv;
+                  for (int c = 0; c < 4; c++)
+                    raw[c] = __ldg (reinterpret_cast<const uint4 *> (kr + i0 + c * VE));
+#pragma unroll
+                  for (int c = 0; c < 4; c++)
+                    {
+                      const T *e = reinterpret_cast<const T *> (&raw[c]);
+#pragma unroll
+                      for (int u = 0; u < VE; u++)
+                        {
+                          const float kv = to_f<T> (e[u]);
+#pragma unroll
+                          for (int g = 0; g < AD_GMAX; g++)
+                            if (g < gn)
+                              s[g] += qs[g][i0 + c * VE + u] * kv;
+                        }
+                    }
+                }
             }
+          else
+            for (int i = 0; i < dk; i++)
+              {
+                float kv = to_f<T> (kr[i]);
+#pragma unroll
+                for (int g = 0; g < AD_GMAX; g++)
+                  if (g < gn)
+                    s[g] += qs[g][i] * kv;
+              }
         }
 #pragma unroll
       for (int g = 0; g < AD_GMAX; g++)
@@ -309,25 +350,35 @@ attn_decode_kernel (const float *__restrict__ q, int q_ld, const int *__restrict
               acc[g][i] *= corr;
             s[g] = e;
           }
-      for (int j = 0; j < 32 && base + j < end; j++)
+      /* V rows of the warp's positions, 8 at a time: their loads are
+       * issued together, then the products */
+      const int nj = min (32, end - base);
+      for (int j0 = 0; j0 < nj; j0 += 8)
         {
-          const T *vr = vc + ((size_t) (base + j) * Hkv + kvh) * dv;
-          float vv[ND];
+          float vv[8][ND];
 #pragma unroll
-          for (int i = 0; i < ND; i++)
+          for (int jj = 0; jj < 8; jj++)
             {
-              int d = lane * ND + i;
-              vv[i] = d < dv ? to_f<T> (vr[d]) : 0.f;
+              const T *vr = vc + ((size_t) (base + j0 + jj) * Hkv + kvh) * dv;
+#pragma unroll
+              for (int i = 0; i < ND; i++)
+                {
+                  int d = lane * ND + i;
+                  vv[jj][i] = (j0 + jj < nj && d < dv) ? to_f<T> (vr[d]) : 0.f;
+                }
             }
 #pragma unroll
-          for (int g = 0; g < AD_GMAX; g++)
-            if (g < gn)
-              {
-                float pj = __shfl_sync (0xffffffffu, s[g], j);
+          for (int jj = 0; jj < 8; jj++)
 #pragma unroll
-                for (int i = 0; i < ND; i++)
-                  acc[g][i] += pj * vv[i];
-              }
+            for (int g = 0; g < AD_GMAX; g++)
+              if (g < gn)
+                {
+                  /* lanes past nj hold e = 0 (invalid), so pj is 0 there */
+                  float pj = __shfl_sync (0xffffffffu, s[g], (j0 + jj) & 31);
+#pragma unroll
+                  for (int i = 0; i < ND; i++)
+                    acc[g][i] += pj * vv[jj][i];
+                }
         }
     }
 
@@ -546,17 +597,22 @@ bln_kernels_rope_store (float *q, float *k, float *v, const float *bq, const flo
                         float attn_factor, void *k_cache, void *v_cache, int kv_f16, void *q_kv,
                         cudaStream_t stream)
 {
+  const dim3 grid ((unsigned) n_tok, (unsigned) (H + Hkv));
+  const dim3 block ((unsigned) (((dk > dv ? dk : dv) + 31) / 32 * 32));
+
   if (!q || !k || !v || !d_pos || !inv_freq || !k_cache || !v_cache || n_tok <= 0 || H <= 0
       || Hkv <= 0 || dk <= 0 || dv <= 0 || rope_dim < 0 || rope_dim > dk || (rope_dim & 1)
       || (n_tok > 1 && (ld < H * dk || ld < Hkv * dk || ld < Hkv * dv)))
     return cudaErrorInvalidValue;
+  if (dk > 256 || dv > 256)
+    return cudaErrorInvalidValue;
   if (kv_f16)
-    (void) bln_launch (rope_store_kernel<__half>, dim3 (n_tok), dim3 (256), 0, stream, q, k, v, bq,
+    (void) bln_launch (rope_store_kernel<__half>, grid, block, 0, stream, q, k, v, bq,
                         bk, bv, ld, d_pos, H, Hkv, dk, dv, rope_dim, neox, inv_freq, attn_factor,
                         static_cast<__half *> (k_cache), static_cast<__half *> (v_cache),
                         static_cast<__half *> (q_kv));
   else
-    (void) bln_launch (rope_store_kernel<float>, dim3 (n_tok), dim3 (256), 0, stream, q, k, v, bq,
+    (void) bln_launch (rope_store_kernel<float>, grid, block, 0, stream, q, k, v, bq,
                         bk, bv, ld, d_pos, H, Hkv, dk, dv, rope_dim, neox, inv_freq, attn_factor,
                         static_cast<float *> (k_cache), static_cast<float *> (v_cache),
                         static_cast<float *> (q_kv));

@@ -268,6 +268,55 @@ test_retention (void)
   bln_db_close (db);
 }
 
+/* bln_audit_trim, the per-record retention: by age (through the time index)
+ * and by count (through the ids), doing nothing when nothing is due. The
+ * survivors must be exactly the newest ones, as an ORDER BY says. */
+static void
+test_trim (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) tail = NULL;
+  BlnDb *db = bln_db_open (":memory:", &error);
+  gint64 now = g_get_real_time ();
+  gint64 ids[12];
+
+  g_assert_no_error (error);
+  g_assert_cmpint (bln_audit_trim (db, 0, 7 * 86400, 3, &error), ==, 0);  /* empty log */
+  for (guint i = 0; i < 10; i++)
+    {
+      g_autoptr (BlnAuditRecord) r = make_record (i);
+      /* five records ten days old, five from now */
+      r->time_us = i < 5 ? now - (gint64) 10 * 86400 * G_USEC_PER_SEC : now;
+      ids[i] = bln_audit_write (db, r, BLN_PRIVACY_NONE, &error);
+      g_assert_cmpint (ids[i], >, 0);
+    }
+  /* nothing due: no limits, or limits that hold */
+  g_assert_cmpint (bln_audit_trim (db, ids[9], 0, 0, &error), ==, 0);
+  g_assert_cmpint (bln_audit_trim (db, ids[9], 30 * 86400, 10, &error), ==, 0);
+  g_assert_cmpint (bln_audit_count (db, &error), ==, 10);
+  /* by age, then by count */
+  g_assert_cmpint (bln_audit_trim (db, ids[9], 7 * 86400, 0, &error), ==, 5);
+  g_assert_cmpint (bln_audit_trim (db, ids[9], 7 * 86400, 3, &error), ==, 2);
+  g_assert_cmpint (bln_audit_trim (db, ids[9], 7 * 86400, 3, &error), ==, 0);
+  g_assert_cmpint (bln_audit_count (db, &error), ==, 3);
+  /* one more record: one goes, and the newest three stay */
+  {
+    g_autoptr (BlnAuditRecord) r = make_record (10);
+    r->time_us = now;
+    ids[10] = bln_audit_write (db, r, BLN_PRIVACY_NONE, &error);
+  }
+  g_assert_cmpint (bln_audit_trim (db, ids[10], 7 * 86400, 3, &error), ==, 1);
+  tail = bln_audit_tail (db, 10, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (tail->len, ==, 3);
+  for (guint i = 0; i < 3; i++)
+    g_assert_cmpint (((BlnAuditRecord *) tail->pdata[i])->id, ==, ids[8 + i]);
+  /* the exact pass agrees */
+  g_assert_cmpint (bln_audit_prune (db, 7 * 86400, 3, &error), ==, 0);
+  g_assert_no_error (error);
+  bln_db_close (db);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -277,5 +326,6 @@ main (int argc, char **argv)
   g_test_add_func ("/Baleen/Audit/export-dev-full", test_export_dev_full);
   g_test_add_func ("/Baleen/Audit/full-database", test_full_database);
   g_test_add_func ("/Baleen/Audit/retention", test_retention);
+  g_test_add_func ("/Baleen/Audit/trim", test_trim);
   return g_test_run ();
 }

@@ -40,10 +40,11 @@
 #include "tensor.h"
 #include "cpu/cpu.h"
 #include "cuda/cuda.h"
+#include "kernels/kernels.h"
 
 static const BlnType matvec_types[] = {
   BLN_TYPE_F16, BLN_TYPE_BF16, BLN_TYPE_Q8_0, BLN_TYPE_Q4_0, BLN_TYPE_Q4_1,
-  BLN_TYPE_Q4_K, BLN_TYPE_Q5_K, BLN_TYPE_Q6_K,
+  BLN_TYPE_Q5_0, BLN_TYPE_Q5_1, BLN_TYPE_Q4_K, BLN_TYPE_Q5_K, BLN_TYPE_Q6_K,
 };
 
 /* ---------------------------------------------------------------------------
@@ -84,10 +85,12 @@ half_fields (BlnType type, int offs[2])
   switch (type)
     {
     case BLN_TYPE_Q4_0:
+    case BLN_TYPE_Q5_0:
     case BLN_TYPE_Q8_0:
       offs[0] = 0;
       return 1;
     case BLN_TYPE_Q4_1:
+    case BLN_TYPE_Q5_1:
     case BLN_TYPE_Q4_K:
     case BLN_TYPE_Q5_K:
       offs[0] = 0;
@@ -393,6 +396,45 @@ run_case (BlnPool *pool, BlnType type, int n_in, int n_out, int n_tok, gboolean 
         }
       tol_ref = tol_cpu = G_MAXDOUBLE;   /* checked element by element above */
     }
+  /* expert selection (MoE): the matrix as 2 experts of n_out / 2 rows; each
+   * selection must reproduce its rows of the plain product above */
+  if (n_tok >= 2 && n_out >= 6)
+    {
+      const int rows_e = n_out / 2;
+      const int32_t sel_e[4] = { 1, 0, 1, 5 /* clamped to 1 */ };
+      const int32_t sel_t[4] = { n_tok - 1, 0, 0, 1 };
+      g_autofree float *y_sel = g_new (float, 4 * (size_t) rows_e);
+      g_autoptr (BlnCudaBuffer) d_sel = NULL, d_tok = NULL, d_ys = NULL;
+
+      d_sel = bln_cuda_buffer_new_from_host (sel_e, sizeof sel_e, &error);
+      g_assert_no_error (error);
+      d_tok = bln_cuda_buffer_new_from_host (sel_t, sizeof sel_t, &error);
+      g_assert_no_error (error);
+      d_ys = bln_cuda_buffer_new (4 * (size_t) rows_e * sizeof (float), &error);
+      g_assert_no_error (error);
+      g_assert_true (BLN_CUDA_CHECK (cudaMemset (d_ys->ptr, 0xff, d_ys->size), &error));
+      g_assert_true (BLN_CUDA_CHECK (bln_kernels_matvec_sel ((int) ct->type, ct->payload->ptr,
+                                                             ct->header ? ct->header->ptr : NULL,
+                                                             n_in, rows_e, 2, d_x->ptr, n_tok,
+                                                             d_sel->ptr, d_tok->ptr, 4,
+                                                             d_ys->ptr, 0, 0, 0), &error));
+      g_assert_true (BLN_CUDA_CHECK (cudaMemcpy (y_sel, d_ys->ptr, d_ys->size,
+                                                 cudaMemcpyDeviceToHost), &error));
+      g_assert_no_error (error);
+      for (int i = 0; i < 4; i++)
+        for (int r = 0; r < rows_e; r++)
+          {
+            int e = MIN (sel_e[i], 1);
+            double want = y_gpu[(size_t) sel_t[i] * n_out + (size_t) e * rows_e + r];
+            double got = y_sel[(size_t) i * rows_e + r];
+
+            if (!(fabs (got - want) <= 1e-5 * (fabs (want) + 1e-3)))
+              g_error ("%s %dx%d: expert selection %d (expert %d, token %d) row %d: %.6e, "
+                       "plain product %.6e", bln_type_name (type), n_out, n_in, i, sel_e[i],
+                       sel_t[i], r, got, want);
+          }
+    }
+
   g_test_message ("%-5s %4d x %-4d n_tok %d %s: rel err vs f64 %.2e, vs cpu %.2e",
                   bln_type_name (type), n_out, n_in, n_tok,
                   random_blocks ? "random-blocks" : "quantised", e_ref, e_cpu);
@@ -409,6 +451,8 @@ test_matvec_type (gconstpointer data)
   BlnType type = (BlnType) GPOINTER_TO_INT (data);
   static const int shapes[][2] = {   /* n_in, n_out */
     { 256, 1 }, { 256, 7 }, { 512, 33 }, { 1024, 130 }, { 4096, 259 }, { 4096, 64 },
+    /* rows of 14 and 74 K-quant blocks (the 7B model's widths), 6 (1.5B) */
+    { 3584, 77 }, { 18944, 9 }, { 1536, 41 },
   };
   static const int toks[] = { 1, 2, 3, 5, 8 };
   g_autoptr (GError) error = NULL;

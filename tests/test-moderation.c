@@ -168,6 +168,122 @@ test_matches_and_passthrough (void)
   g_assert_cmpstr (out->str, ==, "abc\xef\xbf\xbd中!\xef\xbf\xbd");
 }
 
+/* Streams @text in pieces of the sizes in @sizes (0-terminated; the rest in
+ * one piece) in stop mode; returns what went out. */
+static char *
+stream_sizes (BlnRuleSet *set, const char *text, const gsize *sizes, gboolean *stopped)
+{
+  g_autoptr (BlnStreamFilter) f = bln_stream_filter_new (set, BLN_OUTPUT_STOP, 8);
+  GString *out = g_string_new (NULL);
+  gsize at = 0, len = strlen (text);
+  gboolean go = TRUE;
+
+  for (guint i = 0; sizes[i] && go && at < len; i++)
+    {
+      gsize n = MIN (sizes[i], len - at);
+      go = bln_stream_filter_push (f, text + at, n, out);
+      at += n;
+    }
+  if (go && at < len)
+    go = bln_stream_filter_push (f, text + at, len - at, out);
+  if (go)
+    go = bln_stream_filter_finish (f, out);
+  *stopped = !go;
+  return g_string_free (out, FALSE);
+}
+
+/* Whether @got is @text masked as a whole, cut at a character boundary at or
+ * before the start of the first blocked phrase. */
+static gboolean
+is_masked_prefix_before_block (BlnRuleSet *set, const char *text, const char *got)
+{
+  g_autoptr (GArray) m = bln_rule_set_scan (set, text, -1);
+  g_autofree char *whole = NULL;
+  gsize start = strlen (text);
+
+  for (guint i = 0; i < m->len; i++)
+    if (g_array_index (m, BlnRuleMatch, i).action == BLN_RULE_BLOCK)
+      {
+        start = g_array_index (m, BlnRuleMatch, i).start;
+        g_array_set_size (m, i);
+        break;
+      }
+  whole = bln_rule_mask_text (text, start, m);
+  return g_str_has_prefix (whole, got);
+}
+
+/* The fuzzer's finding rules-stream-stop-1: the blocked word "b" completes
+ * while the masked word "abc", which began one character earlier, is still
+ * incomplete. Stopping there used to send "xa" — the unmasked start of
+ * "abc" — where the text masked as a whole reads "x*". And a short blocked
+ * word inside a longer blocked phrase that began earlier used to let the
+ * longer phrase's beginning out. */
+static void
+test_stop_before_open_words (void)
+{
+  g_autoptr (BlnRuleSet) set = bln_rule_set_new ();
+  g_autoptr (BlnRuleSet) set2 = bln_rule_set_new ();
+  BlnRule r[] = {
+    { 2, BLN_RULE_WORD, (char *) "lwbabc", BLN_RULE_LOG, BLN_RULE_BOTH, FALSE, FALSE, TRUE,
+      NULL, 0 },
+    { 3, BLN_RULE_WORD, (char *) "b", BLN_RULE_BLOCK, BLN_RULE_BOTH, FALSE, FALSE, TRUE, NULL,
+      0 },
+    { 4, BLN_RULE_WORD, (char *) "abc", BLN_RULE_MASK, BLN_RULE_BOTH, FALSE, FALSE, TRUE, NULL,
+      0 },
+    { 7, BLN_RULE_WORD, (char *) "c", BLN_RULE_LOG, BLN_RULE_BOTH, FALSE, FALSE, TRUE, NULL, 0 },
+  };
+  BlnRule r2[] = {
+    { 1, BLN_RULE_WORD, (char *) "Forbidden Phrase", BLN_RULE_BLOCK, BLN_RULE_BOTH, TRUE, FALSE,
+      TRUE, NULL, 0 },
+    { 2, BLN_RULE_WORD, (char *) "bid", BLN_RULE_BLOCK, BLN_RULE_BOTH, TRUE, FALSE, TRUE, NULL,
+      0 },
+  };
+  const char *text = "xabcda)cwcmcbd\n";
+  const char *text2 = "Here: the FORBIDDEN PHRASE.";
+  /* the piece sizes the fuzz target used: 1 + (first byte % 7) */
+  const gsize sizes[] = { 2, 1, 0 };
+  const gsize sizes2[] = { 16, 0 };
+  gsize len = strlen (text), len2 = strlen (text2);
+  g_autofree char *got = NULL;
+  g_autofree char *got2 = NULL;
+  gboolean stopped = FALSE;
+
+  for (guint i = 0; i < G_N_ELEMENTS (r); i++)
+    g_assert_true (bln_rule_set_add (set, &r[i], NULL));
+  for (guint i = 0; i < G_N_ELEMENTS (r2); i++)
+    g_assert_true (bln_rule_set_add (set2, &r2[i], NULL));
+
+  got = stream_sizes (set, text, sizes, &stopped);
+  g_assert_true (stopped);
+  g_assert_cmpstr (got, ==, "x");
+  g_assert_true (is_masked_prefix_before_block (set, text, got));
+
+  /* "bid" completes inside "FORBIDDEN" (after "Here: the FORBID") */
+  got2 = stream_sizes (set2, text2, sizes2, &stopped);
+  g_assert_true (stopped);
+  g_assert_cmpstr (got2, ==, "Here: the ");
+
+  /* and so for every split into up to three pieces */
+  for (gsize i = 0; i <= len2; i++)
+    for (gsize j = i; j <= len2; j++)
+      {
+        gsize c[3] = { i, j - i, 0 };
+        g_autofree char *a = NULL;
+        g_autofree char *b = NULL;
+
+        if (j <= len)
+          {
+            a = stream_sizes (set, text, c, &stopped);
+            g_assert_true (stopped);
+            g_assert_true (is_masked_prefix_before_block (set, text, a));
+          }
+        b = stream_sizes (set2, text2, c, &stopped);
+        g_assert_true (stopped);
+        g_assert_true (is_masked_prefix_before_block (set2, text2, b));
+        g_assert_null (strstr (b, "FORB"));
+      }
+}
+
 /* ---- moderation endpoint ------------------------------------------------- */
 
 typedef struct {
@@ -320,6 +436,7 @@ main (int argc, char **argv)
   g_test_add_func ("/Baleen/Moderation/split-everywhere-stop", test_split_stop);
   g_test_add_func ("/Baleen/Moderation/split-everywhere-mask", test_split_mask);
   g_test_add_func ("/Baleen/Moderation/matches-and-passthrough", test_matches_and_passthrough);
+  g_test_add_func ("/Baleen/Moderation/stop-before-open-words", test_stop_before_open_words);
   g_test_add_func ("/Baleen/Moderation/endpoint", test_endpoint);
   return g_test_run ();
 }

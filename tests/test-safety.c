@@ -228,6 +228,11 @@ on_call_moderated (GObject *src, GAsyncResult *res, gpointer data)
   g_autofree char *json = NULL;
   const char *finish = bln_safety_call_filtered (p->call) ? "content_filter" : "stop";
 
+  /* the answer was held for the service: now it goes out, unless withheld */
+  g_assert_false (bln_safety_call_needs_moderation (p->call));
+  bln_safety_call_release (p->call, p->out);
+  bln_safety_call_release (p->call, p->out);   /* once only */
+
   json_builder_begin_object (b);
   json_builder_set_member_name (b, "content");
   json_builder_add_string_value (b, p->out->str);
@@ -302,6 +307,8 @@ chat_handler (SoupServer *server, SoupServerMessage *msg, const char *path, GHas
       break;
   if (!bln_safety_call_filtered (p->call))
     bln_safety_call_flush (p->call, p->out);
+  if (bln_safety_call_needs_moderation (p->call))
+    g_assert_cmpuint (p->out->len, ==, 0);   /* held back whole for the service */
   soup_server_message_pause (msg);
   bln_safety_call_moderate_async (p->call, fx->session, NULL, on_call_moderated, p);
 }
@@ -436,9 +443,12 @@ test_http_glue (void)
   /* 2: flagged by the service */
   fx.mod_flag = TRUE;
   request (&fx, chat, "{\"messages\":[],\"pieces\":[\"fine\"]}", NULL, &r);
-  g_assert_cmpstr (r.body, ==, "{\"content\":\"fine\",\"finish\":\"stop\","
+  g_assert_cmpstr (r.body, ==, "{\"content\":\"\",\"finish\":\"content_filter\","
                                "\"allowed\":false}");
   reply_clear (&r);
+  tail = bln_audit_tail (bln_safety_db (fx.safety), 1, &error);
+  g_assert_cmpstr (((BlnAuditRecord *) tail->pdata[0])->completion, ==, "fine");  /* withheld */
+  g_clear_pointer (&tail, g_ptr_array_unref);
 
   /* 3: the service fails: logged; fail closed withholds */
   fx.mod_status = 503;
@@ -446,7 +456,8 @@ test_http_glue (void)
   g_test_expect_message ("baleen-core", G_LOG_LEVEL_MESSAGE, "*HTTP 503*");
   request (&fx, chat, "{\"messages\":[],\"pieces\":[\"fine\"]}", NULL, &r);
   g_test_assert_expected_messages ();
-  g_assert_nonnull (strstr (r.body, "\"allowed\":false"));
+  g_assert_cmpstr (r.body, ==, "{\"content\":\"\",\"finish\":\"content_filter\","
+                               "\"allowed\":false}");
   reply_clear (&r);
   tail = bln_audit_tail (bln_safety_db (fx.safety), 1, &error);
   g_assert_nonnull (strstr (((BlnAuditRecord *) tail->pdata[0])->verdicts,

@@ -13,6 +13,7 @@
  * return to zero in use, and the prefix cache must save the tokens that the
  * block size says it can.
  */
+#include <math.h>
 #include <string.h>
 #include <glib.h>
 #include <json-glib/json-glib.h>
@@ -831,6 +832,147 @@ test_smollm2 (void)
   bln_pool_free (pool);
 }
 
+/* A logits filter: only ids that are multiples of 3 (plus its own data). */
+typedef struct {
+  int calls;
+  int last_left;
+  int refuse_at;             /* return FALSE at this call (0: never) */
+  gboolean left_ok;          /* every @left was one less than the one before */
+} FilterData;
+
+typedef struct {
+  Collector *c;
+  FilterData f;
+} Filtered;
+
+static gboolean
+mult3_filter (float *logits, int n_vocab, int left, gpointer data)
+{
+  Filtered *fd = data;
+
+  if (fd->f.calls > 0 && left != fd->f.last_left - 1)
+    fd->f.left_ok = FALSE;
+  fd->f.last_left = left;
+  if (++fd->f.calls == fd->f.refuse_at)
+    return FALSE;
+  for (int i = 0; i < n_vocab; i++)
+    if (i % 3 != 0)
+      logits[i] = -INFINITY;
+  return TRUE;
+}
+
+static gboolean
+filtered_token (const BlnSchedToken *tok, gpointer data)
+{
+  return on_token (tok, ((Filtered *) data)->c);
+}
+
+static void
+filtered_end (const BlnSchedResult *res, gpointer data)
+{
+  on_end (res, ((Filtered *) data)->c);
+}
+
+/* Greedy decoding of @prompt alone through a plain context, with the
+ * multiple-of-3 mask applied by hand. */
+static GArray *
+solo_mult3 (BlnModel *m, BlnPool *pool, const int32_t *prompt, int n, int max_tokens)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (BlnContext) ctx = bln_context_new (m, n + max_tokens + 1, pool, &error);
+  int n_vocab = bln_model_hparams (m)->n_vocab;
+  g_autofree float *logits = g_new (float, n_vocab);
+  GArray *out = g_array_new (FALSE, FALSE, sizeof (int32_t));
+  BlnTokenizer *tok = bln_model_tokenizer (m);
+
+  g_assert_no_error (error);
+  g_assert_true (bln_context_eval (ctx, prompt, n, logits, FALSE, &error));
+  while ((int) out->len < max_tokens)
+    {
+      int32_t id;
+
+      for (int i = 0; i < n_vocab; i++)
+        if (i % 3 != 0)
+          logits[i] = -INFINITY;
+      id = argmax (logits, n_vocab);
+      if (tok != NULL && bln_tokenizer_is_eog (tok, id))
+        break;
+      g_array_append_val (out, id);
+      g_assert_true (bln_context_eval (ctx, &id, 1, logits, FALSE, &error));
+    }
+  return out;
+}
+
+/* Filtered requests (constrained decoding) run in the batch with plain
+ * ones: each gets exactly what it gets alone, the filter sees the budget
+ * shrink by one per token, and a filter that refuses ends its request. */
+static void
+test_filter (void)
+{
+  g_autofree char *path = model_path ("llama", "model.gguf");
+  g_autoptr (GError) error = NULL;
+  g_autoptr (BlnModel) m = bln_model_load (path, &error);
+  BlnPool *pool = bln_pool_new (2, &error);
+  int n_vocab = bln_model_hparams (m)->n_vocab, n_done = 0, i;
+  const int n_req = 8, max_tokens = 12;
+  Filtered fds[8];
+  int32_t *prompts[8];
+  BlnSchedOptions o;
+  BlnSched *s;
+
+  g_assert_no_error (error);
+  bln_sched_options_init (&o);
+  o.step_tokens = 16;
+  s = bln_sched_new (m, pool, &o, &error);
+  g_assert_no_error (error);
+  for (i = 0; i < n_req; i++)
+    {
+      gboolean filtered = i % 2 == 0;
+
+      prompts[i] = make_prompt (200 + i, 5 + 3 * i, n_vocab);
+      memset (&fds[i], 0, sizeof fds[i]);
+      fds[i].c = collector_new (&n_done);
+      fds[i].f.left_ok = TRUE;
+      fds[i].f.refuse_at = i == 6 ? 3 : 0;
+      g_assert_cmpuint (bln_sched_submit_filtered (s, prompts[i], 5 + 3 * i, NULL, max_tokens, 0,
+                                                   filtered ? mult3_filter : NULL,
+                                                   filtered_token, filtered_end, &fds[i],
+                                                   &error), >, 0);
+      g_assert_no_error (error);
+    }
+  wait_done (&n_done, n_req);
+  for (i = 0; i < n_req; i++)
+    {
+      gboolean filtered = i % 2 == 0;
+      g_autoptr (GArray) want = filtered ? solo_mult3 (m, pool, prompts[i], 5 + 3 * i, max_tokens)
+                                         : solo (m, pool, prompts[i], 5 + 3 * i, max_tokens);
+      g_autofree char *what = g_strdup_printf ("request %d (%s)", i,
+                                               filtered ? "filtered" : "plain");
+
+      if (i == 6)
+        {
+          /* refused at its third token: two came, and it ended as LENGTH */
+          g_array_set_size (want, MIN (want->len, 2));
+          g_assert_cmpint (fds[i].c->res.finish, ==, BLN_SCHED_FINISH_LENGTH);
+        }
+      assert_same (want, fds[i].c->got, what);
+      for (guint k = 0; filtered && k < fds[i].c->got->len; k++)
+        g_assert_cmpint (g_array_index (fds[i].c->got, int32_t, k) % 3, ==, 0);
+      if (filtered)
+        {
+          g_assert_true (fds[i].f.left_ok);
+          g_assert_cmpint (fds[i].f.calls, >=, 1);
+        }
+      else
+        g_assert_cmpint (fds[i].f.calls, ==, 0);
+      collector_free (fds[i].c);
+      g_free (prompts[i]);
+    }
+  assert_no_blocks_used (s, n_req);
+  bln_sched_free (s);
+  bln_pool_free (pool);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -847,5 +989,6 @@ main (int argc, char **argv)
   g_test_add_func ("/Baleen/Sched/prefix-reuse", test_prefix_reuse);
   g_test_add_func ("/Baleen/Sched/stress", test_stress);
   g_test_add_func ("/Baleen/Sched/smollm2", test_smollm2);
+  g_test_add_func ("/Baleen/Sched/filter", test_filter);
   return g_test_run ();
 }

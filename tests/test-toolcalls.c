@@ -158,16 +158,27 @@ test_plain_and_cut (void)
   g_assert_cmpstr (content->str, ==, "Hello ");
   bln_tool_parser_push (p, "box> x", -1, content, calls);
   g_assert_cmpstr (content->str, ==, "Hello <toolbox> x");
-  /* a call cut off by max_tokens is still read when complete enough */
+  /* a call cut off by max_tokens is still read when complete enough (here it
+   * is streamed: its arguments object is complete) */
   bln_tool_parser_push (p, "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": 1}}", -1, content,
                         calls);
-  g_assert_cmpuint (calls->len, ==, 0);
   bln_tool_parser_finish (p, content, calls);
+  merge_continuations (calls);
   g_assert_cmpuint (calls->len, ==, 1);
   c = calls->pdata[0];
   g_assert_cmpstr (c->name, ==, "f");
-  g_assert_cmpstr (c->arguments, ==, "{\"a\":1}");
+  g_assert_cmpstr (c->arguments, ==, "{\"a\": 1}");
   g_assert_cmpstr (content->str, ==, "Hello <toolbox> x");
+  /* the arguments given as a JSON string: read whole, at the end */
+  g_ptr_array_set_size (calls, 0);
+  bln_tool_parser_push (p, "<tool_call>{\"name\": \"g\", \"arguments\": \"{\\\"b\\\": 2}\"}", -1,
+                        content, calls);
+  g_assert_cmpuint (calls->len, ==, 0);
+  bln_tool_parser_push (p, "</tool_call>", -1, content, calls);
+  g_assert_cmpuint (calls->len, ==, 1);
+  c = calls->pdata[0];
+  g_assert_cmpstr (c->name, ==, "g");
+  g_assert_cmpstr (c->arguments, ==, "{\"b\": 2}");
 
   g_assert_cmpint (bln_tool_format_detect (NULL), ==, BLN_TOOL_FORMAT_NONE);
   g_assert_cmpint (bln_tool_format_from_name ("deepseek"), ==, BLN_TOOL_FORMAT_DEEPSEEK);
@@ -199,6 +210,48 @@ test_deepseek_streams (void)
   bln_tool_parser_finish (p, content, calls);
   g_assert_cmpuint (calls->len, ==, 3);
   g_assert_cmpstr (content->str, ==, "");
+}
+
+/* A Qwen call is reported once its name and the start of its arguments
+ * object are known, then the object's text as it arrives, never a byte
+ * that the whole call would not have (a piece of the end marker, trailing
+ * space of an object that is not closed yet). */
+static void
+test_qwen_streams (void)
+{
+  g_autoptr (BlnToolParser) p = bln_tool_parser_new (BLN_TOOL_FORMAT_QWEN);
+  g_autoptr (GPtrArray) calls = g_ptr_array_new_with_free_func ((GDestroyNotify) bln_tool_call_free);
+  g_autoptr (GString) content = g_string_new (NULL);
+  BlnToolCall *c;
+
+  bln_tool_parser_push (p, "Let me look.\n<tool_call>\n{\"name\": \"get_weather\", \"argu", -1,
+                        content, calls);
+  g_assert_cmpuint (calls->len, ==, 0);
+  g_assert_cmpstr (content->str, ==, "Let me look.\n");
+  bln_tool_parser_push (p, "ments\": {\"city\": \"Par", -1, content, calls);
+  g_assert_cmpuint (calls->len, ==, 2);
+  c = calls->pdata[0];
+  g_assert_false (c->continuation);
+  g_assert_cmpstr (c->name, ==, "get_weather");
+  g_assert_cmpstr (c->arguments, ==, "");
+  c = calls->pdata[1];
+  g_assert_true (c->continuation);
+  g_assert_cmpstr (c->arguments, ==, "{\"city\": \"Par");
+  /* "is\"} " : the object closes; what follows it is not arguments */
+  bln_tool_parser_push (p, "is\"}}\n</tool", -1, content, calls);
+  g_assert_cmpuint (calls->len, ==, 3);
+  g_assert_cmpstr (((BlnToolCall *) calls->pdata[2])->arguments, ==, "is\"}");
+  bln_tool_parser_push (p, "_call>\n<tool_call>\n{\"name\": \"now\", \"arguments\": {  ", -1,
+                        content, calls);
+  /* second call: its first delta, and "{" but not the trailing spaces yet */
+  g_assert_cmpuint (calls->len, ==, 5);
+  g_assert_cmpstr (((BlnToolCall *) calls->pdata[3])->name, ==, "now");
+  g_assert_cmpstr (((BlnToolCall *) calls->pdata[4])->arguments, ==, "{");
+  bln_tool_parser_push (p, "}}\n</tool_call>", -1, content, calls);
+  bln_tool_parser_finish (p, content, calls);
+  g_assert_cmpuint (calls->len, ==, 6);
+  g_assert_cmpstr (((BlnToolCall *) calls->pdata[5])->arguments, ==, "  }");
+  g_assert_cmpstr (content->str, ==, "Let me look.\n");
 }
 
 static void
@@ -337,6 +390,8 @@ test_random_pieces (void)
     "<｜tool▁calls▁end｜>", "<｜tool▁sep｜>", "function", "get_x", "\n", "```json\n", "```",
     "{\"a\": 1}", "<tool_call>", "</tool_call>", "{\"name\": \"f\", \"arguments\": {}}",
     "hello ", "<", "｜", "{", "}", " ", "<tool_", "<｜tool", "é",
+    "{\"name\": \"g\", \"arguments\": {\"s\": \"", "\"", "</tool_", "\"arguments\": ", "\\",
+    "{\"arguments\": {\"x\": [1, {", "]", ", \"name\": \"h\"}",
   };
   GRand *rng = g_rand_new_with_seed (11);
   int round;
@@ -369,5 +424,6 @@ main (int argc, char **argv)
   g_test_add_func ("/Baleen/ToolCalls/chat-output-deltas", test_chat_output_deltas);
   g_test_add_func ("/Baleen/ToolCalls/random-pieces", test_random_pieces);
   g_test_add_func ("/Baleen/ToolCalls/deepseek-streams", test_deepseek_streams);
+  g_test_add_func ("/Baleen/ToolCalls/qwen-streams", test_qwen_streams);
   return g_test_run ();
 }

@@ -22,6 +22,9 @@ if [ "${1:-}" = "--prepare" ]; then
   set -e
   [ -d build-cuda ] || meson setup build-cuda -Dcuda=enabled -Dcuda-archs=90a
   bins="tests/test-cuda-ops tests/test-cuda-model app/cli/baleen-cli"
+  for t in test-cuda-mla test-cuda-sample; do
+    [ -f tests/$t.c ] && bins="$bins tests/$t"
+  done
   [ -f tools/synth-gguf.c ] && bins="$bins tools/synth-gguf"
   ninja -C build-cuda $bins
   rm -rf build-cuda/gpu-carry

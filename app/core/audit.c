@@ -265,6 +265,83 @@ changes_or_fail (BlnDb *db, sqlite3_stmt *st, GError **error)
   return sqlite3_changes (bln_db_handle (db));
 }
 
+/* The single integer @sql (a min() query) gives in @out, or G_MAXINT64 when
+ * it is NULL (no rows). FALSE with @error set on a database error. */
+static gboolean
+query_min (BlnDb *db, const char *sql, gint64 *out, GError **error)
+{
+  sqlite3_stmt *st = bln_db_prepare (db, sql, error);
+  int rc;
+
+  *out = G_MAXINT64;
+  if (!st)
+    return FALSE;
+  rc = sqlite3_step (st);
+  if (rc == SQLITE_ROW && sqlite3_column_type (st, 0) != SQLITE_NULL)
+    *out = sqlite3_column_int64 (st, 0);
+  sqlite3_finalize (st);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    {
+      bln_db_set_error (db, rc, "cannot read the audit log", error);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+gint64
+bln_audit_trim (BlnDb *db, gint64 newest_id, gint64 max_age_s, gint64 max_rows, GError **error)
+{
+  gint64 cutoff = g_get_real_time () - max_age_s * G_USEC_PER_SEC;
+  gboolean age_due = FALSE, rows_due = FALSE;
+  gint64 total = 0, n, oldest;
+  sqlite3_stmt *st;
+
+  if (max_age_s > 0)
+    {
+      /* min() over the time index, and min(id) over the rowid: no scans */
+      if (!query_min (db, "SELECT min(time) FROM audit", &oldest, error))
+        return -1;
+      age_due = oldest < cutoff;
+    }
+  if (max_rows > 0 && newest_id > 0)
+    {
+      if (!query_min (db, "SELECT min(id) FROM audit", &oldest, error))
+        return -1;
+      rows_due = oldest != G_MAXINT64 && newest_id - oldest + 1 > max_rows;
+    }
+  if (!age_due && !rows_due)
+    return 0;
+  if (!bln_db_begin (db, error))
+    return -1;
+  if (age_due)
+    {
+      st = bln_db_prepare (db, "DELETE FROM audit WHERE time < ?", error);
+      if (st)
+        sqlite3_bind_int64 (st, 1, cutoff);
+      if ((n = changes_or_fail (db, st, error)) < 0)
+        {
+          bln_db_rollback (db);
+          return -1;
+        }
+      total += n;
+    }
+  if (rows_due)
+    {
+      st = bln_db_prepare (db, "DELETE FROM audit WHERE id <= ?", error);
+      if (st)
+        sqlite3_bind_int64 (st, 1, newest_id - max_rows);
+      if ((n = changes_or_fail (db, st, error)) < 0)
+        {
+          bln_db_rollback (db);
+          return -1;
+        }
+      total += n;
+    }
+  if (!bln_db_commit (db, error))
+    return -1;
+  return total;
+}
+
 gint64
 bln_audit_prune (BlnDb *db, gint64 max_age_s, gint64 max_rows, GError **error)
 {

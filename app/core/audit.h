@@ -66,6 +66,19 @@ gboolean bln_audit_append_jsonl (const char *path, const BlnAuditRecord *rec,
  */
 gint64 bln_audit_prune (BlnDb *db, gint64 max_age_s, gint64 max_rows, GError **error);
 
+/* bln_audit_trim:
+ * The retention applied after each record, cheap enough for every request:
+ * deletes the records older than @max_age_s seconds (0: no age limit) and,
+ * when the records from the oldest to @newest_id (the id of the record just
+ * written) span more than @max_rows ids (0: no count limit), the oldest ones
+ * so that @max_rows remain. Ids only grow and pruning removes the oldest, so
+ * the span is the count unless rows were deleted by hand (then it may keep
+ * fewer; bln_audit_prune counts exactly). Both checks use indexes; nothing is
+ * written when nothing is due. Returns the number deleted, or -1 with @error.
+ */
+gint64 bln_audit_trim (BlnDb *db, gint64 newest_id, gint64 max_age_s, gint64 max_rows,
+                       GError **error);
+
 /* bln_audit_tail: the newest @n records, oldest first (new array of
  * BlnAuditRecord * freeing its elements); NULL with @error set. */
 GPtrArray *bln_audit_tail (BlnDb *db, guint n, GError **error);

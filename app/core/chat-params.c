@@ -16,6 +16,7 @@ bln_chat_params_clear (BlnChatParams *p)
   g_clear_pointer (&p->chat_template, g_free);
   g_clear_pointer (&p->template_kwargs, json_object_unref);
   g_clear_pointer (&p->stops, g_ptr_array_unref);
+  g_clear_pointer (&p->json_schema, bln_json_schema_unref);
 }
 
 /* Reads an optional number member; FALSE (and @error) when it has another type. */
@@ -308,8 +309,46 @@ parse_chat_extras (JsonObject *o, BlnChatParams *p, const char **param, GError *
                                                  : NULL;
       if (t == NULL)
         return invalid (error, "response_format must be an object with a type");
-      if (g_str_equal (t, "json_object") || g_str_equal (t, "json_schema"))
+      if (g_str_equal (t, "json_object"))
         p->json_object = TRUE;
+      else if (g_str_equal (t, "json_schema"))
+        {
+          JsonNode *js = json_object_get_member (json_node_get_object (n), "json_schema");
+          JsonObject *jo;
+          JsonNode *schema, *name, *strict;
+
+          p->json_object = TRUE;
+          FIELD ("response_format.json_schema");
+          if (js == NULL || !JSON_NODE_HOLDS_OBJECT (js))
+            return invalid (error, "response_format.json_schema must be an object with a name "
+                                   "and a schema");
+          jo = json_node_get_object (js);
+          name = json_object_get_member (jo, "name");
+          if (name != NULL && (!JSON_NODE_HOLDS_VALUE (name)
+                               || json_node_get_value_type (name) != G_TYPE_STRING))
+            return invalid (error, "response_format.json_schema.name must be a string");
+          strict = json_object_get_member (jo, "strict");
+          if (strict != NULL && !JSON_NODE_HOLDS_NULL (strict)
+              && (!JSON_NODE_HOLDS_VALUE (strict)
+                  || json_node_get_value_type (strict) != G_TYPE_BOOLEAN))
+            return invalid (error, "response_format.json_schema.strict must be a boolean");
+          schema = json_object_get_member (jo, "schema");
+          FIELD ("response_format.json_schema.schema");
+          if (schema != NULL && !JSON_NODE_HOLDS_NULL (schema))
+            {
+              g_autoptr (GError) serr = NULL;
+
+              /* the schema is always enforced (strict or not): one outside the
+               * supported subset is refused, never ignored */
+              p->json_schema = bln_json_schema_compile (schema, &serr);
+              if (p->json_schema == NULL)
+                {
+                  g_set_error (error, BLN_ERROR, serr->code, "response_format.json_schema.schema: "
+                               "%s", serr->message);
+                  return FALSE;
+                }
+            }
+        }
       else if (!g_str_equal (t, "text"))
         return invalid (error, "response_format.type must be text, json_object or json_schema");
     }

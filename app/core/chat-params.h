@@ -11,6 +11,7 @@
 #include <glib.h>
 #include <json-glib/json-glib.h>
 #include "sampler.h"
+#include "json-constraint.h"
 
 G_BEGIN_DECLS
 
@@ -31,7 +32,8 @@ typedef struct {
   char *tool_choice_name;     /* for BLN_TOOL_CHOICE_NAMED */
   gboolean logprobs;
   int top_logprobs;           /* 0..20 */
-  gboolean json_object;       /* response_format json_object / json_schema */
+  gboolean json_object;       /* response_format json_object / json_schema: JSON output */
+  BlnJsonSchema *json_schema; /* json_schema: the compiled schema (owned), or NULL */
   int thinking;               /* -1 not given, 0 disabled, 1 enabled */
   gboolean echo;              /* completions: the prompt is repeated before the text */
   char *chat_template;        /* a template to use instead of the model's, or NULL */
@@ -52,7 +54,10 @@ typedef struct {
  * top_logprobs (0..20), chat_template (a Jinja template string used instead of
  * the model's), chat_template_kwargs (an object of extra template variables,
  * e.g. {"enable_thinking": false}), response_format ({"type": "text" | "json_object" |
- * "json_schema"}), thinking ({"type": "enabled" | "disabled"}),
+ * "json_schema"}; json_schema takes {"json_schema": {"name", "schema", "strict"}}, the
+ * schema compiled by bln_json_schema_compile(), whose failure is this function's, with
+ * *param "response_format.json_schema.schema"; without a schema it means json_object),
+ * thinking ({"type": "enabled" | "disabled"}),
  * stream, stream_options.include_usage, max_tokens / max_completion_tokens
  * (>= 1), temperature, top_p, top_k, min_p, presence_penalty,
  * frequency_penalty, repetition_penalty, seed (random when absent) and stop

@@ -25,6 +25,7 @@ struct _BlnGenRequest {
   int n_top;
   gboolean json;               /* constrained to JSON */
   gboolean json_object_only;
+  BlnJsonSchema *json_schema;  /* and to this schema (a reference), or NULL */
   BlnGenTextFn on_text;
   BlnGenDoneFn on_done;
   gpointer user_data;
@@ -49,6 +50,8 @@ struct _BlnGenRequest {
   GString *held;               /* scheduler thread only: text not yet posted */
   gboolean stopped;            /* scheduler thread only: a stop string ended it */
   gboolean cancel_seen;        /* scheduler thread only: ended because of the flag */
+  BlnJsonConstraint *jc;       /* scheduler thread only: JSON mode's recogniser */
+  const BlnTokenizer *tok;     /* scheduler path: the model's */
 };
 
 struct _BlnEngineWorker {
@@ -58,8 +61,8 @@ struct _BlnEngineWorker {
   int n_ctx;
   int n_threads;
   gboolean started;            /* under lock: the single-context thread runs */
-  /* single-context path: the GPU, or JSON-constrained requests on the CPU
-   * (then ctx and fifo_pool are made on first use, on the thread) */
+  /* single-context path: the GPU (fifo_pool is only made, on the thread,
+   * should a request ever reach it without a context) */
   BlnPool *fifo_pool;
   BlnContext *ctx;
   GArray *cached;              /* ids whose keys/values are in ctx */
@@ -116,6 +119,25 @@ bln_gen_request_set_json (BlnGenRequest *req, gboolean object_only)
   req->json_object_only = object_only;
 }
 
+void
+bln_gen_request_set_json_schema (BlnGenRequest *req, BlnJsonSchema *schema)
+{
+  req->json = TRUE;
+  req->json_object_only = FALSE;
+  g_clear_pointer (&req->json_schema, bln_json_schema_unref);
+  req->json_schema = bln_json_schema_ref (schema);
+}
+
+/* Starts @req's recogniser in @jc. */
+static void
+json_init (BlnGenRequest *req, BlnJsonConstraint *jc)
+{
+  if (req->json_schema != NULL)
+    bln_json_constraint_init_schema (jc, req->json_schema);
+  else
+    bln_json_constraint_init (jc, req->json_object_only);
+}
+
 BlnGenRequest *
 bln_gen_request_ref (BlnGenRequest *req)
 {
@@ -136,6 +158,8 @@ bln_gen_request_unref (BlnGenRequest *req)
   g_array_unref (req->pending_tokens);
   g_clear_error (&req->error);
   g_clear_pointer (&req->dt, bln_detok_free);
+  g_free (req->jc);
+  g_clear_pointer (&req->json_schema, bln_json_schema_unref);
   if (req->held != NULL)
     g_string_free (req->held, TRUE);
   g_free (req);
@@ -238,8 +262,16 @@ mask_json (const BlnTokenizer *tok, const BlnJsonConstraint *jc, int left, float
 {
   g_autoptr (GString) tail = g_string_new (NULL);
   gboolean any = FALSE;
+  guint8 first[256];
   int i;
 
+  /* most tokens fail at their first byte: try each byte once */
+  for (i = 0; i < 256; i++)
+    {
+      char ch = (char) i;
+
+      first[i] = bln_json_constraint_accepts (jc, &ch, 1);
+    }
   for (i = 0; i < n_vocab; i++)
     {
       const char *b;
@@ -248,8 +280,8 @@ mask_json (const BlnTokenizer *tok, const BlnJsonConstraint *jc, int left, float
       if (isinf (logits[i]) && logits[i] < 0)
         continue;
       b = bln_tokenizer_token_bytes (tok, i, &len);
-      if (b == NULL || bln_tokenizer_is_special (tok, i) || bln_tokenizer_is_eog (tok, i)
-          || !bln_json_constraint_accepts (jc, b, len))
+      if (b == NULL || len == 0 || !first[(guint8) b[0]] || bln_tokenizer_is_special (tok, i)
+          || bln_tokenizer_is_eog (tok, i) || !bln_json_constraint_accepts (jc, b, len))
         logits[i] = -INFINITY;
       else if (left < 256)
         {
@@ -371,6 +403,27 @@ sched_on_token (const BlnSchedToken *t, gpointer data)
       post_token (req, &gt);
     }
   bln_detok_push_append (req->dt, t->id, req->held);
+  if (req->jc != NULL)
+    {
+      gsize blen = 0;
+      const char *b = bln_tokenizer_token_bytes (req->tok, t->id, &blen);
+
+      /* the filter let only acceptable tokens through */
+      bln_json_constraint_feed (req->jc, b, blen);
+      if (bln_json_constraint_complete (req->jc))
+        {
+          g_autofree char *rest = bln_detok_flush (req->dt);
+
+          g_string_append (req->held, rest);
+          at = stop_find (req->stops, req->held->str, req->held->len);
+          if (at >= 0)
+            g_string_truncate (req->held, (gsize) at);
+          post_text (req, req->held->str, req->held->len);
+          g_string_truncate (req->held, 0);
+          req->stopped = TRUE;
+          return FALSE;
+        }
+    }
   at = stop_find (req->stops, req->held->str, req->held->len);
   if (at >= 0)
     {
@@ -441,19 +494,42 @@ sched_on_end (const BlnSchedResult *r, gpointer data)
   bln_gen_request_unref (req);
 }
 
+/* JSON mode on the scheduler: masks the logits before each token (as
+ * run_request() does on the single-context path). */
+static gboolean
+sched_filter (float *logits, int n_vocab, int left, gpointer data)
+{
+  BlnGenRequest *req = data;
+  g_autoptr (GString) tail = g_string_new (NULL);
+
+  if (g_atomic_int_get (&req->cancelled))
+    return TRUE;   /* the token callback ends it */
+  bln_json_constraint_closing (req->jc, tail);
+  /* the ending no longer fits: spell it out; otherwise keep it within reach */
+  return (int) tail->len >= left ? mask_to_tail (req->tok, tail, logits, n_vocab)
+                                 : mask_json (req->tok, req->jc, left, logits, n_vocab);
+}
+
 static gboolean
 sched_submit (BlnEngineWorker *w, BlnGenRequest *req, GError **error)
 {
   guint64 handle;
 
+  req->tok = bln_model_tokenizer (w->model);
   req->dt = bln_detok_new (bln_model_tokenizer (w->model));
   req->held = g_string_new (NULL);
+  if (req->json)
+    {
+      req->jc = g_new (BlnJsonConstraint, 1);
+      json_init (req, req->jc);
+    }
   bln_gen_request_ref (req);   /* dropped by sched_on_end */
   g_mutex_lock (&req->lock);   /* so a cancel cannot slip between submit and the handle */
-  handle = bln_sched_submit (w->sched, (const int32_t *) req->prompt->data,
-                             (int) req->prompt->len, &req->params, req->max_tokens,
-                             req->on_tokens != NULL ? req->n_top : 0, sched_on_token,
-                             sched_on_end, req, error);
+  handle = bln_sched_submit_filtered (w->sched, (const int32_t *) req->prompt->data,
+                                      (int) req->prompt->len, &req->params, req->max_tokens,
+                                      req->on_tokens != NULL ? req->n_top : 0,
+                                      req->json ? sched_filter : NULL, sched_on_token,
+                                      sched_on_end, req, error);
   if (handle == 0)
     {
       g_mutex_unlock (&req->lock);
@@ -548,7 +624,7 @@ run_request (BlnEngineWorker *w, BlnGenRequest *req)
 
   sampler = bln_sampler_new (&req->params, n_vocab);
   if (req->json)
-    bln_json_constraint_init (&jc, req->json_object_only);
+    json_init (req, &jc);
   /* the penalties see the prompt as history, as OpenAI's do */
   for (i = 0; i < req->prompt->len; i++)
     bln_sampler_accept (sampler, g_array_index (req->prompt, int32_t, i));
@@ -985,7 +1061,7 @@ bln_engine_worker_submit (BlnEngineWorker *w, BlnGenRequest *req, GError **error
                    req->prompt->len, w->n_ctx);
       return FALSE;
     }
-  if (w->sched != NULL && !req->json)
+  if (w->sched != NULL)
     return sched_submit (w, req, error);
   ensure_thread (w);
   g_async_queue_push (w->queue, bln_gen_request_ref (req));

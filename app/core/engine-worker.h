@@ -8,9 +8,9 @@
  *   generated at once in one batched forward pass per step; more requests
  *   wait in a bounded queue (@max_queue), and a submit beyond it fails at
  *   once with BLN_SCHED_ERROR_QUEUE_FULL (the server answers 429). Requests
- *   constrained to JSON (bln_gen_request_set_json()) need their logits masked
- *   before sampling, which the scheduler does not offer: they run on the
- *   single-context path below, on a second context created on first use.
+ *   constrained to JSON (bln_gen_request_set_json(), _set_json_schema()) run
+ *   in the batch too: their logits are masked by a per-sequence filter
+ *   (bln_sched_submit_filtered()) on the scheduler's thread.
  * - CUDA (--device cuda): ONE sequence context on the GPU, requests run one
  *   at a time FIFO, and the tokens of the last sequence stay cached so the
  *   next prompt reuses the longest common prefix.
@@ -29,6 +29,7 @@
 #include "model.h"
 #include "sampler.h"
 #include "scheduler.h"
+#include "json-constraint.h"
 
 G_BEGIN_DECLS
 
@@ -163,6 +164,12 @@ void bln_gen_request_set_logprobs (BlnGenRequest *req, int n_top, BlnGenTokensFn
  * the JSON prefix, and all special tokens, are masked; the request ends with
  * BLN_FINISH_STOP as soon as the value is complete. Call before submitting. */
 void bln_gen_request_set_json (BlnGenRequest *req, gboolean object_only);
+
+/* Constrains the output to one JSON text valid against @schema (a reference
+ * is taken; see json-constraint.h for the subset of JSON Schema), masking as
+ * bln_gen_request_set_json() does; a reply cut by max_tokens is steered to
+ * end in time, so it still validates. Call before submitting. */
+void bln_gen_request_set_json_schema (BlnGenRequest *req, BlnJsonSchema *schema);
 
 /* Asks the request to stop; safe from any thread, any number of times. Its
  * done callback still comes (BLN_FINISH_CANCELLED unless it had already

@@ -298,3 +298,15 @@ bln_metrics_render (BlnMetrics *m, const BlnMetricsGauges *g)
     }
   return g_string_free (out, FALSE);
 }
+
+void
+bln_metrics_get_totals (BlnMetrics *m, BlnMetricsTotals *out)
+{
+  g_mutex_lock (&m->lock);
+  out->prompt_tokens = m->prompt_tokens;
+  out->cached_tokens = m->cached_tokens;
+  out->generated_tokens = m->generated_tokens;
+  out->ttft_count = m->ttft.count;
+  out->ttft_sum = m->ttft.sum;
+  g_mutex_unlock (&m->lock);
+}

@@ -64,6 +64,20 @@ void bln_metrics_observe_itl (BlnMetrics *m, double seconds);
  * @gauges (may be NULL). Caller frees. */
 char *bln_metrics_render (BlnMetrics *m, const BlnMetricsGauges *gauges);
 
+/* Running totals since the set was made, for sampling rates (the desktop
+ * app's plots): differences between two calls give tokens per second and the
+ * mean time to first token over the interval. */
+typedef struct {
+  guint64 prompt_tokens;
+  guint64 cached_tokens;
+  guint64 generated_tokens;
+  guint64 ttft_count;        /* first tokens observed */
+  double ttft_sum;           /* their times, seconds */
+} BlnMetricsTotals;
+
+/* Fills @out with the current totals; any thread. */
+void bln_metrics_get_totals (BlnMetrics *m, BlnMetricsTotals *out);
+
 /* Content-Type of the rendering. */
 #define BLN_METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 

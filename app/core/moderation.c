@@ -195,8 +195,17 @@ process (BlnStreamFilter *f, GString *emit, gboolean final)
       if (m->action == BLN_RULE_BLOCK)
         {
           /* Matches are sorted by start: the masks before this one are in
-           * the spans already. */
-          emit_prefix (f, m->start, emit);
+           * the spans already. A longer blocked or masked word may have begun
+           * before this one and still be incomplete (its end has not been
+           * generated yet): nothing from its start on may go out either. */
+          gsize cut_at = m->start;
+
+          if (!final)
+            cut_at = MIN (cut_at, bln_rule_set_open_start (f->rules, f->pending->str, valid,
+                                                           (1u << BLN_RULE_BLOCK) |
+                                                           (1u << BLN_RULE_MASK)));
+
+          emit_prefix (f, cut_at, emit);
           g_string_truncate (f->pending, 0);
           g_array_set_size (f->spans, 0);
           f->stopped = TRUE;

@@ -43,9 +43,10 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (BlnStreamFilter, bln_stream_filter_free)
  * Feeds the next piece of the answer (@len bytes, or -1 when NUL-terminated;
  * it may end inside a UTF-8 character) and appends to @emit the text that can
  * now be sent. Invalid UTF-8 is replaced by U+FFFD. Returns FALSE when the
- * answer must stop here: the text before the first blocked phrase to
- * complete has been emitted (masked where mask rules say), none of the
- * phrase; later pushes then emit nothing.
+ * answer must stop here (stop mode, a blocked phrase completed): what has
+ * been emitted is then a masked prefix of the answer that ends before the
+ * first blocked phrase, and before any longer blocked or masked word that
+ * began earlier and could still be completing; later pushes emit nothing.
  */
 gboolean bln_stream_filter_push (BlnStreamFilter *f, const char *piece, gssize len,
                                  GString *emit);

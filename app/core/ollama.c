@@ -9,6 +9,7 @@
 #include "engine-worker.h"
 #include "reasoning.h"
 #include "tokenizer.h"
+#include "toolcalls.h"
 
 /* The Ollama API level these routes follow; clients only display it. */
 #define OLLAMA_API_VERSION "0.9.0"
@@ -21,6 +22,7 @@ struct _BlnOllama {
   gsize max_body;
   GHashTable *active;          /* OReq* set */
   gboolean stopped;
+  BlnSafety *safety;           /* borrowed; NULL without --db */
 };
 
 /* One /api/chat or /api/generate request. It lives until both the HTTP
@@ -38,6 +40,13 @@ typedef struct {
   GString *content, *thinking; /* the whole reply when not streaming */
   gboolean called, paused, msg_done, gen_running;
   gint64 t_start, t_load, t_first, t_last;
+  BlnSafetyCall *sc;           /* rules, output filter, audit; NULL without a database */
+  char *id;                    /* for the audit record */
+  gboolean moderating;         /* waiting for the moderation endpoint */
+  BlnFinish mod_finish;        /* ... with the generation's end */
+  BlnGenUsage mod_usage;
+  BlnToolParser *tools;        /* /api/chat with tools: the model's calls are parsed */
+  GPtrArray *calls;            /* BlnToolCall*: the complete calls so far */
 } OReq;
 
 /* ---------------------------------------------------------------------- */
@@ -78,6 +87,15 @@ reply_object (SoupServerMessage *msg, guint status, JsonObject *obj)
 
 static void
 reply_error (SoupServerMessage *msg, guint status, const char *fmt, ...) G_GNUC_PRINTF (3, 4);
+
+/* Adds name/value pairs (rate-limit headers) to the response of @msg. */
+static void
+add_headers (SoupServerMessage *msg, const char *const *headers)
+{
+  for (guint i = 0; headers && headers[i] && headers[i + 1]; i += 2)
+    soup_message_headers_replace (soup_server_message_get_response_headers (msg), headers[i],
+                                  headers[i + 1]);
+}
 
 static void
 reply_error (SoupServerMessage *msg, guint status, const char *fmt, ...)
@@ -183,11 +201,15 @@ oreq_free (OReq *r)
   bln_model_lease_release (r->lease);
   g_clear_pointer (&r->gen, bln_gen_request_unref);
   g_clear_pointer (&r->split, bln_reasoning_split_free);
+  g_clear_pointer (&r->tools, bln_tool_parser_free);
+  g_clear_pointer (&r->calls, g_ptr_array_unref);
   g_string_free (r->content, TRUE);
   g_string_free (r->thinking, TRUE);
   json_node_unref (r->root);
   g_object_unref (r->msg);
   g_free (r->model);
+  bln_safety_call_free (r->sc);
+  g_free (r->id);
   g_free (r);
 }
 
@@ -239,24 +261,32 @@ send_line (OReq *r, JsonObject *o)
   soup_server_message_unpause (r->msg);
 }
 
+/* /api/chat with tools: passes the answer text @c through the tool-call
+ * parser, leaving in @c only what is content; the calls are kept for the
+ * end of the reply. @end: the text is over. */
 static void
-on_text (const char *text, gpointer data)
+take_tool_calls (OReq *r, GString *c, gboolean end)
 {
-  OReq *r = data;
-  g_autoptr (GString) c = g_string_new (NULL), t = g_string_new (NULL);
-  gint64 now = g_get_monotonic_time ();
+  g_autoptr (GString) content = g_string_new (NULL);
+  g_autoptr (GPtrArray) pieces = g_ptr_array_new_with_free_func ((GDestroyNotify)
+                                                                 bln_tool_call_free);
 
-  if (r->ol->metrics != NULL)
-    {
-      if (r->t_first == 0)
-        bln_metrics_observe_ttft (r->ol->metrics, (now - r->t_start) / 1e6);
-      else
-        bln_metrics_observe_itl (r->ol->metrics, (now - r->t_last) / 1e6);
-    }
-  if (r->t_first == 0)
-    r->t_first = now;
-  r->t_last = now;
+  bln_tool_parser_push (r->tools, c->str, (gssize) c->len, content, pieces);
+  if (end)
+    bln_tool_parser_finish (r->tools, content, pieces);
+  bln_tool_calls_collect (r->calls, pieces);
+  g_string_assign (c, content->str);
+}
+
+/* Sends (or keeps, when not streaming) a piece of the answer that may go out. */
+static void
+emit_text (OReq *r, const char *text)
+{
+  g_autoptr (GString) c = g_string_new (NULL), t = g_string_new (NULL);
+
   bln_reasoning_split_push (r->split, text, -1, t, c);
+  if (r->tools != NULL)
+    take_tool_calls (r, c, FALSE);
   if (!r->stream)
     {
       g_string_append (r->content, c->str);
@@ -273,20 +303,47 @@ on_text (const char *text, gpointer data)
 }
 
 static void
-on_done (BlnFinish finish, const BlnGenUsage *usage, const GError *error, gpointer data)
+on_text (const char *text, gpointer data)
 {
-  static const char *const names[] = { "stop", "length", "cancelled", "error" };
   OReq *r = data;
+  gint64 now = g_get_monotonic_time ();
+  g_autoptr (GString) safe = NULL;
+
+  if (r->ol->metrics != NULL)
+    {
+      if (r->t_first == 0)
+        bln_metrics_observe_ttft (r->ol->metrics, (now - r->t_start) / 1e6);
+      else
+        bln_metrics_observe_itl (r->ol->metrics, (now - r->t_last) / 1e6);
+    }
+  if (r->t_first == 0)
+    r->t_first = now;
+  r->t_last = now;
+  if (r->sc != NULL && text != NULL)
+    {
+      /* the output rules see the text before the client does */
+      safe = g_string_new (NULL);
+      if (!bln_safety_call_filter (r->sc, text, safe))
+        bln_gen_request_cancel (r->gen);
+      if (safe->len == 0)
+        return;
+      text = safe->str;
+    }
+  emit_text (r, text);
+}
+
+static const char *const finish_names[] = { "stop", "length", "cancelled", "error" };
+
+/* Ends the reply (or frees @r when the client has gone). */
+static void
+finish_reply (OReq *r, BlnFinish finish, const BlnGenUsage *usage, const GError *error)
+{
   g_autoptr (GString) c = g_string_new (NULL), t = g_string_new (NULL);
   g_autoptr (JsonObject) o = NULL;
   gint64 now = g_get_monotonic_time ();
   gint64 first = r->t_first ? r->t_first : now;
+  gboolean filtered = r->sc != NULL && bln_safety_call_filtered (r->sc);
 
-  r->gen_running = FALSE;
-  if (r->ol->metrics != NULL)
-    bln_metrics_observe_generation (r->ol->metrics, usage->prompt_tokens, usage->cached_tokens,
-                                    usage->completion_tokens, names[finish],
-                                    (now - r->t_start) / 1e6);
   if (r->msg_done)
     {
       oreq_free (r);
@@ -309,6 +366,19 @@ on_done (BlnFinish finish, const BlnGenUsage *usage, const GError *error, gpoint
       return;
     }
   bln_reasoning_split_finish (r->split, t, c);
+  if (r->tools != NULL)
+    take_tool_calls (r, c, TRUE);
+  if (r->stream && r->calls != NULL && r->calls->len > 0)
+    {
+      /* the calls in a line of their own before the last one, as Ollama does */
+      g_autoptr (JsonObject) tl = reply_base (r);
+
+      set_text (r, tl, "", NULL);
+      json_object_set_array_member (json_object_get_object_member (tl, "message"), "tool_calls",
+                                    bln_tool_calls_to_ollama (r->calls));
+      json_object_set_boolean_member (tl, "done", FALSE);
+      send_line (r, tl);
+    }
   o = reply_base (r);
   if (r->stream)
     set_text (r, o, c->str, t->str);
@@ -317,10 +387,14 @@ on_done (BlnFinish finish, const BlnGenUsage *usage, const GError *error, gpoint
       g_string_append (r->content, c->str);
       g_string_append (r->thinking, t->str);
       set_text (r, o, r->content->str, r->thinking->str);
+      if (r->calls != NULL && r->calls->len > 0)
+        json_object_set_array_member (json_object_get_object_member (o, "message"),
+                                      "tool_calls", bln_tool_calls_to_ollama (r->calls));
     }
   json_object_set_boolean_member (o, "done", TRUE);
-  json_object_set_string_member (o, "done_reason", finish == BLN_FINISH_LENGTH ? "length"
-                                                                               : "stop");
+  json_object_set_string_member (o, "done_reason", filtered ? "content_filter"
+                                                   : finish == BLN_FINISH_LENGTH ? "length"
+                                                   : "stop");
   json_object_set_int_member (o, "total_duration", (now - r->t_start) * 1000);
   json_object_set_int_member (o, "load_duration", (r->t_load - r->t_start) * 1000);
   json_object_set_int_member (o, "prompt_eval_count", usage->prompt_tokens);
@@ -335,6 +409,72 @@ on_done (BlnFinish finish, const BlnGenUsage *usage, const GError *error, gpoint
   else
     reply_object (r->msg, 200, o);
   soup_server_message_unpause (r->msg);
+}
+
+/* The audit record of @r (once). */
+static void
+audit_end (OReq *r, BlnFinish finish, const BlnGenUsage *usage)
+{
+  const char *reason = finish == BLN_FINISH_CANCELLED || finish == BLN_FINISH_ERROR
+                       ? finish_names[finish]
+                       : bln_safety_call_filtered (r->sc) ? "content_filter"
+                       : finish_names[finish];
+
+  bln_safety_call_end (r->sc, r->id, reason, usage->prompt_tokens, usage->completion_tokens,
+                       usage->cached_tokens);
+}
+
+static void
+on_moderated (GObject *source, GAsyncResult *result, gpointer data)
+{
+  OReq *r = data;
+  g_autoptr (GString) held = g_string_new (NULL);
+
+  r->moderating = FALSE;
+  bln_safety_call_moderate_finish (r->sc, result);
+  bln_safety_call_release (r->sc, held);   /* nothing when withheld */
+  if (held->len > 0 && !r->msg_done)
+    emit_text (r, held->str);
+  audit_end (r, r->mod_finish, &r->mod_usage);
+  finish_reply (r, r->mod_finish, &r->mod_usage, NULL);
+}
+
+static void
+on_done (BlnFinish finish, const BlnGenUsage *usage, const GError *error, gpointer data)
+{
+  OReq *r = data;
+
+  r->gen_running = FALSE;
+  if (r->ol->metrics != NULL)
+    bln_metrics_observe_generation (r->ol->metrics, usage->prompt_tokens, usage->cached_tokens,
+                                    usage->completion_tokens, finish_names[finish],
+                                    (g_get_monotonic_time () - r->t_start) / 1e6);
+  if (r->sc != NULL)
+    {
+      /* the held-back end of the answer; the moderation endpoint; the audit record */
+      if (!bln_safety_call_filtered (r->sc) && finish != BLN_FINISH_CANCELLED
+          && finish != BLN_FINISH_ERROR)
+        {
+          g_autoptr (GString) rest = g_string_new (NULL);
+
+          bln_safety_call_flush (r->sc, rest);
+          if (rest->len > 0 && !r->msg_done)
+            emit_text (r, rest->str);
+        }
+      if (bln_safety_call_filtered (r->sc) && finish == BLN_FINISH_CANCELLED && !r->msg_done)
+        finish = BLN_FINISH_STOP;   /* stopped by the output filter, not by the client */
+      if (bln_safety_call_needs_moderation (r->sc) && !r->msg_done
+          && (finish == BLN_FINISH_STOP || finish == BLN_FINISH_LENGTH))
+        {
+          r->moderating = TRUE;
+          r->mod_finish = finish;
+          r->mod_usage = *usage;
+          bln_safety_call_moderate_async (r->sc, NULL, NULL, on_moderated, r);
+          return;
+        }
+      audit_end (r, finish, usage);
+    }
+  finish_reply (r, finish, usage, error);
 }
 
 /* The "done" reply Ollama gives when a request only loads the model. */
@@ -399,9 +539,19 @@ openai_body (OReq *r, JsonObject *in, gboolean *empty)
           if (json_object_has_member (m, "content"))
             json_object_set_member (copy, "content",
                                     json_node_copy (json_object_get_member (m, "content")));
+          /* earlier calls (arguments as objects) and tool results' names */
+          if (json_object_has_member (m, "tool_calls"))
+            json_object_set_member (copy, "tool_calls",
+                                    json_node_copy (json_object_get_member (m, "tool_calls")));
+          if (json_object_has_member (m, "tool_name"))
+            json_object_set_member (copy, "name",
+                                    json_node_copy (json_object_get_member (m, "tool_name")));
           json_array_add_object_element (msgs, copy);
         }
       *empty = a == NULL || json_array_get_length (a) == 0;
+      if (json_object_has_member (in, "tools"))
+        json_object_set_member (out, "tools", json_node_copy (json_object_get_member (in,
+                                                                                      "tools")));
     }
   else
     {
@@ -481,14 +631,22 @@ start_generation (OReq *r, BlnEngineWorker *worker)
     }
   else
     {
+      BlnToolFormat fmt = bln_tool_format_detect (tmpl);
+
       if (tmpl == NULL)
         {
           reply_error (r->msg, 400, "the model %s has no chat template; use \"raw\": true",
                        r->model);
           goto out;
         }
-      prompt = bln_chat_render (tmpl, p.messages, NULL, TRUE, bln_tokenizer_bos_text (tok),
+      bln_tool_history_adapt (p.messages, fmt);
+      prompt = bln_chat_render (tmpl, p.messages, p.tools, TRUE, bln_tokenizer_bos_text (tok),
                                 bln_tokenizer_eos_text (tok), NULL, &error);
+      if (p.tools != NULL && fmt != BLN_TOOL_FORMAT_NONE)
+        {
+          r->tools = bln_tool_parser_new (fmt);
+          r->calls = g_ptr_array_new_with_free_func ((GDestroyNotify) bln_tool_call_free);
+        }
       if (prompt != NULL)
         ids = bln_tokenizer_encode (tok, prompt, -1, FALSE, TRUE, &error);
     }
@@ -560,7 +718,7 @@ on_finished (SoupServerMessage *msg, gpointer data)
   g_clear_pointer (&r->lease, bln_model_lease_release);
   if (r->gen_running)
     bln_gen_request_cancel (r->gen);   /* the client went away */
-  else
+  else if (!r->moderating)             /* else on_moderated() frees it */
     oreq_free (r);
 }
 
@@ -621,6 +779,104 @@ resolve (BlnOllama *ol, SoupServerMessage *msg, JsonObject *body)
   return e;
 }
 
+/* Answers a refusal from safety.h in Ollama's shape. */
+static void
+reply_refusal (SoupServerMessage *msg, BlnSafetyVerdict *v)
+{
+  add_headers (msg, (const char *const *) v->headers);
+  reply_error (msg, v->status ? v->status : 403, "%s", v->message ? v->message : "refused");
+}
+
+/* The key check and the rate limits alone (routes without a prompt). */
+static gboolean
+check_key (BlnOllama *ol, SoupServerMessage *msg)
+{
+  BlnSafetyRequest req;
+  BlnSafetyVerdict v = { 0 };
+  gboolean ok;
+
+  bln_safety_http_request (msg, NULL, &req);
+  ok = bln_safety_check_request (ol->safety, &req, &v);
+  if (ok)
+    add_headers (msg, (const char *const *) v.headers);
+  else
+    reply_refusal (msg, &v);
+  bln_safety_verdict_clear (&v);
+  return ok;
+}
+
+static JsonObject *
+member_object (JsonObject *o, const char *key)
+{
+  JsonNode *n = json_object_get_member (o, key);
+
+  return n != NULL && JSON_NODE_HOLDS_OBJECT (n) ? json_node_get_object (n) : NULL;
+}
+
+static gboolean
+member_is_string (JsonObject *o, const char *key)
+{
+  JsonNode *n = json_object_get_member (o, key);
+
+  return n != NULL && JSON_NODE_HOLDS_VALUE (n) && json_node_get_value_type (n) == G_TYPE_STRING;
+}
+
+/* Admits @r through safety.h: every text the model will read (each chat
+ * message's content; generate's system and prompt) is checked, and masked in
+ * the request body. FALSE when refused (answered). */
+static gboolean
+admit (OReq *r, const char *path)
+{
+  JsonObject *body = json_node_get_object (r->root);
+  JsonObject *opt = member_object (body, "options");
+  g_autoptr (GPtrArray) texts = g_ptr_array_new ();
+  g_autoptr (GPtrArray) owners = g_ptr_array_new ();   /* JsonObject holding each text */
+  g_autoptr (GPtrArray) keys = g_ptr_array_new ();     /* ... under this member */
+  BlnSafetyRequest req;
+  BlnSafetyVerdict refusal = { 0 };
+  gint64 max_tokens = 0;
+
+  if (r->chat)
+    bln_safety_collect_message_texts (json_object_get_member (body, "messages"), texts, owners,
+                                      keys);
+  else
+    {
+      static const char *const members[] = { "system", "prompt" };
+      for (guint i = 0; i < G_N_ELEMENTS (members); i++)
+        if (member_is_string (body, members[i]))
+          {
+            g_ptr_array_add (texts, (gpointer) json_object_get_string_member (body, members[i]));
+            g_ptr_array_add (owners, body);
+            g_ptr_array_add (keys, (gpointer) members[i]);
+          }
+    }
+  g_ptr_array_add (texts, NULL);
+  if (opt != NULL && json_object_get_member (opt, "num_predict") != NULL
+      && JSON_NODE_HOLDS_VALUE (json_object_get_member (opt, "num_predict"))
+      && json_node_get_value_type (json_object_get_member (opt, "num_predict")) == G_TYPE_INT64)
+    max_tokens = json_object_get_int_member (opt, "num_predict");
+
+  bln_safety_http_request (r->msg, NULL, &req);
+  req.endpoint = path;
+  req.texts = (const char *const *) texts->pdata;
+  r->sc = bln_safety_call_admit (r->ol->safety, &req, r->model, max_tokens, &refusal);
+  if (r->sc == NULL)
+    {
+      reply_refusal (r->msg, &refusal);
+      bln_safety_verdict_clear (&refusal);
+      return FALSE;
+    }
+  add_headers (r->msg, bln_safety_call_headers (r->sc));
+  bln_safety_write_back_texts (bln_safety_call_masked_texts (r->sc), owners, keys);
+  return TRUE;
+}
+
+void
+bln_ollama_set_safety (BlnOllama *ol, BlnSafety *safety)
+{
+  ol->safety = safety;
+}
+
 void
 bln_ollama_handle (BlnOllama *ol, SoupServerMessage *msg, const char *path)
 {
@@ -630,6 +886,11 @@ bln_ollama_handle (BlnOllama *ol, SoupServerMessage *msg, const char *path)
   const BlnModelEntry *e;
   OReq *r;
 
+  if (ol->safety != NULL && !(g_str_equal (method, "POST") && (g_str_equal (path, "/api/chat")
+                                                               || g_str_equal (path,
+                                                                               "/api/generate")))
+      && !check_key (ol, msg))
+    return;   /* answered 401 / 429 / 503 */
   if (g_str_equal (path, "/api/version") && get)
     {
       g_autoptr (JsonObject) o = json_object_new ();
@@ -687,6 +948,12 @@ bln_ollama_handle (BlnOllama *ol, SoupServerMessage *msg, const char *path)
   r->content = g_string_new (NULL);
   r->thinking = g_string_new (NULL);
   r->t_start = g_get_monotonic_time ();
+  r->id = g_strdup_printf ("ollama-%08x%08x", g_random_int (), g_random_int ());
+  if (ol->safety != NULL && !admit (r, path))
+    {
+      oreq_free (r);   /* not yet in the table nor connected: removing is harmless */
+      return;
+    }
   g_hash_table_add (ol->active, r);
   g_signal_connect (msg, "finished", G_CALLBACK (on_finished), r);
   r->lease = bln_model_host_acquire (ol->host, e, on_ready, r);
@@ -762,7 +1029,7 @@ bln_ollama_free (BlnOllama *ol)
       running = FALSE;
       g_hash_table_iter_init (&it, ol->active);
       while (g_hash_table_iter_next (&it, &key, NULL))
-        running |= ((OReq *) key)->gen_running;
+        running |= ((OReq *) key)->gen_running || ((OReq *) key)->moderating;
       if (running)
         g_main_context_iteration (NULL, FALSE);
     }
@@ -772,9 +1039,9 @@ bln_ollama_free (BlnOllama *ol)
       g_hash_table_iter_init (&it, ol->active);
       g_hash_table_iter_next (&it, &key, NULL);
       r = key;
-      if (r->gen_running)
+      if (r->gen_running || r->moderating)
         {
-          /* a worker that never answered: leave the request to it */
+          /* a worker (or moderation service) that never answered: leave the request to it */
           g_hash_table_remove (ol->active, r);
           continue;
         }

@@ -25,6 +25,7 @@
 #include <libsoup/soup.h>
 #include "metrics.h"
 #include "model-library.h"
+#include "safety.h"
 
 G_BEGIN_DECLS
 
@@ -36,12 +37,23 @@ typedef struct _BlnOllama BlnOllama;
 BlnOllama *bln_ollama_new (BlnModelLibrary *lib, BlnModelHost *host, BlnMetrics *metrics,
                            gboolean strict, gsize max_body);
 
+/* With @safety (borrowed, must outlive @ollama; NULL turns it off), every
+ * route checks the API key and the rate limits, and /api/chat and
+ * /api/generate also apply the input rules (to every message's content, and
+ * to "system" and "prompt"), the output filter and the moderation endpoint,
+ * and write one audit record each (safety.h). Refusals keep Ollama's shape,
+ * {"error": "..."}, with the status safety.h gives (400, 401, 429, 503). An
+ * answer the output filter stops or the moderation endpoint withholds ends
+ * with "done_reason": "content_filter". */
+void bln_ollama_set_safety (BlnOllama *ollama, BlnSafety *safety);
+
 /* Frees it; call bln_ollama_cancel_all() and let the requests end first.
  * Leases still held are given back. NULL is ignored. */
 void bln_ollama_free (BlnOllama *ollama);
 
 /* Answers @msg for @path (which starts with "/api/"): an Ollama route, or a
- * 404 in Ollama's shape. Auth is the caller's business. */
+ * 404 in Ollama's shape. Without a BlnSafety (bln_ollama_set_safety), auth is
+ * the caller's business. */
 void bln_ollama_handle (BlnOllama *ollama, SoupServerMessage *msg, const char *path);
 
 /* New generation requests get 503 from now on; those in flight are

@@ -231,6 +231,8 @@ typedef struct {
   guint32 depth;                     /* code points from the root */
   gunichar cp;                       /* label of the edge from the parent */
   gint32 word;                       /* index into Automaton.words, -1 when none ends here */
+  guint32 acts;                      /* bit (1 << action) for each rule with a longer word
+                                      * that starts with this node's path */
 } AcNode;
 
 typedef struct {
@@ -249,7 +251,7 @@ typedef struct {
 static void
 automaton_init (Automaton *a, gboolean nocase, gboolean nowidth)
 {
-  AcNode root = { 0, 0, 0, 0, 0, 0, -1 };
+  AcNode root = { 0, 0, 0, 0, 0, 0, -1, 0 };
 
   a->nocase = nocase;
   a->nowidth = nowidth;
@@ -275,10 +277,10 @@ automaton_clear (Automaton *a)
   memset (a, 0, sizeof *a);
 }
 
-/* Adds @word (valid, non-empty UTF-8) for rule @rule_index. Returns its length
- * in code points. */
+/* Adds @word (valid, non-empty UTF-8) for rule @rule_index, whose action is
+ * @action. Returns its length in code points. */
 static gsize
-automaton_add (Automaton *a, const char *word, guint rule_index)
+automaton_add (Automaton *a, const char *word, guint rule_index, BlnRuleAction action)
 {
   GString *folded = g_string_new (NULL);
   guint32 state = 0;
@@ -293,7 +295,7 @@ automaton_add (Automaton *a, const char *word, guint rule_index)
       g_string_append_unichar (folded, c);
       if (!next)
         {
-          AcNode node = { 0, 0, 0, 0, 0, 0, -1 };
+          AcNode node = { 0, 0, 0, 0, 0, 0, -1, 0 };
           AcNode *parent = &g_array_index (a->nodes, AcNode, state);
 
           next = a->nodes->len;
@@ -304,6 +306,10 @@ automaton_add (Automaton *a, const char *word, guint rule_index)
           g_array_append_val (a->nodes, node);
           edges_put (&a->edges, state, c, next);
         }
+      /* @state is a proper prefix of @word: a match of this rule can be under
+       * way there (bln_rule_set_open_start) */
+      if (state != 0)
+        g_array_index (a->nodes, AcNode, state).acts |= 1u << action;
       state = next;
     }
   idx = g_hash_table_lookup (a->word_index, folded->str);
@@ -398,6 +404,36 @@ automaton_scan (Automaton *a, const GArray *cps, const GArray *offs, GPtrArray *
     }
 }
 
+/* The start (an index into @cps) of the longest suffix of the decoded text
+ * that is a proper prefix of a word of a rule whose action is in @actions;
+ * cps->len when there is none. */
+static guint
+automaton_open_start (Automaton *a, const GArray *cps, guint actions)
+{
+  const AcNode *nodes;
+  guint32 state = 0;
+
+  if (a->nodes->len <= 1)
+    return cps->len;
+  if (!a->built)
+    automaton_build (a);
+  nodes = (const AcNode *) (const void *) a->nodes->data;
+  for (guint i = 0; i < cps->len; i++)
+    {
+      gunichar c = bln_rule_fold_char (g_array_index (cps, gunichar, i), a->nocase, a->nowidth);
+      guint32 t;
+
+      while ((t = edges_get (&a->edges, state, c)) == 0 && state != 0)
+        state = nodes[state].fail;
+      state = t;
+    }
+  /* The fail chain lists every suffix that is a trie path, longest first. */
+  for (; state != 0; state = nodes[state].fail)
+    if (nodes[state].acts & actions)
+      return cps->len - nodes[state].depth;
+  return cps->len;
+}
+
 /* ---- rule sets ---------------------------------------------------------- */
 
 typedef struct {
@@ -447,7 +483,10 @@ compile_regex (const BlnRule *rule, GError **error)
 {
   int errcode = 0;
   PCRE2_SIZE erroff = 0;
-  guint32 opts = PCRE2_UTF | PCRE2_UCP | (rule->nocase ? PCRE2_CASELESS : 0);
+  /* \C (one code unit) could match half a character: refused, as Python's re
+   * has no such escape either */
+  guint32 opts = PCRE2_UTF | PCRE2_UCP | PCRE2_NEVER_BACKSLASH_C |
+                 (rule->nocase ? PCRE2_CASELESS : 0);
   pcre2_code *code = pcre2_compile ((PCRE2_SPTR) rule->pattern, PCRE2_ZERO_TERMINATED, opts,
                                     &errcode, &erroff, NULL);
 
@@ -509,7 +548,7 @@ bln_rule_set_add (BlnRuleSet *set, const BlnRule *rule, GError **error)
       gsize n;
       if (!a->nodes)
         automaton_init (a, rule->nocase, rule->nowidth);
-      n = automaton_add (a, rule->pattern, index);
+      n = automaton_add (a, rule->pattern, index, rule->action);
       set->max_word_chars = MAX (set->max_word_chars, n);
     }
   g_ptr_array_add (set->rules, rule_copy (rule));
@@ -656,6 +695,26 @@ bln_rule_set_scan (BlnRuleSet *set, const char *text, gssize len)
   return out;
 }
 
+gsize
+bln_rule_set_open_start (BlnRuleSet *set, const char *text, gssize len, guint actions)
+{
+  g_autoptr (GArray) cps = g_array_new (FALSE, FALSE, sizeof (gunichar));
+  g_autoptr (GArray) offs = g_array_new (FALSE, FALSE, sizeof (gsize));
+  guint first;
+
+  g_return_val_if_fail (set != NULL, 0);
+  if (!text)
+    return 0;
+  if (len < 0)
+    len = strlen (text);
+  decode (text, len, cps, offs);
+  first = cps->len;
+  for (guint i = 0; i < 4; i++)
+    if (set->ac[i].nodes)
+      first = MIN (first, automaton_open_start (&set->ac[i], cps, actions));
+  return g_array_index (offs, gsize, first);
+}
+
 BlnRuleSet *
 bln_rule_set_load (BlnDb *db, BlnRuleScope scope, GError **error)
 {
@@ -780,6 +839,37 @@ bln_rules_add (BlnDb *db, const BlnRule *rule, GError **error)
   if (!bln_db_commit (db, error))
     return 0;
   return id;
+}
+
+gboolean
+bln_rules_set_enabled (BlnDb *db, gint64 id, gboolean enabled, GError **error)
+{
+  sqlite3_stmt *st;
+  int rc;
+
+  if (!bln_db_begin (db, error))
+    return FALSE;
+  st = bln_db_prepare (db, "UPDATE rules SET enabled = ? WHERE id = ?", error);
+  if (!st)
+    {
+      bln_db_rollback (db);
+      return FALSE;
+    }
+  sqlite3_bind_int (st, 1, enabled ? 1 : 0);
+  sqlite3_bind_int64 (st, 2, id);
+  rc = sqlite3_step (st);
+  sqlite3_finalize (st);
+  if (rc != SQLITE_DONE || sqlite3_changes (bln_db_handle (db)) == 0)
+    {
+      if (rc != SQLITE_DONE)
+        bln_db_set_error (db, rc, "cannot change the rule", error);
+      else
+        g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "there is no rule %" G_GINT64_FORMAT,
+                     id);
+      bln_db_rollback (db);
+      return FALSE;
+    }
+  return bln_db_commit (db, error);
 }
 
 GPtrArray *

@@ -66,6 +66,11 @@ GPtrArray *bln_rules_list (BlnDb *db, GError **error);
  * when there is no such rule). */
 gboolean bln_rules_remove (BlnDb *db, gint64 id, GError **error);
 
+/* bln_rules_set_enabled: switches rule @id on or off (kept in the database,
+ * skipped by bln_rule_set_load() while off) in one transaction. FALSE with
+ * @error set (BLN_ERROR_INVALID when there is no such rule). */
+gboolean bln_rules_set_enabled (BlnDb *db, gint64 id, gboolean enabled, GError **error);
+
 /* ---- compiled sets ------------------------------------------------------ */
 
 typedef struct _BlnRuleSet BlnRuleSet;
@@ -118,6 +123,18 @@ gboolean bln_rule_set_has_regex (BlnRuleSet *set);
  * rule order. Never NULL.
  */
 GArray *bln_rule_set_scan (BlnRuleSet *set, const char *text, gssize len);
+
+/* bln_rule_set_open_start:
+ * Where a word match that may still be under way at the end of @text (@len
+ * bytes, or -1 when NUL-terminated) begins: the byte offset of the longest
+ * suffix of @text that is a proper prefix of the word of a rule whose action
+ * is in @actions (a mask of (1 << BlnRuleAction) bits), compared as the rule
+ * compares (case, width). The stream filter uses it so that it never sends the
+ * beginning of a phrase that a later piece could still complete. Returns the
+ * end of @text's valid UTF-8 prefix when there is no such suffix; regular
+ * expressions are not considered.
+ */
+gsize bln_rule_set_open_start (BlnRuleSet *set, const char *text, gssize len, guint actions);
 
 /* bln_rule_mask_text:
  * Returns a copy of @text (@len bytes or -1) in which the bytes covered by the

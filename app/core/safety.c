@@ -306,6 +306,9 @@ bln_safety_record (BlnSafety *s, const BlnSafetyVerdict *v, BlnStreamFilter *fil
   BlnPrivacy privacy = BLN_PRIVACY_HASHED;
   GString *vs;
   gboolean ok = TRUE;
+  gint64 id;
+  gint64 max_age_s = bln_settings_get_int (s->settings, "audit.retention_days") * 86400;
+  gint64 max_rows = bln_settings_get_int (s->settings, "audit.max_rows");
 
   if (v)
     {
@@ -343,7 +346,8 @@ bln_safety_record (BlnSafety *s, const BlnSafetyVerdict *v, BlnStreamFilter *fil
   if (!rec->verdicts)
     rec->verdicts = g_strdup (verdicts);
 
-  if (!bln_audit_write (s->db, rec, privacy, &local))
+  id = bln_audit_write (s->db, rec, privacy, &local);
+  if (id <= 0)
     {
       g_message ("audit record %s not written: %s", rec->request_id ? rec->request_id : "",
                  local->message);
@@ -356,12 +360,17 @@ bln_safety_record (BlnSafety *s, const BlnSafetyVerdict *v, BlnStreamFilter *fil
                  jsonl);
       ok = FALSE;
     }
+  /* retention by age and count with every record (cheap), and now and then
+   * the exact count (which walks max_rows index entries) */
+  if (id > 0 && bln_audit_trim (s->db, id, max_age_s, max_rows, &local) < 0)
+    {
+      g_message ("audit log not trimmed: %s", local->message);
+      g_clear_error (&local);
+    }
   if (++s->since_prune >= PRUNE_EVERY)
     {
       s->since_prune = 0;
-      if (bln_audit_prune (s->db, bln_settings_get_int (s->settings, "audit.retention_days")
-                                    * 86400,
-                           bln_settings_get_int (s->settings, "audit.max_rows"), &local) < 0)
+      if (bln_audit_prune (s->db, max_age_s, max_rows, &local) < 0)
         g_message ("audit log not pruned: %s", local ? local->message : "");
     }
   return ok;
@@ -374,10 +383,14 @@ struct _BlnSafetyCall {
   BlnSafetyVerdict verdict;
   BlnStreamFilter *filter;
   char *client, *endpoint, *model, *prompt;
-  GString *completion;     /* what was emitted */
+  GString *completion;     /* what passed the output filter */
   gint64 t_start, t_first;
   gboolean ended;
   gboolean cloned;         /* its clones write the records */
+  gboolean hold;           /* a moderation endpoint is set: nothing goes out before it */
+  gboolean moderated;      /* the endpoint has answered (or failed) */
+  gboolean withheld;       /* ... and the answer may not be delivered */
+  gboolean released;       /* bln_safety_call_release() has run */
 };
 
 static void
@@ -445,20 +458,27 @@ client_is_loopback (SoupServerMessage *msg)
            g_inet_socket_address_get_address (G_INET_SOCKET_ADDRESS (a)));
 }
 
+void
+bln_safety_http_request (SoupServerMessage *msg, const char *query_key, BlnSafetyRequest *req)
+{
+  memset (req, 0, sizeof *req);
+  req->api_key = presented_key (msg);
+  if (!req->api_key || !*req->api_key)
+    req->api_key = query_key;
+  req->client = soup_server_message_get_remote_host (msg);
+  req->loopback = client_is_loopback (msg);
+  req->endpoint = soup_server_message_get_uri (msg) ? g_uri_get_path (
+                    soup_server_message_get_uri (msg)) : "";
+}
+
 gboolean
 bln_safety_http_check_key (BlnSafety *s, SoupServerMessage *msg, const char *query_key)
 {
-  BlnSafetyRequest req = { 0 };
+  BlnSafetyRequest req;
   BlnSafetyVerdict v = { 0 };
   gboolean ok;
 
-  req.api_key = presented_key (msg);
-  if (!req.api_key || !*req.api_key)
-    req.api_key = query_key;
-  req.client = soup_server_message_get_remote_host (msg);
-  req.loopback = client_is_loopback (msg);
-  req.endpoint = soup_server_message_get_uri (msg) ? g_uri_get_path (
-                   soup_server_message_get_uri (msg)) : "";
+  bln_safety_http_request (msg, query_key, &req);
   ok = bln_safety_check_request (s, &req, &v);
   if (!ok)
     http_error (msg, v.status, v.code, v.message, v.headers);
@@ -466,71 +486,157 @@ bln_safety_http_check_key (BlnSafety *s, SoupServerMessage *msg, const char *que
   return ok;
 }
 
+/* Whether a moderation endpoint is set (answers are then held back for it). */
+static gboolean
+moderation_configured (BlnSafety *s)
+{
+  g_autofree char *url = bln_settings_get_string (s->settings, "moderation.endpoint");
+
+  return url && *url;
+}
+
 BlnSafetyCall *
-bln_safety_call_begin (BlnSafety *s, SoupServerMessage *msg, const char *endpoint,
-                       const char *model, JsonNode *messages, gint64 max_tokens)
+bln_safety_call_admit (BlnSafety *s, const BlnSafetyRequest *req, const char *model,
+                       gint64 max_tokens, BlnSafetyVerdict *refusal)
 {
   BlnSafetyCall *c = g_new0 (BlnSafetyCall, 1);
-  g_autoptr (GPtrArray) texts = g_ptr_array_new ();
-  g_autoptr (GPtrArray) owners = g_ptr_array_new ();   /* JsonObject per text */
-  JsonArray *arr = messages && JSON_NODE_HOLDS_ARRAY (messages)
-                     ? json_node_get_array (messages) : NULL;
-  BlnSafetyRequest req = { 0 };
+  BlnSafetyRequest r = *req;
   gint64 chars = 0;
   gboolean ok;
 
   c->safety = s;
   c->t_start = g_get_monotonic_time ();
-  c->client = g_strdup (soup_server_message_get_remote_host (msg));
-  c->endpoint = g_strdup (endpoint ? endpoint : "");
+  c->client = g_strdup (req->client ? req->client : "");
+  c->endpoint = g_strdup (req->endpoint ? req->endpoint : "");
   c->model = g_strdup (model ? model : "");
   c->completion = g_string_new (NULL);
-  for (guint i = 0; arr && i < json_array_get_length (arr); i++)
-    {
-      JsonNode *n = json_array_get_element (arr, i);
-      JsonObject *o;
-      JsonNode *content;
-
-      if (!JSON_NODE_HOLDS_OBJECT (n))
-        continue;
-      o = json_node_get_object (n);
-      content = json_object_get_member (o, "content");
-      if (!content || !JSON_NODE_HOLDS_VALUE (content) ||
-          json_node_get_value_type (content) != G_TYPE_STRING)
-        continue;
-      g_ptr_array_add (texts, (gpointer) json_node_get_string (content));
-      g_ptr_array_add (owners, o);
-      chars += strlen (json_node_get_string (content));
-    }
-  g_ptr_array_add (texts, NULL);
-
-  req.api_key = presented_key (msg);
-  req.client = c->client;
-  req.loopback = client_is_loopback (msg);
-  req.endpoint = c->endpoint;
-  req.texts = (const char *const *) texts->pdata;
-  req.est_tokens = chars / 3 + MAX (max_tokens, 0);
-  ok = bln_safety_check_request (s, &req, &c->verdict);
-  c->prompt = g_strjoinv ("\n", c->verdict.texts ? c->verdict.texts : (char **) texts->pdata);
+  for (const char *const *t = req->texts; t && *t; t++)
+    chars += strlen (*t);
+  if (r.est_tokens <= 0)
+    r.est_tokens = chars / 3 + MAX (max_tokens, 0);
+  ok = bln_safety_check_request (s, &r, &c->verdict);
+  if (c->verdict.texts)
+    c->prompt = g_strjoinv ("\n", c->verdict.texts);
+  else if (req->texts)
+    c->prompt = g_strjoinv ("\n", (char **) req->texts);
+  else
+    c->prompt = g_strdup ("");
   if (!ok)
     {
       g_autofree char *reason = g_strconcat ("refused:", c->verdict.code, NULL);
       g_autofree char *id = g_strdup_printf ("refused-%08x%08x", g_random_int (),
                                              g_random_int ());
-      http_error (msg, c->verdict.status, c->verdict.code, c->verdict.message,
-                  c->verdict.headers);
       bln_safety_call_end (c, id, reason, 0, 0, 0);
+      if (refusal)
+        {
+          *refusal = c->verdict;
+          memset (&c->verdict, 0, sizeof c->verdict);
+        }
       bln_safety_call_free (c);
       return NULL;
     }
-  if (c->verdict.texts)
-    for (guint i = 0; i < owners->len; i++)
-      json_object_set_string_member (owners->pdata[i], "content", c->verdict.texts[i]);
+  c->filter = bln_safety_stream_filter_new (s);
+  c->hold = moderation_configured (s);
+  return c;
+}
+
+const char *const *
+bln_safety_call_masked_texts (BlnSafetyCall *c)
+{
+  return (const char *const *) c->verdict.texts;
+}
+
+const char *const *
+bln_safety_call_headers (BlnSafetyCall *c)
+{
+  return (const char *const *) c->verdict.headers;
+}
+
+void
+bln_safety_collect_message_texts (JsonNode *messages, GPtrArray *texts, GPtrArray *owners,
+                                  GPtrArray *members)
+{
+  JsonArray *arr = messages && JSON_NODE_HOLDS_ARRAY (messages)
+                     ? json_node_get_array (messages) : NULL;
+
+  for (guint i = 0; arr && i < json_array_get_length (arr); i++)
+    {
+      JsonNode *n = json_array_get_element (arr, i);
+      JsonNode *content;
+      JsonArray *parts;
+
+      if (!JSON_NODE_HOLDS_OBJECT (n))
+        continue;
+      content = json_object_get_member (json_node_get_object (n), "content");
+      if (content && JSON_NODE_HOLDS_VALUE (content)
+          && json_node_get_value_type (content) == G_TYPE_STRING)
+        {
+          g_ptr_array_add (texts, (gpointer) json_node_get_string (content));
+          g_ptr_array_add (owners, json_node_get_object (n));
+          g_ptr_array_add (members, (gpointer) "content");
+          continue;
+        }
+      if (!content || !JSON_NODE_HOLDS_ARRAY (content))
+        continue;
+      /* an array of parts: every text part */
+      parts = json_node_get_array (content);
+      for (guint k = 0; k < json_array_get_length (parts); k++)
+        {
+          JsonNode *pn = json_array_get_element (parts, k);
+          JsonObject *part;
+          JsonNode *text;
+
+          if (!JSON_NODE_HOLDS_OBJECT (pn))
+            continue;
+          part = json_node_get_object (pn);
+          text = json_object_get_member (part, "text");
+          if (text && JSON_NODE_HOLDS_VALUE (text)
+              && json_node_get_value_type (text) == G_TYPE_STRING)
+            {
+              g_ptr_array_add (texts, (gpointer) json_node_get_string (text));
+              g_ptr_array_add (owners, part);
+              g_ptr_array_add (members, (gpointer) "text");
+            }
+        }
+    }
+}
+
+void
+bln_safety_write_back_texts (const char *const *masked, GPtrArray *owners, GPtrArray *members)
+{
+  for (guint i = 0; masked && i < owners->len && i < members->len; i++)
+    json_object_set_string_member (owners->pdata[i], members->pdata[i], masked[i]);
+}
+
+BlnSafetyCall *
+bln_safety_call_begin (BlnSafety *s, SoupServerMessage *msg, const char *endpoint,
+                       const char *model, JsonNode *messages, gint64 max_tokens)
+{
+  BlnSafetyCall *c;
+  g_autoptr (GPtrArray) texts = g_ptr_array_new ();
+  g_autoptr (GPtrArray) owners = g_ptr_array_new ();   /* JsonObject per text */
+  g_autoptr (GPtrArray) members = g_ptr_array_new ();  /* ... and its member */
+  BlnSafetyRequest req;
+  BlnSafetyVerdict refusal = { 0 };
+
+  bln_safety_collect_message_texts (messages, texts, owners, members);
+  g_ptr_array_add (texts, NULL);
+
+  bln_safety_http_request (msg, NULL, &req);
+  req.endpoint = endpoint;
+  req.texts = (const char *const *) texts->pdata;
+  c = bln_safety_call_admit (s, &req, model, max_tokens, &refusal);
+  if (!c)
+    {
+      http_error (msg, refusal.status, refusal.code, refusal.message, refusal.headers);
+      bln_safety_verdict_clear (&refusal);
+      return NULL;
+    }
+  bln_safety_write_back_texts ((const char *const *) c->verdict.texts, owners, members);
   for (guint i = 0; c->verdict.headers && c->verdict.headers[i] && c->verdict.headers[i + 1];
        i += 2)
     soup_message_headers_replace (soup_server_message_get_response_headers (msg),
                                   c->verdict.headers[i], c->verdict.headers[i + 1]);
-  c->filter = bln_safety_stream_filter_new (s);
   return c;
 }
 
@@ -590,35 +696,54 @@ bln_safety_call_clone (BlnSafetyCall *c)
   n->completion = g_string_new (NULL);
   n->t_start = c->t_start;
   n->filter = bln_safety_stream_filter_new (c->safety);
+  n->hold = c->hold;
   return n;
 }
 
 gboolean
 bln_safety_call_filter (BlnSafetyCall *c, const char *piece, GString *emit)
 {
-  gsize before = emit->len;
+  gsize before = c->completion->len;
   gboolean go;
 
   if (!c->t_first)
     c->t_first = g_get_monotonic_time ();
-  go = bln_stream_filter_push (c->filter, piece, -1, emit);
-  g_string_append_len (c->completion, emit->str + before, emit->len - before);
+  go = bln_stream_filter_push (c->filter, piece, -1, c->completion);
+  if (!c->hold)
+    g_string_append_len (emit, c->completion->str + before, c->completion->len - before);
   return go;
 }
 
 void
 bln_safety_call_flush (BlnSafetyCall *c, GString *emit)
 {
-  gsize before = emit->len;
+  gsize before = c->completion->len;
 
-  bln_stream_filter_finish (c->filter, emit);
-  g_string_append_len (c->completion, emit->str + before, emit->len - before);
+  if (!bln_stream_filter_stopped (c->filter))
+    bln_stream_filter_finish (c->filter, c->completion);
+  if (!c->hold)
+    g_string_append_len (emit, c->completion->str + before, c->completion->len - before);
 }
 
 gboolean
 bln_safety_call_filtered (BlnSafetyCall *c)
 {
-  return c->filter && bln_stream_filter_stopped (c->filter);
+  return c->withheld || (c->filter && bln_stream_filter_stopped (c->filter));
+}
+
+gboolean
+bln_safety_call_needs_moderation (BlnSafetyCall *c)
+{
+  return c->hold && !c->moderated;
+}
+
+void
+bln_safety_call_release (BlnSafetyCall *c, GString *emit)
+{
+  if (!c->hold || c->released || c->withheld)
+    return;
+  c->released = TRUE;
+  g_string_append (emit, c->completion->str);
 }
 
 static void
@@ -687,7 +812,11 @@ bln_safety_call_moderate_async (BlnSafetyCall *c, gpointer session, GCancellable
 gboolean
 bln_safety_call_moderate_finish (BlnSafetyCall *c, GAsyncResult *result)
 {
-  return g_task_propagate_boolean (G_TASK (result), NULL);
+  gboolean allowed = g_task_propagate_boolean (G_TASK (result), NULL);
+
+  c->moderated = TRUE;
+  c->withheld = !allowed;
+  return allowed;
 }
 
 void
@@ -712,6 +841,7 @@ bln_safety_call_end (BlnSafetyCall *c, const char *request_id, const char *finis
   rec.total_ms = (now - c->t_start) / 1e3;
   rec.finish_reason = (char *) finish_reason;
   rec.prompt = c->prompt;
+  /* the answer as filtered; for one the moderation withheld, what was withheld */
   rec.completion = c->completion->str;
   if (!bln_safety_record (c->safety, &c->verdict, c->filter, &rec, &error))
     g_printerr ("baleen-server: audit record %s not written: %s\n", request_id,

@@ -1,8 +1,12 @@
 /* safety.h — the one entry point the HTTP server uses for safety and
  * governance: API keys from the database, rate limits, input rules, the
- * output stream filter, and the audit record.
+ * output stream filter, the moderation endpoint, and the audit record. Every
+ * generation route (OpenAI in server.c, Ollama in ollama.c, WebSocket in
+ * websocket.c) goes through the BlnSafetyCall functions below; the OpenAI
+ * routes through bln_safety_call_begin(), the others through the
+ * route-neutral bln_safety_call_admit(), so that each answers in its own shape.
  *
- * The server calls, per request:
+ * Underneath, per request:
  *   1. bln_safety_check_request() before generating: it verifies the key,
  *      applies the rate limits and the input rules. A refusal comes with the
  *      HTTP status, an OpenAI-style error code and message, and headers.
@@ -122,6 +126,33 @@ G_BEGIN_DECLS
 
 typedef struct _BlnSafetyCall BlnSafetyCall;
 
+/* bln_safety_collect_message_texts:
+ * The texts a model reads from the message array @messages (OpenAI or Ollama
+ * shape; anything else is skipped): each message's "content" when it is a
+ * string, and the "text" of each {"type": "text", "text": ...} part when it
+ * is an array of parts. Appends each text (borrowed from @messages) to
+ * @texts, the JsonObject holding it to @owners, and its member name (a static
+ * string) to @members, for bln_safety_write_back_texts().
+ */
+void bln_safety_collect_message_texts (JsonNode *messages, GPtrArray *texts, GPtrArray *owners,
+                                       GPtrArray *members);
+
+/* bln_safety_write_back_texts:
+ * Sets member @members[i] of @owners[i] to @masked[i] for each collected
+ * text (@masked as from bln_safety_call_masked_texts(); NULL does nothing).
+ */
+void bln_safety_write_back_texts (const char *const *masked, GPtrArray *owners,
+                                  GPtrArray *members);
+
+/* bln_safety_http_request:
+ * Fills @req (all of it: the rest is zeroed) with what @msg tells: the key
+ * presented (Authorization: Bearer, else X-Api-Key, else @query_key, which
+ * may be NULL), the client address, whether it is a loopback address, and the
+ * path as the endpoint. The strings are borrowed from @msg and @query_key.
+ */
+void bln_safety_http_request (SoupServerMessage *msg, const char *query_key,
+                              BlnSafetyRequest *req);
+
 /* bln_safety_http_check_key:
  * The key check alone, with the rate limits (for routes without messages,
  * e.g. /v1/models, and before a WebSocket upgrade). The key is taken from the
@@ -130,6 +161,34 @@ typedef struct _BlnSafetyCall BlnSafetyCall;
  */
 gboolean bln_safety_http_check_key (BlnSafety *s, SoupServerMessage *msg,
                                     const char *query_key);
+
+/* bln_safety_call_admit:
+ * The route-neutral admission, for routes that answer in their own shape
+ * (Ollama, WebSocket): applies bln_safety_check_request() to @req (the key,
+ * client, endpoint and texts; when @req->est_tokens is 0 or less, the tokens
+ * are estimated as the texts' length / 3 plus @max_tokens). On success returns
+ * a new call (free with bln_safety_call_free after bln_safety_call_end); the
+ * masked texts, if any, come from bln_safety_call_masked_texts() and the
+ * rate-limit headers from bln_safety_call_headers(). On a refusal the refusal
+ * is audited (finish_reason "refused:CODE"), NULL is returned, and @refusal
+ * (zeroed by the caller; may be NULL; clear with bln_safety_verdict_clear)
+ * gets the status, code, message and headers to answer with.
+ */
+BlnSafetyCall *bln_safety_call_admit (BlnSafety *s, const BlnSafetyRequest *req,
+                                      const char *model, gint64 max_tokens,
+                                      BlnSafetyVerdict *refusal);
+
+/* bln_safety_call_masked_texts:
+ * The request's texts after the mask rules, in the order of the admitted
+ * request's texts (owned by @c), or NULL when no mask rule matched.
+ */
+const char *const *bln_safety_call_masked_texts (BlnSafetyCall *c);
+
+/* bln_safety_call_headers:
+ * The rate-limit headers for the response as name/value pairs (owned by @c,
+ * NULL-terminated), or NULL when no limit applies.
+ */
+const char *const *bln_safety_call_headers (BlnSafetyCall *c);
 
 /* bln_safety_call_begin:
  * Admits a request arriving on @msg for @endpoint and @model: reads the key
@@ -165,17 +224,37 @@ BlnSafetyCall *bln_safety_call_clone (BlnSafetyCall *c);
 
 /* bln_safety_call_filter:
  * Passes a generated @piece through the output filter, appending to @emit
- * what may be sent now (possibly nothing). Returns FALSE when the answer
- * must stop (finish_reason "content_filter"); stop generating then.
+ * what may be sent now (possibly nothing; always nothing while the answer is
+ * held for the moderation endpoint, see bln_safety_call_needs_moderation).
+ * Returns FALSE when the answer must stop (finish_reason "content_filter");
+ * stop generating then.
  */
 gboolean bln_safety_call_filter (BlnSafetyCall *c, const char *piece, GString *emit);
 
 /* bln_safety_call_flush: the answer is complete; appends the held-back
- * rest to @emit. */
+ * rest to @emit (nothing while the answer is held for the moderation
+ * endpoint). Harmless after the filter stopped the answer. */
 void bln_safety_call_flush (BlnSafetyCall *c, GString *emit);
 
-/* bln_safety_call_filtered: whether the output filter stopped the answer. */
+/* bln_safety_call_filtered:
+ * Whether the answer ends with finish_reason "content_filter": the output
+ * filter stopped it, or the moderation endpoint withheld it. */
 gboolean bln_safety_call_filtered (BlnSafetyCall *c);
+
+/* bln_safety_call_needs_moderation:
+ * Whether moderation.endpoint was set when the request was admitted and has
+ * not been asked yet. Such an answer is held back whole: the filter functions
+ * emit nothing, and after the flush the route calls
+ * bln_safety_call_moderate_async(), then bln_safety_call_release() to get the
+ * text to send (nothing when the answer is withheld).
+ */
+gboolean bln_safety_call_needs_moderation (BlnSafetyCall *c);
+
+/* bln_safety_call_release:
+ * After the moderation: appends the held answer to @emit unless it was
+ * withheld. Does nothing for an answer that was not held, and the second time.
+ */
+void bln_safety_call_release (BlnSafetyCall *c, GString *emit);
 
 /* bln_safety_call_moderate_async:
  * Sends the completed answer (what was emitted so far) to moderation.endpoint
@@ -188,14 +267,17 @@ void bln_safety_call_moderate_async (BlnSafetyCall *c, gpointer session,
 
 /* bln_safety_call_moderate_finish:
  * Whether the answer may be delivered: FALSE when it was flagged, or when the
- * service failed and moderation.failure is "closed". Failures are logged; the
- * outcome goes into the audit record's verdicts ("moderation"). Never fails.
+ * service failed and moderation.failure is "closed" (bln_safety_call_filtered
+ * is TRUE from then on). Failures are logged; the outcome goes into the audit
+ * record's verdicts ("moderation"). Never fails. @c must live until the
+ * callback has run.
  */
 gboolean bln_safety_call_moderate_finish (BlnSafetyCall *c, GAsyncResult *result);
 
 /* bln_safety_call_end:
  * Writes the audit record (@request_id, @finish_reason, token counts; the
- * prompt is the checked texts, the completion what was emitted) and charges
+ * prompt is the checked texts, the completion what passed the output filter,
+ * including an answer the moderation endpoint withheld) and charges
  * the tokens. Failures are logged, never reported to the client. Call once.
  */
 void bln_safety_call_end (BlnSafetyCall *c, const char *request_id, const char *finish_reason,

@@ -5,12 +5,14 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <libsoup/soup.h>
+#include <sqlite3.h>
 #include <json-glib/json-glib.h>
 #include "baleen-config.h"
 #include "bln-error.h"
 #include "chat.h"
 #include "chat-params.h"
 #include "safety.h"
+#include "db.h"
 #include "chat-output.h"
 #include "reasoning.h"
 #include "tokenizer.h"
@@ -136,12 +138,60 @@ object_to_str (JsonObject *obj, gsize *len)
   return json_to_str (node, len);
 }
 
+/* The origins browsers may call from: the setting server.cors_origins of
+ * the database (the desktop app's Server page writes it; read at every
+ * answer, so a change applies at once), or NULL for any ("*", the default,
+ * and always without --db). A new string. */
+static char *
+cors_origins (BlnServer *srv)
+{
+  sqlite3_stmt *st;
+  char *v = NULL;
+
+  if (srv == NULL || srv->safety == NULL)
+    return NULL;
+  st = bln_db_prepare (bln_safety_db (srv->safety),
+                       "SELECT value FROM settings WHERE key = 'server.cors_origins'", NULL);
+  if (st == NULL)
+    return NULL;
+  if (sqlite3_step (st) == SQLITE_ROW && sqlite3_column_text (st, 0) != NULL)
+    v = g_strstrip (g_strdup ((const char *) sqlite3_column_text (st, 0)));
+  sqlite3_finalize (st);
+  if (v != NULL && g_str_equal (v, "*"))
+    g_clear_pointer (&v, g_free);
+  return v;
+}
+
+/* CORS: Access-Control-Allow-Origin is "*", or, when the database lists
+ * origins (space or comma separated), the request's Origin when it is one
+ * of them and nothing otherwise (the browser then refuses the answer). */
 static void
 add_cors (SoupServerMessage *msg)
 {
+  BlnServer *srv = g_object_get_data (G_OBJECT (msg), "bln-server");
   SoupMessageHeaders *h = soup_server_message_get_response_headers (msg);
+  const char *origin = soup_message_headers_get_one (
+      soup_server_message_get_request_headers (msg), "Origin");
+  g_autofree char *allowed = cors_origins (srv);
+  g_auto (GStrv) list = NULL;
+  guint i;
 
-  soup_message_headers_replace (h, "Access-Control-Allow-Origin", "*");
+  if (allowed == NULL)
+    {
+      soup_message_headers_replace (h, "Access-Control-Allow-Origin", "*");
+      return;
+    }
+  soup_message_headers_replace (h, "Vary", "Origin");
+  soup_message_headers_remove (h, "Access-Control-Allow-Origin");
+  if (origin == NULL)
+    return;
+  list = g_strsplit_set (allowed, " ,\t\n", -1);
+  for (i = 0; list[i] != NULL; i++)
+    if (*list[i] && g_ascii_strcasecmp (list[i], origin) == 0)
+      {
+        soup_message_headers_replace (h, "Access-Control-Allow-Origin", origin);
+        return;
+      }
 }
 
 static void
@@ -334,7 +384,8 @@ chat_req_free (ChatReq *cr)
       g_source_destroy (cr->keepalive);
       g_source_unref (cr->keepalive);
     }
-  g_hash_table_remove (cr->srv->active, cr);
+  if (cr->srv != NULL)
+    g_hash_table_remove (cr->srv->active, cr);
   g_signal_handlers_disconnect_by_data (cr->msg, cr);
   g_object_unref (cr->msg);
   bln_gen_request_unref (cr->gen);
@@ -428,6 +479,9 @@ on_gen_tokens (const BlnGenToken *tokens, guint n, gpointer data)
   guint i;
   int k;
 
+  if (cr->srv == NULL)
+    return;   /* orphaned by bln_server_free() */
+
   for (i = 0; i < n; i++)
     {
       JsonObject *e = logprob_entry (cr->tok, tokens[i].id, tokens[i].logprob);
@@ -459,6 +513,9 @@ on_gen_text (const char *text, gpointer data)
   g_autoptr (GPtrArray) deltas = NULL;
   gint64 now = g_get_monotonic_time ();
   g_autoptr (GString) safe = NULL;
+
+  if (cr->srv == NULL)
+    return;   /* orphaned by bln_server_free() */
 
   if (cr->sc != NULL && text != NULL)
     {
@@ -532,12 +589,49 @@ legacy_logprobs (JsonArray *entries)
   return o;
 }
 
+static void on_gen_done (BlnFinish finish, const BlnGenUsage *usage, const GError *error,
+                         gpointer data);
+
+/* An answer held for the moderation endpoint (safety.h), waiting for it. */
+typedef struct {
+  ChatReq *cr;
+  BlnFinish finish;
+  BlnGenUsage usage;
+} ModerationWait;
+
+static void
+on_moderated (GObject *source, GAsyncResult *result, gpointer data)
+{
+  ModerationWait *w = data;
+  ChatReq *cr = w->cr;
+  BlnSafetyCall *sc = cr->sc;
+  g_autoptr (GString) held = g_string_new (NULL);
+
+  bln_safety_call_moderate_finish (sc, result);
+  bln_safety_call_release (sc, held);   /* nothing when withheld */
+  cr->sc = NULL;                        /* already filtered: send as is */
+  if (held->len > 0)
+    on_gen_text (held->str, cr);
+  cr->sc = sc;
+  on_gen_done (w->finish, &w->usage, NULL, cr);
+  g_free (w);
+}
+
 static void
 on_gen_done (BlnFinish finish, const BlnGenUsage *usage, const GError *error, gpointer data)
 {
   ChatReq *cr = data;
   static const char *const names[] = { "stop", "length", "cancelled", "error" };
   g_autoptr (GPtrArray) deltas = g_ptr_array_new_with_free_func ((GDestroyNotify) json_object_unref);
+
+  if (cr->srv == NULL)
+    {
+      /* orphaned by bln_server_free(): the server and its client are gone */
+      if (cr->group != NULL && ++cr->group->n_done < cr->group->n)
+        cr->group = NULL;   /* the last choice of the group frees it */
+      chat_req_free (cr);
+      return;
+    }
 
   if (cr->sc != NULL)
     {
@@ -555,6 +649,18 @@ on_gen_done (BlnFinish finish, const BlnGenUsage *usage, const GError *error, gp
         }
       if (bln_safety_call_filtered (cr->sc) && finish == BLN_FINISH_CANCELLED)
         finish = BLN_FINISH_STOP; /* stopped by the output filter, not by the client */
+      if (bln_safety_call_needs_moderation (cr->sc) && !cr->msg_finished
+          && (finish == BLN_FINISH_STOP || finish == BLN_FINISH_LENGTH))
+        {
+          /* the whole answer was held back; the endpoint decides (safety.h) */
+          ModerationWait *w = g_new0 (ModerationWait, 1);
+
+          w->cr = cr;
+          w->finish = finish;
+          w->usage = *usage;
+          bln_safety_call_moderate_async (cr->sc, NULL, NULL, on_moderated, w);
+          return;
+        }
       bln_safety_call_end (cr->sc, cr->id,
                            finish == BLN_FINISH_CANCELLED || finish == BLN_FINISH_ERROR
                              ? names[finish] : finish_name (cr, finish),
@@ -796,7 +902,9 @@ start_generation (BlnServer *srv, SoupServerMessage *msg, BlnChatParams *p, GArr
       cr->lp_all = json_array_new ();
       bln_gen_request_set_logprobs (cr->gen, p->top_logprobs, on_gen_tokens);
     }
-  if (p->json_object)
+  if (p->json_schema != NULL)
+    bln_gen_request_set_json_schema (cr->gen, p->json_schema);
+  else if (p->json_object)
     bln_gen_request_set_json (cr->gen, TRUE);
   /* a single answer is admitted before the reply starts, so an overloaded
    * engine can still say 429 (several prompts: see the end) */
@@ -838,53 +946,6 @@ start_generation (BlnServer *srv, SoupServerMessage *msg, BlnChatParams *p, GArr
     on_gen_done (BLN_FINISH_ERROR, &no_usage, error, cr);   /* ends this choice with the error */
 }
 
-/* Qwen-style templates print tool-call arguments with tojson: give them an
- * object, not the JSON string OpenAI clients send; DeepSeek's concatenate
- * them: give those a string. */
-static void
-adapt_tool_history (JsonNode *messages, BlnToolFormat fmt)
-{
-  JsonArray *a = json_node_get_array (messages);
-  guint i, j;
-
-  for (i = 0; i < json_array_get_length (a); i++)
-    {
-      JsonObject *m = json_array_get_object_element (a, i);
-      JsonNode *tc = json_object_get_member (m, "tool_calls");
-
-      if (tc == NULL || !JSON_NODE_HOLDS_ARRAY (tc))
-        continue;
-      /* a template that knows no tool calls adds content as a string */
-      if (fmt == BLN_TOOL_FORMAT_NONE && json_object_get_null_member (m, "content"))
-        json_object_set_string_member (m, "content", "");
-      for (j = 0; j < json_array_get_length (json_node_get_array (tc)); j++)
-        {
-          JsonNode *cn = json_array_get_element (json_node_get_array (tc), j);
-          JsonNode *fn, *args;
-          JsonObject *f;
-
-          if (!JSON_NODE_HOLDS_OBJECT (cn))
-            continue;
-          fn = json_object_get_member (json_node_get_object (cn), "function");
-          if (fn == NULL || !JSON_NODE_HOLDS_OBJECT (fn))
-            continue;
-          f = json_node_get_object (fn);
-          args = json_object_get_member (f, "arguments");
-          if (args == NULL)
-            continue;
-          if (fmt == BLN_TOOL_FORMAT_QWEN && JSON_NODE_HOLDS_VALUE (args)
-              && json_node_get_value_type (args) == G_TYPE_STRING)
-            {
-              JsonNode *parsed = json_from_string (json_node_get_string (args), NULL);
-              if (parsed != NULL)
-                json_object_set_member (f, "arguments", parsed);
-            }
-          else if (fmt != BLN_TOOL_FORMAT_QWEN && !JSON_NODE_HOLDS_VALUE (args))
-            json_object_set_string_member (f, "arguments", json_to_string (args, FALSE));
-        }
-    }
-}
-
 /* Checks the prompt against the context; FALSE after answering 400. */
 static gboolean
 check_room (SoupServerMessage *msg, BlnChatParams *p, GArray *ids, int n_ctx, int *room)
@@ -898,6 +959,44 @@ check_room (SoupServerMessage *msg, BlnChatParams *p, GArray *ids, int n_ctx, in
       return FALSE;
     }
   return TRUE;
+}
+
+/* The arguments schema of the function @name among @tools, compiled, when
+ * it is inside the supported subset; NULL otherwise (the arguments are then
+ * only held to be a JSON object: tool schemas come from MCP servers and the
+ * like, which a client cannot change, so they are not refused). */
+static BlnJsonSchema *
+forced_schema (JsonNode *tools, const char *name)
+{
+  JsonArray *a = tools != NULL && JSON_NODE_HOLDS_ARRAY (tools) ? json_node_get_array (tools)
+                                                                : NULL;
+  guint i;
+
+  for (i = 0; a != NULL && i < json_array_get_length (a); i++)
+    {
+      JsonNode *t = json_array_get_element (a, i), *f, *params;
+      JsonObject *fo;
+
+      if (!JSON_NODE_HOLDS_OBJECT (t)
+          || (f = json_object_get_member (json_node_get_object (t), "function")) == NULL
+          || !JSON_NODE_HOLDS_OBJECT (f))
+        continue;
+      fo = json_node_get_object (f);
+      if (g_strcmp0 (json_object_get_string_member_with_default (fo, "name", NULL), name) != 0)
+        continue;
+      params = json_object_get_member (fo, "parameters");
+      if (params == NULL || !JSON_NODE_HOLDS_OBJECT (params))
+        return NULL;
+      {
+        g_autoptr (BlnJsonSchema) s = bln_json_schema_compile (params, NULL);
+
+        /* the arguments must stay an object */
+        if (s != NULL && bln_json_schema_objects_only (s))
+          return g_steal_pointer (&s);
+      }
+      return NULL;
+    }
+  return NULL;
 }
 
 static void
@@ -919,8 +1018,10 @@ handle_chat (BlnServer *srv, SoupServerMessage *msg, JsonObject *body)
 
   if (!bln_chat_params_parse (body, &p, &param, &error))
     {
-      reply_error (msg, 400, param, error->code == BLN_ERROR_UNSUPPORTED ? "unsupported_content"
-                                                                         : "invalid_value",
+      gboolean schema = param != NULL && g_str_has_prefix (param, "response_format");
+
+      reply_error (msg, 400, param, error->code != BLN_ERROR_UNSUPPORTED ? "invalid_value"
+                                    : schema ? "unsupported_schema" : "unsupported_content",
                    "%s", error->message);
       goto out;
     }
@@ -941,7 +1042,7 @@ handle_chat (BlnServer *srv, SoupServerMessage *msg, JsonObject *body)
     tmpl = p.chat_template;
   tools = p.tool_choice != BLN_TOOL_CHOICE_NONE ? p.tools : NULL;
   fmt = bln_tool_format_detect (tmpl);
-  adapt_tool_history (p.messages, fmt);
+  bln_tool_history_adapt (p.messages, fmt);
   if (p.thinking >= 0 || p.template_kwargs != NULL)
     {
       GList *names, *l;
@@ -976,7 +1077,11 @@ handle_chat (BlnServer *srv, SoupServerMessage *msg, JsonObject *body)
         json_object_get_object_member (json_array_get_object_element (
                                            json_node_get_array (p.tools), 0), "function"), "name");
   if (forced != NULL)
-    p.json_object = TRUE;   /* the text is the call's arguments */
+    {
+      p.json_object = TRUE;   /* the text is the call's arguments */
+      g_clear_pointer (&p.json_schema, bln_json_schema_unref);
+      p.json_schema = forced_schema (p.tools, forced);
+    }
   /* R1's templates open the thinking block in the prompt; "disabled" closes
    * it empty, as DeepSeek's hybrid templates do, and so does a reply that
    * must be JSON (the constraint holds from the first token) */
@@ -1504,7 +1609,7 @@ ws_callback (SoupServer *soup, SoupServerMessage *msg, const char *path,
 {
   BlnServer *srv = data;
 
-  bln_ws_accept (srv->ws, conn);
+  bln_ws_accept_message (srv->ws, conn, msg);
 }
 
 static void
@@ -1527,6 +1632,7 @@ server_callback (SoupServer *soup, SoupServerMessage *msg, const char *path, GHa
   label->route = g_strdup (route_label (path));
   label->method = g_strdup (method);
   g_signal_connect_data (msg, "finished", G_CALLBACK (count_request), label, req_label_free, 0);
+  g_object_set_data (G_OBJECT (msg), "bln-server", srv);   /* for add_cors() */
   if (g_str_equal (method, "OPTIONS"))
     {
       SoupMessageHeaders *rq = soup_server_message_get_request_headers (msg);
@@ -1551,7 +1657,7 @@ server_callback (SoupServer *soup, SoupServerMessage *msg, const char *path, GHa
       return;
     }
   if (srv->safety != NULL && !g_str_equal (route, "/chat/completions") &&
-      !g_str_equal (route, "/completions"))
+      !g_str_equal (route, "/completions") && !g_str_has_prefix (route, "/api/"))
     {
       if (!bln_safety_http_check_key (srv->safety, msg, NULL))
         return;           /* answered 401 / 429 */
@@ -1740,6 +1846,9 @@ bln_server_new (BlnModelHost *host_, BlnModelLibrary *lib, const BlnServerOption
   srv->max_body = options->max_body ? options->max_body : DEFAULT_MAX_BODY;
   srv->ollama = bln_ollama_new (lib, host_, srv->metrics, srv->strict_models, srv->max_body);
   srv->ws = bln_ws_new (lib, host_, srv->metrics, srv->strict_models);
+  /* with --db, the Ollama and WebSocket routes check keys, limits, rules and audit themselves */
+  bln_ollama_set_safety (srv->ollama, srv->safety);
+  bln_ws_set_safety (srv->ws, srv->safety);
   srv->keepalive_ms = options->keepalive_ms ? options->keepalive_ms : 10000;
   srv->created = g_get_real_time () / G_USEC_PER_SEC;
   srv->active = g_hash_table_new (NULL, NULL);
@@ -1850,6 +1959,27 @@ bln_server_free (BlnServer *srv)
     return;
   soup_server_disconnect (srv->soup);
   g_clear_object (&srv->soup);
+  /* generations whose end has not been reported yet (a cancel that takes
+   * longer than the caller waited): they are cancelled, and their done
+   * callback, when the worker delivers it, only frees them */
+  {
+    GHashTableIter it;
+    gpointer key;
+
+    g_hash_table_iter_init (&it, srv->active);
+    while (g_hash_table_iter_next (&it, &key, NULL))
+      {
+        ChatReq *cr = key;
+
+        cr->srv = NULL;
+        if (cr->keepalive != NULL)
+          {
+            g_source_destroy (cr->keepalive);
+            g_clear_pointer (&cr->keepalive, g_source_unref);
+          }
+        bln_gen_request_cancel (cr->gen);
+      }
+  }
   g_hash_table_unref (srv->active);
   /* give back the leases of replies that were never finished */
   while (g_hash_table_size (srv->waits) > 0)

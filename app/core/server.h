@@ -3,8 +3,8 @@
  * Routes, each with and without the /v1 prefix (Cherry Studio sends both):
  *   GET  /v1/models            every installed model (model-library.h), loaded or not
  *   POST /v1/chat/completions  plain JSON or SSE (stream: true); reasoning and tool
- *                              calls shaped by chat-output.h, JSON mode and logprobs
- *                              by the engine worker
+ *                              calls shaped by chat-output.h, JSON mode, json_schema
+ *                              (json-constraint.h) and logprobs by the engine worker
  *   POST /v1/completions       raw prompt, plain or SSE
  *   POST /v1/embeddings        400 model_cannot_embed (no embedding models yet)
  *   POST /v1/rerank            400 model_cannot_rerank (no reranker models yet)
@@ -13,8 +13,10 @@
  *   /api/...                   the Ollama subset (ollama.h), no /v1 prefix
  *   GET  /v1/ws, /ws           WebSocket endpoint (websocket.h); the key may also
  *                              come as ?api_key= (browsers cannot set headers there)
- * OPTIONS on any path answers a CORS preflight; every response carries
- * Access-Control-Allow-Origin: *. Errors use OpenAI's shape
+ * OPTIONS on any path answers a CORS preflight; responses carry
+ * Access-Control-Allow-Origin: *, or, when the database (options->safety)
+ * holds the setting server.cors_origins with a list of origins, the
+ * request's Origin when it is listed and nothing otherwise. Errors use OpenAI's shape
  * {"error":{"message","type","param","code"}}.
  *
  * All of it runs on the thread-default main context of the thread that
@@ -30,8 +32,6 @@
  * (a long prompt being read). A body announced over max_body is answered 413
  * from its headers and never stored (libsoup skips reading it only when the
  * client sent "Expect: 100-continue"; otherwise it reads and discards it).
- *
- * Not done yet (issue 4): a bounded queue answering 429/503.
  */
 #pragma once
 
@@ -93,8 +93,10 @@ guint bln_server_n_active (BlnServer *server);
 
 /* Stops listening, closes the connections and frees the server; call
  * bln_server_shutdown() and let the main context drain
- * (bln_server_n_active() == 0, then the replies written) first. NULL is
- * ignored. */
+ * (bln_server_n_active() == 0, then the replies written) first. Generations
+ * still running then are cancelled and left to end on their own: their
+ * worker callbacks, whenever delivered, only free them (the worker, or the
+ * model host, must still be freed afterwards). NULL is ignored. */
 void bln_server_free (BlnServer *server);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (BlnServer, bln_server_free)
 

@@ -186,7 +186,124 @@ parse_deepseek (const char *s, gsize n)
   return call;
 }
 
-/* A Qwen call body: {"name": …, "arguments": …}. NULL when unreadable. */
+/* What a scan of a Qwen call body, {"name": …, "arguments": …}, found so far. */
+typedef struct {
+  char *name;             /* the "name" member, once its string is closed */
+  gssize args_start;      /* offset of the "arguments" (or "parameters") value, or -1 */
+  gssize args_end;        /* just past it, or -1 while it is not complete */
+  gboolean streamable;    /* the name came first and the arguments are an object */
+} QwenScan;
+
+/* The end of the JSON value at @i (a string, object, array or scalar), or
+ * -1 when it runs past @n (or is not a value). */
+static gssize
+skip_value (const char *s, gsize n, gsize i)
+{
+  int depth = 0;
+  gboolean in_str = FALSE;
+
+  if (i >= n)
+    return -1;
+  if (s[i] != '{' && s[i] != '[' && s[i] != '"')
+    {
+      /* a scalar ends at a delimiter: at the end of the text it may go on */
+      while (i < n && strchr (",}] \t\r\n", s[i]) == NULL)
+        i++;
+      return i < n ? (gssize) i : -1;
+    }
+  for (; i < n; i++)
+    {
+      char c = s[i];
+
+      if (in_str)
+        {
+          if (c == '\\')
+            i++;
+          else if (c == '"')
+            {
+              in_str = FALSE;
+              if (depth == 0)
+                return (gssize) i + 1;
+            }
+        }
+      else if (c == '"')
+        in_str = TRUE;
+      else if (c == '{' || c == '[')
+        depth++;
+      else if ((c == '}' || c == ']') && --depth == 0)
+        return (gssize) i + 1;
+    }
+  return -1;
+}
+
+static gsize
+skip_space (const char *s, gsize n, gsize i)
+{
+  while (i < n && is_space (s[i]))
+    i++;
+  return i;
+}
+
+/* Scans the members of a Qwen call body as far as the text goes. */
+static void
+qwen_scan (const char *s, gsize n, QwenScan *q)
+{
+  gsize i = skip_space (s, n, 0);
+
+  memset (q, 0, sizeof *q);
+  q->args_start = q->args_end = -1;
+  if (i >= n || s[i] != '{')
+    return;
+  for (i++;;)
+    {
+      gsize ks, kl;
+      gssize ve;
+
+      i = skip_space (s, n, i);
+      if (i >= n || s[i] != '"')
+        return;
+      ks = i + 1;
+      ve = skip_value (s, n, i);
+      if (ve < 0)
+        return;
+      kl = (gsize) ve - 1 - ks;
+      i = skip_space (s, n, (gsize) ve);
+      if (i >= n || s[i] != ':')
+        return;
+      i = skip_space (s, n, i + 1);
+      if (i >= n)
+        return;
+      ve = skip_value (s, n, i);
+      if (kl == 4 && memcmp (s + ks, "name", 4) == 0 && s[i] == '"' && ve > 0
+          && q->name == NULL)
+        {
+          g_autofree char *text = g_strndup (s + i, (gsize) ve - i);
+          g_autoptr (JsonNode) v = json_from_string (text, NULL);
+
+          if (v != NULL && JSON_NODE_HOLDS_VALUE (v))
+            q->name = g_strdup (json_node_get_string (v));
+        }
+      else if (q->args_start < 0 && ((kl == 9 && memcmp (s + ks, "arguments", 9) == 0)
+                                     || (kl == 10 && memcmp (s + ks, "parameters", 10) == 0)))
+        {
+          q->args_start = (gssize) i;
+          q->args_end = ve;
+          q->streamable = q->name != NULL && s[i] == '{';
+        }
+      if (ve < 0)
+        return;
+      i = skip_space (s, n, (gsize) ve);
+      if (i >= n || s[i] != ',')
+        return;
+      i++;
+    }
+}
+
+/* A Qwen call body: {"name": …, "arguments": …}. NULL when unreadable.
+ * Once the name and the start of an arguments object have been written the
+ * text is a call, whatever follows (so that it can be streamed): its
+ * arguments are then the object's text as written, or, when the object is
+ * never closed, everything after its start. */
 static BlnToolCall *
 parse_qwen (const char *s, gsize n)
 {
@@ -194,7 +311,20 @@ parse_qwen (const char *s, gsize n)
   JsonObject *o;
   JsonNode *name, *args;
   BlnToolCall *call;
+  QwenScan q;
 
+  qwen_scan (s, n, &q);
+  if (q.streamable)
+    {
+      gsize end = q.args_end >= 0 ? (gsize) q.args_end : n;
+
+      while (end > (gsize) q.args_start && is_space (s[end - 1]))
+        end--;
+      call = g_new0 (BlnToolCall, 1);
+      call->name = q.name;
+      call->arguments = g_strndup (s + q.args_start, end - (gsize) q.args_start);
+      return call;
+    }
   if (n == 0 || !json_parser_load_from_data (jp, s, (gssize) n, NULL)
       || json_parser_get_root (jp) == NULL || !JSON_NODE_HOLDS_OBJECT (json_parser_get_root (jp)))
     return NULL;
@@ -202,7 +332,10 @@ parse_qwen (const char *s, gsize n)
   name = json_object_get_member (o, "name");
   if (name == NULL || !JSON_NODE_HOLDS_VALUE (name)
       || json_node_get_value_type (name) != G_TYPE_STRING)
-    return NULL;
+    {
+      g_free (q.name);
+      return NULL;
+    }
   call = g_new0 (BlnToolCall, 1);
   call->name = g_strdup (json_node_get_string (name));
   args = json_object_get_member (o, "arguments");
@@ -212,8 +345,11 @@ parse_qwen (const char *s, gsize n)
     call->arguments = g_strdup ("{}");
   else if (JSON_NODE_HOLDS_VALUE (args) && json_node_get_value_type (args) == G_TYPE_STRING)
     call->arguments = g_strdup (json_node_get_string (args));
+  else if (q.args_start >= 0 && q.args_end > q.args_start)
+    call->arguments = g_strndup (s + q.args_start, (gsize) (q.args_end - q.args_start));
   else
     call->arguments = json_to_string (args, FALSE);
+  g_free (q.name);
   return call;
 }
 
@@ -301,6 +437,60 @@ stream_partial (BlnToolParser *p, GPtrArray *calls)
   }
 }
 
+/* A Qwen call without its end marker yet (h holds it from its begin
+ * marker): once the name and the start of an arguments object are there,
+ * reports the call and then the arguments written so far (all of the object
+ * once it is closed; before that, holding back trailing whitespace and a
+ * possible piece of the end marker, which the whole call would strip). */
+static void
+stream_partial_qwen (BlnToolParser *p, GPtrArray *calls)
+{
+  GString *h = p->held;
+  const char *body = h->str + strlen (QW_BEGIN);
+  gsize n = h->len - strlen (QW_BEGIN), end;
+  QwenScan q;
+
+  qwen_scan (body, n, &q);
+  if (!q.streamable)
+    {
+      g_free (q.name);
+      return;
+    }
+  if (!p->open)
+    {
+      p->open = TRUE;
+      p->args_off = strlen (QW_BEGIN) + (gsize) q.args_start;
+      g_string_truncate (p->sent, 0);
+      g_ptr_array_add (calls, new_call (q.name, "", FALSE));
+    }
+  g_free (q.name);
+  if (q.args_end >= 0)
+    end = strlen (QW_BEGIN) + (gsize) q.args_end;
+  else
+    {
+      end = h->len;
+      for (;;)
+        {
+          gsize k = partial_suffix (h->str + p->args_off, end - p->args_off, QW_END);
+
+          if (k > 0)
+            end -= k;
+          else if (end > p->args_off && is_space (h->str[end - 1]))
+            end--;
+          else
+            break;
+        }
+    }
+  if (end > p->args_off + p->sent->len)
+    {
+      g_autofree char *piece = g_strndup (h->str + p->args_off + p->sent->len,
+                                          end - p->args_off - p->sent->len);
+
+      g_string_append (p->sent, piece);
+      g_ptr_array_add (calls, new_call ("", piece, TRUE));
+    }
+}
+
 /* The end of a call that was streamed: reports the rest of @whole's
  * arguments (all of them when what was sent is not their start). */
 static void
@@ -386,6 +576,8 @@ step_calls (BlnToolParser *p, GString *content, GPtrArray *calls)
         {
           if (ds)
             stream_partial (p, calls);
+          else
+            stream_partial_qwen (p, calls);
           return FALSE;
         }
       call = ds ? parse_deepseek (body, e - body) : parse_qwen (body, e - body);
@@ -476,4 +668,111 @@ bln_tool_parser_finish (BlnToolParser *p, GString *content, GPtrArray *calls)
   g_string_append_len (content, h->str, (gssize) h->len);
   g_string_truncate (h, 0);
   p->in_calls = FALSE;
+}
+
+void
+bln_tool_calls_collect (GPtrArray *whole, GPtrArray *pieces)
+{
+  guint i;
+
+  for (i = 0; i < pieces->len; i++)
+    {
+      BlnToolCall *c = pieces->pdata[i];
+
+      if (c->continuation && whole->len > 0)
+        {
+          BlnToolCall *last = whole->pdata[whole->len - 1];
+          char *joined = g_strconcat (last->arguments, c->arguments, NULL);
+
+          g_free (last->arguments);
+          last->arguments = joined;
+        }
+      else
+        {
+          g_ptr_array_add (whole, c);
+          c->continuation = FALSE;
+          pieces->pdata[i] = NULL;
+        }
+    }
+  g_ptr_array_set_size (pieces, 0);
+}
+
+JsonArray *
+bln_tool_calls_to_ollama (GPtrArray *whole)
+{
+  JsonArray *a = json_array_new ();
+  guint i;
+
+  for (i = 0; i < whole->len; i++)
+    {
+      BlnToolCall *c = whole->pdata[i];
+      JsonObject *call = json_object_new (), *f = json_object_new ();
+      JsonNode *args = json_from_string (c->arguments, NULL);
+
+      json_object_set_string_member (f, "name", c->name);
+      if (args == NULL || !JSON_NODE_HOLDS_OBJECT (args))
+        {
+          g_clear_pointer (&args, json_node_unref);
+          args = json_node_init_object (json_node_alloc (), json_object_new ());
+          json_object_unref (json_node_get_object (args));
+        }
+      json_object_set_member (f, "arguments", args);
+      json_object_set_object_member (call, "function", f);
+      json_array_add_object_element (a, call);
+    }
+  return a;
+}
+
+void
+bln_tool_history_adapt (JsonNode *messages, BlnToolFormat fmt)
+{
+  JsonArray *a = json_node_get_array (messages);
+  guint i, j;
+
+  for (i = 0; i < json_array_get_length (a); i++)
+    {
+      JsonNode *mn = json_array_get_element (a, i);
+      JsonObject *m;
+      JsonNode *tc;
+
+      if (!JSON_NODE_HOLDS_OBJECT (mn))
+        continue;
+      m = json_node_get_object (mn);
+      tc = json_object_get_member (m, "tool_calls");
+      if (tc == NULL || !JSON_NODE_HOLDS_ARRAY (tc))
+        continue;
+      /* a template that knows no tool calls adds content as a string */
+      if (fmt == BLN_TOOL_FORMAT_NONE && json_object_has_member (m, "content")
+          && json_object_get_null_member (m, "content"))
+        json_object_set_string_member (m, "content", "");
+      for (j = 0; j < json_array_get_length (json_node_get_array (tc)); j++)
+        {
+          JsonNode *cn = json_array_get_element (json_node_get_array (tc), j);
+          JsonNode *fn, *args;
+          JsonObject *f;
+
+          if (!JSON_NODE_HOLDS_OBJECT (cn))
+            continue;
+          fn = json_object_get_member (json_node_get_object (cn), "function");
+          if (fn == NULL || !JSON_NODE_HOLDS_OBJECT (fn))
+            continue;
+          f = json_node_get_object (fn);
+          args = json_object_get_member (f, "arguments");
+          if (args == NULL)
+            continue;
+          if (fmt == BLN_TOOL_FORMAT_QWEN && JSON_NODE_HOLDS_VALUE (args)
+              && json_node_get_value_type (args) == G_TYPE_STRING)
+            {
+              JsonNode *parsed = json_from_string (json_node_get_string (args), NULL);
+              if (parsed != NULL)
+                json_object_set_member (f, "arguments", parsed);
+            }
+          else if (fmt != BLN_TOOL_FORMAT_QWEN && !JSON_NODE_HOLDS_VALUE (args))
+            {
+              g_autofree char *text = json_to_string (args, FALSE);
+
+              json_object_set_string_member (f, "arguments", text);
+            }
+        }
+    }
 }

@@ -14,13 +14,17 @@
  * The parser is incremental: text before the first call marker is passed on
  * as content at once (holding back only a possible piece of a marker). A
  * DeepSeek call in the fenced form is reported as soon as its name is known,
- * with its arguments following piece by piece (BlnToolCall.continuation);
- * other calls are reported whole once their end marker has arrived. Joining
- * a call's pieces always gives what the whole call would have given.
+ * and a Qwen call as soon as its "name" and the start of its "arguments"
+ * object have been written, with the arguments following piece by piece
+ * (BlnToolCall.continuation; for Qwen, the object's text exactly as the model
+ * wrote it); other calls are reported whole once their end marker has
+ * arrived. Joining a call's pieces always gives what the whole call would
+ * have given.
  */
 #pragma once
 
 #include <glib.h>
+#include <json-glib/json-glib.h>
 
 G_BEGIN_DECLS
 
@@ -68,5 +72,23 @@ void bln_tool_parser_finish (BlnToolParser *parser, GString *content, GPtrArray 
 
 /* TRUE once the parser has seen the start of a tool call. */
 gboolean bln_tool_parser_saw_call (BlnToolParser *parser);
+
+/* Moves the calls of @pieces (what bln_tool_parser_push() / _finish()
+ * appended) to @whole, joining each continuation to the call before it, so
+ * that @whole holds complete calls. Both arrays free with
+ * bln_tool_call_free; @pieces is left empty. */
+void bln_tool_calls_collect (GPtrArray *whole, GPtrArray *pieces);
+
+/* Ollama's form of complete calls: [{"function": {"name", "arguments": {…}}}],
+ * the arguments as a JSON object (an empty one when the model's text is not
+ * an object). A new array. */
+JsonArray *bln_tool_calls_to_ollama (GPtrArray *whole);
+
+/* Prepares the tool calls in the history @messages (an array of message
+ * objects, changed in place) for a template of format @fmt: Qwen-style
+ * templates print arguments with tojson and get an object (a JSON string is
+ * parsed), DeepSeek's concatenate them and get a string (an object is
+ * serialised); for a template without tool calls a null content becomes "". */
+void bln_tool_history_adapt (JsonNode *messages, BlnToolFormat fmt);
 
 G_END_DECLS

@@ -17,6 +17,7 @@ struct _BlnWs {
   gboolean strict;
   gboolean stopped;
   GHashTable *conns;           /* WsConn* set */
+  BlnSafety *safety;           /* borrowed; NULL without --db */
 };
 
 /* One socket. Freed once it is closed and no request of it is left. */
@@ -26,6 +27,8 @@ typedef struct {
   GHashTable *reqs;            /* request_id -> WsReq* */
   gboolean closed;
   guint busy;                  /* > 0 while cancel_all() walks the requests */
+  char *api_key, *client;      /* from the upgrade request, for safety.h */
+  gboolean loopback;
 } WsConn;
 
 /* One generation. Freed when it is over (done sent, or never started). */
@@ -40,6 +43,11 @@ typedef struct {
   gboolean in_acquire;         /* inside bln_model_host_acquire(): freeing waits */
   gboolean doomed;             /* req_free() was asked for meanwhile */
   gint64 t_start, t_last;
+  BlnSafetyCall *sc;           /* rules, output filter, audit; NULL without a database */
+  gboolean moderating;         /* waiting for the moderation endpoint */
+  gboolean cancelled;          /* ... and cancelled meanwhile */
+  BlnFinish mod_finish;
+  BlnGenUsage mod_usage;
 } WsReq;
 
 /* ---------------------------------------------------------------------- */
@@ -122,6 +130,8 @@ conn_maybe_free (WsConn *c)
   g_signal_handlers_disconnect_by_data (c->conn, c);
   g_object_unref (c->conn);
   g_hash_table_unref (c->reqs);
+  g_free (c->api_key);
+  g_free (c->client);
   g_free (c);
 }
 
@@ -142,6 +152,7 @@ req_free (WsReq *r)
   g_clear_pointer (&r->gen, bln_gen_request_unref);
   g_clear_pointer (&r->split, bln_reasoning_split_free);
   json_node_unref (r->payload);
+  bln_safety_call_free (r->sc);
   g_free (r->id);
   g_free (r);
   conn_maybe_free (c);
@@ -153,7 +164,12 @@ static void
 req_cancel (WsReq *r)
 {
   if (r->running)
-    bln_gen_request_cancel (r->gen);
+    {
+      r->cancelled = TRUE;
+      bln_gen_request_cancel (r->gen);
+    }
+  else if (r->moderating)
+    r->cancelled = TRUE;   /* on_moderated() ends it */
   else
     {
       JsonObject *p = json_object_new ();
@@ -166,22 +182,13 @@ req_cancel (WsReq *r)
 /* ---------------------------------------------------------------------- */
 /* generation                                                              */
 
+/* Sends a piece of the answer that may go out. */
 static void
-on_text (const char *text, gpointer data)
+emit_text (WsReq *r, const char *text)
 {
-  WsReq *r = data;
   g_autoptr (GString) c = g_string_new (NULL), t = g_string_new (NULL);
-  gint64 now = g_get_monotonic_time ();
   JsonObject *p;
 
-  if (r->c->ws->metrics != NULL)
-    {
-      if (r->t_last == 0)
-        bln_metrics_observe_ttft (r->c->ws->metrics, (now - r->t_start) / 1e6);
-      else
-        bln_metrics_observe_itl (r->c->ws->metrics, (now - r->t_last) / 1e6);
-    }
-  r->t_last = now;
   bln_reasoning_split_push (r->split, text, -1, t, c);
   if (c->len == 0 && t->len == 0)
     return;
@@ -194,19 +201,44 @@ on_text (const char *text, gpointer data)
 }
 
 static void
-on_done (BlnFinish finish, const BlnGenUsage *usage, const GError *error, gpointer data)
+on_text (const char *text, gpointer data)
 {
-  static const char *const names[] = { "stop", "length", "cancelled", "error" };
   WsReq *r = data;
+  gint64 now = g_get_monotonic_time ();
+  g_autoptr (GString) safe = NULL;
+
+  if (r->c->ws->metrics != NULL)
+    {
+      if (r->t_last == 0)
+        bln_metrics_observe_ttft (r->c->ws->metrics, (now - r->t_start) / 1e6);
+      else
+        bln_metrics_observe_itl (r->c->ws->metrics, (now - r->t_last) / 1e6);
+    }
+  r->t_last = now;
+  if (r->sc != NULL && text != NULL)
+    {
+      /* the output rules see the text before the client does */
+      safe = g_string_new (NULL);
+      if (!bln_safety_call_filter (r->sc, text, safe))
+        bln_gen_request_cancel (r->gen);
+      if (safe->len == 0)
+        return;
+      text = safe->str;
+    }
+  emit_text (r, text);
+}
+
+static const char *const finish_names[] = { "stop", "length", "cancelled", "error" };
+
+/* Sends the end of the answer and the "done" (or "error") frame; frees @r. */
+static void
+finish_reply (WsReq *r, BlnFinish finish, const BlnGenUsage *usage, const GError *error)
+{
+  const char *const *names = finish_names;
   g_autoptr (GString) c = g_string_new (NULL), t = g_string_new (NULL);
   JsonObject *p, *u;
+  gboolean filtered = r->sc != NULL && bln_safety_call_filtered (r->sc);
 
-  r->running = FALSE;
-  if (r->c->ws->metrics != NULL)
-    bln_metrics_observe_generation (r->c->ws->metrics, usage->prompt_tokens,
-                                    usage->cached_tokens, usage->completion_tokens,
-                                    names[finish],
-                                    (g_get_monotonic_time () - r->t_start) / 1e6);
   if (finish == BLN_FINISH_ERROR)
     {
       send_error (r->c, r->id, "engine_error", "%s", error ? error->message : "engine failure");
@@ -225,7 +257,8 @@ on_done (BlnFinish finish, const BlnGenUsage *usage, const GError *error, gpoint
     }
   p = json_object_new ();
   u = json_object_new ();
-  json_object_set_string_member (p, "finish_reason", names[finish]);
+  json_object_set_string_member (p, "finish_reason", filtered && finish != BLN_FINISH_CANCELLED
+                                                     ? "content_filter" : names[finish]);
   json_object_set_int_member (u, "prompt_tokens", usage->prompt_tokens);
   json_object_set_int_member (u, "completion_tokens", usage->completion_tokens);
   json_object_set_int_member (u, "total_tokens", usage->prompt_tokens + usage->completion_tokens);
@@ -233,6 +266,75 @@ on_done (BlnFinish finish, const BlnGenUsage *usage, const GError *error, gpoint
   json_object_set_object_member (p, "usage", u);
   send_frame (r->c, r->id, "done", p);
   req_free (r);
+}
+
+/* The audit record of @r (once). */
+static void
+audit_end (WsReq *r, BlnFinish finish, const BlnGenUsage *usage)
+{
+  const char *reason = finish == BLN_FINISH_CANCELLED || finish == BLN_FINISH_ERROR
+                       ? finish_names[finish]
+                       : bln_safety_call_filtered (r->sc) ? "content_filter"
+                       : finish_names[finish];
+
+  bln_safety_call_end (r->sc, r->id, reason, usage->prompt_tokens, usage->completion_tokens,
+                       usage->cached_tokens);
+}
+
+static void
+on_moderated (GObject *source, GAsyncResult *result, gpointer data)
+{
+  WsReq *r = data;
+  g_autoptr (GString) held = g_string_new (NULL);
+  BlnFinish finish = r->cancelled ? BLN_FINISH_CANCELLED : r->mod_finish;
+
+  r->moderating = FALSE;
+  bln_safety_call_moderate_finish (r->sc, result);
+  bln_safety_call_release (r->sc, held);   /* nothing when withheld */
+  if (held->len > 0 && !r->cancelled)
+    emit_text (r, held->str);
+  audit_end (r, r->mod_finish, &r->mod_usage);
+  finish_reply (r, finish, &r->mod_usage, NULL);
+}
+
+static void
+on_done (BlnFinish finish, const BlnGenUsage *usage, const GError *error, gpointer data)
+{
+  WsReq *r = data;
+
+  r->running = FALSE;
+  if (r->c->ws->metrics != NULL)
+    bln_metrics_observe_generation (r->c->ws->metrics, usage->prompt_tokens,
+                                    usage->cached_tokens, usage->completion_tokens,
+                                    finish_names[finish],
+                                    (g_get_monotonic_time () - r->t_start) / 1e6);
+  if (r->sc != NULL)
+    {
+      /* the held-back end of the answer; the moderation endpoint; the audit record */
+      if (!bln_safety_call_filtered (r->sc) && finish != BLN_FINISH_CANCELLED
+          && finish != BLN_FINISH_ERROR)
+        {
+          g_autoptr (GString) rest = g_string_new (NULL);
+
+          bln_safety_call_flush (r->sc, rest);
+          if (rest->len > 0)
+            emit_text (r, rest->str);
+        }
+      if (bln_safety_call_filtered (r->sc) && finish == BLN_FINISH_CANCELLED && !r->cancelled
+          && !r->c->closed)
+        finish = BLN_FINISH_STOP;   /* stopped by the output filter, not by the client */
+      if (bln_safety_call_needs_moderation (r->sc) && !r->c->closed
+          && (finish == BLN_FINISH_STOP || finish == BLN_FINISH_LENGTH))
+        {
+          r->moderating = TRUE;
+          r->mod_finish = finish;
+          r->mod_usage = *usage;
+          bln_safety_call_moderate_async (r->sc, NULL, NULL, on_moderated, r);
+          return;
+        }
+      audit_end (r, finish, usage);
+    }
+  finish_reply (r, finish, usage, error);
 }
 
 /* An OpenAI-shaped body from the payload, for chat-params.c. */
@@ -376,6 +478,61 @@ member_string (JsonObject *o, const char *key)
          ? json_node_get_string (n) : NULL;
 }
 
+/* Admits @r through safety.h: the rate limits, and the input rules on the
+ * prompt or on every message's content (masked in the payload). FALSE when
+ * refused: the error frame has gone out. */
+static gboolean
+admit (WsReq *r, const char *model)
+{
+  JsonObject *payload = json_node_get_object (r->payload);
+  JsonNode *params = json_object_get_member (payload, "parameters");
+  JsonNode *msgs = json_object_get_member (payload, "messages");
+  JsonNode *mt;
+  g_autoptr (GPtrArray) texts = g_ptr_array_new ();
+  g_autoptr (GPtrArray) owners = g_ptr_array_new ();   /* JsonObject holding each text */
+  g_autoptr (GPtrArray) keys = g_ptr_array_new ();
+  BlnSafetyRequest req = { 0 };
+  BlnSafetyVerdict refusal = { 0 };
+  gint64 max_tokens = 0;
+
+  if (msgs != NULL)
+    bln_safety_collect_message_texts (msgs, texts, owners, keys);
+  else if (msgs == NULL && member_string (payload, "prompt") != NULL)
+    {
+      g_ptr_array_add (texts, (gpointer) member_string (payload, "prompt"));
+      g_ptr_array_add (owners, payload);
+      g_ptr_array_add (keys, (gpointer) "prompt");
+    }
+  g_ptr_array_add (texts, NULL);
+  if (params != NULL && JSON_NODE_HOLDS_OBJECT (params)
+      && (mt = json_object_get_member (json_node_get_object (params), "max_tokens")) != NULL
+      && JSON_NODE_HOLDS_VALUE (mt) && json_node_get_value_type (mt) == G_TYPE_INT64)
+    max_tokens = json_node_get_int (mt);
+
+  req.api_key = r->c->api_key;
+  req.client = r->c->client;
+  req.loopback = r->c->loopback;
+  req.endpoint = "/v1/ws";
+  req.texts = (const char *const *) texts->pdata;
+  r->sc = bln_safety_call_admit (r->c->ws->safety, &req, model, max_tokens, &refusal);
+  if (r->sc == NULL)
+    {
+      JsonObject *p = json_object_new ();
+      json_object_set_string_member (p, "code", refusal.code ? refusal.code : "refused");
+      json_object_set_string_member (p, "message", refusal.message ? refusal.message : "");
+      json_object_set_int_member (p, "status", refusal.status);
+      for (guint i = 0; refusal.headers && refusal.headers[i] && refusal.headers[i + 1]; i += 2)
+        if (g_ascii_strcasecmp (refusal.headers[i], "Retry-After") == 0)
+          json_object_set_int_member (p, "retry_after",
+                                      g_ascii_strtoll (refusal.headers[i + 1], NULL, 10));
+      send_frame (r->c, r->id, "error", p);
+      bln_safety_verdict_clear (&refusal);
+      return FALSE;
+    }
+  bln_safety_write_back_texts (bln_safety_call_masked_texts (r->sc), owners, keys);
+  return TRUE;
+}
+
 static void
 handle_frame (WsConn *c, const char *text, gsize len)
 {
@@ -466,6 +623,11 @@ handle_frame (WsConn *c, const char *text, gsize len)
   r->payload = json_node_ref (pn);
   r->t_start = g_get_monotonic_time ();
   g_hash_table_insert (c->reqs, r->id, r);
+  if (c->ws->safety != NULL && !admit (r, e->id))
+    {
+      req_free (r);
+      return;
+    }
   r->in_acquire = TRUE;
   r->lease = bln_model_host_acquire (c->ws->host, e, on_ready, r);
   r->in_acquire = FALSE;
@@ -538,8 +700,8 @@ bln_ws_new (BlnModelLibrary *lib, BlnModelHost *host, BlnMetrics *metrics, gbool
   return ws;
 }
 
-void
-bln_ws_accept (BlnWs *ws, SoupWebsocketConnection *conn)
+static WsConn *
+accept_conn (BlnWs *ws, SoupWebsocketConnection *conn)
 {
   WsConn *c = g_new0 (WsConn, 1);
 
@@ -551,6 +713,36 @@ bln_ws_accept (BlnWs *ws, SoupWebsocketConnection *conn)
   soup_websocket_connection_set_keepalive_interval (conn, 30);
   g_signal_connect (conn, "message", G_CALLBACK (on_message), c);
   g_signal_connect (conn, "closed", G_CALLBACK (on_closed), c);
+  return c;
+}
+
+void
+bln_ws_accept (BlnWs *ws, SoupWebsocketConnection *conn)
+{
+  accept_conn (ws, conn);
+}
+
+void
+bln_ws_accept_message (BlnWs *ws, SoupWebsocketConnection *conn, SoupServerMessage *msg)
+{
+  WsConn *c;
+  BlnSafetyRequest req;
+  g_autoptr (GHashTable) query = NULL;
+  GUri *uri = soup_server_message_get_uri (msg);
+
+  c = accept_conn (ws, conn);
+  if (uri != NULL && g_uri_get_query (uri) != NULL)
+    query = g_uri_parse_params (g_uri_get_query (uri), -1, "&", G_URI_PARAMS_NONE, NULL);
+  bln_safety_http_request (msg, query ? g_hash_table_lookup (query, "api_key") : NULL, &req);
+  c->api_key = g_strdup (req.api_key);
+  c->client = g_strdup (req.client);
+  c->loopback = req.loopback;
+}
+
+void
+bln_ws_set_safety (BlnWs *ws, BlnSafety *safety)
+{
+  ws->safety = safety;
 }
 
 void

@@ -27,7 +27,9 @@
  * Error codes: invalid_json, invalid_envelope, unsupported_version,
  * duplicate_request_id, unknown_request (cancel of an id not in flight),
  * too_many_requests, model_not_found, invalid_value, context_length_exceeded,
- * model_load_failed, server_shutting_down, engine_error. Closing the socket
+ * model_load_failed, server_shutting_down, engine_error; with a database
+ * (bln_ws_set_safety) also invalid_api_key, rate_limit_exceeded,
+ * content_filter and service_unavailable. Closing the socket
  * cancels everything in flight on it.
  */
 #pragma once
@@ -36,6 +38,7 @@
 #include <libsoup/soup.h>
 #include "metrics.h"
 #include "model-library.h"
+#include "safety.h"
 
 G_BEGIN_DECLS
 
@@ -51,6 +54,23 @@ BlnWs *bln_ws_new (BlnModelLibrary *lib, BlnModelHost *host, BlnMetrics *metrics
 
 /* Takes over an accepted connection (a new reference is taken). */
 void bln_ws_accept (BlnWs *ws, SoupWebsocketConnection *conn);
+
+/* bln_ws_accept() for a connection upgraded from @msg: with a BlnSafety set,
+ * the key (headers or ?api_key=) and the client address of @msg apply to
+ * every request on the socket. */
+void bln_ws_accept_message (BlnWs *ws, SoupWebsocketConnection *conn, SoupServerMessage *msg);
+
+/* With @safety (borrowed, must outlive @ws; NULL turns it off), every
+ * generation request on a socket goes through safety.h: the rate limits (per
+ * key and per address, each request counts), the input rules on the prompt or
+ * on every message's content, the output filter, the moderation endpoint, and
+ * one audit record (endpoint "/v1/ws"). A refusal is an "error" frame with the
+ * request_id and payload {"code", "message", "status"} (status as HTTP would
+ * give it; "retry_after" in seconds for rate_limit_exceeded). An answer the
+ * output filter stops or the moderation endpoint withholds ends with a "done"
+ * frame whose finish_reason is "content_filter". The key itself is checked
+ * before the upgrade (server.c). */
+void bln_ws_set_safety (BlnWs *ws, BlnSafety *safety);
 
 /* New requests are refused (server_shutting_down) from now on; with @cancel
  * the ones in flight are cancelled too. */

@@ -5,6 +5,7 @@
 
 #include "baleen-config.h"
 #include "bln-error.h"
+#include "safety.h"
 #include "tray.h"
 #include "window.h"
 
@@ -20,7 +21,8 @@ struct _BlnApplication
   GError *server_error;           /* why the server did not start at start-up */
   BlnModelLibrary *library;
   BlnModelHost *host;             /* borrows library */
-  BlnServer *server;              /* borrows host and library */
+  BlnServer *server;              /* borrows host, library and safety */
+  BlnSafety *safety;              /* keys, limits, rules and audit log for the server */
   char *loaded_id;                /* what the host had loaded at the last look */
   char *loaded_name;
   char *api_key;
@@ -169,6 +171,7 @@ bln_application_start_server (BlnApplication *self, GError **error)
   opts.port = self->settings ? (int) bln_ui_settings_get_int (self->settings, "server.port")
                              : 8080;
   opts.api_key = self->api_key;
+  opts.safety = self->safety;
   if (network && !(self->api_key && *self->api_key))
     {
       g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
@@ -599,6 +602,12 @@ bln_application_startup (GApplication *app)
     self->settings = bln_ui_settings_new (self->db, self->core_settings, &self->startup_error);
   if (self->startup_error)
     g_message ("settings unavailable: %s", self->startup_error->message);
+  /* The server's safety layer has its own connection to the same file. */
+  if (self->db && !(self->safety = bln_safety_new (bln_db_path (self->db), &error)))
+    {
+      g_message ("no rules, limits or audit log for the server: %s", error->message);
+      g_clear_error (&error);
+    }
 
   bus = g_application_get_dbus_connection (app);
   if (bus && !g_getenv ("BALEEN_NO_TRAY"))
@@ -674,6 +683,7 @@ bln_application_shutdown (GApplication *app)
   for (int i = 0; i < 100 && g_main_context_iteration (NULL, FALSE); i++)
     ;
   g_clear_pointer (&self->host, bln_model_host_free);
+  g_clear_pointer (&self->safety, bln_safety_free);
   g_clear_object (&self->tray);
   G_APPLICATION_CLASS (bln_application_parent_class)->shutdown (app);
 }
@@ -775,4 +785,11 @@ GError *
 bln_application_take_server_error (BlnApplication *self)
 {
   return g_steal_pointer (&self->server_error);
+}
+
+BlnMetrics *
+bln_application_metrics (BlnApplication *self)
+{
+  g_return_val_if_fail (BLN_IS_APPLICATION (self), NULL);
+  return self->server ? bln_server_metrics (self->server) : NULL;
 }

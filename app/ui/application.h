@@ -99,6 +99,10 @@ char *bln_application_api_host (BlnApplication *self);
 const char *bln_application_api_key (BlnApplication *self);
 void bln_application_set_api_key (BlnApplication *self, const char *key);
 
+/* The running server's metrics (metrics.h; borrowed, NULL when the server is
+ * off). A new server starts from zero. */
+BlnMetrics *bln_application_metrics (BlnApplication *self);
+
 /* Whether the tray host shows our icon. */
 gboolean bln_application_has_tray (BlnApplication *self);
 

@@ -5,6 +5,7 @@
 #include <glib/gi18n-lib.h>
 
 #include "baleen-config.h"
+#include "hf-convert.h"
 #include "window.h"
 #if BALEEN_HAVE_CUDA
 #include "cuda/cuda.h"
@@ -19,6 +20,8 @@ struct _BlnModelsPage
   GHashTable *buttons;      /* "id\nwhat" -> button (borrowed) */
   GCancellable *cancellable; /* the load or import in flight */
   guint pulse_id;
+  gint convert_permille;    /* atomic: progress of the conversion in flight */
+  char *converted;          /* the file of the last finished conversion */
 
   /* template children */
   GtkLabel *folder_label;
@@ -398,6 +401,227 @@ import_response (GtkNativeDialog *chooser, int response, BlnModelsPage *self)
   g_object_unref (chooser);
 }
 
+/* ---- HF folders: converted to GGUF on a worker thread -------------------- */
+
+typedef struct {
+  char *folder;
+  char *out;
+  BlnType type;
+  gint *permille;           /* the page's counter; the page outlives the task */
+} ConvertJob;
+
+static void
+convert_job_free (gpointer data)
+{
+  ConvertJob *job = data;
+
+  g_free (job->folder);
+  g_free (job->out);
+  g_free (job);
+}
+
+static void
+convert_progress (double fraction, gpointer user_data)
+{
+  g_atomic_int_set ((gint *) user_data, (gint) (fraction * 1000));
+}
+
+static void
+convert_thread (GTask *task, gpointer source, gpointer data, GCancellable *cancellable)
+{
+  ConvertJob *job = data;
+  GError *error = NULL;
+
+  if (bln_hf_convert (job->folder, job->out, job->type, cancellable, convert_progress,
+                      job->permille, &error))
+    g_task_return_boolean (task, TRUE);
+  else
+    g_task_return_error (task, error);
+}
+
+static gboolean
+convert_tick (gpointer user_data)
+{
+  BlnModelsPage *self = user_data;
+
+  gtk_progress_bar_set_fraction (self->progress_bar,
+                                 g_atomic_int_get (&self->convert_permille) / 1000.0);
+  return G_SOURCE_CONTINUE;
+}
+
+static void
+convert_done (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  BlnModelsPage *self = BLN_MODELS_PAGE (source);
+  g_autoptr (GError) error = NULL;
+  ConvertJob *job = g_task_get_task_data (G_TASK (result));
+
+  if (!self->progress_box)
+    return;   /* the page went away while the task ran (its file is kept or removed) */
+  stop_progress (self);
+  if (!g_task_propagate_boolean (G_TASK (result), &error))
+    {
+      if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+        bln_toast (GTK_WIDGET (self), _("Conversion cancelled."));
+      else
+        bln_error_dialog (GTK_WIDGET (self), _("The folder could not be converted"),
+                          error->message);
+      return;
+    }
+  g_free (self->converted);
+  self->converted = g_strdup (job->out);
+  bln_application_rescan (self->app);
+  bln_toast (GTK_WIDGET (self), _("Model converted and added to the library"));
+}
+
+gboolean
+bln_models_page_import_hf (BlnModelsPage *self, const char *folder, BlnType type,
+                           GError **error)
+{
+  BlnUiSettings *settings = bln_application_settings (self->app);
+  g_autofree char *dir = NULL;
+  g_autofree char *name = NULL;
+  g_autofree char *label = NULL;
+  g_autofree char *base = NULL;
+  g_autoptr (GTask) task = NULL;
+  ConvertJob *job;
+  guint n;
+  const BlnConvertType *types = bln_hf_convert_types (&n);
+
+  g_return_val_if_fail (BLN_IS_MODELS_PAGE (self), FALSE);
+  if (self->cancellable)
+    {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_BUSY,
+                   _("Wait for the load or import under way to finish."));
+      return FALSE;
+    }
+  dir = settings ? bln_ui_settings_models_dir (settings)
+                 : g_build_filename (g_get_user_data_dir (), "baleen", "models", NULL);
+  g_mkdir_with_parents (dir, 0755);
+  name = bln_hf_convert_file_name (folder, type);
+  job = g_new0 (ConvertJob, 1);
+  job->folder = g_strdup (folder);
+  job->out = g_build_filename (dir, name, NULL);
+  job->type = type;
+  job->permille = &self->convert_permille;
+  if (g_file_test (job->out, G_FILE_TEST_EXISTS))
+    {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_EXISTS,
+                   _("%s is already in the models folder: delete it first or choose another "
+                     "type."), name);
+      convert_job_free (job);
+      return FALSE;
+    }
+  for (guint i = 0; i < n; i++)
+    if (types[i].type == type)
+      label = g_strdup (types[i].name);
+  base = g_path_get_basename (folder);
+  self->cancellable = g_cancellable_new ();
+  g_atomic_int_set (&self->convert_permille, 0);
+  {
+    g_autofree char *what = g_strdup_printf (_("Converting %s to %s…"), base,
+                                             label ? label : "?");
+    set_busy (self, what);
+  }
+  gtk_progress_bar_set_fraction (self->progress_bar, 0);
+  self->pulse_id = g_timeout_add (100, convert_tick, self);
+  task = g_task_new (self, self->cancellable, convert_done, NULL);
+  g_task_set_source_tag (task, bln_models_page_import_hf);
+  g_task_set_task_data (task, job, convert_job_free);
+  g_task_run_in_thread (task, convert_thread);
+  return TRUE;
+}
+
+const char *
+bln_models_page_last_converted (BlnModelsPage *self)
+{
+  g_return_val_if_fail (BLN_IS_MODELS_PAGE (self), NULL);
+  return self->converted;
+}
+
+gboolean
+bln_models_page_is_busy (BlnModelsPage *self)
+{
+  g_return_val_if_fail (BLN_IS_MODELS_PAGE (self), FALSE);
+  return self->cancellable != NULL;
+}
+
+static void
+type_response (AdwMessageDialog *dialog, const char *response, BlnModelsPage *self)
+{
+  GtkDropDown *drop = g_object_get_data (G_OBJECT (dialog), "types");
+  const char *folder = g_object_get_data (G_OBJECT (dialog), "folder");
+  g_autoptr (GError) error = NULL;
+  guint n;
+  const BlnConvertType *types = bln_hf_convert_types (&n);
+  guint i = gtk_drop_down_get_selected (drop);
+
+  if (g_str_equal (response, "convert") && i < n &&
+      !bln_models_page_import_hf (self, folder, types[i].type, &error))
+    bln_error_dialog (GTK_WIDGET (self), _("The folder could not be converted"), error->message);
+}
+
+/* Asks which type to store the weights as. */
+static void
+choose_type (BlnModelsPage *self, const char *folder)
+{
+  static const char *const labels[] = {
+    N_("q8_0 — 8-bit, nearly lossless"), N_("q4_0 — 4-bit, simple"),
+    N_("q4_K — 4-bit, smallest"), N_("q6_K — 6-bit, close to 8-bit quality"),
+    N_("f16 — 16-bit floats"), N_("bf16 — 16-bit brain floats"), N_("f32 — no conversion"),
+  };
+  GtkWidget *dialog;
+  g_autoptr (GtkStringList) model = gtk_string_list_new (NULL);
+  GtkWidget *drop;
+  g_autofree char *base = g_path_get_basename (folder);
+  g_autofree char *body = g_strdup_printf (_("Baleen writes %s as one GGUF file in the models "
+                                             "folder. Choose how to store its weights:"), base);
+
+  for (guint i = 0; i < G_N_ELEMENTS (labels); i++)
+    gtk_string_list_append (model, _(labels[i]));
+  drop = gtk_drop_down_new (G_LIST_MODEL (g_object_ref (model)), NULL);
+  gtk_accessible_update_property (GTK_ACCESSIBLE (drop), GTK_ACCESSIBLE_PROPERTY_LABEL,
+                                  _("Weight type"), -1);
+  dialog = adw_message_dialog_new (GTK_WINDOW (gtk_widget_get_root (GTK_WIDGET (self))),
+                                   _("Convert a Hugging Face Folder"), body);
+  adw_message_dialog_set_extra_child (ADW_MESSAGE_DIALOG (dialog), drop);
+  adw_message_dialog_add_responses (ADW_MESSAGE_DIALOG (dialog), "cancel", _("_Cancel"),
+                                    "convert", _("C_onvert"), NULL);
+  adw_message_dialog_set_response_appearance (ADW_MESSAGE_DIALOG (dialog), "convert",
+                                              ADW_RESPONSE_SUGGESTED);
+  adw_message_dialog_set_default_response (ADW_MESSAGE_DIALOG (dialog), "convert");
+  g_object_set_data (G_OBJECT (dialog), "types", drop);
+  g_object_set_data_full (G_OBJECT (dialog), "folder", g_strdup (folder), g_free);
+  g_signal_connect (dialog, "response", G_CALLBACK (type_response), self);
+  gtk_window_present (GTK_WINDOW (dialog));
+}
+
+static void
+import_hf_response (GtkNativeDialog *chooser, int response, BlnModelsPage *self)
+{
+  if (response == GTK_RESPONSE_ACCEPT)
+    {
+      g_autoptr (GFile) folder = gtk_file_chooser_get_file (GTK_FILE_CHOOSER (chooser));
+      if (folder && g_file_peek_path (folder))
+        choose_type (self, g_file_peek_path (folder));
+    }
+  g_object_unref (chooser);
+}
+
+static void
+import_hf_clicked (BlnModelsPage *self)
+{
+  GtkFileChooserNative *chooser;
+
+  chooser = gtk_file_chooser_native_new (_("Choose a Hugging Face Model Folder"),
+                                         GTK_WINDOW (gtk_widget_get_root (GTK_WIDGET (self))),
+                                         GTK_FILE_CHOOSER_ACTION_SELECT_FOLDER, _("_Choose"),
+                                         _("_Cancel"));
+  gtk_native_dialog_set_modal (GTK_NATIVE_DIALOG (chooser), TRUE);
+  g_signal_connect (chooser, "response", G_CALLBACK (import_hf_response), self);
+  gtk_native_dialog_show (GTK_NATIVE_DIALOG (chooser));
+}
+
 static void
 import_clicked (BlnModelsPage *self)
 {
@@ -428,6 +652,7 @@ bln_models_page_dispose (GObject *object)
     g_signal_handler_disconnect (self->app, self->state_handler);
   self->state_handler = 0;
   g_clear_pointer (&self->buttons, g_hash_table_unref);
+  g_clear_pointer (&self->converted, g_free);
   gtk_widget_dispose_template (GTK_WIDGET (self), BLN_TYPE_MODELS_PAGE);
   G_OBJECT_CLASS (bln_models_page_parent_class)->dispose (object);
 }
@@ -449,6 +674,7 @@ bln_models_page_class_init (BlnModelsPageClass *klass)
   gtk_widget_class_bind_template_child (widget_class, BlnModelsPage, empty_page);
   gtk_widget_class_bind_template_callback (widget_class, rescan_clicked);
   gtk_widget_class_bind_template_callback (widget_class, import_clicked);
+  gtk_widget_class_bind_template_callback (widget_class, import_hf_clicked);
   gtk_widget_class_bind_template_callback (widget_class, cancel_clicked);
 }
 

@@ -13,6 +13,8 @@ struct _BlnSettingsPage
   BlnApplication *app;        /* borrowed: it outlives its windows */
   BlnUiSettings *settings;    /* borrowed from the app */
   GHashTable *editors;        /* key -> widget (borrowed) */
+  AdwPreferencesPage *page;   /* the child (borrowed) */
+  GtkWidget *top_anchor;      /* the group extra groups go after (borrowed), or NULL */
   gulong changed_handler;
   gboolean syncing;
   /* live status */
@@ -345,6 +347,7 @@ bln_settings_page_new (BlnApplication *app, const char *const *prefixes,
       AdwPreferencesGroup *intro = ADW_PREFERENCES_GROUP (adw_preferences_group_new ());
       adw_preferences_group_set_description (intro, description);
       adw_preferences_page_add (page, intro);
+      self->top_anchor = GTK_WIDGET (intro);
     }
   if (live_status)
     {
@@ -357,6 +360,7 @@ bln_settings_page_new (BlnApplication *app, const char *const *prefixes,
       self->backend_row = status_row (now, _("Backend"));
       self->model_row = status_row (now, _("Loaded model"));
       self->queue_row = status_row (now, _("Requests waiting"));
+      self->top_anchor = GTK_WIDGET (now);
       refresh_status (self);
       self->tick = g_timeout_add_seconds (1, tick, self);
     }
@@ -369,8 +373,29 @@ bln_settings_page_new (BlnApplication *app, const char *const *prefixes,
       self->changed_handler = g_signal_connect (self->settings, "changed",
                                                 G_CALLBACK (settings_changed), self);
     }
+  self->page = page;
   adw_bin_set_child (ADW_BIN (self), GTK_WIDGET (page));
   return self;
+}
+
+void
+bln_settings_page_add_group (BlnSettingsPage *self, AdwPreferencesGroup *group, gboolean at_top)
+{
+  GtkWidget *parent;
+
+  g_return_if_fail (BLN_IS_SETTINGS_PAGE (self));
+  adw_preferences_page_add (self->page, group);
+  if (!at_top)
+    return;
+  /* AdwPreferencesPage 1.2 only appends: move the group up in its box. */
+  parent = gtk_widget_get_parent (GTK_WIDGET (group));
+  if (GTK_IS_BOX (parent))
+    {
+      GtkWidget *anchor = self->top_anchor && gtk_widget_get_parent (self->top_anchor) == parent
+                            ? self->top_anchor : NULL;
+      gtk_box_reorder_child_after (GTK_BOX (parent), GTK_WIDGET (group), anchor);
+      self->top_anchor = GTK_WIDGET (group);
+    }
 }
 
 GtkWidget *

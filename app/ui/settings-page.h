@@ -31,4 +31,10 @@ BlnSettingsPage *bln_settings_page_new (BlnApplication *app, const char *const *
  * GtkSpinButton, AdwComboRow or AdwEntryRow), or NULL (borrowed; for tests). */
 GtkWidget *bln_settings_page_get_editor (BlnSettingsPage *self, const char *key);
 
+/* bln_settings_page_add_group: adds @group (floating reference taken) to the
+ * page: after the description and the "Now" group when @at_top (groups added
+ * so keep their order), else at the end. */
+void bln_settings_page_add_group (BlnSettingsPage *self, AdwPreferencesGroup *group,
+                                  gboolean at_top);
+
 G_END_DECLS

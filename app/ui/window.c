@@ -3,8 +3,11 @@
 
 #include <glib/gi18n-lib.h>
 
+#include "audit-view.h"
 #include "chat-page.h"
+#include "live-stats.h"
 #include "models-page.h"
+#include "rules-editor.h"
 #include "server-page.h"
 #include "settings-page.h"
 
@@ -81,6 +84,7 @@ bln_window_new (BlnApplication *app)
   BlnWindow *self = g_object_new (BLN_TYPE_WINDOW, "application", app, NULL);
   const GError *error = bln_application_startup_error (app);
   static const char *cache_keys[] = { "cache.", NULL };
+  BlnSettingsPage *safety, *caches, *perf;
   static const char *safety_keys[] = { "auth.", "privacy.", "ratelimit.", "moderation.",
                                        "audit.", NULL };
 
@@ -90,21 +94,30 @@ bln_window_new (BlnApplication *app)
             "network-server-symbolic", GDK_KEY_2);
   add_page (self, GTK_WIDGET (bln_chat_page_new (app)), "chat", _("Chat"),
             "chat-message-new-symbolic", GDK_KEY_3);
-  add_page (self,
-            GTK_WIDGET (bln_settings_page_new (app, cache_keys,
-                        _("The engine reads these when a model is loaded. Live cache usage "
-                          "appears here once the engine reports it."), FALSE)),
-            "caches", _("Caches"), "drive-harddisk-symbolic", GDK_KEY_4);
-  add_page (self,
-            GTK_WIDGET (bln_settings_page_new (app, safety_keys,
-                        _("Rules, limits and the audit log are enforced by the server; "
-                          "these are their settings."), FALSE)),
-            "safety", _("Safety"), "security-high-symbolic", GDK_KEY_5);
-  add_page (self,
-            GTK_WIDGET (bln_settings_page_new (app, (const char *[]) { "perf.", NULL },
-                        _("Threads and context size apply to the next model loaded after the "
-                          "current one is unloaded."), TRUE)),
-            "performance", _("Performance"), "power-profile-balanced-symbolic", GDK_KEY_6);
+  caches = bln_settings_page_new (app, cache_keys,
+                                  _("These settings are stored for the engine; it does not "
+                                    "read them yet."), FALSE);
+  bln_settings_page_add_group (caches,
+                               ADW_PREFERENCES_GROUP (bln_live_stats_new (app, BLN_LIVE_CACHES)),
+                               TRUE);
+  add_page (self, GTK_WIDGET (caches), "caches", _("Caches"), "drive-harddisk-symbolic",
+            GDK_KEY_4);
+  safety = bln_settings_page_new (app, safety_keys,
+                                  _("The API server applies these rules and limits to every "
+                                    "request and writes the audit log."), FALSE);
+  bln_settings_page_add_group (safety, ADW_PREFERENCES_GROUP (bln_rules_editor_new (app)), TRUE);
+  bln_settings_page_add_group (safety, ADW_PREFERENCES_GROUP (bln_audit_view_new (app)), TRUE);
+  add_page (self, GTK_WIDGET (safety), "safety", _("Safety"), "security-high-symbolic",
+            GDK_KEY_5);
+  perf = bln_settings_page_new (app, (const char *[]) { "perf.", NULL },
+                                _("Threads and context size apply to the next model loaded "
+                                  "after the current one is unloaded."), FALSE);
+  bln_settings_page_add_group (perf,
+                               ADW_PREFERENCES_GROUP (bln_live_stats_new (app,
+                                                                          BLN_LIVE_PERFORMANCE)),
+                               TRUE);
+  add_page (self, GTK_WIDGET (perf), "performance", _("Performance"),
+            "power-profile-balanced-symbolic", GDK_KEY_6);
 
   if (error)
     bln_error_dialog (GTK_WIDGET (self), _("Settings cannot be saved"), error->message);
@@ -150,6 +163,8 @@ bln_error_dialog (GtkWidget *widget, const char *heading, const char *body)
 {
   GtkWidget *window = gtk_widget_get_ancestor (widget, GTK_TYPE_WINDOW);
   GtkWidget *dialog = adw_message_dialog_new (GTK_WINDOW (window), heading, body);
+
+  g_debug ("error shown: %s: %s", heading, body);
 
   adw_message_dialog_add_response (ADW_MESSAGE_DIALOG (dialog), "close", _("_Close"));
   gtk_window_present (GTK_WINDOW (dialog));

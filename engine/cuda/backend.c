@@ -245,7 +245,9 @@ bln_cuda_tensor_upload (const BlnTensor *t, GError **error)
     }
 
   pay = g_try_malloc ((size_t) n_blocks * (size_t) l.pay_bytes);
-  hdr = g_try_malloc ((size_t) n_blocks * (size_t) l.hdr_bytes);
+  /* 16 spare zero bytes: the pipelined matvec copies headers in aligned
+   * 4-byte words and may read up to 3 bytes past the last one */
+  hdr = g_try_malloc0 ((size_t) n_blocks * (size_t) l.hdr_bytes + 16);
   if (!pay || !hdr)
     {
       g_set_error (error, BLN_ERROR, BLN_ERROR_NOMEM,
@@ -273,8 +275,8 @@ bln_cuda_tensor_upload (const BlnTensor *t, GError **error)
                                                error);
   if (!ct->payload)
     return NULL;
-  ct->header = bln_cuda_buffer_new_from_host (hdr, (size_t) n_blocks * (size_t) l.hdr_bytes,
-                                              error);
+  ct->header = bln_cuda_buffer_new_from_host (hdr, (size_t) n_blocks * (size_t) l.hdr_bytes
+                                                   + 16, error);
   if (!ct->header)
     return NULL;
   return g_steal_pointer (&ct);

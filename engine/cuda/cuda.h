@@ -86,7 +86,7 @@ typedef struct {
 } BlnCudaTensor;
 
 /* TRUE when bln_cuda_tensor_upload and bln_cuda_matvec handle tensors of
- * type @type (F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K for now). */
+ * type @type (F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K). */
 gboolean bln_cuda_matvec_supports (BlnType type);
 
 /* Copies the weight tensor @t (host memory, GGUF layout) to the device in

@@ -6,6 +6,7 @@
 #include "bln-error.h"
 #include "cpu/cpu.h"
 #include "cuda.h"
+#include "forward-deepseek2.h"
 #include "forward-private.h"
 #include "kernels.h"
 #include "ops.h"
@@ -245,6 +246,7 @@ bln_cuda_model_free (BlnCudaModel *cm)
   (void) cudaSetDevice (cm->device);
   g_clear_pointer (&cm->tensors, g_ptr_array_unref);
   g_clear_pointer (&cm->buffers, g_ptr_array_unref);
+  bln_cuda_ds2_model_free (cm->ds2);
   g_free (cm->layers);
   g_free (cm);
 }
@@ -254,6 +256,8 @@ check_arch (const BlnModel *m, GError **error)
 {
   const BlnHParams *hp = &m->hp;
 
+  if (hp->arch == BLN_ARCH_DEEPSEEK2)
+    return bln_cuda_ds2_check (m, error);
   if (hp->arch != BLN_ARCH_LLAMA && hp->arch != BLN_ARCH_QWEN2)
     {
       g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED,
@@ -286,7 +290,10 @@ model_upload (BlnModel *m, int device, GError **error)
   cm->tensors = g_ptr_array_new_with_free_func (free_tensor);
   cm->buffers = g_ptr_array_new_with_free_func (free_buffer);
 
-  for (il = 0; il < hp->n_layer; il++)
+  /* deepseek2's layers: forward-deepseek2.c */
+  if (hp->arch == BLN_ARCH_DEEPSEEK2 && !bln_cuda_ds2_upload (m, cm, error))
+    goto fail;
+  for (il = 0; il < hp->n_layer && hp->arch != BLN_ARCH_DEEPSEEK2; il++)
     {
       const BlnLayer *L = &m->layers[il];
       CudaLayer *C = &cm->layers[il];
@@ -432,6 +439,8 @@ scratch_plan (const BlnModel *m, int n_ctx, size_t kv_elem, int chunk, ScratchPl
 static size_t
 kv_plane (const BlnModel *m, int n_ctx, size_t kv_elem, int head_dim)
 {
+  if (m->hp.arch == BLN_ARCH_DEEPSEEK2)   /* its latent cache is c->ds2's */
+    return 0;
   return (size_t) m->hp.n_layer * n_ctx * m->hp.n_head_kv * head_dim * kv_elem;
 }
 
@@ -452,6 +461,8 @@ bln_cuda_plan (const BlnModel *model, int n_ctx, int kv_bits, BlnCudaPlan *plan,
   memset (plan, 0, sizeof *plan);
   if (!check_arch (model, error))
     return FALSE;
+  if (model->hp.arch == BLN_ARCH_DEEPSEEK2)
+    return bln_cuda_ds2_plan (model, n_ctx, kv_bits, plan, error);
   plan->weight_bytes = model->cuda ? model->cuda->weight_bytes : model_weight_bytes (model);
   plan->kv_bytes = kv_bytes (model, n_ctx, kv_elem);
   /* the longest prefill chunk that fits; the shortest when none does */
@@ -497,6 +508,7 @@ bln_cuda_ctx_free (BlnCudaCtx *c)
   bln_cuda_buffer_free (c->k_cache);
   bln_cuda_buffer_free (c->v_cache);
   bln_cuda_buffer_free (c->scratch);
+  bln_cuda_ds2_ctx_free (c->ds2);
   (void) cudaGetLastError ();
   g_free (c);
 }
@@ -580,7 +592,10 @@ bln_cuda_ctx_new (BlnModel *model, int n_ctx, const BlnContextOptions *opts, GEr
   c->no_graphs = g_strcmp0 (g_getenv ("BALEEN_CUDA_GRAPHS"), "0") == 0;
   c->qkv_ld = (model->hp.n_head + model->hp.n_head_kv) * model->hp.head_dim_k
               + model->hp.n_head_kv * model->hp.head_dim_v;
-  scratch_plan (model, n_ctx, kv_elem, plan.prefill_chunk, &c->sp);
+  if (model->hp.arch == BLN_ARCH_DEEPSEEK2)
+    bln_cuda_ds2_scratch_plan (model, n_ctx, kv_elem, plan.prefill_chunk, &c->sp);
+  else
+    scratch_plan (model, n_ctx, kv_elem, plan.prefill_chunk, &c->sp);
   if (!BLN_CUDA_CHECK (cudaStreamCreateWithFlags (&c->stream, cudaStreamNonBlocking), error)
       || !bln_cuda_blas_check (cublasCreate (&c->blas), "create", error)
       || !bln_cuda_blas_check (cublasSetStream (c->blas, c->stream), "set stream", error)
@@ -616,6 +631,11 @@ bln_cuda_ctx_new (BlnModel *model, int n_ctx, const BlnContextOptions *opts, GEr
   CARVE (probs, void *);
   CARVE (part, void *);
 #undef CARVE
+  if (model->hp.arch == BLN_ARCH_DEEPSEEK2 && !bln_cuda_ds2_ctx_init (c, error))
+    {
+      bln_cuda_ctx_free (c);
+      return NULL;
+    }
   return c;
 }
 
@@ -770,6 +790,9 @@ enqueue_decode_layers (BlnCudaCtx *c, int n, GError **error)
   size_t v_layer = (size_t) c->n_ctx * Hkv * dv * c->kv_elem;
   const int acc = BLN_KERNELS_MATVEC_ACCUMULATE;
 
+  if (c->ds2 != NULL)
+    return bln_cuda_ds2_decode_layers (c, n, error);
+
   for (il = 0; il < hp->n_layer; il++)
     {
       const CudaLayer *L = &cm->layers[il];
@@ -839,6 +862,9 @@ enqueue_prefill_layers (BlnCudaCtx *c, int n, int pos0, GError **error)
   int dk = hp->head_dim_k, dv = hp->head_dim_v, ff = hp->n_ff, il, i;
   size_t k_layer = (size_t) c->n_ctx * Hkv * dk * c->kv_elem;
   size_t v_layer = (size_t) c->n_ctx * Hkv * dv * c->kv_elem;
+
+  if (c->ds2 != NULL)
+    return bln_cuda_ds2_prefill_layers (c, n, pos0, error);
 
   for (il = 0; il < hp->n_layer; il++)
     {

@@ -17,8 +17,10 @@
  * logits are wanted. Prompts longer than the prefill chunk (2,048 tokens, less
  * when memory is short) run chunk by chunk.
  *
- * Runs llama and qwen2 models; deepseek2 (MLA, MoE) does not run on the GPU
- * yet (BLN_ERROR_UNSUPPORTED, the caller falls back to the CPU).
+ * Runs llama, qwen2 and deepseek2 models; deepseek2's layers (MLA over a
+ * latent cache, MoE with the router on the GPU) are forward-deepseek2.c's.
+ * A shape the kernels cannot take is BLN_ERROR_UNSUPPORTED (the caller falls
+ * back to the CPU).
  */
 #pragma once
 

@@ -83,8 +83,146 @@ def main():
         finally:
             proc.terminate()
             tap_ok(proc.wait(timeout=60) == 0, "exit 0 on SIGTERM")
+    try:
+        tool_checks(ollama, exe, files)
+    except Exception:
+        import traceback
+        tap_ok(False, "tools: no exception", traceback.format_exc())
     print(f"1..{len(RESULTS)}")
     return 0 if all(RESULTS) else 1
+
+
+def start_server(exe, *args):
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen([exe, *args, "--port", "0", "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=log, text=True)
+    line = proc.stdout.readline()
+    m = re.search(r"listening on (http://\S+?)/?$", line.strip())
+    if m is None:
+        proc.kill()
+        log.seek(0)
+        raise RuntimeError(f"server did not start: {line!r} {log.read()}")
+    return proc, m.group(1), re.search(r"model (\S+);", line).group(1)
+
+
+def post(url, path, body):
+    """POST with a long timeout (the sanitizer builds read long prompts slowly)."""
+    req = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=900) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def hf_render(template, messages, tools):
+    """The prompt jinja2 renders from @template, set up as transformers does."""
+    import jinja2.ext
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[jinja2.ext.loopcontrols])
+    env.filters["tojson"] = lambda x, indent=None: json.dumps(x, ensure_ascii=False,
+                                                              indent=indent)
+    return env.from_string(template).render(messages=messages, tools=tools,
+                                            add_generation_prompt=True)
+
+
+TOOLS = [{"type": "function", "function": {
+    "name": "mcp__weather__get_weather", "description": "Weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}]
+
+
+def ollama_conversation():
+    """Earlier turns that called the tool, in Ollama's shapes (arguments as
+    objects, tool results with tool_name), and the same in OpenAI's and in
+    the form templates get (for jinja2)."""
+    ol, oa, ref = [], [], []
+    for _ in range(3):
+        q = {"role": "user", "content": "What is the weather in Paris?"}
+        ol += [q, {"role": "assistant", "content": "", "tool_calls": [
+            {"function": {"name": "mcp__weather__get_weather", "arguments": {"city": "Paris"}}}]},
+               {"role": "tool", "content": "18 degrees", "tool_name": "mcp__weather__get_weather"}]
+        oa += [q, {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {
+                "name": "mcp__weather__get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+               {"role": "tool", "tool_call_id": "call_1", "content": "18 degrees"}]
+        ref += [q, {"role": "assistant", "content": None, "tool_calls": [
+            {"type": "function", "function": {"name": "mcp__weather__get_weather",
+                                              "arguments": {"city": "Paris"}}}]},
+                {"role": "tool", "content": "18 degrees"}]
+    q = {"role": "user", "content": "What is the weather in Paris?"}
+    return ol + [q], oa + [q], ref + [q]
+
+
+def tool_checks(ollama, exe, files):
+    """/api/chat with tools: the tools and earlier calls reach the template
+    (the prompt equals jinja2's rendering of the model's own template), and a
+    call the model writes comes back as message.tool_calls with arguments as
+    an object, equal to what Python reads from the model's raw output."""
+    try:
+        import jinja2  # noqa: F401
+    except ImportError:
+        tap_ok(True, "Ollama tools # SKIP jinja2 is not installed")
+        return
+    ol_conv, oa_conv, ref_conv = ollama_conversation()
+
+    # the answer: SmolLM2 given Qwen2.5's template (a copy written by the gguf
+    # package's own gguf-new-metadata), which leads it to call the tool again
+    default = os.environ.get("BALEEN_DEFAULT_MODEL")
+    shared = os.environ.get("BALEEN_SHARED_DATA", os.path.join(
+        os.path.dirname(__file__), "..", "..", "..", "shared", "data"))
+    qt_path = os.path.join(shared, "templates", "Qwen-Qwen2.5-7B-Instruct.jinja")
+    if not default or not os.path.exists(default) or not os.path.exists(qt_path):
+        tap_ok(True, "Ollama tool calls # SKIP no default model or shared Qwen template")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = os.path.join(tmp, "smollm2-qwen-template.gguf")
+        p = subprocess.run([sys.executable, "-m", "gguf.scripts.gguf_new_metadata", default, copy,
+                            "--chat-template-file", qt_path, "--force"],
+                           capture_output=True, text=True, timeout=300)
+        if p.returncode != 0:
+            tap_ok(False, "gguf-new-metadata copies the model", p.stderr[-2000:])
+            return
+        qt = open(qt_path, encoding="utf-8").read()
+        proc, url, model = start_server(exe, "--model", copy)
+        try:
+            client = ollama.Client(host=url)
+            st, c = post(url, "/v1/completions", {"prompt": hf_render(qt, ref_conv, TOOLS),
+                                                  "max_tokens": 60, "temperature": 0})
+            st2, oa = post(url, "/v1/chat/completions", {"messages": oa_conv, "tools": TOOLS,
+                                                         "max_tokens": 1, "temperature": 0})
+            r = client.chat(model=model, messages=ol_conv, tools=TOOLS,
+                            options={"num_predict": 1, "temperature": 0})
+            tap_ok(r.prompt_eval_count == c["usage"]["prompt_tokens"]
+                   == oa["usage"]["prompt_tokens"],
+                   "/api/chat tools and Ollama-shaped tool history: the prompt is jinja2's",
+                   f"{r.prompt_eval_count} {c['usage']} {oa['usage']}")
+            m = re.search(r"<tool_call>\s*(.*?)\s*</tool_call>", c["choices"][0]["text"], re.S)
+            want = json.loads(m.group(1)) if m else None
+            opts = {"num_predict": 60, "temperature": 0}
+            r = client.chat(model=model, messages=ol_conv, tools=TOOLS, options=opts)
+            calls = r.message.tool_calls or []
+            tap_ok(want is not None and len(calls) == 1
+                   and calls[0].function.name == want["name"]
+                   and dict(calls[0].function.arguments) == want["arguments"]
+                   and "tool_call" not in (r.message.content or "") and r.done,
+                   "/api/chat: the model's <tool_call> comes back as message.tool_calls "
+                   "(arguments an object)", f"{r}\nraw {c['choices'][0]['text']!r}")
+            parts = list(client.chat(model=model, messages=ol_conv, tools=TOOLS, options=opts,
+                                     stream=True))
+            scalls = [tc for p_ in parts for tc in (p_.message.tool_calls or [])]
+            text = "".join(p_.message.content or "" for p_ in parts)
+            tap_ok(len(scalls) == 1 and scalls[0].function.name == want["name"]
+                   and dict(scalls[0].function.arguments) == want["arguments"]
+                   and "tool_call" not in text and parts[-1].done
+                   and not any(p_.done for p_ in parts[:-1]),
+                   "/api/chat streamed: the call in one line before the last, no marker in "
+                   "the content", parts)
+        finally:
+            proc.terminate()
+            tap_ok(proc.wait(timeout=60) == 0, "tools server exits 0 on SIGTERM")
 
 
 def run(ollama, url, files):

@@ -90,6 +90,181 @@ def cli_chat(model, line, n):
     return out[:-1] if out.endswith("\n") else out
 
 
+def metric(url, name):
+    _, _, body = raw(url + "/metrics")
+    m = re.search(r"^" + re.escape(name) + r" (\S+)$", body.decode(), re.M)
+    return float(m.group(1)) if m else None
+
+
+def json_schema_checks(openai, client, srv):
+    """response_format json_schema on the random tiny model: every output must
+    validate with the jsonschema package (the tiny model's choices are close to
+    random, so this is a random walk through the constraint on the real
+    tokenizer); JSON requests run in the batch together with plain ones; a
+    schema outside the supported subset is refused with 400."""
+    try:
+        import jsonschema
+    except ImportError:
+        tap_ok(True, "response_format json_schema # SKIP the jsonschema package is missing")
+        return
+    golden = os.environ.get("BALEEN_GOLDEN_DIR",
+                            os.path.join(os.path.dirname(__file__), "..", "golden"))
+    with open(os.path.join(golden, "json", "schema-cases.jsonl"), encoding="utf-8") as f:
+        schemas = [json.loads(line)["schema"] for line in f][:13]
+    hi = [{"role": "user", "content": "hi"}]
+    url = srv.url
+    results = {}
+
+    def one(k, kind):
+        try:
+            c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=300)
+            if kind == "schema":
+                sch = schemas[k % len(schemas)]
+                # the budget is short for some (the ending is steered into it) but
+                # always holds the smallest valid value, one byte per token
+                r = c.chat.completions.create(
+                    model=srv.model_id, messages=hi, max_tokens=40 + 8 * (k % 5), seed=k,
+                    temperature=1.5, response_format={"type": "json_schema", "json_schema": {
+                        "name": f"s{k}", "schema": sch, "strict": True}})
+                doc = json.loads(r.choices[0].message.content)
+                jsonschema.validate(doc, sch, cls=jsonschema.Draft202012Validator)
+                results[k] = ("ok" if r.choices[0].finish_reason == "stop" else "finish "
+                              + r.choices[0].finish_reason, r.choices[0].message.content)
+            elif kind == "object":
+                s = c.chat.completions.create(model=srv.model_id, messages=hi, max_tokens=200,
+                                              seed=k, stream=True,
+                                              response_format={"type": "json_object"})
+                out = "".join(ch.choices[0].delta.content or "" for ch in s if ch.choices)
+                results[k] = ("ok" if isinstance(json.loads(out), dict) else "not an object", out)
+            else:
+                r = c.chat.completions.create(model=srv.model_id, messages=hi, max_tokens=200,
+                                              seed=k)
+                results[k] = ("ok", r.choices[0].message.content)
+        except Exception as e:  # reported below
+            results[k] = (repr(e), None)
+
+    # 26 schema requests (every schema twice), 4 JSON-mode streams and 4 plain
+    # requests at once
+    kinds = ["schema"] * 26 + ["object"] * 4 + ["plain"] * 4
+    threads = [threading.Thread(target=one, args=(k, kind)) for k, kind in enumerate(kinds)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    bad = {k: v for k, v in results.items() if v[0] != "ok"}
+    tap_ok(len(results) == len(kinds) and not bad,
+           f"{len(kinds)} concurrent json_schema / json_object / plain requests: every JSON "
+           "output validates with jsonschema", bad)
+
+    # long constrained replies (at least 250 array elements) at once, while
+    # /metrics is watched: they run in the batch together
+    long_schema = {"type": "array", "items": {"type": "integer"}, "minItems": 250}
+    long_out = {}
+
+    def long_one(k):
+        try:
+            c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=300)
+            r = c.chat.completions.create(
+                model=srv.model_id, messages=hi, max_tokens=1500, seed=k, response_format={
+                    "type": "json_schema", "json_schema": {"name": "l", "schema": long_schema}})
+            long_out[k] = len(json.loads(r.choices[0].message.content))
+        except Exception as e:  # reported below
+            long_out[k] = repr(e)
+    threads = [threading.Thread(target=long_one, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    peak = 0
+    while any(t.is_alive() for t in threads):
+        peak = max(peak, metric(url, "baleen_engine_sequences_running") or 0)
+        time.sleep(0.01)
+    for t in threads:
+        t.join(600)
+    tap_ok(all(isinstance(v, int) and v >= 250 for v in long_out.values()) and peak >= 2,
+           f"JSON-constrained requests share the batch (peak {peak:.0f} sequences)", long_out)
+    # one request alone: constrained requests are not starved either
+    r = client.chat.completions.create(
+        model=srv.model_id, messages=hi, max_tokens=64, seed=99, temperature=1.0,
+        response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": schemas[0]}})
+    tap_ok(jsonschema.Draft202012Validator(schemas[0]).is_valid(
+        json.loads(r.choices[0].message.content)) and r.choices[0].finish_reason == "stop",
+        "json_schema through the SDK: parsed and valid", r.model_dump_json())
+    # a schema the recogniser cannot enforce is refused, not ignored
+    for sch, what in (({"type": "string", "pattern": "^a"}, "pattern"),
+                      ({"type": "object", "properties": {"n": {"type": "integer",
+                                                                "minimum": 1}}}, "minimum"),
+                      ({"oneOf": [{"type": "string"}, {"type": "null"}]}, "oneOf")):
+        try:
+            client.chat.completions.create(
+                model=srv.model_id, messages=hi, max_tokens=8,
+                response_format={"type": "json_schema",
+                                 "json_schema": {"name": "x", "schema": sch, "strict": True}})
+            tap_ok(False, f"json_schema with {what} -> 400")
+        except openai.BadRequestError as e:
+            tap_ok(e.status_code == 400 and e.code == "unsupported_schema" and what in str(e)
+                   and e.param == "response_format.json_schema.schema",
+                   f"json_schema with {what} -> 400 unsupported_schema", e)
+    st, _, body = raw(url + "/v1/chat/completions", "POST", json.dumps(
+        {"messages": hi, "response_format": {"type": "json_schema", "json_schema": 3}}).encode(),
+        {"Content-Type": "application/json"})
+    tap_ok(st == 400 and is_error_shape(body), "json_schema that is not an object -> 400", body)
+
+
+def qwen_tool_stream(c, srv):
+    """A tool call SmolLM2 writes itself in Qwen2.5's format (tool_choice auto,
+    the shared Qwen2.5 template; earlier turns called the tool), streamed and
+    accumulated the way SDK users do: per index, id and name from the first
+    delta, arguments joined."""
+    path = os.path.join(os.environ.get("BALEEN_SHARED_DATA", os.path.join(
+        os.path.dirname(__file__), "..", "..", "..", "shared", "data")), "templates",
+        "Qwen-Qwen2.5-7B-Instruct.jinja")
+    if not os.path.exists(path):
+        tap_ok(True, "Qwen tool-call stream through the SDK # SKIP no shared Qwen template")
+        return
+    tools = [{"type": "function", "function": {
+        "name": "mcp__weather__get_weather", "description": "Weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]}}}]
+    conv = []
+    for _ in range(3):
+        conv += [{"role": "user", "content": "What is the weather in Paris?"},
+                 {"role": "assistant", "content": "", "tool_calls": [
+                     {"id": "call_1", "type": "function", "function": {
+                         "name": "mcp__weather__get_weather",
+                         "arguments": "{\"city\": \"Paris\"}"}}]},
+                 {"role": "tool", "tool_call_id": "call_1", "content": "18 degrees"}]
+    conv.append({"role": "user", "content": "What is the weather in Paris?"})
+    extra = {"chat_template": open(path, encoding="utf-8").read()}
+    r = c.chat.completions.create(model=srv.model_id, messages=conv, tools=tools,
+                                  tool_choice="auto", max_tokens=60, temperature=0,
+                                  extra_body=extra)
+    s = c.chat.completions.create(model=srv.model_id, messages=conv, tools=tools,
+                                  tool_choice="auto", max_tokens=60, temperature=0,
+                                  stream=True, extra_body=extra)
+    acc, n_deltas, fin = {}, 0, None
+    for ch in s:
+        if not ch.choices:
+            continue
+        for tc in ch.choices[0].delta.tool_calls or []:
+            n_deltas += 1
+            if tc.index not in acc:
+                acc[tc.index] = {"id": tc.id, "type": tc.type, "name": tc.function.name,
+                                 "arguments": ""}
+            acc[tc.index]["arguments"] += tc.function.arguments or ""
+        fin = ch.choices[0].finish_reason or fin
+    calls = r.choices[0].message.tool_calls or []
+    try:
+        args_obj = json.loads(acc[0]["arguments"])
+    except (KeyError, ValueError):
+        args_obj = None
+    tap_ok(len(calls) == 1 and list(acc) == [0] and acc[0]["id"]
+           and acc[0]["type"] == "function" and acc[0]["name"] == calls[0].function.name
+           == "mcp__weather__get_weather" and acc[0]["arguments"] == calls[0].function.arguments
+           and isinstance(args_obj, dict) and n_deltas > 2 and fin == "tool_calls"
+           and r.choices[0].finish_reason == "tool_calls",
+           f"Qwen tool call streamed in {n_deltas} deltas, accumulated by the SDK: equals "
+           "the plain reply's", f"{acc} {r.model_dump_json()}")
+
+
 def main():
     try:
         import openai
@@ -229,6 +404,8 @@ def main():
             except ValueError:
                 ok = False
             tap_ok(ok, f"response_format json_object parses (seed {seed}, 40 tokens)", out)
+
+        json_schema_checks(openai, client, srv)
 
         # tools: a forced call, then its result sent back (tool round trip)
         tools = [{"type": "function", "function": {
@@ -429,6 +606,7 @@ def main():
             r = c.chat.completions.create(model=srv.model_id, temperature=0, max_tokens=4,
                                           messages=[{"role": "user", "content": "hi"}])
             tap_ok(r.usage.completion_tokens > 0, "request after an abandoned one")
+            qwen_tool_stream(c, srv)
         finally:
             srv.stop()
         m = re.search(r"plain: cancelled, prompt \d+ \(cached \d+\), completion (\d+)",

@@ -343,6 +343,48 @@ def test_sigterm(exe, golden):
                    (rc, st, body[:300]))
 
 
+def test_cors(exe, golden):
+    """--db: the CORS origins the desktop app stores (setting server.cors_origins,
+    written here with Python's sqlite3 while the server runs) decide
+    Access-Control-Allow-Origin at once; without the setting, and as "*", any
+    origin."""
+    import sqlite3
+    tiny = os.path.join(golden, "models", "llama", "model.gguf")
+    with tempfile.TemporaryDirectory() as tmp:
+        dbf = os.path.join(tmp, "baleen.db")
+        srv = Server(exe, "--model", tiny, "--db", dbf)
+        try:
+            def acao(origin, method="GET"):
+                h = {"Origin": origin}
+                if method == "OPTIONS":
+                    h["Access-Control-Request-Method"] = "POST"
+                st, hdr, _ = raw(srv.url + "/v1/models", method, None, h)
+                return st, hdr.get("Access-Control-Allow-Origin"), hdr.get("Vary")
+
+            _, a0, _ = acao("http://a.example")
+            db = sqlite3.connect(dbf, timeout=30)
+            db.execute("INSERT INTO settings (key, value) VALUES ('server.cors_origins', "
+                       "'http://a.example  https://b.example:8443') ON CONFLICT (key) "
+                       "DO UPDATE SET value = excluded.value")
+            db.commit()
+            st1, a1, v1 = acao("http://a.example")
+            st2, a2, _ = acao("https://b.example:8443", "OPTIONS")
+            st3, a3, _ = acao("http://evil.example")
+            st4, a4, _ = acao("http://evil.example", "OPTIONS")
+            tap_ok(a0 == "*" and st1 == 200 and a1 == "http://a.example" and v1 == "Origin"
+                   and st2 in (200, 204) and a2 == "https://b.example:8443"
+                   and st3 == 200 and a3 is None and a4 is None,
+                   "--db: server.cors_origins decides Access-Control-Allow-Origin",
+                   (a0, st1, a1, v1, st2, a2, st3, a3, a4))
+            db.execute("UPDATE settings SET value = '*' WHERE key = 'server.cors_origins'")
+            db.commit()
+            db.close()
+            _, a5, _ = acao("http://evil.example")
+            tap_ok(a5 == "*", "--db: server.cors_origins '*' allows every origin", a5)
+        finally:
+            tap_ok(srv.stop() == 0, "--db server exits 0")
+
+
 def main():
     for mod in ("openai", "prometheus_client"):
         try:
@@ -354,7 +396,7 @@ def main():
     exe = sys.argv[1]
     golden = os.environ.get("BALEEN_GOLDEN_DIR",
                             os.path.join(os.path.dirname(__file__), "..", "golden"))
-    for t in (test_guard, test_metadata, test_library, test_sigterm):
+    for t in (test_guard, test_metadata, test_library, test_sigterm, test_cors):
         try:
             t(exe, golden)
         except Exception as e:  # a crash is a failure, not a stop

@@ -8,8 +8,8 @@
  * (that is tested too). Checks: every match lies inside the text on character
  * boundaries; masking keeps the text valid UTF-8; and, for word rules on
  * valid UTF-8, streaming the text in pieces emits what scanning the whole
- * text predicts: the same masked text when nothing blocks, else a masked
- * prefix that stops short of the end of the first blocked phrase. */
+ * text predicts: the same masked text when nothing blocks, else a prefix of
+ * it that ends at or before the start of the first blocked phrase. */
 #include <glib.h>
 #include <stdint.h>
 #include <string.h>
@@ -35,16 +35,19 @@ expected (BlnRuleSet *set, const char *text, gsize len)
   return bln_rule_mask_text (text, end, m);
 }
 
-/* The end of the first block match, by start (0 when there is none). */
-static gsize
-first_block_end (BlnRuleSet *set, const char *text, gsize len)
+/* Whether there is a block match; its start, the first by start, in @start. */
+static gboolean
+first_block (BlnRuleSet *set, const char *text, gsize len, gsize *start)
 {
   g_autoptr (GArray) m = bln_rule_set_scan (set, text, len);
 
   for (guint i = 0; i < m->len; i++)
     if (g_array_index (m, BlnRuleMatch, i).action == BLN_RULE_BLOCK)
-      return g_array_index (m, BlnRuleMatch, i).end;
-  return 0;
+      {
+        *start = g_array_index (m, BlnRuleMatch, i).start;
+        return TRUE;
+      }
+  return FALSE;
 }
 
 int
@@ -120,19 +123,21 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     if (!regex && g_utf8_validate (text, len, NULL))
       {
         g_autofree char *want = expected (set, text, len);
-        gsize block_end = first_block_end (set, text, len);
+        gsize block_start = 0;
 
-        if (block_end == 0)
+        if (!first_block (set, text, len, &block_start))
           g_assert_cmpstr (out->str, ==, want);  /* no block: masks exactly as a whole */
         else
           {
-            /* Stopped, and what went out is the masked text up to some point
-             * before the end of the first blocked phrase: it may reach a
-             * little further than the phrase's start (a shorter blocked word
-             * completed first), never over a whole blocked phrase. */
+            /* Stopped, and what went out is the text as masked whole, cut at
+             * some character boundary at or before the start of the first
+             * blocked phrase: never any of it, even when a shorter blocked
+             * word inside or after it completed first. (It may stop short of
+             * that start, where a longer word could still have been under way
+             * when the stream stopped.) */
             gboolean found = FALSE;
             g_assert_false (go);
-            for (gsize k = 0; k < block_end && !found; k++)
+            for (gsize k = 0; k <= block_start && !found; k++)
               {
                 g_autofree char *cand = NULL;
                 if (((guint8) text[k] & 0xC0) == 0x80)

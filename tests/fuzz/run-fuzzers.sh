@@ -18,8 +18,7 @@ fi
 ninja -C "$build" tests/fuzz/fuzz-gguf tests/fuzz/fuzz-rules tests/fuzz/fuzz-jinja tests/fuzz/fuzz-chat-request
 
 status=0
-# fuzz-rules is left out until tests/fuzz/open-findings/rules-stream-stop-1 is fixed
-for target in gguf jinja chat-request; do
+for target in gguf rules jinja chat-request; do
   exe="$build/tests/fuzz/fuzz-$target"
   seeds="$here/corpus/$target"
   scratch=$(mktemp -d)

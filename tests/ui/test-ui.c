@@ -9,6 +9,7 @@
  * Chat page streams a reply, checked against a non-streamed request at
  * temperature 0.
  */
+#include <math.h>
 #include <string.h>
 #include <sqlite3.h>
 #include <glib/gstdio.h>
@@ -16,9 +17,13 @@
 #include <libsoup/soup.h>
 
 #include "application.h"
+#include "audit-view.h"
 #include "bln-error.h"
 #include "chat-page.h"
+#include "live-stats.h"
 #include "models-page.h"
+#include "rules-editor.h"
+#include "rules.h"
 #include "server-page.h"
 #include "settings-page.h"
 #include "window.h"
@@ -352,12 +357,550 @@ test_chat (void)
     g_assert_nonnull (strstr (content, bln_chat_page_last_reply (page)));
 }
 
+/* The first widget of @type under @root, depth first (borrowed), or NULL. */
+static GtkWidget *
+find_widget (GtkWidget *root, GType type)
+{
+  if (G_TYPE_CHECK_INSTANCE_TYPE (root, type))
+    return root;
+  for (GtkWidget *c = gtk_widget_get_first_child (root); c; c = gtk_widget_get_next_sibling (c))
+    {
+      GtkWidget *found = find_widget (c, type);
+      if (found)
+        return found;
+    }
+  return NULL;
+}
+
+static gint64
+sql_count (const char *sql)
+{
+  g_autofree char *path = g_build_filename (data_home, "baleen", "baleen.db", NULL);
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  gint64 n = -1;
+
+  g_assert_cmpint (sqlite3_open_v2 (path, &db, SQLITE_OPEN_READONLY, NULL), ==, SQLITE_OK);
+  g_assert_cmpint (sqlite3_prepare_v2 (db, sql, -1, &st, NULL), ==, SQLITE_OK);
+  if (sqlite3_step (st) == SQLITE_ROW)
+    n = sqlite3_column_int64 (st, 0);
+  sqlite3_finalize (st);
+  sqlite3_close (db);
+  return n;
+}
+
+static gboolean
+n_rules_is (gpointer data)
+{
+  BlnRulesEditor *ed = g_object_get_data (G_OBJECT (data), "editor");
+  return bln_rules_editor_n_rules (ed) == GPOINTER_TO_UINT (g_object_get_data (data, "want"));
+}
+
+/* Fills the rule form and presses Add; waits until the list has @want rules. */
+static gboolean
+add_rule (BlnRulesEditor *ed, const char *pattern, guint kind, guint action, guint want)
+{
+  GtkWidget *add = bln_rules_editor_get_widget (ed, "add");
+
+  gtk_editable_set_text (GTK_EDITABLE (bln_rules_editor_get_widget (ed, "pattern")), pattern);
+  adw_combo_row_set_selected (ADW_COMBO_ROW (bln_rules_editor_get_widget (ed, "kind")), kind);
+  adw_combo_row_set_selected (ADW_COMBO_ROW (bln_rules_editor_get_widget (ed, "action")), action);
+  adw_combo_row_set_selected (ADW_COMBO_ROW (bln_rules_editor_get_widget (ed, "scope")), 2);
+  g_assert_true (gtk_widget_get_sensitive (add));
+  g_object_set_data (G_OBJECT (add), "editor", ed);
+  g_object_set_data (G_OBJECT (add), "want", GUINT_TO_POINTER (want));
+  gtk_widget_activate (add);
+  return wait_until (n_rules_is, add, 5);
+}
+
+static void
+test_rules (void)
+{
+  BlnRulesEditor *ed;
+  g_autofree char *path = g_build_filename (data_home, "baleen", "baleen.db", NULL);
+  g_autofree char *pattern = NULL;
+  g_autofree char *action = NULL;
+  g_autofree char *result = NULL;
+  g_autofree char *remove_name = NULL;
+  g_autoptr (BlnDb) db = NULL;
+  g_autoptr (GPtrArray) rules = NULL;
+  g_autoptr (GError) error = NULL;
+  const BlnRule *r;
+
+  bln_window_show_page (window, "safety");
+  ed = BLN_RULES_EDITOR (find_widget (bln_window_get_page (window, "safety"),
+                                      BLN_TYPE_RULES_EDITOR));
+  g_assert_nonnull (ed);
+  g_assert_cmpuint (bln_rules_editor_n_rules (ed), ==, 0);
+
+  /* A word, masked, case-insensitive (the form's default), both ways. */
+  g_assert_true (add_rule (ed, "forbidden", 0, 1, 1));
+  /* A regular expression that does not compile is refused and not stored. */
+  g_assert_false (add_rule (ed, "(unclosed", 1, 0, 2));
+  g_assert_cmpuint (bln_rules_editor_n_rules (ed), ==, 1);
+  g_assert_cmpint (sql_count ("SELECT count(*) FROM rules"), ==, 1);
+  /* A second one to remove again. */
+  g_assert_true (add_rule (ed, "gr[ae]y", 1, 2, 2));
+  g_assert_cmpint (sql_count ("SELECT count(*) FROM rules"), ==, 2);
+
+  /* In the file, with plain SQL. */
+  pattern = g_strdup_printf ("%" G_GINT64_FORMAT,
+                             sql_count ("SELECT count(*) FROM rules WHERE pattern = 'forbidden' "
+                                        "AND kind = 'word' AND action = 'mask' AND scope = 'both' "
+                                        "AND nocase = 1 AND enabled = 1"));
+  g_assert_cmpstr (pattern, ==, "1");
+  action = g_strdup_printf ("%" G_GINT64_FORMAT,
+                            sql_count ("SELECT count(*) FROM rules WHERE pattern = 'gr[ae]y' AND "
+                                       "kind = 'regex' AND action = 'log'"));
+  g_assert_cmpstr (action, ==, "1");
+
+  /* Trying a text: the word matches whatever its case and is masked. */
+  result = bln_rules_editor_try_text (ed, "This is FORBIDDEN, and grey.");
+  g_assert_nonnull (strstr (result, "Masked: This is *********, and grey."));
+  g_assert_nonnull (strstr (result, "“grey” matches “gr[ae]y”"));
+  g_free (result);
+  result = bln_rules_editor_try_text (ed, "nothing here");
+  g_assert_cmpstr (result, ==, "No rule matches this text.");
+  gtk_editable_set_text (GTK_EDITABLE (bln_rules_editor_get_widget (ed, "test")), "gray sky");
+  g_signal_emit_by_name (bln_rules_editor_get_widget (ed, "test"), "apply");
+  g_assert_nonnull (strstr (adw_action_row_get_subtitle (ADW_ACTION_ROW (
+                      bln_rules_editor_get_widget (ed, "test-result"))), "Only logged."));
+
+  /* Switched off with its switch: kept, but no longer matched. */
+  {
+    g_autofree char *sw_name = g_strdup_printf (
+      "switch:%" G_GINT64_FORMAT, sql_count ("SELECT id FROM rules WHERE kind = 'regex'"));
+    GtkWidget *sw = bln_rules_editor_get_widget (ed, sw_name);
+    g_autofree char *off = NULL;
+
+    g_assert_true (GTK_IS_SWITCH (sw));
+    g_assert_true (gtk_switch_get_active (GTK_SWITCH (sw)));
+    gtk_switch_set_active (GTK_SWITCH (sw), FALSE);
+    g_assert_cmpint (sql_count ("SELECT enabled FROM rules WHERE kind = 'regex'"), ==, 0);
+    off = bln_rules_editor_try_text (ed, "gray sky");
+    g_assert_cmpstr (off, ==, "No rule matches this text.");
+    gtk_switch_set_active (GTK_SWITCH (sw), TRUE);
+    g_assert_cmpint (sql_count ("SELECT enabled FROM rules WHERE kind = 'regex'"), ==, 1);
+  }
+
+  /* Removing the regex with its button. */
+  remove_name = g_strdup_printf ("remove:%" G_GINT64_FORMAT,
+                                 sql_count ("SELECT id FROM rules WHERE kind = 'regex'"));
+  gtk_widget_activate (bln_rules_editor_get_widget (ed, remove_name));
+  g_object_set_data (G_OBJECT (ed), "editor", ed);
+  g_object_set_data (G_OBJECT (ed), "want", GUINT_TO_POINTER (1));
+  g_assert_true (wait_until (n_rules_is, ed, 5));
+  g_assert_cmpint (sql_count ("SELECT count(*) FROM rules"), ==, 1);
+
+  /* As a restarted app reads them. */
+  db = bln_db_open (path, &error);
+  g_assert_no_error (error);
+  rules = bln_rules_list (db, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (rules->len, ==, 1);
+  r = rules->pdata[0];
+  g_assert_cmpstr (r->pattern, ==, "forbidden");
+  g_assert_cmpint (r->kind, ==, BLN_RULE_WORD);
+  g_assert_cmpint (r->action, ==, BLN_RULE_MASK);
+  g_assert_cmpint (r->scope, ==, BLN_RULE_BOTH);
+  g_assert_true (r->nocase);
+}
+
+/* The server enforces a rule added in the window: a request containing a
+ * blocked word is refused with 400 content_filter. */
+static void
+test_rule_enforced (void)
+{
+  BlnRulesEditor *ed = BLN_RULES_EDITOR (find_widget (bln_window_get_page (window, "safety"),
+                                                      BLN_TYPE_RULES_EDITOR));
+  g_autoptr (SoupSession) session = soup_session_new ();
+  g_autoptr (SoupMessage) msg = NULL;
+  g_autoptr (GBytes) body = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *url = NULL;
+  g_autofree char *req = NULL;
+  guint n = bln_rules_editor_n_rules (ed);
+
+  g_assert_true (add_rule (ed, "zebra", 0, 0, n + 1));
+  if (!bln_application_server_url (app))
+    g_assert_true (bln_application_start_server (app, &error));
+  g_assert_true (wait_until (server_on, NULL, 10));
+  url = g_strconcat (bln_application_server_url (app), "v1/chat/completions", NULL);
+  req = g_strdup_printf ("{\"model\":\"%s\",\"max_tokens\":4,\"messages\":[{\"role\":"
+                         "\"user\",\"content\":\"Tell me about the Zebra\"}]}", model_id);
+  msg = soup_message_new ("POST", url);
+  soup_message_set_request_body_from_bytes (msg, "application/json",
+                                            g_bytes_new_static (req, strlen (req)));
+  body = fetch (session, msg, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (soup_message_get_status (msg), ==, 400);
+  g_assert_nonnull (g_strstr_len (g_bytes_get_data (body, NULL), g_bytes_get_size (body),
+                                  "content_filter"));
+}
+
+static gboolean
+shown_is (gpointer data)
+{
+  return bln_audit_view_n_shown (data) == GPOINTER_TO_UINT (g_object_get_data (data, "want"));
+}
+
+static gboolean
+search_for (BlnAuditView *view, const char *text, guint want)
+{
+  g_object_set_data (G_OBJECT (view), "want", GUINT_TO_POINTER (want));
+  gtk_editable_set_text (GTK_EDITABLE (bln_audit_view_get_widget (view, "search")), text);
+  return wait_until (shown_is, view, 5);
+}
+
+typedef struct {
+  gboolean done, ok;
+  GError *error;
+} Exported;
+
+static void
+export_done (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  Exported *e = user_data;
+
+  e->ok = bln_audit_view_export_finish (BLN_AUDIT_VIEW (source), result, &e->error);
+  e->done = TRUE;
+}
+
+static gboolean
+export_finished (gpointer data)
+{
+  return ((Exported *) data)->done;
+}
+
+static void
+export_to (BlnAuditView *view, const char *path, BlnAuditFormat format)
+{
+  g_autoptr (GFile) file = g_file_new_for_path (path);
+  Exported e = { 0 };
+
+  bln_audit_view_export_async (view, file, format, NULL, export_done, &e);
+  g_assert_true (wait_until (export_finished, &e, 30));
+  g_assert_no_error (e.error);
+  g_assert_true (e.ok);
+}
+
+static void
+test_audit (void)
+{
+  BlnAuditView *view;
+  BlnDb *db = bln_application_db (app);
+  g_autoptr (GError) error = NULL;
+  g_autofree char *jsonl = g_build_filename (data_home, "audit.jsonl", NULL);
+  g_autofree char *csv = g_build_filename (data_home, "audit.csv", NULL);
+  g_autofree char *out = NULL;
+  g_autofree char *err = NULL;
+  g_autoptr (JsonParser) parser = json_parser_new ();
+  g_autoptr (GPtrArray) tail = NULL;
+  static const struct { const char *model, *endpoint, *client, *prompt; gint64 key; } recs[] = {
+    { "alpha-model", "/v1/chat/completions", "10.0.0.7", "a question about whales", 7 },
+    { "beta-model", "/v1/completions", "10.0.0.8", "comma, \"quote\" and\nnewline", 0 },
+    { "beta-model", "/v1/embeddings", "192.168.1.2", "krill", 9 },
+  };
+  const char *argv[] = { "python3", "-c",
+    "import csv, json, sys\n"
+    "rows = [json.loads(l) for l in open(sys.argv[1], encoding='utf-8') if l.strip()]\n"
+    "with open(sys.argv[2], newline='', encoding='utf-8') as f:\n"
+    "    table = list(csv.DictReader(f))\n"
+    "print(json.dumps({'jsonl': rows, 'csv': table}))\n",
+    jsonl, csv, NULL };
+  gint64 n_before, total;
+  int status;
+  JsonObject *root;
+  JsonArray *lines, *table;
+
+  g_assert_nonnull (db);
+  bln_window_show_page (window, "safety");
+  view = BLN_AUDIT_VIEW (find_widget (bln_window_get_page (window, "safety"),
+                                      BLN_TYPE_AUDIT_VIEW));
+  g_assert_nonnull (view);
+  /* The chat and the refused request before were recorded by the server. */
+  bln_audit_view_refresh (view);
+  n_before = bln_audit_count (db, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (n_before, >=, 2);
+  g_assert_cmpuint (bln_audit_view_n_records (view), ==, n_before);
+  g_assert_true (search_for (view, "content_filter", 1) || search_for (view, "refused", 1));
+
+  for (guint i = 0; i < G_N_ELEMENTS (recs); i++)
+    {
+      BlnAuditRecord rec = { 0 };
+      rec.time_us = g_get_real_time () - (3 - i) * G_USEC_PER_SEC;
+      rec.request_id = g_strdup_printf ("req-%u", i);
+      rec.client = (char *) recs[i].client;
+      rec.key_id = recs[i].key;
+      rec.model = (char *) recs[i].model;
+      rec.endpoint = (char *) recs[i].endpoint;
+      rec.prompt_tokens = 10 + i;
+      rec.completion_tokens = 20 + i;
+      rec.ttft_ms = 12.5;
+      rec.total_ms = 99;
+      rec.finish_reason = (char *) "stop";
+      rec.prompt = (char *) recs[i].prompt;
+      rec.completion = (char *) "ok";
+      g_assert_cmpint (bln_audit_write (db, &rec, BLN_PRIVACY_FULL, &error), >, 0);
+      g_assert_no_error (error);
+      g_free (rec.request_id);
+    }
+  gtk_widget_activate (bln_audit_view_get_widget (view, "refresh"));
+  g_object_set_data (G_OBJECT (view), "want", GUINT_TO_POINTER (n_before + 3));
+  g_assert_true (search_for (view, "", n_before + 3));
+  g_assert_cmpuint (bln_audit_view_n_records (view), ==, n_before + 3);
+
+  /* Filtered by model, endpoint, key, client, prompt text, several words. */
+  g_assert_true (search_for (view, "alpha-model", 1));
+  g_assert_true (search_for (view, "beta-model", 2));
+  g_assert_true (search_for (view, "/v1/embeddings", 1));
+  g_assert_true (search_for (view, "key:9", 1));
+  g_assert_true (search_for (view, "10.0.0.", 2));
+  g_assert_true (search_for (view, "WHALES", 1));
+  g_assert_true (search_for (view, "beta krill", 1));
+  g_assert_true (search_for (view, "no-such-thing", 0));
+  g_assert_true (search_for (view, "", n_before + 3));
+
+  /* Exported, and read back by Python's json and csv modules. */
+  export_to (view, jsonl, BLN_AUDIT_JSONL);
+  export_to (view, csv, BLN_AUDIT_CSV);
+  g_assert_true (g_spawn_sync (NULL, (char **) argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL,
+                               &out, &err, &status, &error));
+  g_assert_no_error (error);
+  if (status != 0)
+    g_printerr ("%s", err);
+  g_assert_cmpint (status, ==, 0);
+  g_assert_true (json_parser_load_from_data (parser, out, -1, &error));
+  root = json_node_get_object (json_parser_get_root (parser));
+  lines = json_object_get_array_member (root, "jsonl");
+  table = json_object_get_array_member (root, "csv");
+  total = bln_audit_count (db, NULL);
+  g_assert_cmpint (json_array_get_length (lines), ==, total);
+  g_assert_cmpint (json_array_get_length (table), ==, total);
+  tail = bln_audit_tail (db, (guint) total, &error);
+  g_assert_no_error (error);
+  for (guint i = 0; i < total; i++)
+    {
+      const BlnAuditRecord *rec = tail->pdata[i];
+      JsonObject *line = json_array_get_object_element (lines, i);
+      JsonObject *row = json_array_get_object_element (table, i);
+      g_autofree char *tokens = g_strdup_printf ("%" G_GINT64_FORMAT, rec->prompt_tokens);
+
+      g_assert_cmpstr (json_object_get_string_member (line, "model"), ==, rec->model);
+      g_assert_cmpstr (json_object_get_string_member (line, "endpoint"), ==, rec->endpoint);
+      g_assert_cmpint (json_object_get_int_member (line, "prompt_tokens"), ==,
+                       rec->prompt_tokens);
+      g_assert_cmpstr (json_object_get_string_member (row, "model"), ==, rec->model);
+      g_assert_cmpstr (json_object_get_string_member (row, "client"), ==, rec->client);
+      g_assert_cmpstr (json_object_get_string_member (row, "prompt_tokens"), ==, tokens);
+      if (rec->prompt)
+        {
+          g_assert_cmpstr (json_object_get_string_member (line, "prompt"), ==, rec->prompt);
+          g_assert_cmpstr (json_object_get_string_member (row, "prompt"), ==, rec->prompt);
+        }
+    }
+}
+
+static gboolean
+has_positive (gpointer data)
+{
+  BlnPlotSeries *s = bln_plot_get_series (data);
+
+  for (guint i = 0; i < bln_plot_series_length (s); i++)
+    if (bln_plot_series_get (s, i) > 0)
+      return TRUE;
+  return FALSE;
+}
+
+static gboolean
+samples_at_least (gpointer data)
+{
+  return bln_live_stats_n_samples (data) >=
+         GPOINTER_TO_UINT (g_object_get_data (G_OBJECT (data), "want"));
+}
+
+/* A gauge's value in a Prometheus text exposition (the server's /metrics). */
+static double
+prometheus_value (const char *text, const char *name)
+{
+  g_auto (GStrv) lines = g_strsplit (text, "\n", -1);
+
+  for (guint i = 0; lines[i]; i++)
+    if (g_str_has_prefix (lines[i], name) && lines[i][strlen (name)] == ' ')
+      return g_ascii_strtod (lines[i] + strlen (name) + 1, NULL);
+  return NAN;
+}
+
+/* After the chat: the Performance and Caches plots have sampled the server
+ * and the engine once a second. */
+static void
+test_live_stats (void)
+{
+  BlnLiveStats *perf = BLN_LIVE_STATS (find_widget (bln_window_get_page (window, "performance"),
+                                                    BLN_TYPE_LIVE_STATS));
+  BlnLiveStats *caches = BLN_LIVE_STATS (find_widget (bln_window_get_page (window, "caches"),
+                                                      BLN_TYPE_LIVE_STATS));
+  g_autoptr (SoupSession) session = soup_session_new ();
+  g_autoptr (SoupMessage) msg = NULL;
+  g_autoptr (GBytes) body = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *url = NULL;
+  g_autofree char *text = NULL;
+  g_autofree char *total = NULL;
+  BlnPlot *p;
+  guint n;
+
+  g_assert_nonnull (perf);
+  g_assert_nonnull (caches);
+  bln_window_show_page (window, "performance");
+  /* The pages keep sampling: two more points within three seconds. */
+  n = bln_live_stats_n_samples (perf);
+  g_object_set_data (G_OBJECT (perf), "want", GUINT_TO_POINTER (n + 2));
+  g_assert_true (wait_until (samples_at_least, perf, 3.5));
+  g_assert_cmpuint (bln_plot_series_length (bln_plot_get_series (
+                      bln_live_stats_get_plot (perf, "queue"))), >=, n + 2);
+
+  /* The chat's tokens and first-token times went through the server. */
+  g_assert_true (has_positive (bln_live_stats_get_plot (perf, "tokens-per-second")));
+  g_assert_true (has_positive (bln_live_stats_get_plot (perf, "ttft")));
+  p = bln_live_stats_get_plot (perf, "queue");
+  g_assert_cmpfloat (bln_plot_series_last (bln_plot_get_series (p)), ==, 0);
+  g_assert_cmpstr (bln_plot_get_value_text (p), ==, "0");
+  g_assert_true (g_str_has_prefix (adw_action_row_get_subtitle (
+                   bln_live_stats_get_row (perf, "device")), "CPU: continuous batching"));
+  /* No NVML here (the test points BALEEN_NVML_LIBRARY at nothing): the GPU
+   * plots say so and hold no made-up samples. */
+  p = bln_live_stats_get_plot (perf, "gpu-utilization");
+  g_assert_nonnull (bln_plot_get_message (p));
+  g_assert_true (g_str_has_prefix (bln_plot_get_message (p), "No NVIDIA GPU"));
+  g_assert_cmpuint (bln_plot_series_length (bln_plot_get_series (p)), ==, 0);
+  g_assert_nonnull (bln_plot_get_message (bln_live_stats_get_plot (perf, "gpu-memory")));
+
+  /* Caches: the same numbers the server exports on /metrics. */
+  bln_window_show_page (window, "caches");
+  bln_live_stats_sample (caches);
+  if (!bln_application_server_url (app))
+    g_assert_true (bln_application_start_server (app, &error));
+  url = g_strconcat (bln_application_server_url (app), "metrics", NULL);
+  msg = soup_message_new ("GET", url);
+  body = fetch (session, msg, &error);
+  g_assert_no_error (error);
+  text = g_strndup (g_bytes_get_data (body, NULL), g_bytes_get_size (body));
+  p = bln_live_stats_get_plot (caches, "prefix-hit-rate");
+  g_assert_null (bln_plot_get_message (p));
+  /* The plain request after the streamed one reused its prompt's blocks. */
+  g_assert_cmpfloat (bln_plot_series_last (bln_plot_get_series (p)), >, 0);
+  g_assert_cmpfloat (fabs (bln_plot_series_last (bln_plot_get_series (p)) -
+                           100 * prometheus_value (text, "baleen_kv_prefix_hit_ratio")), <, 1e-6);
+  p = bln_live_stats_get_plot (caches, "kv-blocks");
+  g_assert_cmpfloat (bln_plot_series_last (bln_plot_get_series (p)), ==,
+                     prometheus_value (text, "baleen_kv_blocks_used"));
+  g_assert_cmpfloat (bln_plot_get_top (p), ==, prometheus_value (text, "baleen_kv_blocks_total"));
+  total = g_strdup_printf (" of %.0f blocks", prometheus_value (text, "baleen_kv_blocks_total"));
+  g_assert_nonnull (strstr (adw_action_row_get_subtitle (bln_live_stats_get_row (caches, "usage")),
+                            total));
+}
+
+static gboolean
+page_idle (gpointer data)
+{
+  return !bln_models_page_is_busy (data);
+}
+
+/* Importing the tiny llama's HF folder as q8_0 from the Models page: it is
+ * converted off the main thread, listed, and matches the gguf package's
+ * quantisation of the reference GGUF of the same model. */
+static void
+test_import_hf (void)
+{
+  BlnModelsPage *page = BLN_MODELS_PAGE (bln_window_get_page (window, "models"));
+  const char *golden = g_getenv ("BALEEN_GOLDEN_DIR");
+  g_autofree char *src = g_build_filename (golden ? golden : "tests/golden", "models", "llama",
+                                           NULL);
+  g_autofree char *ref = g_build_filename (src, "model.gguf", NULL);
+  /* A folder name of its own: the library would give "llama/model-q8_0.gguf"
+   * and "llama-q8_0.gguf" the same id. */
+  g_autofree char *folder = g_build_filename (data_home, "downloads", "tiny-hf-llama", NULL);
+  static const char *files[] = { "config.json", "model.safetensors", "tokenizer.json",
+                                 "tokenizer_config.json" };
+  g_autofree char *out = NULL;
+  g_autofree char *err = NULL;
+  g_autoptr (GError) error = NULL;
+  BlnModelLibrary *lib;
+  const char *converted;
+  const char *script = g_getenv ("BALEEN_CHECK_HF_GGUF");
+  gboolean listed = FALSE;
+  guint n_before;
+  int status;
+
+  g_mkdir_with_parents (folder, 0755);
+  for (guint i = 0; i < G_N_ELEMENTS (files); i++)
+    {
+      g_autofree char *from = g_build_filename (src, files[i], NULL);
+      g_autofree char *to = g_build_filename (folder, files[i], NULL);
+      g_autofree char *contents = NULL;
+      gsize len;
+      g_assert_true (g_file_get_contents (from, &contents, &len, NULL));
+      g_assert_true (g_file_set_contents (to, contents, len, NULL));
+    }
+  bln_window_show_page (window, "models");
+  n_before = bln_model_library_n_models (bln_application_library (app));
+  g_assert_true (bln_models_page_import_hf (page, folder, BLN_TYPE_Q8_0, &error));
+  g_assert_no_error (error);
+  g_assert_true (bln_models_page_is_busy (page));
+  /* One thing at a time. */
+  g_assert_false (bln_models_page_import_hf (page, folder, BLN_TYPE_F16, &error));
+  g_assert_error (error, G_IO_ERROR, G_IO_ERROR_BUSY);
+  g_clear_error (&error);
+  g_assert_true (wait_until (page_idle, page, 60));
+
+  converted = bln_models_page_last_converted (page);
+  g_assert_nonnull (converted);
+  g_assert_true (g_str_has_suffix (converted, "/tiny-hf-llama-q8_0.gguf"));
+  lib = bln_application_library (app);
+  g_assert_cmpuint (bln_model_library_n_models (lib), ==, n_before + 1);
+  for (guint i = 0; i < bln_model_library_n_models (lib); i++)
+    listed = listed || g_strcmp0 (bln_model_library_get (lib, i)->path, converted) == 0;
+  g_assert_true (listed);
+
+  /* The old library is retired on a timer, which rebuilds the rows: let it
+   * happen before the next case holds a row's button. */
+  for (int i = 0; i < 100; i++)
+    g_main_context_iteration (NULL, FALSE), g_usleep (2000);
+
+  /* The same again would overwrite it: refused. */
+  g_assert_false (bln_models_page_import_hf (page, folder, BLN_TYPE_Q8_0, &error));
+  g_assert_error (error, G_IO_ERROR, G_IO_ERROR_EXISTS);
+
+  if (script)
+    {
+      const char *argv[] = { "python3", script, "compare", converted, ref, "q8_0",
+                             "tiny-hf-llama", NULL };
+      g_assert_true (g_spawn_sync (NULL, (char **) argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL,
+                                   &out, &err, &status, NULL));
+      if (WIFEXITED (status) && WEXITSTATUS (status) == 77)
+        g_test_message ("gguf check skipped: %s", out);
+      else
+        {
+          if (status != 0)
+            g_printerr ("%s%s", out, err);
+          g_assert_cmpint (status, ==, 0);
+        }
+    }
+}
+
 /* With BALEEN_SCREENSHOT_DIR set (tools/screenshots.sh), saves every page as
  * DIR/NAME.png once the cases have run, so the pictures show real state. */
 static void
 save_screenshots (const char *dir)
 {
   static const char *pages[] = { "models", "server", "chat", "caches", "safety", "performance" };
+
+  /* The window's content under the toast overlay: header bar and page,
+   * without the toasts the cases left. */
+  GtkWidget *content = adw_toast_overlay_get_child (ADW_TOAST_OVERLAY (
+    adw_application_window_get_content (ADW_APPLICATION_WINDOW (window))));
 
   g_mkdir_with_parents (dir, 0755);
   gtk_window_set_default_size (GTK_WINDOW (window), 1000, 720);
@@ -371,11 +914,11 @@ save_screenshots (const char *dir)
       int w, h;
 
       bln_window_show_page (window, pages[i]);
-      for (int k = 0; k < 50; k++)
+      for (int k = 0; k < 150; k++)
         g_main_context_iteration (NULL, FALSE), g_usleep (4000);
-      w = gtk_widget_get_width (GTK_WIDGET (window));
-      h = gtk_widget_get_height (GTK_WIDGET (window));
-      paintable = gtk_widget_paintable_new (GTK_WIDGET (window));
+      w = gtk_widget_get_width (content);
+      h = gtk_widget_get_height (content);
+      paintable = gtk_widget_paintable_new (content);
       gdk_paintable_snapshot (paintable, GDK_SNAPSHOT (snapshot), w, h);
       node = gtk_snapshot_to_node (snapshot);
       if (!node)
@@ -468,9 +1011,14 @@ main (int argc, char **argv)
   model_id = g_strdup (bln_model_library_get (bln_application_library (app), 0)->id);
 
   g_test_add_func ("/Baleen/UI/settings-persist", test_settings_persist);
+  g_test_add_func ("/Baleen/UI/import-hf-folder", test_import_hf);
   g_test_add_func ("/Baleen/UI/load-model", test_load_model);
   g_test_add_func ("/Baleen/UI/server-start-stop", test_server);
   g_test_add_func ("/Baleen/UI/chat-streams", test_chat);
+  g_test_add_func ("/Baleen/UI/live-stats", test_live_stats);
+  g_test_add_func ("/Baleen/UI/safety-rules", test_rules);
+  g_test_add_func ("/Baleen/UI/safety-rule-enforced", test_rule_enforced);
+  g_test_add_func ("/Baleen/UI/safety-audit", test_audit);
   if (!g_getenv ("BALEEN_SCREENSHOT_DIR"))   /* the pictures show a loaded model */
     g_test_add_func ("/Baleen/UI/unload", test_unload);
   rc = g_test_run ();

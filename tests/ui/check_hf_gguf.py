@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""Checks GGUF files written by Baleen's HF folder conversion (app/ui/hf-convert.c)
+with the gguf Python package, the reference reader and quantiser.
+
+  check_hf_gguf.py compare OUT.gguf REF.gguf TYPE FOLDER_NAME
+      OUT must hold the metadata of REF (a tiny model's model.gguf, written in
+      llama.cpp's converter layout from the same HF folder) and the same tensors
+      in the same order, each stored as the type the conversion rule gives and
+      byte-identical to gguf.quants.quantize() of REF's F32 data.
+  check_hf_gguf.py make-wide DIR TOKENIZER_DIR
+      writes a one-layer llama HF folder with rows of 256 values (so k-quants
+      apply) and random F32 weights, taking the tokenizer files from
+      TOKENIZER_DIR.
+  check_hf_gguf.py wide OUT.gguf DIR TYPE
+      OUT's tensors, dequantised by gguf.quants.dequantize(), must match DIR's
+      safetensors (query/key rows in GGUF's rotary order) within TYPE's
+      quantisation error.
+
+Exit 0 when good, 1 with a message when not, 77 when numpy/gguf/safetensors are
+missing.
+"""
+import json
+import os
+import shutil
+import sys
+
+try:
+    import numpy as np
+    import gguf
+    from gguf import GGMLQuantizationType as T
+    from safetensors.numpy import load_file, save_file
+except ImportError as e:  # pragma: no cover
+    print(f"SKIP: {e}")
+    sys.exit(77)
+
+TYPES = {"f32": T.F32, "f16": T.F16, "bf16": T.BF16, "q8_0": T.Q8_0, "q4_0": T.Q4_0,
+         "q4_K": T.Q4_K, "q6_K": T.Q6_K}
+# llama.cpp's general.file_type for a model mostly of each type
+FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7, "q4_K": 14, "q6_K": 18, "bf16": 32}
+OWN_KEYS = {"general.name", "general.file_type", "general.quantization_version"}
+
+
+def fail(msg):
+    print(f"FAIL: {msg}")
+    sys.exit(1)
+
+
+def field_value(f):
+    vt = f.types[0]
+    if vt == gguf.GGUFValueType.STRING:
+        return bytes(f.parts[f.data[0]]).decode()
+    if vt == gguf.GGUFValueType.ARRAY:
+        if f.types[1] == gguf.GGUFValueType.STRING:
+            return [bytes(f.parts[i]).decode() for i in f.data]
+        return [f.parts[i][0].item() for i in f.data]
+    return f.parts[f.data[0]][0].item()
+
+
+def metadata(reader):
+    return {k: field_value(f) for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+
+
+def stored_type(want, shape):
+    """The conversion rule: 1-D tensors F32; 2-D rows that the type's blocks do
+    not divide fall back to Q8_0, or F16 when 32 does not divide them either."""
+    if len(shape) < 2:
+        return T.F32
+    block = gguf.GGML_QUANT_SIZES[want][0]
+    if shape[-1] % block == 0:
+        return want
+    return T.Q8_0 if shape[-1] % 32 == 0 else T.F16
+
+
+def expected_bytes(data, t):
+    if t == T.F32:
+        return data.astype(np.float32).tobytes()
+    if t == T.F16:
+        return data.astype(np.float16).tobytes()
+    return gguf.quants.quantize(data, t).tobytes()
+
+
+def torch_shape(t):
+    """GGUFReader gives ne order (row length first); numpy wants it reversed."""
+    return tuple(int(x) for x in reversed(t.shape))
+
+
+def compare(out_path, ref_path, type_name, folder_name):
+    want = TYPES[type_name]
+    out = gguf.GGUFReader(out_path)
+    ref = gguf.GGUFReader(ref_path)
+    mo, mr = metadata(out), metadata(ref)
+    if mo.get("general.name") != folder_name:
+        fail(f"general.name {mo.get('general.name')!r}, expected {folder_name!r}")
+    if mo.get("general.file_type") != FILE_TYPE[type_name]:
+        fail(f"general.file_type {mo.get('general.file_type')}")
+    if (want != T.F32) != ("general.quantization_version" in mo):
+        fail("general.quantization_version present/absent wrongly")
+    ko, kr = set(mo) - OWN_KEYS, set(mr) - OWN_KEYS
+    if ko != kr:
+        fail(f"metadata keys differ: extra {sorted(ko - kr)}, missing {sorted(kr - ko)}")
+    for k in sorted(kr):
+        a, b = mo[k], mr[k]
+        if isinstance(b, float):
+            same = np.float32(a) == np.float32(b)
+        else:
+            same = a == b
+        if not same:
+            fail(f"metadata {k}: {str(a)[:80]!r} != reference {str(b)[:80]!r}")
+    names_o = [t.name for t in out.tensors]
+    names_r = [t.name for t in ref.tensors]
+    if names_o != names_r:
+        fail(f"tensor names/order differ:\n{names_o}\n{names_r}")
+    for to, tr in zip(out.tensors, ref.tensors):
+        shape = torch_shape(tr)
+        if torch_shape(to) != shape:
+            fail(f"{to.name}: shape {torch_shape(to)} != {shape}")
+        if tr.tensor_type != T.F32:
+            fail(f"reference {tr.name} is not F32")
+        t = stored_type(want, shape)
+        if to.tensor_type != t:
+            fail(f"{to.name}: stored as {to.tensor_type.name}, expected {t.name}")
+        data = np.asarray(tr.data, dtype=np.float32).reshape(shape)
+        if np.asarray(to.data).tobytes() != expected_bytes(data, t):
+            fail(f"{to.name}: data differs from gguf.quants.quantize({t.name})")
+    print(f"ok: {len(names_o)} tensors, {len(kr)} metadata keys as the reference, {type_name}")
+
+
+def make_wide(folder, tok_dir):
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(11)
+    n_embd, n_head, n_kv, n_ff, vocab = 256, 4, 2, 512, 320
+    hd = n_embd // n_head
+    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": n_embd,
+           "intermediate_size": n_ff, "num_attention_heads": n_head,
+           "num_key_value_heads": n_kv, "num_hidden_layers": 1, "rms_norm_eps": 1e-5,
+           "rope_theta": 10000.0, "max_position_embeddings": 128, "vocab_size": vocab,
+           "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": False}
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(os.path.join(tok_dir, name), folder)
+
+    def mat(rows, cols):
+        return rng.normal(0, 1 / np.sqrt(cols), (rows, cols)).astype(np.float32)
+    w = {"model.embed_tokens.weight": mat(vocab, n_embd),
+         "model.norm.weight": rng.normal(1, 0.2, n_embd).astype(np.float32),
+         "lm_head.weight": mat(vocab, n_embd),
+         "model.layers.0.input_layernorm.weight": rng.normal(1, 0.2, n_embd).astype(np.float32),
+         "model.layers.0.post_attention_layernorm.weight":
+             rng.normal(1, 0.2, n_embd).astype(np.float32),
+         "model.layers.0.self_attn.q_proj.weight": mat(n_head * hd, n_embd),
+         "model.layers.0.self_attn.k_proj.weight": mat(n_kv * hd, n_embd),
+         "model.layers.0.self_attn.v_proj.weight": mat(n_kv * hd, n_embd),
+         "model.layers.0.self_attn.o_proj.weight": mat(n_embd, n_head * hd),
+         "model.layers.0.mlp.gate_proj.weight": mat(n_ff, n_embd),
+         "model.layers.0.mlp.up_proj.weight": mat(n_ff, n_embd),
+         "model.layers.0.mlp.down_proj.weight": mat(n_embd, n_ff)}
+    save_file(w, os.path.join(folder, "model.safetensors"))
+    print(f"ok: wrote {folder}")
+
+
+HF_OF = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+         "output.weight": "lm_head.weight", "attn_norm": "input_layernorm",
+         "ffn_norm": "post_attention_layernorm", "attn_q": "self_attn.q_proj",
+         "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+         "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+         "ffn_down": "mlp.down_proj"}
+
+
+def permute(w, n_head):
+    # llama.cpp's convert_hf_to_gguf LlamaModel.permute: HF rotate-half rows to
+    # GGUF adjacent pairs, per head
+    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+# Largest RMS error relative to the weights' RMS each type may show.
+TOLERANCE = {T.Q4_K: 0.12, T.Q6_K: 0.03, T.Q8_0: 0.01, T.Q4_0: 0.15}
+
+
+def wide(out_path, folder, type_name):
+    want = TYPES[type_name]
+    src = load_file(os.path.join(folder, "model.safetensors"))
+    cfg = json.load(open(os.path.join(folder, "config.json")))
+    out = gguf.GGUFReader(out_path)
+    seen = set()
+    for t in out.tensors:
+        if t.name in HF_OF:
+            hf = HF_OF[t.name]
+        else:
+            _, blk, role, suffix = t.name.split(".")
+            hf = f"model.layers.{blk}.{HF_OF[role]}.{suffix}"
+        ref = src[hf]
+        if hf.endswith("q_proj.weight"):
+            ref = permute(ref, cfg["num_attention_heads"])
+        elif hf.endswith("k_proj.weight"):
+            ref = permute(ref, cfg["num_key_value_heads"])
+        shape = torch_shape(t)
+        if shape != ref.shape:
+            fail(f"{t.name}: shape {shape} != {ref.shape}")
+        st = stored_type(want, shape)
+        if t.tensor_type != st:
+            fail(f"{t.name}: stored as {t.tensor_type.name}, expected {st.name}")
+        got = gguf.quants.dequantize(np.asarray(t.data), t.tensor_type).reshape(shape)
+        if st == T.F32:
+            if not np.array_equal(got, ref):
+                fail(f"{t.name}: F32 data differs")
+        else:
+            err = np.sqrt(np.mean((got - ref) ** 2)) / np.sqrt(np.mean(ref ** 2))
+            if err > TOLERANCE[st]:
+                fail(f"{t.name}: relative RMS error {err:.4f} above {TOLERANCE[st]} for {st.name}")
+        seen.add(hf)
+    if seen != set(src):
+        fail(f"tensors missing from the GGUF: {sorted(set(src) - seen)}")
+    print(f"ok: {len(seen)} tensors within the {type_name} error of the source")
+
+
+if __name__ == "__main__":
+    cmd = sys.argv[1]
+    if cmd == "compare":
+        compare(*sys.argv[2:6])
+    elif cmd == "make-wide":
+        make_wide(*sys.argv[2:4])
+    elif cmd == "wide":
+        wide(*sys.argv[2:5])
+    else:
+        fail(f"unknown command {cmd}")

@@ -1,0 +1,207 @@
+/* test-hf-convert.c — HF folder to GGUF conversion (app/ui/hf-convert.h),
+ * checked by the gguf Python package (tests/ui/check_hf_gguf.py): the tiny
+ * llama, llama-tied and qwen2 folders of tests/golden converted to the
+ * target types are compared with their model.gguf (written in llama.cpp's
+ * converter layout) quantised by gguf.quants; a wider generated folder checks the
+ * k-quants within their error; the results load in the engine; cancelling and
+ * unsupported folders leave no file. */
+#include <glib/gstdio.h>
+
+#include "bln-error.h"
+#include "hf-convert.h"
+#include "model.h"
+
+static char *golden;
+static char *script;
+static char *tmp;
+
+/* Runs the checker; FALSE (and the test skipped) when its modules are missing. */
+static gboolean
+check (const char *const *args)
+{
+  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
+  g_autofree char *out = NULL;
+  g_autofree char *err = NULL;
+  g_autoptr (GError) error = NULL;
+  int status = 0;
+
+  g_ptr_array_add (argv, (gpointer) "python3");
+  g_ptr_array_add (argv, script);
+  for (guint i = 0; args[i]; i++)
+    g_ptr_array_add (argv, (gpointer) args[i]);
+  g_ptr_array_add (argv, NULL);
+  g_assert_true (g_spawn_sync (NULL, (char **) argv->pdata, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL,
+                               &out, &err, &status, &error));
+  g_assert_no_error (error);
+  if (WIFEXITED (status) && WEXITSTATUS (status) == 77)
+    {
+      g_test_skip (out);
+      return FALSE;
+    }
+  g_test_message ("%s%s", out, err);
+  if (!g_spawn_check_wait_status (status, NULL))
+    g_error ("check_hf_gguf.py %s failed:\n%s%s", args[0], out, err);
+  return TRUE;
+}
+
+static void
+progress (double fraction, gpointer user_data)
+{
+  double *last = user_data;
+
+  g_assert_cmpfloat (fraction, >=, *last);
+  g_assert_cmpfloat (fraction, <=, 1.0);
+  *last = fraction;
+}
+
+static void
+convert_and_compare (const char *model, const char *type_name)
+{
+  g_autofree char *dir = g_build_filename (golden, "models", model, NULL);
+  g_autofree char *ref = g_build_filename (dir, "model.gguf", NULL);
+  g_autofree char *out = g_strdup_printf ("%s/%s-%s.gguf", tmp, model, type_name);
+  g_autofree char *part = g_strconcat (out, ".part", NULL);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (BlnModel) src = NULL;
+  g_autoptr (BlnModel) conv = NULL;
+  const char *args[] = { "compare", out, ref, type_name, model, NULL };
+  double last = 0;
+  BlnType type;
+
+  g_assert_true (bln_hf_convert_type_from_name (type_name, &type));
+  g_assert_true (bln_hf_convert (dir, out, type, NULL, progress, &last, &error));
+  g_assert_no_error (error);
+  g_assert_cmpfloat (last, ==, 1.0);
+  g_assert_true (g_file_test (out, G_FILE_TEST_IS_REGULAR));
+  g_assert_false (g_file_test (part, G_FILE_TEST_EXISTS));
+  if (!check (args))
+    return;
+
+  /* The engine loads it, with the source's parameters and vocabulary. */
+  src = bln_model_load (dir, &error);
+  g_assert_no_error (error);
+  conv = bln_model_load (out, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (bln_model_n_params (conv), ==, bln_model_n_params (src));
+  g_assert_cmpstr (bln_model_arch_name (conv), ==, bln_model_arch_name (src));
+  g_assert_cmpint (bln_model_hparams (conv)->tied_embeddings, ==,
+                   bln_model_hparams (src)->tied_embeddings);
+  g_assert_cmpint (bln_model_hparams (conv)->n_vocab, ==, bln_model_hparams (src)->n_vocab);
+  g_assert_cmpstr (bln_model_chat_template (conv), ==, bln_model_chat_template (src));
+  g_unlink (out);
+}
+
+/* Every type for llama; for the others the types whose rows differ in kind
+ * (qwen2's 48-wide rows fall back to f16 for every quantised type). */
+static void
+test_types (gconstpointer data)
+{
+  static const char *all[] = { "f32", "f16", "bf16", "q8_0", "q4_0", "q4_K", "q6_K", NULL };
+  static const char *some[] = { "f32", "bf16", "q8_0", NULL };
+  const char *const *types = g_str_equal (data, "llama") ? all : some;
+
+  for (guint i = 0; types[i]; i++)
+    convert_and_compare (data, types[i]);
+}
+
+static void
+test_wide_kquants (void)
+{
+  g_autofree char *dir = g_build_filename (tmp, "wide-llama", NULL);
+  g_autofree char *tok = g_build_filename (golden, "models", "llama", NULL);
+  const char *make[] = { "make-wide", dir, tok, NULL };
+  static const char *types[] = { "q4_K", "q6_K", "q8_0", "q4_0" };
+
+  if (!check (make))
+    return;
+  for (guint i = 0; i < G_N_ELEMENTS (types); i++)
+    {
+      g_autofree char *out = g_strdup_printf ("%s/wide-%s.gguf", tmp, types[i]);
+      g_autoptr (GError) error = NULL;
+      g_autoptr (BlnModel) m = NULL;
+      const char *args[] = { "wide", out, dir, types[i], NULL };
+      BlnType type;
+
+      g_assert_true (bln_hf_convert_type_from_name (types[i], &type));
+      g_assert_true (bln_hf_convert (dir, out, type, NULL, NULL, NULL, &error));
+      g_assert_no_error (error);
+      check (args);
+      m = bln_model_load (out, &error);
+      g_assert_no_error (error);
+      g_unlink (out);
+    }
+}
+
+static void
+test_cancel_and_refuse (void)
+{
+  g_autofree char *llama = g_build_filename (golden, "models", "llama", NULL);
+  g_autofree char *ds = g_build_filename (golden, "models", "deepseek2-v3", NULL);
+  g_autofree char *out = g_build_filename (tmp, "no.gguf", NULL);
+  g_autofree char *part = g_strconcat (out, ".part", NULL);
+  g_autoptr (GCancellable) cancellable = g_cancellable_new ();
+  g_autoptr (GError) error = NULL;
+  g_autofree char *name = bln_hf_convert_file_name ("/x/My-Model/", BLN_TYPE_Q4_K);
+
+  g_assert_cmpstr (name, ==, "My-Model-q4_K.gguf");
+  g_cancellable_cancel (cancellable);
+  g_assert_false (bln_hf_convert (llama, out, BLN_TYPE_Q8_0, cancellable, NULL, NULL, &error));
+  g_assert_error (error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+  g_assert_false (g_file_test (out, G_FILE_TEST_EXISTS));
+  g_assert_false (g_file_test (part, G_FILE_TEST_EXISTS));
+  g_clear_error (&error);
+
+  g_assert_false (bln_hf_convert (ds, out, BLN_TYPE_Q8_0, NULL, NULL, NULL, &error));
+  g_assert_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED);
+  g_assert_false (g_file_test (part, G_FILE_TEST_EXISTS));
+  g_clear_error (&error);
+
+  g_assert_false (bln_hf_convert (llama, out, BLN_TYPE_Q2_K, NULL, NULL, NULL, &error));
+  g_assert_error (error, BLN_ERROR, BLN_ERROR_INVALID);
+  g_clear_error (&error);
+
+  g_assert_false (bln_hf_convert (tmp, out, BLN_TYPE_Q8_0, NULL, NULL, NULL, &error));
+  g_assert_nonnull (error);
+  g_assert_false (g_file_test (part, G_FILE_TEST_EXISTS));
+}
+
+static void
+remove_tree (const char *path)
+{
+  g_autoptr (GDir) dir = g_dir_open (path, 0, NULL);
+  const char *name;
+
+  while (dir && (name = g_dir_read_name (dir)))
+    {
+      g_autofree char *child = g_build_filename (path, name, NULL);
+      if (g_file_test (child, G_FILE_TEST_IS_DIR))
+        remove_tree (child);
+      else
+        g_unlink (child);
+    }
+  g_rmdir (path);
+}
+
+int
+main (int argc, char **argv)
+{
+  int rc;
+
+  g_test_init (&argc, &argv, NULL);
+  golden = g_strdup (g_getenv ("BALEEN_GOLDEN_DIR") ? g_getenv ("BALEEN_GOLDEN_DIR")
+                                                     : "tests/golden");
+  script = g_strdup (g_getenv ("BALEEN_CHECK_HF_GGUF") ? g_getenv ("BALEEN_CHECK_HF_GGUF")
+                                                        : "tests/ui/check_hf_gguf.py");
+  tmp = g_dir_make_tmp ("baleen-hfconv-XXXXXX", NULL);
+  g_test_add_data_func ("/Baleen/HfConvert/llama", "llama", test_types);
+  g_test_add_data_func ("/Baleen/HfConvert/qwen2", "qwen2", test_types);
+  g_test_add_data_func ("/Baleen/HfConvert/llama-tied", "llama-tied", test_types);
+  g_test_add_func ("/Baleen/HfConvert/wide-k-quants", test_wide_kquants);
+  g_test_add_func ("/Baleen/HfConvert/cancel-and-refuse", test_cancel_and_refuse);
+  rc = g_test_run ();
+  remove_tree (tmp);
+  g_free (tmp);
+  g_free (golden);
+  g_free (script);
+  return rc;
+}
