@@ -82,6 +82,9 @@ typedef struct {
    * cache and scratch live there, and k_cache / v_cache above are NULL */
   struct _BlnCudaCtx *cuda;
 
+  /* the last row's logits of bln_context_eval_sample on the CPU (n_vocab) */
+  float *sample_logits;
+
   /* scratch, sized for the largest batch seen so far */
   int scratch_tokens;
   float *buf[12];

@@ -1554,6 +1554,7 @@ bln_context_free (BlnContext *ctx)
 #endif
   g_free (ctx->s.k_cache);
   g_free (ctx->s.v_cache);
+  g_free (ctx->s.sample_logits);
   for (i = 0; i < (int) G_N_ELEMENTS (ctx->s.buf); i++)
     g_free (ctx->s.buf[i]);
   g_free (ctx);
@@ -1629,14 +1630,12 @@ context_eval_cpu (BlnContext *ctx, const int32_t *ids, int n, float *logits,
   return TRUE;
 }
 
-gboolean
-bln_context_eval (BlnContext *ctx, const int32_t *ids, int n, float *logits,
-                  gboolean all_logits, GError **error)
+/* The checks of bln_context_eval: tokens, room in the context, ids. */
+static gboolean
+eval_args_ok (BlnContext *ctx, const int32_t *ids, int n, GError **error)
 {
   const BlnModel *m = ctx->s.model;
   int i;
-
-  g_return_val_if_fail (ctx != NULL && (ids != NULL || n == 0), FALSE);
 
   if (n <= 0)
     {
@@ -1657,11 +1656,53 @@ bln_context_eval (BlnContext *ctx, const int32_t *ids, int n, float *logits,
                      "token id %d is outside the vocabulary (0..%d)", ids[i], m->hp.n_vocab - 1);
         return FALSE;
       }
+  return TRUE;
+}
+
+gboolean
+bln_context_eval (BlnContext *ctx, const int32_t *ids, int n, float *logits,
+                  gboolean all_logits, GError **error)
+{
+  g_return_val_if_fail (ctx != NULL && (ids != NULL || n == 0), FALSE);
+
+  if (!eval_args_ok (ctx, ids, n, error))
+    return FALSE;
 #if BALEEN_HAVE_CUDA
   if (ctx->s.cuda != NULL)
     return bln_cuda_ctx_eval (ctx, ids, n, logits, all_logits, error);
 #endif
   return context_eval_cpu (ctx, ids, n, logits, all_logits, error);
+}
+
+gboolean
+bln_context_eval_sample (BlnContext *ctx, const int32_t *ids, int n, BlnSampler *sampler,
+                         int32_t *id_out, BlnLogprob *top, int n_top, GError **error)
+{
+  int n_vocab;
+
+  g_return_val_if_fail (ctx != NULL && (ids != NULL || n == 0), FALSE);
+  g_return_val_if_fail (sampler != NULL && id_out != NULL, FALSE);
+
+  if (!eval_args_ok (ctx, ids, n, error))
+    return FALSE;
+#if BALEEN_HAVE_CUDA
+  if (ctx->s.cuda != NULL)
+    return bln_cuda_ctx_eval_sample (ctx, ids, n, sampler, id_out, top, n_top, error);
+#endif
+  n_vocab = ctx->s.model->hp.n_vocab;
+  if (ctx->s.sample_logits == NULL)
+    {
+      ctx->s.sample_logits = g_try_new (float, n_vocab);
+      if (ctx->s.sample_logits == NULL)
+        {
+          g_set_error (error, BLN_ERROR, BLN_ERROR_NOMEM, "out of memory for the logits");
+          return FALSE;
+        }
+    }
+  if (!context_eval_cpu (ctx, ids, n, ctx->s.sample_logits, FALSE, error))
+    return FALSE;
+  *id_out = bln_sampler_sample (sampler, ctx->s.sample_logits, top, n_top);
+  return TRUE;
 }
 
 gboolean

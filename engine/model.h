@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include "tensor.h"
 #include "cpu/cpu.h"
+#include "sampler.h"
 
 G_BEGIN_DECLS
 
@@ -193,5 +194,16 @@ void bln_context_truncate (BlnContext *ctx, int n_keep);
  * context is full; the cache is unchanged then. */
 gboolean bln_context_eval (BlnContext *ctx, const int32_t *ids, int n,
                            float *logits, gboolean all_logits, GError **error);
+
+/* Runs @n tokens as bln_context_eval does, then picks the next token from
+ * the last one's logits with @sampler, as bln_sampler_sample (sampler,
+ * logits, @top, @n_top) would (same token for the same seed; @top, when not
+ * NULL, receives n_top + 1 entries). The caller records the token with
+ * bln_sampler_accept, as with the CPU sampler. On a GPU context the logits
+ * never leave the device: the sampler runs there and only the id and the
+ * requested logprobs come back. FALSE with @error as bln_context_eval. */
+gboolean bln_context_eval_sample (BlnContext *ctx, const int32_t *ids, int n,
+                                  BlnSampler *sampler, int32_t *id_out, BlnLogprob *top,
+                                  int n_top, GError **error);
 
 G_END_DECLS

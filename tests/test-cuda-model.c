@@ -592,6 +592,87 @@ static const Ds2Case ds2_cases[] = {
   { "deepseek2-v3", TRUE },
 };
 
+/* bln_context_eval_sample on the GPU (the logits stay on the device, the
+ * GPU sampler picks) against bln_context_eval + the CPU sampler on a second
+ * GPU context fed the same tokens: greedy and seeded sampling choose the same
+ * ids at every step, through prefill, graph-captured decode steps and
+ * multi-token steps. */
+static void
+test_eval_sample (void)
+{
+  static const char *models[] = { "qwen2", "deepseek2-v2lite" };
+
+  if (!need_gpu ())
+    return;
+  for (guint mi = 0; mi < G_N_ELEMENTS (models); mi++)
+    for (int mode = 0; mode < 2; mode++)
+      {
+        g_autofree char *path = golden_path (models[mi], "model.gguf");
+        g_autoptr (GError) error = NULL;
+        g_autoptr (BlnModel) model = NULL;
+        g_autoptr (BlnContext) a = NULL, b = NULL;
+        g_autoptr (BlnSampler) sa = NULL, sb = NULL;
+        g_autofree float *logits = NULL;
+        BlnSamplerParams sp;
+        BlnPool *pool;
+        int n_vocab, step;
+        int32_t prompt[12], ia, ib;
+
+        model = bln_model_load (path, &error);
+        g_assert_no_error (error);
+        pool = bln_pool_new (1, &error);
+        g_assert_no_error (error);
+        n_vocab = bln_model_hparams (model)->n_vocab;
+        for (int i = 0; i < 12; i++)
+          prompt[i] = (int32_t) ((i * 7919 + 13) % n_vocab);
+        a = gpu_context (model, 64, 32, pool, &error);
+        g_assert_no_error (error);
+        b = gpu_context (model, 64, 32, pool, &error);
+        g_assert_no_error (error);
+        bln_sampler_params_init (&sp);
+        if (mode == 0)
+          sp.temperature = 0.f;
+        else
+          {
+            sp.temperature = 0.8f;
+            sp.top_p = 0.95f;
+            sp.seed = 42;
+          }
+        sa = bln_sampler_new (&sp, n_vocab);
+        sb = bln_sampler_new (&sp, n_vocab);
+        logits = g_new (float, n_vocab);
+        g_assert_true (bln_context_eval (a, prompt, 12, logits, FALSE, &error));
+        g_assert_no_error (error);
+        ia = bln_sampler_sample (sa, logits, NULL, 0);
+        g_assert_true (bln_context_eval_sample (b, prompt, 12, sb, &ib, NULL, 0, &error));
+        g_assert_no_error (error);
+        for (step = 0; step < 24; step++)
+          {
+            int32_t two[2];
+
+            if (ia != ib)
+              g_error ("%s %s step %d: GPU sampler chose %d, CPU sampler %d", models[mi],
+                       mode ? "sampling" : "greedy", step, ib, ia);
+            bln_sampler_accept (sa, ia);
+            bln_sampler_accept (sb, ib);
+            /* every third step feeds two tokens (a multi-token decode step) */
+            two[0] = ia;
+            two[1] = (int32_t) ((ia + 1) % n_vocab);
+            g_assert_true (bln_context_eval (a, two, step % 3 == 2 ? 2 : 1, logits, FALSE,
+                                             &error));
+            g_assert_no_error (error);
+            ia = bln_sampler_sample (sa, logits, NULL, 0);
+            g_assert_true (bln_context_eval_sample (b, two, step % 3 == 2 ? 2 : 1, sb, &ib, NULL,
+                                                    0, &error));
+            g_assert_no_error (error);
+          }
+        g_test_message ("%s %s: 25 choices identical", models[mi], mode ? "sampling" : "greedy");
+        g_clear_pointer (&a, bln_context_free);
+        g_clear_pointer (&b, bln_context_free);
+        bln_pool_free (pool);
+      }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -620,5 +701,6 @@ main (int argc, char **argv)
   g_test_add_func ("/Baleen/CudaModel/plan", test_plan);
   g_test_add_func ("/Baleen/CudaModel/deepseek2-plan", test_ds2_plan);
   g_test_add_func ("/Baleen/CudaModel/unsupported", test_unsupported);
+  g_test_add_func ("/Baleen/CudaModel/eval-sample", test_eval_sample);
   return g_test_run ();
 }

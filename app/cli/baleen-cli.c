@@ -217,12 +217,13 @@ typedef struct {
   BlnModel *model;
   BlnContext *ctx;
   BlnSampler *sampler;
-  float *logits;
   GArray *cached;      /* ids whose keys/values are in ctx */
+  int32_t next;        /* the token sampled after the last one evaluated */
 } Gen;
 
 /* Brings the context to hold exactly @prompt, reusing the longest common
- * prefix already cached, and leaves the logits of its last token. */
+ * prefix already cached, and samples the token that follows it (on the GPU
+ * for a GPU context: the logits stay there). */
 static gboolean
 gen_prefill (Gen *g, GArray *prompt, GError **error)
 {
@@ -236,8 +237,8 @@ gen_prefill (Gen *g, GArray *prompt, GError **error)
     common--;   /* re-run the last token to get its logits */
   bln_context_truncate (g->ctx, (int) common);
   g_array_set_size (g->cached, common);
-  if (!bln_context_eval (g->ctx, ids + common, (int) (prompt->len - common), g->logits, FALSE,
-                         error))
+  if (!bln_context_eval_sample (g->ctx, ids + common, (int) (prompt->len - common), g->sampler,
+                                &g->next, NULL, 0, error))
     return FALSE;
   g_array_append_vals (g->cached, ids + common, prompt->len - common);
   return TRUE;
@@ -254,7 +255,7 @@ gen_stream (Gen *g, int n_max, FILE *out, GError **error)
 
   for (n = 0; n < n_max; n++)
     {
-      int32_t id = bln_sampler_sample (g->sampler, g->logits, NULL, 0);
+      int32_t id = g->next;
       g_autofree char *piece = NULL;
 
       bln_sampler_accept (g->sampler, id);
@@ -272,7 +273,7 @@ gen_stream (Gen *g, int n_max, FILE *out, GError **error)
           n++;
           break;
         }
-      if (!bln_context_eval (g->ctx, &id, 1, g->logits, FALSE, error))
+      if (!bln_context_eval_sample (g->ctx, &id, 1, g->sampler, &g->next, NULL, 0, error))
         return -1;
       g_array_append_val (g->cached, id);
     }
@@ -351,7 +352,6 @@ cmd_run (int argc, char **argv)
   g.model = model;
   g.ctx = ctx;
   g.sampler = bln_sampler_new (&sp, bln_model_hparams (model)->n_vocab);
-  g.logits = g_new (float, bln_model_hparams (model)->n_vocab);
   g.cached = g_array_new (FALSE, FALSE, sizeof (int32_t));
 
   if (!chat)
@@ -481,7 +481,7 @@ cmd_run (int argc, char **argv)
 
 out:
   bln_sampler_free (g.sampler);
-  g_free (g.logits);
+
   g_array_unref (g.cached);
   g_clear_pointer (&ctx, bln_context_free);
   bln_pool_free (pool);
@@ -972,6 +972,7 @@ cmd_bench (int argc, char **argv)
   g_autoptr (BlnContext) ctx = NULL;
   g_autofree int32_t *ids = NULL;
   g_autofree float *logits = NULL;
+  g_autoptr (BlnSampler) greedy = NULL;
   g_autofree char *types = NULL;
   BlnPool *pool = NULL;
   BenchCeiling ceil;
@@ -997,6 +998,13 @@ cmd_bench (int argc, char **argv)
     }
   n_vocab = bln_model_hparams (model)->n_vocab;
   n_ids = MAX (n_prompt, depth);
+  {
+    BlnSamplerParams sp;
+
+    bln_sampler_params_init (&sp);
+    sp.temperature = 0.f;
+    greedy = bln_sampler_new (&sp, n_vocab);
+  }
   ids = g_new (int32_t, n_ids);
   logits = g_new (float, n_vocab);
   rand = g_rand_new_with_seed (1234);
@@ -1020,8 +1028,10 @@ cmd_bench (int argc, char **argv)
       if (depth > 0 && !bln_context_eval (ctx, ids, depth, logits, FALSE, &error))
         break;
       t2 = g_get_monotonic_time ();
+      /* each step also picks the next token (greedy; on the GPU for a GPU
+       * context, so only the id comes back), as generation does */
       for (i = 0; i < n_gen; i++)
-        if (!bln_context_eval (ctx, &id, 1, logits, FALSE, &error))
+        if (!bln_context_eval_sample (ctx, &id, 1, greedy, &id, NULL, 0, &error))
           break;
       if (error != NULL)
         break;

@@ -73,6 +73,9 @@ struct _BlnCudaCtx {
   /* CUDA graphs of the decode step for 1..BLN_CUDA_MATVEC_MAX_TOK tokens,
    * captured on first use */
   cudaGraphExec_t graphs[BLN_CUDA_MATVEC_MAX_TOK + 1];
+  /* the same, with the logits left on the device for the GPU sampler */
+  cudaGraphExec_t graphs_dev[BLN_CUDA_MATVEC_MAX_TOK + 1];
+  struct _BlnCudaSampler *sampler;   /* made on first use */
   gboolean no_graphs;      /* BALEEN_CUDA_GRAPHS=0, or a capture failed */
   /* deepseek2 state of the context (forward-deepseek2.c), else NULL */
   struct _BlnCudaDs2Ctx *ds2;

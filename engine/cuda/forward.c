@@ -11,6 +11,7 @@
 #include "kernels.h"
 #include "ops.h"
 #include "quant.h"
+#include "sample.h"
 
 /* Tokens per prefill chunk: quantised weights are expanded to F16 once per
  * chunk, so longer chunks prefill faster; the plan takes the longest of these
@@ -491,8 +492,13 @@ bln_cuda_ctx_free (BlnCudaCtx *c)
   if (c->stream)
     (void) cudaStreamSynchronize (c->stream);
   for (int i = 0; i <= BLN_CUDA_MATVEC_MAX_TOK; i++)
-    if (c->graphs[i])
-      (void) cudaGraphExecDestroy (c->graphs[i]);
+    {
+      if (c->graphs[i])
+        (void) cudaGraphExecDestroy (c->graphs[i]);
+      if (c->graphs_dev[i])
+        (void) cudaGraphExecDestroy (c->graphs_dev[i]);
+    }
+  bln_cuda_sampler_free (c->sampler);
   if (c->blas)
     (void) cublasDestroy (c->blas);
   if (c->h_pos)
@@ -909,8 +915,13 @@ enqueue_prefill_layers (BlnCudaCtx *c, int n, int pos0, GError **error)
   return TRUE;
 }
 
+/* Passed as the logits destination: the last row's logits stay in
+ * c->logits on the device (for the GPU sampler). */
+static float dev_logits_marker;
+#define DEV_LOGITS (&dev_logits_marker)
+
 /* Output norm and projection of rows [first, first + nr), nr <= LOGIT_ROWS,
- * copied to @dst (host). */
+ * into c->logits and copied to @dst (host), unless @dst is DEV_LOGITS. */
 static gboolean
 enqueue_logits (BlnCudaCtx *c, int first, int nr, float *dst, GError **error)
 {
@@ -919,9 +930,10 @@ enqueue_logits (BlnCudaCtx *c, int first, int nr, float *dst, GError **error)
   return KCHECK (bln_kernels_rmsnorm (c->x + (size_t) first * hp->n_embd, c->cm->output_norm,
                                       c->h, nr, hp->n_embd, hp->norm_eps, c->stream), error)
          && bln_cuda_matvec (c->cm->output, c->h, nr, c->logits, c->stream, error)
-         && BLN_CUDA_CHECK (cudaMemcpyAsync (dst, c->logits,
-                                             (size_t) nr * hp->n_vocab * sizeof (float),
-                                             cudaMemcpyDeviceToHost, c->stream), error);
+         && (dst == DEV_LOGITS
+             || BLN_CUDA_CHECK (cudaMemcpyAsync (dst, c->logits,
+                                                 (size_t) nr * hp->n_vocab * sizeof (float),
+                                                 cudaMemcpyDeviceToHost, c->stream), error));
 }
 
 /* The inputs of a step: embeddings (already in host_x) and position. */
@@ -937,26 +949,27 @@ enqueue_inputs (BlnCudaCtx *c, int n, GError **error)
 
 /* A decode step of n tokens whose last row's logits are wanted, through the
  * step's CUDA graph (captured on first use: inputs, layers, logits into
- * h_logits). FALSE without @error when graphs are off or the capture failed:
- * the caller runs the step eagerly. */
+ * h_logits, or left on the device when @dev). FALSE without @error when
+ * graphs are off or the capture failed: the caller runs the step eagerly. */
 static gboolean
-decode_graph (BlnCudaCtx *c, int n, gboolean *ran, GError **error)
+decode_graph (BlnCudaCtx *c, int n, gboolean dev, gboolean *ran, GError **error)
 {
   cudaGraph_t g = NULL;
   cudaGraphExec_t exec = NULL;
+  cudaGraphExec_t *slot = dev ? &c->graphs_dev[n] : &c->graphs[n];
   GError *local = NULL;
   gboolean ok;
 
   *ran = FALSE;
   if (c->no_graphs)
     return TRUE;
-  if (c->graphs[n] == NULL)
+  if (*slot == NULL)
     {
       if (!BLN_CUDA_CHECK (cudaStreamBeginCapture (c->stream, cudaStreamCaptureModeThreadLocal),
                            error))
         return FALSE;
       ok = enqueue_inputs (c, n, &local) && enqueue_decode_layers (c, n, &local)
-           && enqueue_logits (c, n - 1, 1, c->h_logits, &local);
+           && enqueue_logits (c, n - 1, 1, dev ? DEV_LOGITS : c->h_logits, &local);
       if (cudaStreamEndCapture (c->stream, &g) != cudaSuccess || !ok
           || cudaGraphInstantiate (&exec, g, 0) != cudaSuccess)
         {
@@ -970,9 +983,9 @@ decode_graph (BlnCudaCtx *c, int n, gboolean *ran, GError **error)
           return TRUE;
         }
       (void) cudaGraphDestroy (g);
-      c->graphs[n] = exec;
+      *slot = exec;
     }
-  if (!BLN_CUDA_CHECK (cudaGraphLaunch (c->graphs[n], c->stream), error))
+  if (!BLN_CUDA_CHECK (cudaGraphLaunch (*slot, c->stream), error))
     return FALSE;
   *ran = TRUE;
   return TRUE;
@@ -1013,7 +1026,9 @@ embed_rows (BlnCudaCtx *c, const int32_t *ids, int n, GError **error)
 }
 
 /* One chunk of n <= sp.rows tokens at position pos0. Logits of rows
- * [first, n) go to @logits (rows of n_vocab) when @logits is not NULL. */
+ * [first, n) go to @logits (rows of n_vocab) when @logits is not NULL; with
+ * DEV_LOGITS (first == n - 1) the last row's stay in c->logits and the
+ * stream may still be running on return (the GPU sampler follows on it). */
 static gboolean
 run_chunk (BlnCudaCtx *c, const int32_t *ids, int n, int pos0, float *logits, int first,
            GError **error)
@@ -1030,8 +1045,10 @@ run_chunk (BlnCudaCtx *c, const int32_t *ids, int n, int pos0, float *logits, in
 
   if (decode && logits != NULL && first == n - 1)
     {
-      if (!decode_graph (c, n, &ran, error))
+      if (!decode_graph (c, n, logits == DEV_LOGITS, &ran, error))
         return FALSE;
+      if (ran && logits == DEV_LOGITS)
+        return TRUE;
       if (ran)
         {
           if (!BLN_CUDA_CHECK (cudaStreamSynchronize (c->stream), error))
@@ -1083,4 +1100,32 @@ bln_cuda_ctx_eval (BlnContext *ctx, const int32_t *ids, int n, float *logits,
     }
   ctx->s.n_past += n;
   return TRUE;
+}
+
+gboolean
+bln_cuda_ctx_eval_sample (BlnContext *ctx, const int32_t *ids, int n, BlnSampler *sampler,
+                          int32_t *id_out, BlnLogprob *top, int n_top, GError **error)
+{
+  BlnCudaCtx *c = ctx->s.cuda;
+  int done, nc;
+
+  if (!BLN_CUDA_CHECK (cudaSetDevice (c->device), error))
+    return FALSE;
+  if (c->sampler == NULL
+      && (c->sampler = bln_cuda_sampler_new (c->model->hp.n_vocab, error)) == NULL)
+    return FALSE;
+  c->pool = ctx->s.pool;
+  for (done = 0; done < n; done += nc)
+    {
+      nc = MIN (c->sp.rows, n - done);
+      if (!run_chunk (c, ids + done, nc, ctx->s.n_past + done,
+                      done + nc == n ? DEV_LOGITS : NULL, nc - 1, error))
+        {
+          (void) cudaStreamSynchronize (c->stream);
+          return FALSE;
+        }
+    }
+  ctx->s.n_past += n;
+  /* synchronises the stream before it returns, success or not */
+  return bln_cuda_sample (c->sampler, c->stream, c->logits, sampler, id_out, top, n_top, error);
 }

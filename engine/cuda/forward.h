@@ -60,6 +60,13 @@ void bln_cuda_ctx_free (BlnCudaCtx *c);
 gboolean bln_cuda_ctx_eval (BlnContext *ctx, const int32_t *ids, int n, float *logits,
                             gboolean all_logits, GError **error);
 
+/* bln_context_eval_sample for a context on the GPU (arguments checked):
+ * the last row's logits stay on the device and the GPU sampler picks the
+ * token (engine/cuda/sample.h). */
+gboolean bln_cuda_ctx_eval_sample (BlnContext *ctx, const int32_t *ids, int n,
+                                   BlnSampler *sampler, int32_t *id_out, BlnLogprob *top,
+                                   int n_top, GError **error);
+
 /* Frees the device weights. NULL is ignored. */
 void bln_cuda_model_free (BlnCudaModel *cm);
 
