@@ -21,7 +21,7 @@ set -u
 if [ "${1:-}" = "--prepare" ]; then
   set -e
   [ -d build-cuda ] || meson setup build-cuda -Dcuda=enabled -Dcuda-archs=90a
-  bins="tests/test-cuda-ops tests/test-cuda-model app/cli/baleen-cli"
+  bins="tests/test-cuda-ops tests/test-cuda-model app/cli/baleen-cli app/server/baleen-server"
   for t in test-cuda-mla test-cuda-sample; do
     [ -f tests/$t.c ] && bins="$bins tests/$t"
   done

@@ -551,11 +551,14 @@ sched_submit (BlnEngineWorker *w, BlnGenRequest *req, GError **error)
 /* the engine thread                                                       */
 
 /* Brings the context to hold @prompt minus nothing, reusing the common
- * prefix, leaving the logits of its last token. Stops early when cancelled
- * (returns TRUE with *cancelled set). */
+ * prefix, leaving the logits of its last token in w->logits — or, when
+ * @sampler is not NULL, sampling the next token from them into *@next (and
+ * its logprobs into @top, n_top + 1 entries) without bringing the logits
+ * back from the GPU. Stops early when cancelled (returns TRUE with
+ * *cancelled set). */
 static gboolean
-prefill (BlnEngineWorker *w, BlnGenRequest *req, int *cached_out, gboolean *cancelled,
-         GError **error)
+prefill (BlnEngineWorker *w, BlnGenRequest *req, BlnSampler *sampler, int32_t *next,
+         BlnLogprob *top, int *cached_out, gboolean *cancelled, GError **error)
 {
   const int32_t *ids = (const int32_t *) req->prompt->data;
   guint n = req->prompt->len, common = 0;
@@ -577,7 +580,13 @@ prefill (BlnEngineWorker *w, BlnGenRequest *req, int *cached_out, gboolean *canc
           *cancelled = TRUE;
           return TRUE;
         }
-      if (!bln_context_eval (w->ctx, ids + common, (int) k, w->logits, FALSE, error))
+      if (sampler != NULL && common + k == n)
+        {
+          if (!bln_context_eval_sample (w->ctx, ids + common, (int) k, sampler, next, top,
+                                        req->n_top, error))
+            return FALSE;
+        }
+      else if (!bln_context_eval (w->ctx, ids + common, (int) k, w->logits, FALSE, error))
         return FALSE;
       g_array_append_vals (w->cached, ids + common, k);
       common += k;
@@ -601,6 +610,11 @@ run_request (BlnEngineWorker *w, BlnGenRequest *req)
   BlnGenToken gt;
   int n_vocab = bln_model_hparams (w->model)->n_vocab;
   guint i;
+  /* on the GPU, unconstrained requests sample there: each step brings back
+   * the next id (and its logprobs), not the logits */
+  gboolean on_dev = bln_context_device (w->ctx) != BLN_DEVICE_CPU && !req->json;
+  BlnLogprob dev_top[BLN_GEN_MAX_TOP_LOGPROBS + 1];
+  int32_t next = -1;
 
   usage.prompt_tokens = (int) req->prompt->len;
   if (req->prompt->len == 0 || (int) req->prompt->len >= bln_context_n_ctx (w->ctx))
@@ -611,7 +625,12 @@ run_request (BlnEngineWorker *w, BlnGenRequest *req)
       post_done (req, BLN_FINISH_ERROR, &usage, error);
       return;
     }
-  if (!prefill (w, req, &usage.cached_tokens, &cancelled, &error))
+  sampler = bln_sampler_new (&req->params, n_vocab);
+  /* the penalties see the prompt as history, as OpenAI's do */
+  for (i = 0; i < req->prompt->len; i++)
+    bln_sampler_accept (sampler, g_array_index (req->prompt, int32_t, i));
+  if (!prefill (w, req, on_dev ? sampler : NULL, &next, dev_top, &usage.cached_tokens,
+                &cancelled, &error))
     {
       post_done (req, BLN_FINISH_ERROR, &usage, error);
       return;
@@ -621,13 +640,8 @@ run_request (BlnEngineWorker *w, BlnGenRequest *req)
       post_done (req, BLN_FINISH_CANCELLED, &usage, NULL);
       return;
     }
-
-  sampler = bln_sampler_new (&req->params, n_vocab);
   if (req->json)
     json_init (req, &jc);
-  /* the penalties see the prompt as history, as OpenAI's do */
-  for (i = 0; i < req->prompt->len; i++)
-    bln_sampler_accept (sampler, g_array_index (req->prompt, int32_t, i));
 
   while (usage.completion_tokens < req->max_tokens)
     {
@@ -655,7 +669,18 @@ run_request (BlnEngineWorker *w, BlnGenRequest *req)
           if (!ok)
             break;   /* no token can continue: report it as a length stop */
         }
-      if (req->on_tokens != NULL)
+      if (on_dev)
+        {
+          id = next;
+          if (req->on_tokens != NULL)
+            {
+              gt.id = id;
+              gt.logprob = dev_top[0].logprob;
+              gt.n_top = req->n_top;
+              memcpy (gt.top, dev_top + 1, sizeof (BlnLogprob) * req->n_top);
+            }
+        }
+      else if (req->on_tokens != NULL)
         {
           BlnLogprob top[BLN_GEN_MAX_TOP_LOGPROBS + 1];
 
@@ -709,7 +734,10 @@ run_request (BlnEngineWorker *w, BlnGenRequest *req)
       if (usage.completion_tokens >= req->max_tokens
           || bln_context_n_past (w->ctx) >= bln_context_n_ctx (w->ctx))
         break;   /* finish stays LENGTH; the last token is not evaluated */
-      if (!bln_context_eval (w->ctx, &id, 1, w->logits, FALSE, &error))
+      if (on_dev ? !bln_context_eval_sample (w->ctx, &id, 1, sampler, &next,
+                                             req->on_tokens != NULL ? dev_top : NULL,
+                                             req->n_top, &error)
+                 : !bln_context_eval (w->ctx, &id, 1, w->logits, FALSE, &error))
         {
           post_text (req, text->str, text->len);
           post_done (req, BLN_FINISH_ERROR, &usage, error);
