@@ -6,6 +6,7 @@
 #include <glib.h>
 #include <string.h>
 #include <unistd.h>
+#include <glib/gstdio.h>
 
 #include "audit.h"
 #include "bln-error.h"
@@ -317,6 +318,73 @@ test_trim (void)
   bln_db_close (db);
 }
 
+/* Retention by size: the pages in use (as SQLite's own pragmas count them)
+ * stay under the limit while records keep coming, the newest records stay,
+ * and a limit that holds deletes nothing. */
+static void
+test_trim_bytes (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *dir = g_dir_make_tmp ("bln-audit-XXXXXX", &error);
+  g_autofree char *path = g_build_filename (dir, "a.db", NULL);
+  const gint64 limit = 256 * 1024;
+  BlnDb *db;
+  gint64 last = 0, deleted = 0;
+
+  g_assert_no_error (error);
+  db = bln_db_open (path, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (bln_audit_trim_bytes (db, 0, &error), ==, 0);
+  for (guint i = 0; i < 600; i++)
+    {
+      g_autoptr (BlnAuditRecord) r = make_record (i);
+      gint64 n;
+
+      g_free (r->prompt);
+      r->prompt = g_strnfill (2000, (char) ('a' + i % 26));   /* ~2 KB a record */
+      last = bln_audit_write (db, r, BLN_PRIVACY_FULL, &error);
+      g_assert_no_error (error);
+      n = bln_audit_trim_bytes (db, limit, &error);
+      g_assert_no_error (error);
+      g_assert_cmpint (n, >=, 0);
+      deleted += n;
+    }
+  {
+    sqlite3_stmt *st;
+    gint64 pc, fl, ps;
+    g_autoptr (GPtrArray) tail = NULL;
+
+    st = bln_db_prepare (db, "SELECT (SELECT page_count FROM pragma_page_count), "
+                         "(SELECT freelist_count FROM pragma_freelist_count), "
+                         "(SELECT page_size FROM pragma_page_size)", &error);
+    g_assert_no_error (error);
+    g_assert_cmpint (sqlite3_step (st), ==, SQLITE_ROW);
+    pc = sqlite3_column_int64 (st, 0);
+    fl = sqlite3_column_int64 (st, 1);
+    ps = sqlite3_column_int64 (st, 2);
+    sqlite3_finalize (st);
+    g_test_message ("600 records of ~2 KB, limit %" G_GINT64_FORMAT " bytes: %" G_GINT64_FORMAT
+                    " deleted, %" G_GINT64_FORMAT " bytes in use", limit, deleted, (pc - fl) * ps);
+    g_assert_cmpint ((pc - fl) * ps, <=, limit);
+    g_assert_cmpint (deleted, >, 400);   /* 1.2 MB written into 256 KiB */
+    tail = bln_audit_tail (db, 1, &error);
+    g_assert_no_error (error);
+    g_assert_cmpuint (tail->len, ==, 1);
+    g_assert_cmpint (((BlnAuditRecord *) tail->pdata[0])->id, ==, last);
+    /* a limit that holds deletes nothing */
+    g_assert_cmpint (bln_audit_trim_bytes (db, 64 * 1024 * 1024, &error), ==, 0);
+  }
+  bln_db_close (db);
+  g_unlink (path);
+  {
+    g_autofree char *wal = g_strconcat (path, "-wal", NULL);
+    g_autofree char *shm = g_strconcat (path, "-shm", NULL);
+    g_unlink (wal);
+    g_unlink (shm);
+  }
+  g_rmdir (dir);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -327,5 +395,6 @@ main (int argc, char **argv)
   g_test_add_func ("/Baleen/Audit/full-database", test_full_database);
   g_test_add_func ("/Baleen/Audit/retention", test_retention);
   g_test_add_func ("/Baleen/Audit/trim", test_trim);
+  g_test_add_func ("/Baleen/Audit/trim-bytes", test_trim_bytes);
   return g_test_run ();
 }

@@ -288,6 +288,62 @@ query_min (BlnDb *db, const char *sql, gint64 *out, GError **error)
   return TRUE;
 }
 
+/* One integer from a PRAGMA (page_count, freelist_count, page_size). */
+static gboolean
+pragma_int (BlnDb *db, const char *sql, gint64 *out, GError **error)
+{
+  sqlite3_stmt *st = bln_db_prepare (db, sql, error);
+  int rc;
+
+  if (st == NULL)
+    return FALSE;
+  rc = sqlite3_step (st);
+  *out = rc == SQLITE_ROW ? sqlite3_column_int64 (st, 0) : 0;
+  sqlite3_finalize (st);
+  if (rc != SQLITE_ROW)
+    {
+      bln_db_set_error (db, rc, "cannot read the database size", error);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+gint64
+bln_audit_trim_bytes (BlnDb *db, gint64 max_bytes, GError **error)
+{
+  gint64 total = 0;
+
+  if (max_bytes <= 0)
+    return 0;
+  /* bounded: each round drops at least 1/32 of the records */
+  for (int round = 0; round < 128; round++)
+    {
+      gint64 pages, free_pages, page_size, oldest, newest, chunk, n;
+      sqlite3_stmt *st;
+
+      if (!pragma_int (db, "PRAGMA page_count", &pages, error)
+          || !pragma_int (db, "PRAGMA freelist_count", &free_pages, error)
+          || !pragma_int (db, "PRAGMA page_size", &page_size, error))
+        return -1;
+      if ((pages - free_pages) * page_size <= max_bytes)
+        break;
+      if (!query_min (db, "SELECT min(id) FROM audit", &oldest, error)
+          || !query_min (db, "SELECT -max(id) FROM audit", &newest, error))
+        return -1;
+      if (oldest == G_MAXINT64)
+        break;   /* no records left: the rest of the file is not the log's */
+      newest = -newest;
+      chunk = MAX ((gint64) 16, (newest - oldest + 1) / 32);
+      st = bln_db_prepare (db, "DELETE FROM audit WHERE id < ?", error);
+      if (st)
+        sqlite3_bind_int64 (st, 1, oldest + chunk);
+      if ((n = changes_or_fail (db, st, error)) < 0)
+        return -1;
+      total += n;
+    }
+  return total;
+}
+
 gint64
 bln_audit_trim (BlnDb *db, gint64 newest_id, gint64 max_age_s, gint64 max_rows, GError **error)
 {

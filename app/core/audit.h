@@ -66,6 +66,15 @@ gboolean bln_audit_append_jsonl (const char *path, const BlnAuditRecord *rec,
  */
 gint64 bln_audit_prune (BlnDb *db, gint64 max_age_s, gint64 max_rows, GError **error);
 
+/* bln_audit_trim_bytes:
+ * Retention by size: while the database's pages in use (page_count minus
+ * freelist_count, times page_size: what the file would shrink to after a
+ * VACUUM) exceed @max_bytes, deletes the oldest audit records, a 32nd of
+ * them (at least 16) at a time. Freed pages are reused by later writes, so
+ * the file stops growing near @max_bytes. 0 or less: no limit. Returns the
+ * number of records deleted, or -1 with @error. */
+gint64 bln_audit_trim_bytes (BlnDb *db, gint64 max_bytes, GError **error);
+
 /* bln_audit_trim:
  * The retention applied after each record, cheap enough for every request:
  * deletes the records older than @max_age_s seconds (0: no age limit) and,

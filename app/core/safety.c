@@ -367,6 +367,12 @@ bln_safety_record (BlnSafety *s, const BlnSafetyVerdict *v, BlnStreamFilter *fil
       g_message ("audit log not trimmed: %s", local->message);
       g_clear_error (&local);
     }
+  if (id > 0 && bln_audit_trim_bytes (s->db, bln_settings_get_int (s->settings, "audit.max_mb")
+                                                * 1024 * 1024, &local) < 0)
+    {
+      g_message ("audit log not trimmed to its size: %s", local->message);
+      g_clear_error (&local);
+    }
   if (++s->since_prune >= PRUNE_EVERY)
     {
       s->since_prune = 0;

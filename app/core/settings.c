@@ -19,6 +19,9 @@ static const BlnSettingSpec specs[] = {
     "delete audit records older than this many days (0 keeps them)" },
   { "audit.max_rows", BLN_SETTING_INT, "1000000", 0, 1e12, NULL,
     "keep at most this many audit records, dropping the oldest (0: no limit)" },
+  { "audit.max_mb", BLN_SETTING_INT, "0", 0, 10000000, NULL,
+    "keep the settings database (almost all of it the audit log) under this many MiB by "
+    "dropping the oldest audit records (0: no limit)" },
   { "audit.jsonl_path", BLN_SETTING_STRING, "", 0, 0, NULL,
     "also append each audit record to this JSON-lines file (empty: off)" },
   { "ratelimit.key_rpm", BLN_SETTING_INT, "0", 0, 1e9, NULL,

@@ -65,6 +65,7 @@ row_title (const BlnSettingSpec *spec)
     { "audit.enabled", N_("Audit log") },
     { "audit.retention_days", N_("Keep entries (days)") },
     { "audit.max_rows", N_("Largest number of entries") },
+    { "audit.max_mb", N_("Largest size of the database (MiB)") },
     { "audit.jsonl_path", N_("Also write to a JSON Lines file") },
     { "ratelimit.key_rpm", N_("Requests per minute per key") },
     { "ratelimit.key_tpm", N_("Tokens per minute per key") },
