@@ -10,6 +10,8 @@
 
 /* Prompt tokens evaluated per call, so a cancel is seen during long prompts. */
 #define PREFILL_CHUNK 128
+/* the same on the GPU (see prefill) */
+#define PREFILL_CHUNK_GPU 2048
 
 struct _BlnGenRequest {
   gint ref_count;
@@ -573,7 +575,11 @@ prefill (BlnEngineWorker *w, BlnGenRequest *req, BlnSampler *sampler, int32_t *n
   g_array_set_size (w->cached, common);
   while (common < n)
     {
-      guint k = MIN (n - common, PREFILL_CHUNK);
+      /* GPU: the context's own chunking (2,048 tokens) expands the weights
+       * once per chunk, so small chunks here would cost that many times */
+      guint chunk = bln_context_device (w->ctx) != BLN_DEVICE_CPU ? PREFILL_CHUNK_GPU
+                                                                  : PREFILL_CHUNK;
+      guint k = MIN (n - common, chunk);
 
       if (g_atomic_int_get (&req->cancelled) || g_atomic_int_get (&w->quitting))
         {
