@@ -1455,6 +1455,13 @@ launch_q8_rows (const uint8_t *p, const uint8_t *h, int nb, int n_in, int n_out,
 #endif
 constexpr int PIPE_WARPS = 4;
 constexpr int PIPE_STAGES = BLN_MV_STAGES;
+/* -DBLN_MV_EXPERIMENT=1 drops the arithmetic (measures the weight stream
+ * alone), =2 drops the copies (the arithmetic alone); docs/BENCHMARKS.md */
+#if defined(BLN_MV_EXPERIMENT) && BLN_MV_EXPERIMENT == 1
+constexpr bool PIPE_MATH = false;
+#else
+constexpr bool PIPE_MATH = true;
+#endif
 
 template <class T>
 struct Pipe
@@ -1608,17 +1615,9 @@ matvec_pipe_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__
         const int bl = lane / T::UPB, s = lane % T::UPB;
         const int b = b0 + bl;
 
-#if defined(BLN_MV_EXPERIMENT) && BLN_MV_EXPERIMENT == 1
-        /* experiment: the weight stream alone, no arithmetic */
-        if (b < nb)
+        if (!PIPE_MATH && b < nb)   /* experiment: the weight stream alone */
           acc[0][0] += (float) st[lane * 16];
-        if (false)
-          {
-          }
-        else if (false)
-#else
-        if (b < nb && MAXTOK == 1)
-#endif
+        if (PIPE_MATH && b < nb && MAXTOK == 1)
           {
             /* one token: activations once, then each row decoded and
              * multiplied at once (few live registers) */
@@ -1645,11 +1644,7 @@ matvec_pipe_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__
                   acc[r][0] += T::dot (w, xq, xd);
                 }
           }
-#if defined(BLN_MV_EXPERIMENT) && BLN_MV_EXPERIMENT == 1
-        else if (false)
-#else
-        else if (b < nb)
-#endif
+        else if (PIPE_MATH && b < nb)
           {
             typename T::W w[NR];
 
