@@ -21,18 +21,22 @@
  *   Q4_1     20      4       16      d, m
  *   Q5_0     22      6       16      d, qh
  *   Q5_1     24      8       16      d, m, qh
- *   Q4_K    144     16      128      d, dmin, sc[8], mn[8]   (20 bytes, repacked)
+ *   Q4_K    144     16      128      d, dmin, 4 x (sc, sc, mn, mn) (20 bytes, repacked)
  *   Q5_K    176     48      128      d, dmin, scales[12], qh[32]
- *   Q6_K    210      0      192      scales[16], d       (payload = ql, qh)
+ *   Q6_K    210      0      192      8 x scale pairs, d  (payload = ql, qh; repacked)
  *   F16      16      0       16      -                   (a "block" = 8 values)
  *   BF16     16      0       16      -
  *   F32      16      0       16      -                   (a "block" = 4 values)
  *
  * Q4_K's header is not copied but repacked: its twelve bytes of packed 6-bit
- * scales and mins become sixteen bytes, sc[0..7] then mn[0..7], one per
- * sub-block, after d and dmin — 2.8% more bytes per block, and no bit
- * unpacking in the kernels' inner loop (hdr_bytes is then 20, not
- * block_bytes - pay_bytes).
+ * scales and mins become sixteen bytes, one per sub-block, after d and dmin,
+ * grouped by the sub-block pairs a 16-byte payload unit touches: bytes
+ * 4 + 4g .. 7 + 4g hold scale 2g, scale 2g + 1, min 2g, min 2g + 1 — 2.8%
+ * more bytes per block, no bit unpacking in the kernels' inner loop, and one
+ * aligned 4-byte load per unit (hdr_bytes is then 20, not block_bytes -
+ * pay_bytes). Q6_K's sixteen int8 scales are reordered (same size) so that
+ * the two a unit s needs, scale[8 (s / 4) + s % 4] and the one four places
+ * later, are bytes 2s and 2s + 1; d follows as in GGUF.
  *
  * bln_kernels_split_layout() returns that table; engine/cuda/backend.c uses it
  * to repack on upload.
@@ -120,7 +124,7 @@ cudaError_t bln_kernels_matvec_sel (int type, const void *payload, const void *h
 /* RMSNorm of n_rows (<= BLN_KERNELS_MATVEC_MAX_TOK) rows of d values (d a
  * multiple of 32), as bln_kernels_rmsnorm (kernels/ops.h), that also leaves
  * the result rounded in the 8-bit scratch, ready for matvecs with
- * BLN_KERNELS_MATVEC_XQ_READY. */
+ * BLN_KERNELS_MATVEC_XQ_READY. @y must not overlap @x. */
 cudaError_t bln_kernels_rmsnorm_quant (const float *x, const float *w, float *y, int n_rows,
                                        int d, float eps, cudaStream_t stream);
 

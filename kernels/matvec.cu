@@ -45,6 +45,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <cuda_fp16.h>
 
 #include "kernels.h"
@@ -362,23 +363,22 @@ struct TypeQ4_K
   static constexpr int VPB = 256, UPB = 8, PAY = 128, HDR = 20, XN = 32;
   struct W { uint4 q; float ds0, dm0, ds1, dm1; };
 
-  /* The repacked header (see kernels.h): d and dmin, then the eight 6-bit
-   * scales and eight mins each widened to a byte, so a unit needs three
-   * small loads and no bit unpacking. */
+  /* The repacked header (see kernels.h): d and dmin, then for each pair g
+   * of sub-blocks (2g, 2g + 1) their scales and mins widened to a byte each,
+   * so a unit needs two aligned 4-byte loads and no bit unpacking. */
   static BLN_HD void
   load_scales (W &w, const uint8_t *hdr, int s)
   {
     const int g = s >> 1;
     const uint32_t dd = BLN_LDG (reinterpret_cast<const uint32_t *> (hdr));
-    const uint32_t sc = BLN_LDG (reinterpret_cast<const unsigned short *> (hdr + 4 + 2 * g));
-    const uint32_t mn = BLN_LDG (reinterpret_cast<const unsigned short *> (hdr + 12 + 2 * g));
+    const uint32_t sm = BLN_LDG (reinterpret_cast<const uint32_t *> (hdr + 4 + 4 * g));
     const float d = __half2float (__ushort_as_half ((unsigned short) (dd & 0xffff)));
     const float dmin = __half2float (__ushort_as_half ((unsigned short) (dd >> 16)));
 
-    w.ds0 = d * (float) (sc & 0xff);
-    w.ds1 = d * (float) (sc >> 8);
-    w.dm0 = dmin * (float) (mn & 0xff);
-    w.dm1 = dmin * (float) (mn >> 8);
+    w.ds0 = d * (float) (sm & 0xff);
+    w.ds1 = d * (float) ((sm >> 8) & 0xff);
+    w.dm0 = dmin * (float) ((sm >> 16) & 0xff);
+    w.dm1 = dmin * (float) (sm >> 24);
   }
   static BLN_HD void
   load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
@@ -467,7 +467,8 @@ struct TypeQ5_K
  * 0-1, 2-3, 4-5, 6-7). value = d * scale[v / 16] * (q - 32). Unit s: h = s / 4,
  * k = (s % 4) * 16 + 0..15: 16 ql bytes and the 16 qh bytes at m = k % 32
  * (each qh byte is loaded by two lanes of the same load instruction, so it is
- * still fetched once from memory). */
+ * still fetched once from memory). Its two scales, 16 values apart, are
+ * bytes 2s and 2s + 1 of the repacked header (kernels.h), d after them. */
 struct TypeQ6_K
 {
   static constexpr int VPB = 256, UPB = 8, PAY = 192, HDR = 18, XN = 32;
@@ -483,8 +484,8 @@ struct TypeQ6_K
     w.ql = load16 (pay + h * 64 + k0);
     w.qh = load16 (pay + 128 + h * 32 + (k0 & 31));
     w.shift = 2 * (k0 >> 5);
-    w.d0 = d * (float) BLN_LDG (sc + h * 8 + (k0 >> 4));
-    w.d1 = d * (float) BLN_LDG (sc + h * 8 + (k0 >> 4) + 4);
+    w.d0 = d * (float) BLN_LDG (sc + 2 * (s & 7));
+    w.d1 = d * (float) BLN_LDG (sc + 2 * (s & 7) + 1);
   }
   static BLN_HD void
   load_x (const float *xb, int s, float *xf)
@@ -886,6 +887,11 @@ constexpr int XQ_MAX_IN = 65536;   /* longest row of the 8-bit path */
 __device__ __align__ (16) int8_t g_xq[BLN_KERNELS_MATVEC_MAX_TOK * XQ_MAX_IN];
 /* (d, d * sum q) of each block */
 __device__ __align__ (16) float2 g_xd[BLN_KERNELS_MATVEC_MAX_TOK * XQ_MAX_IN / 32];
+/* (d, d * sum q, d * sum of q 0..15, d * sum of q 16..31) of each block, for
+ * the version 6 kernels (their units cover half blocks) */
+__device__ __align__ (16) float4 g_xs[BLN_KERNELS_MATVEC_MAX_TOK * XQ_MAX_IN / 32];
+
+__device__ __forceinline__ void quant_warp_store (float v, size_t i);
 
 /* One warp per block of 32 activations, one lane per value. */
 __global__ void
@@ -893,39 +899,21 @@ quantize_x_kernel (const float *__restrict__ x, int n)
 {
   bln_pdl_wait ();
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  const float v = i < n ? x[i] : 0.f;
-  float amax = fabsf (v), d, id, r;
-  int q, sum;
 
   /* n is a multiple of 32, so whole warps are in or out */
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1)
-    amax = fmaxf (amax, __shfl_xor_sync (0xffffffffu, amax, off));
-  d = amax / 127.0f;
-  id = amax > 0.0f ? 127.0f / amax : 0.0f;
-  r = rintf (v * id);
-  r = fmaxf (r, -127.0f);   /* NaN -> -127, as the CPU quantiser */
-  r = fminf (r, 127.0f);
-  q = (int) r;
-  sum = q;
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1)
-    sum += __shfl_xor_sync (0xffffffffu, sum, off);
   if (i < n)
-    {
-      g_xq[i] = (int8_t) q;
-      if ((threadIdx.x & 31) == 0)
-        g_xd[i / 32] = make_float2 (d, d * (float) sum);
-    }
+    quant_warp_store (x[i], (size_t) i);
 }
 
 /* Rounds value v of a warp's 32 consecutive activations (index i of the
- * scratch, i a multiple of 32 at lane 0) as quantize_x_kernel does. */
+ * scratch, i a multiple of 32 at lane 0): scale d = amax / 127, q = v / d
+ * rounded to nearest, clamped to [-127, 127] (NaN -> -127, as the CPU
+ * quantiser); stores q and the block's sums. */
 __device__ __forceinline__ void
 quant_warp_store (float v, size_t i)
 {
   float amax = fabsf (v), d, id, r;
-  int q, sum;
+  int q, half, sum;
 
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1)
@@ -936,49 +924,64 @@ quant_warp_store (float v, size_t i)
   r = fmaxf (r, -127.0f);
   r = fminf (r, 127.0f);
   q = (int) r;
-  sum = q;
+  half = q;
 #pragma unroll
-  for (int off = 16; off > 0; off >>= 1)
-    sum += __shfl_xor_sync (0xffffffffu, sum, off);
+  for (int off = 8; off > 0; off >>= 1)
+    half += __shfl_xor_sync (0xffffffffu, half, off);
+  /* half: the sum over this lane's 16-lane half; then the whole block */
+  sum = half + __shfl_xor_sync (0xffffffffu, half, 16);
   g_xq[i] = (int8_t) q;
   if ((threadIdx.x & 31) == 0)
-    g_xd[i / 32] = make_float2 (d, d * (float) sum);
+    {
+      g_xd[i / 32] = make_float2 (d, d * (float) sum);
+      g_xs[i / 32] = make_float4 (d, d * (float) sum, d * (float) half,
+                                  d * (float) (sum - half));
+    }
 }
 
-/* RMSNorm of one row per block (sum of squares in double, as the CPU), the
- * float result to y and its 8-bit rounding to the scratch. d % 32 == 0 and
- * blockDim a multiple of 32. */
-__global__ void
+/* RMSNorm with the float result to y and its 8-bit rounding to the scratch.
+ * Block (blockIdx.x, row) handles values NORM_SLICE * blockIdx.x .. of row
+ * `row`; every block sums the squares of the whole row itself (in double,
+ * as the CPU; the row is a few KiB in L2) instead of one block doing the
+ * row alone, which left a decode step's norms latency-bound on a single SM
+ * (8.6 us each for a 3584-wide row on an H200). d % 32 == 0. */
+constexpr int NORM_SLICE = 256;   /* values per block = threads per block */
+
+__global__ void __launch_bounds__ (NORM_SLICE)
 rmsnorm_quant_kernel (const float *__restrict__ x, const float *__restrict__ w,
                       float *__restrict__ y, int d, float eps)
 {
-  bln_pdl_wait ();
-  __shared__ double red[32];
-  const size_t row = blockIdx.x;
-  const float *xr = x + row * d;
-  float *yr = y + row * d;
+  __shared__ double red[NORM_SLICE / 32];
+  const size_t row = blockIdx.y;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int n_warps = blockDim.x >> 5;
+  const int i = blockIdx.x * NORM_SLICE + threadIdx.x;
   double ss = 0.0;
-  float scale;
+  float scale, xi = 0.f, wi = 0.f;
 
-  for (int i = threadIdx.x; i < d; i += blockDim.x)
-    ss += (double) xr[i] * (double) xr[i];
+  if (i < d)
+    wi = w[i];   /* a weight: needs nothing from the previous kernel */
+  bln_pdl_wait ();
+  const float *xr = x + row * d;
+  if (i < d)
+    xi = xr[i];
+  for (int k = threadIdx.x; k < d; k += NORM_SLICE)
+    ss += (double) xr[k] * (double) xr[k];
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1)
     ss += __shfl_xor_sync (0xffffffffu, ss, off);
   if (lane == 0)
     red[warp] = ss;
   __syncthreads ();
-  ss = lane < n_warps ? red[lane] : 0.0;
+  ss = lane < NORM_SLICE / 32 ? red[lane] : 0.0;
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1)
     ss += __shfl_xor_sync (0xffffffffu, ss, off);
   scale = 1.0f / sqrtf ((float) (ss / (double) d) + eps);
-  for (int i = threadIdx.x; i < d; i += blockDim.x)
+  /* d % 32 == 0: whole warps are in or out */
+  if (i < d)
     {
-      float v = w[i] * (xr[i] * scale);
-      yr[i] = v;
+      const float v = wi * (xi * scale);
+      y[row * d + i] = v;
       quant_warp_store (v, row * d + i);
     }
 }
@@ -1308,8 +1311,8 @@ struct QTypeQ6_K
         w.q[1][i] = (int) vsub4 (((b >> 4) & 0x0f0f0f0fu) | (((hb >> 4) & 0x03030303u) << 4),
                                    0x20202020u);
       }
-    w.d0 = d * (float) BLN_LDG (sc + h * 8 + (k0 >> 4));
-    w.d1 = d * (float) BLN_LDG (sc + h * 8 + (k0 >> 4) + 4);
+    w.d0 = d * (float) BLN_LDG (sc + 2 * (s & 7));
+    w.d1 = d * (float) BLN_LDG (sc + 2 * (s & 7) + 1);
   }
   static BLN_HD float
   dot (const W &w, const int4 *xq, const float2 *xd)
@@ -1823,6 +1826,517 @@ launch_pipe_tok (const uint8_t *p, const uint8_t *h, int nb, int n_in, int n_out
   return launch_pipe<T, 8, 4> (p, h, nb, n_in, n_out, n_tok, y, stream, accumulate, ldy, sel);
 }
 
+/* ---- Version 6: register streaming with lane-constant units ----
+ *
+ * The pipelined kernel above streams at 60-66% of the copy rate even with no
+ * arithmetic at all, and its arithmetic alone takes half the time budget: an
+ * ncu profile of the 7B model's 18944 x 3584 Q4_K matrix counts ~180 issued
+ * instructions per 16-byte unit and row (copy bookkeeping, 64-bit address
+ * arithmetic, scale unpacking, activation sums by dp4a), where the SM has
+ * room for ~110 per unit at the full HBM rate (docs/BENCHMARKS.md). This
+ * version cuts the instruction count per byte instead:
+ *
+ *  - Plain 16-byte loads into registers (ld.global.nc, no L1 allocation),
+ *    U units per lane per row issued back to back before any is used, NR rows
+ *    per warp: U * NR independent loads in flight per lane, the latency
+ *    hidden by the other warps of the SM (no shared memory, no barrier).
+ *  - A lane's units are lane, lane + 32, lane + 64, ... of the row: since 32
+ *    is a multiple of every type's units per block, the unit's place inside
+ *    its weight block (s = lane % UPB) is the same for all of them, so the
+ *    scale and activation offsets are loop-invariant and each step advances
+ *    all pointers by one constant.
+ *  - The headers are laid out so that a unit's scales come in one or two
+ *    aligned loads (Q4_K: d and dmin, then the pair's scales and mins; Q6_K:
+ *    the unit's two scales side by side; kernels.h).
+ *  - The activation side: besides the 8-bit values, the quantiser stores per
+ *    block of 32 the scale and the scaled sums of the whole block and of each
+ *    half (g_xs), so the minimum and offset terms (Q4_K's dmin, Q6_K's -32,
+ *    Q4_0's -8) cost one multiply-add per 16 values instead of a dp4a pass
+ *    over the activations; high nibbles are multiplied in place (dp4a of
+ *    the masked byte, 16 times the value) and the 1/16 folded into a scale.
+ *
+ * Types: Q8_0, Q4_0, Q5_0, Q4_K, Q6_K (the types of the Q4_K_M, Q8_0 and
+ * Q4_0 files); the others keep the pipelined kernel. */
+
+#ifndef BLN_MV6_U
+#define BLN_MV6_U 4
+#endif
+#ifndef BLN_MV6_NR
+#define BLN_MV6_NR 2
+#endif
+
+/* A weight load that bypasses L1 (each weight byte is used once; L1 keeps
+ * the activations). */
+__device__ __forceinline__ uint4
+ldg_stream16 (const uint8_t *p)
+{
+  uint4 v;
+  asm volatile ("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                : "=r" (v.x), "=r" (v.y), "=r" (v.z), "=r" (v.w) : "l" (p));
+  return v;
+}
+
+__device__ __forceinline__ uint32_t
+ldg_u32 (const uint8_t *p)
+{
+  return __ldg (reinterpret_cast<const unsigned int *> (p));
+}
+
+__device__ __forceinline__ uint32_t
+ldg_u16 (const uint8_t *p)
+{
+  return __ldg (reinterpret_cast<const unsigned short *> (p));
+}
+
+/* Sum of the four products of unsigned bytes of a and signed bytes of b. */
+__device__ __forceinline__ int
+dp4a_us (uint32_t a, int b, int c)
+{
+  int d;
+  asm ("dp4a.u32.s32 %0, %1, %2, %3;" : "=r" (d) : "r" (a), "r" (b), "r" (c));
+  return d;
+}
+
+__device__ __forceinline__ float
+half_lo (uint32_t v)
+{
+  return __half2float (__ushort_as_half ((unsigned short) (v & 0xffffu)));
+}
+
+__device__ __forceinline__ float
+half_hi (uint32_t v)
+{
+  return __half2float (__ushort_as_half ((unsigned short) (v >> 16)));
+}
+
+/* Each type: load() fetches unit s of a weight block (pay: the block's
+ * payload, hdr: its header) into registers; load_x() the activations unit s
+ * of block @b needs for one token row (xq: that row's 8-bit values, xs: its
+ * block sums); dot() the unit's share of the dot product. */
+
+struct V6Q8_0
+{
+  static constexpr int VPB = 32, UPB = 2, PAY = 32, HDR = 2;
+  struct W { uint4 q; uint32_t d; };
+  struct X { int4 q; float d; };
+
+  static __device__ void
+  load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
+  {
+    w.q = ldg_stream16 (pay + s * 16);
+    w.d = ldg_u16 (hdr);
+  }
+  static BLN_HD constexpr int xq_off (int s) { return s * 16; }
+  static BLN_HD constexpr int xs_off (int s) { return 0; }
+  static __device__ void
+  load_x (X &x, const int8_t *xq, const float4 *xs, int s)
+  {
+    x.q = __ldg (reinterpret_cast<const int4 *> (xq));
+    x.d = __ldg (&xs->x);
+  }
+  static __device__ float
+  dot (const W &w, const X &x, int s)
+  {
+    int i = __dp4a ((int) w.q.x, x.q.x, 0);
+    i = __dp4a ((int) w.q.y, x.q.y, i);
+    i = __dp4a ((int) w.q.z, x.q.z, i);
+    i = __dp4a ((int) w.q.w, x.q.w, i);
+    return half_lo (w.d) * x.d * (float) i;
+  }
+};
+
+/* Q4_0: a unit is a whole block, low nibbles values 0..15, high 16..31;
+ * value = d (q - 8). */
+struct V6Q4_0
+{
+  static constexpr int VPB = 32, UPB = 1, PAY = 16, HDR = 2;
+  struct W { uint4 q; uint32_t d; };
+  struct X { int4 lo, hi; float d, sum; };
+
+  static __device__ void
+  load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
+  {
+    w.q = ldg_stream16 (pay);
+    w.d = ldg_u16 (hdr);
+  }
+  static BLN_HD constexpr int xq_off (int s) { return 0; }
+  static BLN_HD constexpr int xs_off (int s) { return 0; }
+  static __device__ void
+  load_x (X &x, const int8_t *xq, const float4 *xs, int s)
+  {
+    const int4 *p = reinterpret_cast<const int4 *> (xq);
+    const float4 st = __ldg (xs);
+
+    x.lo = __ldg (p);
+    x.hi = __ldg (p + 1);
+    x.d = st.x;
+    x.sum = st.y;
+  }
+  static __device__ float
+  dot (const W &w, const X &x, int s)
+  {
+    const uint32_t m = 0x0f0f0f0fu, mh = 0xf0f0f0f0u;
+    int lo = dp4a_us (w.q.x & m, x.lo.x, 0), hi = dp4a_us (w.q.x & mh, x.hi.x, 0);
+    lo = dp4a_us (w.q.y & m, x.lo.y, lo);
+    hi = dp4a_us (w.q.y & mh, x.hi.y, hi);
+    lo = dp4a_us (w.q.z & m, x.lo.z, lo);
+    hi = dp4a_us (w.q.z & mh, x.hi.z, hi);
+    lo = dp4a_us (w.q.w & m, x.lo.w, lo);
+    hi = dp4a_us (w.q.w & mh, x.hi.w, hi);
+    /* hi is exactly 16 times the high nibbles' sum */
+    return half_lo (w.d) * (x.d * (float) (lo + (hi >> 4)) - 8.0f * x.sum);
+  }
+};
+
+/* The four high bits of @b (bits 0..3) to bit 4 of bytes 0..3: the multiply
+ * places copies of b at shifts 4, 11, 18, 25, which cannot carry into each
+ * other, and bit k of the copy at 4 + 7k lands on 8k + 4. */
+__device__ __forceinline__ uint32_t
+spread4_fast (uint32_t b)
+{
+  return ((b & 15u) * 0x02040810u) & 0x10101010u;
+}
+
+/* Q5_0: as Q4_0 with a fifth bit per value (bit j of qh: value j), value
+ * = d (q - 16). The header (d, qh) is 2-byte aligned. */
+struct V6Q5_0
+{
+  static constexpr int VPB = 32, UPB = 1, PAY = 16, HDR = 6;
+  struct W { uint4 q; uint32_t d, qh; };
+  typedef V6Q4_0::X X;
+
+  static __device__ void
+  load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
+  {
+    w.q = ldg_stream16 (pay);
+    w.d = ldg_u16 (hdr);
+    w.qh = ldg_u16 (hdr + 2) | (ldg_u16 (hdr + 4) << 16);
+  }
+  static BLN_HD constexpr int xq_off (int s) { return 0; }
+  static BLN_HD constexpr int xs_off (int s) { return 0; }
+  static __device__ void
+  load_x (X &x, const int8_t *xq, const float4 *xs, int s)
+  {
+    V6Q4_0::load_x (x, xq, xs, s);
+  }
+  static __device__ float
+  dot (const W &w, const X &x, int s)
+  {
+    const uint32_t m = 0x0f0f0f0fu;
+    const uint32_t q[4] = { w.q.x, w.q.y, w.q.z, w.q.w };
+    const int xl[4] = { x.lo.x, x.lo.y, x.lo.z, x.lo.w };
+    const int xh[4] = { x.hi.x, x.hi.y, x.hi.z, x.hi.w };
+    int sum = 0;
+
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+      {
+        sum = dp4a_us ((q[i] & m) | spread4_fast (w.qh >> (4 * i)), xl[i], sum);
+        sum = dp4a_us (((q[i] >> 4) & m) | spread4_fast (w.qh >> (16 + 4 * i)), xh[i], sum);
+      }
+    return half_lo (w.d) * (x.d * (float) sum - 16.0f * x.sum);
+  }
+};
+
+/* Q4_K: unit s (payload bytes 16s..16s+15 of the block) holds values
+ * 16 (s % 2) + 0..15 of sub-blocks 2g (low nibbles) and 2g + 1 (high),
+ * g = s / 2: half (s % 2) of activation blocks 2g and 2g + 1. */
+struct V6Q4_K
+{
+  static constexpr int VPB = 256, UPB = 8, PAY = 128, HDR = 20;
+  struct W { uint4 q; uint32_t dd, sm; };
+  struct X { int4 q0, q1; float d0, h0, d1, h1; };
+
+  static __device__ void
+  load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
+  {
+    w.q = ldg_stream16 (pay + s * 16);
+    w.dd = ldg_u32 (hdr);
+    w.sm = ldg_u32 (hdr + 4 + 4 * (s >> 1));
+  }
+  /* run 0: half s % 2 of activation block 2g; run 1: the same half of the
+   * next block */
+  static BLN_HD constexpr int xq_off (int s) { return (s >> 1) * 64 + (s & 1) * 16; }
+  static BLN_HD constexpr int xs_off (int s) { return (s >> 1) * 2; }
+  static __device__ void
+  load_x (X &x, const int8_t *p, const float4 *xs, int s)
+  {
+    const int half = s & 1;
+    const float4 s0 = __ldg (xs), s1 = __ldg (xs + 1);
+
+    x.q0 = __ldg (reinterpret_cast<const int4 *> (p));
+    x.q1 = __ldg (reinterpret_cast<const int4 *> (p + 32));
+    x.d0 = s0.x;
+    x.h0 = half ? s0.w : s0.z;
+    x.d1 = s1.x;
+    x.h1 = half ? s1.w : s1.z;
+  }
+  static __device__ float
+  dot (const W &w, const X &x, int s)
+  {
+    const uint32_t m = 0x0f0f0f0fu, mh = 0xf0f0f0f0u;
+    int lo = dp4a_us (w.q.x & m, x.q0.x, 0), hi = dp4a_us (w.q.x & mh, x.q1.x, 0);
+    lo = dp4a_us (w.q.y & m, x.q0.y, lo);
+    hi = dp4a_us (w.q.y & mh, x.q1.y, hi);
+    lo = dp4a_us (w.q.z & m, x.q0.z, lo);
+    hi = dp4a_us (w.q.z & mh, x.q1.z, hi);
+    lo = dp4a_us (w.q.w & m, x.q0.w, lo);
+    hi = dp4a_us (w.q.w & mh, x.q1.w, hi);
+    const float d = half_lo (w.dd), dmin = half_hi (w.dd);
+    const float sc0 = (float) (w.sm & 0xffu), sc1 = (float) ((w.sm >> 8) & 0xffu);
+    const float mn0 = (float) ((w.sm >> 16) & 0xffu), mn1 = (float) (w.sm >> 24);
+    return d * (sc0 * x.d0 * (float) lo + sc1 * (0.0625f * x.d1) * (float) hi)
+           - dmin * (mn0 * x.h0 + mn1 * x.h1);
+  }
+};
+
+/* Q6_K: unit s: h = s / 4, k0 = 16 (s % 4): ql bytes h*64 + k0 + 0..15 (low
+ * nibbles: values h*128 + k0 + i, high: + 64) and qh bytes h*32 + k0 % 32 +
+ * 0..15 (bits 2 (k0 / 32) up for the first run, 4 more for the second);
+ * value = d * scale * (q - 32). */
+struct V6Q6_K
+{
+  static constexpr int VPB = 256, UPB = 8, PAY = 192, HDR = 18;
+  struct W { uint4 ql, qh; uint32_t sc, d; };
+  typedef V6Q4_K::X X;
+
+  static __device__ void
+  load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
+  {
+    const int h = s >> 2, k0 = (s & 3) * 16;
+
+    w.ql = ldg_stream16 (pay + h * 64 + k0);
+    w.qh = ldg_stream16 (pay + 128 + h * 32 + (k0 & 31));
+    w.sc = ldg_u16 (hdr + 2 * s);
+    w.d = ldg_u16 (hdr + 16);
+  }
+  /* run 0: values h*128 + k0 + 0..15 (half s % 2 of activation block
+   * 4h + k0 / 32); run 1: 64 values (two blocks) later */
+  static BLN_HD constexpr int xq_off (int s) { return (s >> 2) * 128 + (s & 3) * 16; }
+  static BLN_HD constexpr int xs_off (int s) { return (s >> 2) * 4 + ((s & 3) >> 1); }
+  static __device__ void
+  load_x (X &x, const int8_t *p, const float4 *xs, int s)
+  {
+    const int half = s & 1;
+    const float4 s0 = __ldg (xs), s1 = __ldg (xs + 2);
+
+    x.q0 = __ldg (reinterpret_cast<const int4 *> (p));
+    x.q1 = __ldg (reinterpret_cast<const int4 *> (p + 64));
+    x.d0 = s0.x;
+    x.h0 = half ? s0.w : s0.z;
+    x.d1 = s1.x;
+    x.h1 = half ? s1.w : s1.z;
+  }
+  static __device__ float
+  dot (const W &w, const X &x, int s)
+  {
+    const uint32_t m = 0x0f0f0f0fu, m2 = 0x30303030u;
+    const int shift = s & 2;   /* 2 (k0 / 32) */
+    const uint32_t ql[4] = { w.ql.x, w.ql.y, w.ql.z, w.ql.w };
+    const uint32_t qh[4] = { w.qh.x, w.qh.y, w.qh.z, w.qh.w };
+    const int x0[4] = { x.q0.x, x.q0.y, x.q0.z, x.q0.w };
+    const int x1[4] = { x.q1.x, x.q1.y, x.q1.z, x.q1.w };
+    int lo = 0, hi = 0;
+
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+      {
+        lo = dp4a_us ((ql[i] & m) | ((qh[i] << (4 - shift)) & m2), x0[i], lo);
+        hi = dp4a_us (((ql[i] >> 4) & m) | ((qh[i] >> shift) & m2), x1[i], hi);
+      }
+    const float d = half_lo (w.d);
+    const float sc0 = (float) (int8_t) (w.sc & 0xffu), sc1 = (float) (int8_t) (w.sc >> 8);
+    return d * (sc0 * (x.d0 * (float) lo - 32.0f * x.h0) + sc1 * (x.d1 * (float) hi - 32.0f * x.h1));
+  }
+};
+
+/* The kernel. Warp w of block b owns rows (b * WARPS + w) * NR + 0..NR-1
+ * (the last ones clamped to n_out - 1: read, never written). Lane l takes
+ * units l + 32 k of each row, U at a time. */
+template <class T, int MAXTOK, int NR, int U>
+__global__ void __launch_bounds__ (WARPS * 32)
+matvec_v6_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ hdr, int nb,
+                  int n_in, int n_out, int n_tok, float *__restrict__ y, int accumulate, int ldy,
+                  Sel sel)
+{
+  constexpr int BPS = 32 / T::UPB;   /* weight blocks per 32 units */
+  constexpr int XB = T::VPB / 32;    /* activation blocks per weight block */
+  const int lane = threadIdx.x & 31;
+  const int s = lane % T::UPB, bl = lane / T::UPB;
+  const int row0 = (blockIdx.x * WARPS + (threadIdx.x >> 5)) * NR;
+  const int n_k = (nb * T::UPB - lane + 31) / 32;   /* units of this lane per row */
+  const uint8_t *pk[NR];   /* the current group's first unit, per row */
+  const uint8_t *hk[NR];
+  typename T::W w[NR][U];
+  float acc[NR][MAXTOK];
+  size_t x_off = 0;
+  float *yy = y;
+
+  if (row0 >= n_out)
+    return;   /* the whole warp leaves together */
+
+  auto rows_at = [&] (size_t row_base) {
+#pragma unroll
+    for (int r = 0; r < NR; r++)
+      {
+        const size_t blk = (row_base + (size_t) min (row0 + r, n_out - 1)) * nb + bl;
+        pk[r] = pay + blk * T::PAY;
+        hk[r] = hdr + blk * T::HDR;
+      }
+  };
+  /* loads units k0 .. k0 + U - 1 (those that exist) and moves on */
+  auto load_group = [&] (int k0) {
+#pragma unroll
+    for (int j = 0; j < U; j++)
+      if (k0 + j < n_k)
+#pragma unroll
+        for (int r = 0; r < NR; r++)
+          T::load (w[r][j], pk[r] + j * (BPS * T::PAY), hk[r] + j * (BPS * T::HDR), s);
+#pragma unroll
+    for (int r = 0; r < NR; r++)
+      {
+        pk[r] += U * BPS * T::PAY;
+        hk[r] += U * BPS * T::HDR;
+      }
+  };
+
+  if (sel.expert == nullptr)
+    {
+      /* the weights need nothing from the previous kernel: fetch the first
+       * group while it finishes */
+      rows_at (0);
+      load_group (0);
+      bln_pdl_wait ();
+    }
+  else
+    {
+      bln_pdl_wait ();
+      rows_at (sel_apply (sel, n_out, n_in, ldy, x_off, yy));
+      load_group (0);
+    }
+
+#pragma unroll
+  for (int r = 0; r < NR; r++)
+#pragma unroll
+    for (int t = 0; t < MAXTOK; t++)
+      acc[r][t] = 0.f;
+
+  {
+    /* this lane's activations (run 0 of its first unit), token row 0 */
+    const int8_t *xq = g_xq + x_off + (size_t) bl * T::VPB + T::xq_off (s);
+    const float4 *xs = g_xs + x_off / 32 + (size_t) bl * XB + T::xs_off (s);
+
+    for (int k0 = 0; k0 < n_k; k0 += U)
+      {
+        if (k0 > 0)
+          load_group (k0);
+#pragma unroll
+        for (int j = 0; j < U; j++)
+          if (k0 + j < n_k)
+            {
+#pragma unroll
+              for (int t = 0; t < MAXTOK; t++)
+                if (t < n_tok)
+                  {
+                    typename T::X x;
+
+                    T::load_x (x, xq + (size_t) t * n_in + j * (BPS * T::VPB),
+                               xs + (size_t) t * (n_in / 32) + j * (BPS * XB), s);
+#pragma unroll
+                    for (int r = 0; r < NR; r++)
+                      acc[r][t] += T::dot (w[r][j], x, s);
+                  }
+            }
+        xq += U * BPS * T::VPB;
+        xs += U * BPS * XB;
+      }
+  }
+
+#pragma unroll
+  for (int r = 0; r < NR; r++)
+#pragma unroll
+    for (int t = 0; t < MAXTOK; t++)
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1)
+        acc[r][t] += __shfl_xor_sync (0xffffffffu, acc[r][t], off);
+#pragma unroll
+  for (int r = 0; r < NR; r++)
+#pragma unroll
+    for (int t = 0; t < MAXTOK; t++)
+      if (lane == r * MAXTOK + t && row0 + r < n_out && t < n_tok)
+        {
+          float *dst = yy + (size_t) t * ldy + row0 + r;
+          *dst = accumulate ? *dst + acc[r][t] : acc[r][t];
+        }
+}
+
+/* Which matvec generation runs the 8-bit path: BALEEN_CUDA_MATVEC=v3 or v5
+ * selects an older one (for comparison), anything else version 6 where it
+ * has the type. Decided once. */
+int
+matvec_version ()
+{
+  static int v = 0;
+
+  if (v == 0)
+    {
+      const char *env = std::getenv ("BALEEN_CUDA_MATVEC");
+
+      v = env && std::strcmp (env, "v3") == 0 ? 3 : env && std::strcmp (env, "v5") == 0 ? 5 : 6;
+    }
+  return v;
+}
+
+template <class T> struct V6Of { typedef void type; };
+template <> struct V6Of<QTypeQ8_0> { typedef V6Q8_0 type; };
+template <> struct V6Of<QTypeQ4_0> { typedef V6Q4_0 type; };
+template <> struct V6Of<QTypeQ5_0> { typedef V6Q5_0 type; };
+template <> struct V6Of<QTypeQ4_K> { typedef V6Q4_K type; };
+template <> struct V6Of<QTypeQ6_K> { typedef V6Q6_K type; };
+
+template <class V, int MAXTOK, int U>
+void
+launch_v6_tok (const uint8_t *p, const uint8_t *h, int nb, int n_in, int n_out, int n_tok,
+               float *y, cudaStream_t stream, int accumulate, int ldy, Sel sel)
+{
+  constexpr int NR = BLN_MV6_NR;
+  const int rows_per_block = WARPS * NR;
+  const dim3 grid ((unsigned) ((n_out + rows_per_block - 1) / rows_per_block),
+                   sel.expert ? (unsigned) sel.n_sel : 1u);
+
+  (void) bln_launch (matvec_v6_kernel<V, MAXTOK, NR, U>, grid, dim3 (WARPS * 32), 0, stream, p,
+                     h, nb, n_in, n_out, n_tok, y, accumulate, ldy, sel);
+}
+
+/* Runs version 6 for QType T when it has the type and is selected; returns
+ * whether it did. */
+template <class T>
+bool
+launch_v6 (const uint8_t *p, const uint8_t *h, int nb, int n_in, int n_out, int n_tok,
+           float *y, cudaStream_t stream, int accumulate, int ldy, Sel sel)
+{
+  typedef typename V6Of<T>::type V;
+
+  if constexpr (std::is_void<V>::value)
+    return false;
+  else
+    {
+      if (matvec_version () != 6)
+        return false;
+      if (n_tok <= 1)
+        launch_v6_tok<V, 1, BLN_MV6_U> (p, h, nb, n_in, n_out, n_tok, y, stream, accumulate, ldy,
+                                        sel);
+      else if (n_tok <= 2)
+        launch_v6_tok<V, 2, BLN_MV6_U> (p, h, nb, n_in, n_out, n_tok, y, stream, accumulate, ldy,
+                                        sel);
+      else if (n_tok <= 4)
+        launch_v6_tok<V, 4, 2> (p, h, nb, n_in, n_out, n_tok, y, stream, accumulate, ldy, sel);
+      else
+        launch_v6_tok<V, 8, 2> (p, h, nb, n_in, n_out, n_tok, y, stream, accumulate, ldy, sel);
+      return true;
+    }
+}
+
 /* The 8-bit path for type T: round the activations, then the matvec. Falls
  * back to the float kernel of FT for rows longer than the scratch. */
 template <class T, class FT>
@@ -1844,6 +2358,9 @@ launch_q8 (const void *payload, const void *header, int n_in, int n_out, const f
                        accumulate, ldy, sel);
   if (!(flags & BLN_KERNELS_MATVEC_XQ_READY))
     (void) bln_launch (quantize_x_kernel, dim3 ((n + 255) / 256), dim3 (256), 0, stream, x, n);
+  if (launch_v6<T> (p, h, nb, n_in, n_out, sel.expert ? 1 : n_tok, y, stream, accumulate, ldy,
+                    sel))
+    return cudaGetLastError ();
   if (launch_pipe_tok<T> (p, h, nb, n_in, n_out, sel.expert ? 1 : n_tok, y, stream, accumulate,
                           ldy, sel))
     return cudaGetLastError ();
@@ -2060,8 +2577,8 @@ bln_kernels_rmsnorm_quant (const float *x, const float *w, float *y, int n_rows,
   if (!x || !w || !y || n_rows <= 0 || n_rows > BLN_KERNELS_MATVEC_MAX_TOK || d <= 0
       || d % 32 != 0 || d > XQ_MAX_IN)
     return cudaErrorInvalidValue;
-  (void) bln_launch (rmsnorm_quant_kernel, dim3 (n_rows), dim3 (d >= 1024 ? 1024 : d), 0, stream, x,
-                      w, y, d, eps);
+  (void) bln_launch (rmsnorm_quant_kernel, dim3 ((d + NORM_SLICE - 1) / NORM_SLICE, n_rows),
+                     dim3 (NORM_SLICE), 0, stream, x, w, y, d, eps);
   return cudaGetLastError ();
 }
 

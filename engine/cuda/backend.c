@@ -158,7 +158,8 @@ bln_cuda_matvec_supports (BlnType type)
 }
 
 /* Q4_K's header for the kernels (kernels/kernels.h): d and dmin as they are,
- * then the 6-bit scales and mins of the eight sub-blocks, one byte each. The
+ * then the 6-bit scales and mins of the eight sub-blocks, one byte each,
+ * grouped by sub-block pairs. The
  * GGUF packing: for j < 4, scale j is the low 6 bits of byte j and min j the
  * low 6 bits of byte j + 4; for j >= 4, scale j is the low nibble of byte
  * j + 4 with the top 2 bits of byte j - 4 above it, and min j the high nibble
@@ -167,6 +168,7 @@ static void
 repack_q4_k_header (const uint8_t *blk, uint8_t *h)
 {
   const uint8_t *sc = blk + 4;
+  uint8_t s6[8], m6[8];
   int j;
 
   memcpy (h, blk, 4);
@@ -174,15 +176,40 @@ repack_q4_k_header (const uint8_t *blk, uint8_t *h)
     {
       if (j < 4)
         {
-          h[4 + j] = sc[j] & 63;
-          h[12 + j] = sc[j + 4] & 63;
+          s6[j] = sc[j] & 63;
+          m6[j] = sc[j + 4] & 63;
         }
       else
         {
-          h[4 + j] = (uint8_t) ((sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4));
-          h[12 + j] = (uint8_t) ((sc[j + 4] >> 4) | ((sc[j] >> 6) << 4));
+          s6[j] = (uint8_t) ((sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4));
+          m6[j] = (uint8_t) ((sc[j + 4] >> 4) | ((sc[j] >> 6) << 4));
         }
     }
+  /* grouped by sub-block pair g: scale 2g, scale 2g + 1, min 2g, min 2g + 1 */
+  for (j = 0; j < 4; j++)
+    {
+      h[4 + 4 * j] = s6[2 * j];
+      h[5 + 4 * j] = s6[2 * j + 1];
+      h[6 + 4 * j] = m6[2 * j];
+      h[7 + 4 * j] = m6[2 * j + 1];
+    }
+}
+
+/* Q6_K's header for the kernels: the sixteen scales reordered so that unit
+ * s (0..7; 16 values of half s / 4 and the 16 values 64 positions later)
+ * finds its two at bytes 2s and 2s + 1, then d. */
+static void
+repack_q6_k_header (const uint8_t *blk, uint8_t *h)
+{
+  const uint8_t *sc = blk + 192;
+  int s;
+
+  for (s = 0; s < 8; s++)
+    {
+      h[2 * s] = sc[8 * (s / 4) + s % 4];
+      h[2 * s + 1] = sc[8 * (s / 4) + s % 4 + 4];
+    }
+  memcpy (h + 16, blk + 208, 2);
 }
 
 BlnCudaTensor *
@@ -264,6 +291,8 @@ bln_cuda_tensor_upload (const BlnTensor *t, GError **error)
       memcpy (pay + (size_t) b * (size_t) l.pay_bytes, blk + l.pay_off, (size_t) l.pay_bytes);
       if (t->type == BLN_TYPE_Q4_K)
         repack_q4_k_header (blk, h);
+      else if (t->type == BLN_TYPE_Q6_K)
+        repack_q6_k_header (blk, h);
       else
         {
           memcpy (h, blk, (size_t) l.pay_off);
