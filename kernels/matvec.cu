@@ -893,10 +893,24 @@ __device__ __align__ (16) float4 g_xs[BLN_KERNELS_MATVEC_MAX_TOK * XQ_MAX_IN / 3
 
 __device__ __forceinline__ void quant_warp_store (float v, size_t i);
 
+/* The decode step's kernels here may let the next kernel launch as soon as
+ * all their blocks are running (-DBLN_MV_TRIGGER=1, an experiment: the next
+ * matvec's blocks then fetch their first weights during this kernel's tail;
+ * docs/BENCHMARKS.md). Safe because every kernel waits in bln_pdl_wait()
+ * before it reads what an earlier one wrote. */
+__device__ __forceinline__ void
+decode_trigger ()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(BLN_MV_TRIGGER) && BLN_MV_TRIGGER
+  cudaTriggerProgrammaticLaunchCompletion ();
+#endif
+}
+
 /* One warp per block of 32 activations, one lane per value. */
 __global__ void
 quantize_x_kernel (const float *__restrict__ x, int n)
 {
+  decode_trigger ();
   bln_pdl_wait ();
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
 
@@ -958,14 +972,32 @@ rmsnorm_quant_kernel (const float *__restrict__ x, const float *__restrict__ w,
   double ss = 0.0;
   float scale, xi = 0.f, wi = 0.f;
 
+  decode_trigger ();
   if (i < d)
     wi = w[i];   /* a weight: needs nothing from the previous kernel */
   bln_pdl_wait ();
   const float *xr = x + row * d;
   if (i < d)
     xi = xr[i];
-  for (int k = threadIdx.x; k < d; k += NORM_SLICE)
-    ss += (double) xr[k] * (double) xr[k];
+  {
+    /* four loads in flight per thread (the row is in L2: latency-bound) */
+    double s4[4] = { 0.0, 0.0, 0.0, 0.0 };
+    int k = threadIdx.x;
+
+    for (; k + 3 * NORM_SLICE < d; k += 4 * NORM_SLICE)
+      {
+        float v[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+          v[j] = xr[k + j * NORM_SLICE];
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+          s4[j] += (double) v[j] * (double) v[j];
+      }
+    for (; k < d; k += NORM_SLICE)
+      s4[0] += (double) xr[k] * (double) xr[k];
+    ss = (s4[0] + s4[1]) + (s4[2] + s4[3]);
+  }
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1)
     ss += __shfl_xor_sync (0xffffffffu, ss, off);
@@ -991,6 +1023,7 @@ __global__ void
 silu_mul_quant_kernel (const float *__restrict__ g, int gs, const float *__restrict__ u, int us,
                        float *__restrict__ out, size_t n, int ff)
 {
+  decode_trigger ();
   bln_pdl_wait ();
   const size_t i = (size_t) blockIdx.x * blockDim.x + threadIdx.x;
   float v = 0.f;
@@ -1864,6 +1897,10 @@ launch_pipe_tok (const uint8_t *p, const uint8_t *h, int nb, int n_in, int n_out
 #ifndef BLN_MV6_NR
 #define BLN_MV6_NR 2
 #endif
+/* 1: double-buffered registers (an experiment; docs/BENCHMARKS.md) */
+#ifndef BLN_MV6_DB
+#define BLN_MV6_DB 0
+#endif
 
 /* A weight load that bypasses L1 (each weight byte is used once; L1 keeps
  * the activations). */
@@ -2153,7 +2190,7 @@ struct V6Q6_K
 /* The kernel. Warp w of block b owns rows (b * WARPS + w) * NR + 0..NR-1
  * (the last ones clamped to n_out - 1: read, never written). Lane l takes
  * units l + 32 k of each row, U at a time. */
-template <class T, int MAXTOK, int NR, int U>
+template <class T, int MAXTOK, int NR, int U, bool DB>
 __global__ void __launch_bounds__ (WARPS * 32)
 matvec_v6_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ hdr, int nb,
                   int n_in, int n_out, int n_tok, float *__restrict__ y, int accumulate, int ldy,
@@ -2167,11 +2204,14 @@ matvec_v6_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ h
   const int n_k = (nb * T::UPB - lane + 31) / 32;   /* units of this lane per row */
   const uint8_t *pk[NR];   /* the current group's first unit, per row */
   const uint8_t *hk[NR];
-  typename T::W w[NR][U];
+  /* two register buffers when DB (loads of the next group in flight while
+   * this one is multiplied), else one */
+  typename T::W w[DB ? 2 : 1][NR][U];
   float acc[NR][MAXTOK];
   size_t x_off = 0;
   float *yy = y;
 
+  decode_trigger ();
   if (row0 >= n_out)
     return;   /* the whole warp leaves together */
 
@@ -2185,13 +2225,13 @@ matvec_v6_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ h
       }
   };
   /* loads units k0 .. k0 + U - 1 (those that exist) and moves on */
-  auto load_group = [&] (int k0) {
+  auto load_group = [&] (typename T::W (&buf)[NR][U], int k0) {
 #pragma unroll
     for (int j = 0; j < U; j++)
       if (k0 + j < n_k)
 #pragma unroll
         for (int r = 0; r < NR; r++)
-          T::load (w[r][j], pk[r] + j * (BPS * T::PAY), hk[r] + j * (BPS * T::HDR), s);
+          T::load (buf[r][j], pk[r] + j * (BPS * T::PAY), hk[r] + j * (BPS * T::HDR), s);
 #pragma unroll
     for (int r = 0; r < NR; r++)
       {
@@ -2205,14 +2245,14 @@ matvec_v6_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ h
       /* the weights need nothing from the previous kernel: fetch the first
        * group while it finishes */
       rows_at (0);
-      load_group (0);
+      load_group (w[0], 0);
       bln_pdl_wait ();
     }
   else
     {
       bln_pdl_wait ();
       rows_at (sel_apply (sel, n_out, n_in, ldy, x_off, yy));
-      load_group (0);
+      load_group (w[0], 0);
     }
 
 #pragma unroll
@@ -2226,30 +2266,46 @@ matvec_v6_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ h
     const int8_t *xq = g_xq + x_off + (size_t) bl * T::VPB + T::xq_off (s);
     const float4 *xs = g_xs + x_off / 32 + (size_t) bl * XB + T::xs_off (s);
 
-    for (int k0 = 0; k0 < n_k; k0 += U)
-      {
-        if (k0 > 0)
-          load_group (k0);
+    /* multiplies group k0 held in buf, then moves the activations on */
+    auto compute = [&] (const typename T::W (&buf)[NR][U], int k0) {
 #pragma unroll
-        for (int j = 0; j < U; j++)
-          if (k0 + j < n_k)
-            {
+      for (int j = 0; j < U; j++)
+        if (k0 + j < n_k)
+          {
 #pragma unroll
-              for (int t = 0; t < MAXTOK; t++)
-                if (t < n_tok)
-                  {
-                    typename T::X x;
+            for (int t = 0; t < MAXTOK; t++)
+              if (t < n_tok)
+                {
+                  typename T::X x;
 
-                    T::load_x (x, xq + (size_t) t * n_in + j * (BPS * T::VPB),
-                               xs + (size_t) t * (n_in / 32) + j * (BPS * XB), s);
+                  T::load_x (x, xq + (size_t) t * n_in + j * (BPS * T::VPB),
+                             xs + (size_t) t * (n_in / 32) + j * (BPS * XB), s);
 #pragma unroll
-                    for (int r = 0; r < NR; r++)
-                      acc[r][t] += T::dot (w[r][j], x, s);
-                  }
-            }
-        xq += U * BPS * T::VPB;
-        xs += U * BPS * XB;
-      }
+                  for (int r = 0; r < NR; r++)
+                    acc[r][t] += T::dot (buf[r][j], x, s);
+                }
+          }
+      xq += U * BPS * T::VPB;
+      xs += U * BPS * XB;
+    };
+
+    if (DB)
+      for (int k0 = 0; k0 < n_k; k0 += 2 * U)
+        {
+          load_group (w[DB ? 1 : 0], k0 + U);
+          compute (w[0], k0);
+          if (k0 + U >= n_k)
+            break;
+          load_group (w[0], k0 + 2 * U);
+          compute (w[DB ? 1 : 0], k0 + U);
+        }
+    else
+      for (int k0 = 0; k0 < n_k; k0 += U)
+        {
+          if (k0 > 0)
+            load_group (w[0], k0);
+          compute (w[0], k0);
+        }
   }
 
 #pragma unroll
@@ -2304,7 +2360,8 @@ launch_v6_tok (const uint8_t *p, const uint8_t *h, int nb, int n_in, int n_out, 
   const dim3 grid ((unsigned) ((n_out + rows_per_block - 1) / rows_per_block),
                    sel.expert ? (unsigned) sel.n_sel : 1u);
 
-  (void) bln_launch (matvec_v6_kernel<V, MAXTOK, NR, U>, grid, dim3 (WARPS * 32), 0, stream, p,
+  (void) bln_launch (matvec_v6_kernel<V, MAXTOK, NR, U, BLN_MV6_DB != 0>, grid,
+                     dim3 (WARPS * 32), 0, stream, p,
                      h, nb, n_in, n_out, n_tok, y, accumulate, ldy, sel);
 }
 
