@@ -3,9 +3,13 @@
  */
 #include <string.h>
 
+#include "baleen-config.h"
 #include "bln-error.h"
 #include "kv-cache.h"
 #include "model-private.h"
+#if BALEEN_HAVE_CUDA
+#include "cuda/forward-batch.h"
+#endif
 
 #define NO_BLOCK (-1)
 #define CHAIN_SEED G_GUINT64_CONSTANT (0x6a09e667f3bcc909)
@@ -20,11 +24,14 @@ typedef struct {
 
 struct _BlnKvCache {
   BlnModel *model;
-  BlnContext *ws;          /* scratch buffers and the thread pool */
+  BlnContext *ws;          /* scratch buffers and the thread pool (CPU pool) */
+  struct _BlnCudaBatch *gpu; /* the pool on the GPU and its forward pass, or NULL */
+  BlnPool *pool;           /* borrowed, may be NULL on the GPU */
   int block_size;
   int n_blocks;
-  size_t k_width, v_width; /* floats per row */
-  float *k, *v;            /* [block][layer][slot][width] */
+  size_t k_width, v_width; /* values per row */
+  size_t elem;             /* bytes per value: 4 on the CPU, 2 or 4 on the GPU */
+  float *k, *v;            /* [block][layer][slot][width]; NULL on the GPU */
   Block *blocks;
   int32_t *block_tokens;   /* [block][block_size]: ids of registered blocks */
   int *free_stack;
@@ -34,6 +41,8 @@ struct _BlnKvCache {
   GHashTable *table;       /* &Block.hash -> block index + 1 */
   int n_seqs;
   guint64 lookup_tokens, hit_tokens, evictions;
+  gboolean no_prefix;      /* prefix reuse off: nothing registered, nothing looked up */
+  int max_cached;          /* cached blocks kept at most (0: no bound) */
 };
 
 struct _BlnKvSeq {
@@ -116,6 +125,21 @@ unregister (BlnKvCache *kv, int b)
     }
 }
 
+/* Over the prefix cache's bound: the least recently released blocks go. */
+static void
+trim_cached (BlnKvCache *kv)
+{
+  while (kv->max_cached > 0 && kv->n_cached > kv->max_cached)
+    {
+      int b = kv->lru_head;
+
+      lru_remove (kv, b);
+      unregister (kv, b);
+      kv->free_stack[kv->n_free++] = b;
+      kv->evictions++;
+    }
+}
+
 static void
 block_unref (BlnKvCache *kv, int b)
 {
@@ -124,10 +148,13 @@ block_unref (BlnKvCache *kv, int b)
   g_assert (bl->ref > 0);
   if (--bl->ref > 0)
     return;
+  if (kv->no_prefix)
+    unregister (kv, b);   /* registered before the prefix cache was switched off */
   if (bl->registered)
     lru_append (kv, b);
   else
     kv->free_stack[kv->n_free++] = b;
+  trim_cached (kv);
 }
 
 /* A block for writing: a free one, else the least recently used cached one. */
@@ -174,14 +201,45 @@ BlnKvCache *
 bln_kv_cache_new (BlnModel *model, BlnPool *pool, size_t budget_bytes, int block_size,
                   GError **error)
 {
+  return bln_kv_cache_new_with_options (model, pool, budget_bytes, block_size, NULL, error);
+}
+
+BlnKvCache *
+bln_kv_cache_new_with_options (BlnModel *model, BlnPool *pool, size_t budget_bytes,
+                               int block_size, const BlnContextOptions *opts, GError **error)
+{
   const BlnHParams *hp;
   BlnKvCache *kv;
-  size_t block_bytes, n;
+  size_t block_bytes, n, elem = sizeof (float);
+  gboolean on_gpu = opts != NULL && opts->device == BLN_DEVICE_CUDA;
   int i;
 
-  g_return_val_if_fail (model != NULL && pool != NULL, NULL);
+  g_return_val_if_fail (model != NULL && (pool != NULL || on_gpu), NULL);
 
   hp = bln_model_hparams (model);
+  if (on_gpu)
+    {
+#if BALEEN_HAVE_CUDA
+      if (opts->kv_bits != 16 && opts->kv_bits != 32)
+        {
+          g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
+                       "KV cache bits must be 16 or 32, not %d", opts->kv_bits);
+          return NULL;
+        }
+      if (hp->arch != BLN_ARCH_LLAMA && hp->arch != BLN_ARCH_QWEN2)
+        {
+          g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED,
+                       "a paged KV cache on the GPU runs llama and qwen2 models, not %s yet",
+                       model->arch_name ? model->arch_name : "this architecture");
+          return NULL;
+        }
+      elem = (size_t) opts->kv_bits / 8;
+#else
+      g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED,
+                   "this build has no CUDA backend");
+      return NULL;
+#endif
+    }
   if (block_size == 0)
     block_size = BLN_KV_BLOCK_SIZE_DEFAULT;
   if (block_size < 1 || block_size > 4096)
@@ -192,6 +250,7 @@ bln_kv_cache_new (BlnModel *model, BlnPool *pool, size_t budget_bytes, int block
     }
   kv = g_new0 (BlnKvCache, 1);
   kv->model = model;
+  kv->pool = pool;
   kv->block_size = block_size;
   if (hp->arch == BLN_ARCH_DEEPSEEK2)
     {
@@ -203,7 +262,8 @@ bln_kv_cache_new (BlnModel *model, BlnPool *pool, size_t budget_bytes, int block
       kv->k_width = (size_t) hp->n_head_kv * hp->head_dim_k;
       kv->v_width = (size_t) hp->n_head_kv * hp->head_dim_v;
     }
-  block_bytes = (size_t) hp->n_layer * block_size * (kv->k_width + kv->v_width) * sizeof (float);
+  kv->elem = elem;
+  block_bytes = (size_t) hp->n_layer * block_size * (kv->k_width + kv->v_width) * elem;
   n = budget_bytes / block_bytes;
   if (n < 2 || n > G_MAXINT / 2)
     {
@@ -214,19 +274,36 @@ bln_kv_cache_new (BlnModel *model, BlnPool *pool, size_t budget_bytes, int block
       return NULL;
     }
   kv->n_blocks = (int) n;
+#if BALEEN_HAVE_CUDA
+  if (on_gpu)
+    {
+      kv->gpu = bln_cuda_batch_new (model, kv->n_blocks, block_size, opts, error);
+      if (kv->gpu == NULL)
+        {
+          g_free (kv);
+          return NULL;
+        }
+    }
+#endif
   /* calloc: pages are only touched when a block is first written */
-  kv->k = g_try_malloc0 (n * hp->n_layer * block_size * kv->k_width * sizeof (float));
-  kv->v = kv->v_width ? g_try_malloc0 (n * hp->n_layer * block_size * kv->v_width
-                                       * sizeof (float)) : NULL;
+  if (!on_gpu)
+    {
+      kv->k = g_try_malloc0 (n * hp->n_layer * block_size * kv->k_width * sizeof (float));
+      kv->v = kv->v_width ? g_try_malloc0 (n * hp->n_layer * block_size * kv->v_width
+                                           * sizeof (float)) : NULL;
+    }
   kv->blocks = g_try_new0 (Block, n);
   kv->block_tokens = g_try_new0 (int32_t, n * block_size);
   kv->free_stack = g_try_new (int, n);
-  if (kv->k == NULL || (kv->v_width && kv->v == NULL) || kv->blocks == NULL
+  if ((!on_gpu && (kv->k == NULL || (kv->v_width && kv->v == NULL))) || kv->blocks == NULL
       || kv->block_tokens == NULL || kv->free_stack == NULL)
     {
       g_set_error (error, BLN_ERROR, BLN_ERROR_NOMEM,
                    "cannot allocate a KV pool of %zu blocks (%.1f MiB)", n,
                    n * block_bytes / 1048576.0);
+#if BALEEN_HAVE_CUDA
+      bln_cuda_batch_free (kv->gpu);
+#endif
       g_free (kv->k);
       g_free (kv->v);
       g_free (kv->blocks);
@@ -244,7 +321,8 @@ bln_kv_cache_new (BlnModel *model, BlnPool *pool, size_t budget_bytes, int block
   kv->n_free = kv->n_blocks;
   kv->lru_head = kv->lru_tail = NO_BLOCK;
   kv->table = g_hash_table_new (g_int64_hash, g_int64_equal);
-  kv->ws = bln_context_new_workspace (model, pool);
+  if (!on_gpu)
+    kv->ws = bln_context_new_workspace (model, pool);
   return kv;
 }
 
@@ -260,6 +338,9 @@ bln_kv_cache_free (BlnKvCache *kv)
     }
   g_hash_table_destroy (kv->table);
   bln_context_free (kv->ws);
+#if BALEEN_HAVE_CUDA
+  bln_cuda_batch_free (kv->gpu);
+#endif
   g_free (kv->k);
   g_free (kv->v);
   g_free (kv->blocks);
@@ -290,7 +371,13 @@ size_t
 bln_kv_cache_block_bytes (const BlnKvCache *kv)
 {
   return (size_t) bln_model_hparams (kv->model)->n_layer * kv->block_size
-         * (kv->k_width + kv->v_width) * sizeof (float);
+         * (kv->k_width + kv->v_width) * kv->elem;
+}
+
+BlnDevice
+bln_kv_cache_device (const BlnKvCache *kv)
+{
+  return kv->gpu != NULL ? BLN_DEVICE_CUDA : BLN_DEVICE_CPU;
 }
 
 size_t
@@ -321,9 +408,11 @@ bln_kv_cache_get_stats (const BlnKvCache *kv, BlnKvStats *st)
   st->evictions = kv->evictions;
 }
 
-void
+int
 bln_kv_cache_drop_cached (BlnKvCache *kv)
 {
+  int n = 0;
+
   while (kv->lru_head != NO_BLOCK)
     {
       int b = kv->lru_head;
@@ -331,7 +420,21 @@ bln_kv_cache_drop_cached (BlnKvCache *kv)
       lru_remove (kv, b);
       unregister (kv, b);
       kv->free_stack[kv->n_free++] = b;
+      n++;
     }
+  return n;
+}
+
+void
+bln_kv_cache_set_prefix_cache (BlnKvCache *kv, gboolean enabled, int max_cached)
+{
+  g_return_if_fail (kv != NULL && max_cached >= 0);
+
+  kv->no_prefix = !enabled;
+  kv->max_cached = enabled ? max_cached : 0;
+  if (!enabled)
+    bln_kv_cache_drop_cached (kv);
+  trim_cached (kv);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -402,7 +505,7 @@ bln_kv_seq_match_prefix (BlnKvSeq *seq, const int32_t *ids, int n)
   int bs = kv->block_size, i, n_full;
   guint64 parent = 0;
 
-  if (seq->tokens->len > 0 || n <= 0)
+  if (seq->tokens->len > 0 || n <= 0 || kv->no_prefix)
     return 0;
   kv->lookup_tokens += n;
   n_full = n / bs;
@@ -471,7 +574,7 @@ register_full_blocks (BlnKvSeq *seq)
       Block *bl = &kv->blocks[b];
 
       g_array_append_val (seq->hashes, h);
-      if (bl->registered || g_hash_table_contains (kv->table, &h))
+      if (kv->no_prefix || bl->registered || g_hash_table_contains (kv->table, &h))
         continue;
       bl->registered = TRUE;
       bl->hash = h;
@@ -484,6 +587,33 @@ register_full_blocks (BlnKvSeq *seq)
 /* ---------------------------------------------------------------------- */
 /* batched evaluation                                                      */
 
+/* The logits rows of a step copied to their items, items spread over the
+ * pool's threads (a GPU step of 128 sequences brings back 78 MB for a
+ * 152k-token vocabulary). */
+typedef struct {
+  const BlnKvBatchItem *items;
+  const size_t *src_row;   /* first row of each item in logits */
+  const float *logits;
+  int n_items, n_vocab;
+} CopyJob;
+
+static void
+copy_worker (void *p, int ith, int nth)
+{
+  CopyJob *job = p;
+  int a = (int) ((int64_t) job->n_items * ith / nth);
+  int b = (int) ((int64_t) job->n_items * (ith + 1) / nth), i;
+
+  for (i = a; i < b; i++)
+    {
+      const BlnKvBatchItem *it = &job->items[i];
+
+      if (it->logits != NULL)
+        memcpy (it->logits, job->logits + job->src_row[i] * job->n_vocab,
+                (size_t) (it->all_logits ? it->n : 1) * job->n_vocab * sizeof (float));
+    }
+}
+
 gboolean
 bln_kv_eval (BlnKvCache *kv, const BlnKvBatchItem *items, int n_items, GError **error)
 {
@@ -491,7 +621,8 @@ bln_kv_eval (BlnKvCache *kv, const BlnKvBatchItem *items, int n_items, GError **
   int n_vocab = hp->n_vocab, n_tok = 0, n_out = 0, max_len = 0, i, j, t;
   g_autofree int32_t *ids = NULL, *pos = NULL, *seqi = NULL, *rows = NULL;
   g_autofree BlnKvView *views = NULL;
-  g_autofree float *logits = NULL;
+  g_autofree float *own_logits = NULL;
+  float *logits = NULL;    /* own_logits, or the GPU's pinned staging rows */
   BlnBatch b = { 0 };
 
   g_return_val_if_fail (kv != NULL && (items != NULL || n_items == 0), FALSE);
@@ -551,7 +682,12 @@ bln_kv_eval (BlnKvCache *kv, const BlnKvBatchItem *items, int n_items, GError **
   seqi = g_try_new (int32_t, n_tok);
   rows = g_try_new (int32_t, MAX (n_out, 1));
   views = g_try_new (BlnKvView, n_items);
-  logits = n_out > 0 ? g_try_new (float, (size_t) n_out * n_vocab) : NULL;
+#if BALEEN_HAVE_CUDA
+  if (kv->gpu != NULL && n_out > 0)
+    logits = bln_cuda_batch_logits_buffer (kv->gpu, (size_t) n_out * n_vocab);
+#endif
+  if (logits == NULL && n_out > 0)
+    logits = own_logits = g_try_new (float, (size_t) n_out * n_vocab);
   if (!ids || !pos || !seqi || !rows || !views || (n_out > 0 && !logits))
     {
       g_set_error (error, BLN_ERROR, BLN_ERROR_NOMEM, "out of memory for a batch of %d tokens",
@@ -588,23 +724,52 @@ bln_kv_eval (BlnKvCache *kv, const BlnKvBatchItem *items, int n_items, GError **
   b.out_rows = rows;
   b.n_out = n_out;
   b.logits = logits;
+#if BALEEN_HAVE_CUDA
+  if (kv->gpu != NULL)
+    {
+      if (!bln_cuda_batch_forward (kv->gpu, &b, error))
+        return FALSE;
+    }
+  else
+#endif
   if (!bln_model_forward_batch (kv->ws, &b, error))
     return FALSE;
 
-  n_out = 0;
+  if (kv->gpu != NULL && kv->pool != NULL && n_items >= 4 && n_out > 0
+      && bln_pool_n_threads (kv->pool) > 1)
+    {
+      g_autofree size_t *src_row = g_new (size_t, n_items);
+      CopyJob job = { items, src_row, logits, n_items, n_vocab };
+      size_t r = 0;
+
+      for (i = 0; i < n_items; i++)
+        {
+          src_row[i] = r;
+          if (items[i].logits != NULL)
+            r += items[i].all_logits ? (size_t) items[i].n : 1;
+        }
+      bln_pool_run (kv->pool, copy_worker, &job);
+    }
+  else
+    {
+      n_out = 0;
+      for (i = 0; i < n_items; i++)
+        {
+          const BlnKvBatchItem *it = &items[i];
+
+          if (it->logits != NULL)
+            {
+              int k = it->all_logits ? it->n : 1;
+              memcpy (it->logits, logits + (size_t) n_out * n_vocab,
+                      (size_t) k * n_vocab * sizeof (float));
+              n_out += k;
+            }
+        }
+    }
   for (i = 0; i < n_items; i++)
     {
-      const BlnKvBatchItem *it = &items[i];
-
-      if (it->logits != NULL)
-        {
-          int k = it->all_logits ? it->n : 1;
-          memcpy (it->logits, logits + (size_t) n_out * n_vocab,
-                  (size_t) k * n_vocab * sizeof (float));
-          n_out += k;
-        }
-      g_array_append_vals (it->seq->tokens, it->ids, it->n);
-      register_full_blocks (it->seq);
+      g_array_append_vals (items[i].seq->tokens, items[i].ids, items[i].n);
+      register_full_blocks (items[i].seq);
     }
   return TRUE;
 }

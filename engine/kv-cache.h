@@ -66,6 +66,26 @@ typedef struct {
 BlnKvCache *bln_kv_cache_new (BlnModel *model, BlnPool *pool, size_t budget_bytes,
                               int block_size, GError **error);
 
+/* bln_kv_cache_new on the device @opts names (NULL: the CPU). For
+ * BLN_DEVICE_CUDA the pool lives in GPU opts->gpu's memory, one allocation
+ * of opts->kv_bits (16: F16, half the CPU pool's bytes per block; or 32)
+ * bits per cached value, laid out in the same blocks and rows; block tables,
+ * prefix sharing and the LRU stay on the host as on the CPU, and
+ * bln_kv_eval() runs the batched CUDA forward pass
+ * (engine/cuda/forward-batch.h), copying the wanted logits back as floats;
+ * @pool may then be NULL. The budget counts the pool alone (the model's
+ * weights and a workspace for 512-token chunks come on top). Fails as
+ * bln_kv_cache_new, and with BLN_ERROR_UNSUPPORTED when this build has no
+ * CUDA backend or the architecture has no batched GPU path yet (only llama
+ * and qwen2 have), BLN_ERROR_BACKEND without a usable GPU, BLN_ERROR_NOMEM
+ * when the pool does not fit on the device. */
+BlnKvCache *bln_kv_cache_new_with_options (BlnModel *model, BlnPool *pool, size_t budget_bytes,
+                                           int block_size, const BlnContextOptions *opts,
+                                           GError **error);
+
+/* Where the cache's pool lives (and its batches run). */
+BlnDevice bln_kv_cache_device (const BlnKvCache *kv);
+
 /* Frees the pool. Every sequence must have been freed first (a live one is a
  * programming error, reported with g_critical and leaked). NULL is ignored. */
 void bln_kv_cache_free (BlnKvCache *kv);
@@ -74,7 +94,8 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (BlnKvCache, bln_kv_cache_free)
 BlnModel *bln_kv_cache_model (const BlnKvCache *kv);
 int bln_kv_cache_block_size (const BlnKvCache *kv);
 int bln_kv_cache_n_blocks (const BlnKvCache *kv);
-/* Bytes one block takes (all layers, K and V). */
+/* Bytes one block takes (all layers, K and V; on the GPU at its element
+ * size). */
 size_t bln_kv_cache_block_bytes (const BlnKvCache *kv);
 /* Bytes a block of @block_size positions (0: the default) would take for
  * @model, to size a budget before making the cache. */
@@ -84,8 +105,18 @@ int bln_kv_cache_n_available (const BlnKvCache *kv);
 /* Fills @stats with the current counts. */
 void bln_kv_cache_get_stats (const BlnKvCache *kv, BlnKvStats *stats);
 /* Evicts every cached (unreferenced) block: they become free and no prefix
- * matches them any more. Blocks in use are untouched. */
-void bln_kv_cache_drop_cached (BlnKvCache *kv);
+ * matches them any more. Blocks in use are untouched (a prefix a running
+ * sequence holds stays registered). Returns the number of blocks freed. */
+int bln_kv_cache_drop_cached (BlnKvCache *kv);
+
+/* Prefix reuse policy. With @enabled FALSE no block is registered and
+ * bln_kv_seq_match_prefix() finds nothing and counts no lookup (full blocks
+ * become free when their sequence releases them); switching it off also
+ * drops what is cached. With @enabled TRUE, @max_cached (> 0) bounds the
+ * cached (unreferenced) blocks: a release beyond it evicts the least
+ * recently released ones at once; 0 means no bound but the pool. The
+ * default is enabled, no bound. */
+void bln_kv_cache_set_prefix_cache (BlnKvCache *kv, gboolean enabled, int max_cached);
 
 /* A new, empty sequence on @kv. Free it with bln_kv_seq_free(). */
 BlnKvSeq *bln_kv_seq_new (BlnKvCache *kv);

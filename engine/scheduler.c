@@ -60,6 +60,9 @@ struct _BlnSched {
   gboolean stopping;
   guint64 next_id;
   BlnSchedStats stats;
+  guint64 drop_asked, drop_done;  /* bln_sched_drop_cached() tickets */
+  int drop_freed;             /* blocks the last drop freed */
+  GCond drop_cond;            /* signalled when drop_done moves */
 
   /* the thread's own */
   GPtrArray *running;         /* Req *, ascending id */
@@ -67,6 +70,7 @@ struct _BlnSched {
   BlnLogprob top[MAX_TOP + 1];
   BlnKvBatchItem *items;      /* max_seqs */
   guint64 computed, generated, steps, preemptions, prompt_tokens, cached_tokens, finished;
+  guint64 clears, cleared;
 };
 
 void
@@ -167,6 +171,8 @@ publish_stats (BlnSched *s)
   st->preemptions = s->preemptions;
   st->evictions = kst.evictions;
   st->finished = s->finished;
+  st->cache_clears = s->clears;
+  st->cleared_blocks = s->cleared;
   g_mutex_unlock (&s->lock);
 }
 
@@ -448,12 +454,29 @@ sched_thread (gpointer data)
   for (;;)
     {
       gboolean stop;
+      guint64 drop;
 
       g_mutex_lock (&s->lock);
-      while (!s->stopping && s->waiting.length == 0 && s->running->len == 0)
+      while (!s->stopping && s->waiting.length == 0 && s->running->len == 0
+             && s->drop_asked == s->drop_done)
         g_cond_wait (&s->cond, &s->lock);
       stop = s->stopping;
+      drop = s->drop_asked;
       g_mutex_unlock (&s->lock);
+      if (drop != s->drop_done)
+        {
+          /* between steps: no sequence is in the middle of a pass */
+          int n = bln_kv_cache_drop_cached (s->kv);
+
+          s->clears++;
+          s->cleared += (guint64) n;
+          publish_stats (s);
+          g_mutex_lock (&s->lock);
+          s->drop_freed = n;
+          s->drop_done = drop;
+          g_cond_broadcast (&s->drop_cond);
+          g_mutex_unlock (&s->lock);
+        }
       if (stop)
         break;
       step (s);
@@ -474,6 +497,12 @@ sched_thread (gpointer data)
   while (!g_queue_is_empty (&rest))
     finish (s, g_queue_pop_head (&rest), BLN_SCHED_FINISH_CANCELLED, NULL);
   publish_stats (s);
+  /* nobody waits for a drop past this point */
+  g_mutex_lock (&s->lock);
+  s->drop_done = s->drop_asked;
+  s->drop_freed = 0;
+  g_cond_broadcast (&s->drop_cond);
+  g_mutex_unlock (&s->lock);
   return NULL;
 }
 
@@ -517,7 +546,8 @@ bln_sched_new (BlnModel *model, BlnPool *pool, const BlnSchedOptions *opts, GErr
     o.n_ctx = MIN (hp->n_ctx_train > 0 ? hp->n_ctx_train : 8192, 8192);
 
   s = g_new0 (BlnSched, 1);
-  s->kv = bln_kv_cache_new (model, pool, o.kv_bytes, o.block_size, error);
+  s->kv = bln_kv_cache_new_with_options (model, pool, o.kv_bytes, o.block_size, o.device,
+                                         error);
   if (s->kv == NULL)
     {
       g_free (s);
@@ -526,6 +556,7 @@ bln_sched_new (BlnModel *model, BlnPool *pool, const BlnSchedOptions *opts, GErr
   s->model = model;
   s->pool = pool;
   s->o = o;
+  s->o.device = NULL;   /* borrowed only while the pool is made */
   s->n_vocab = hp->n_vocab;
   s->tok = bln_model_tokenizer (model);
   s->logits = g_try_new (float, (size_t) o.max_seqs * hp->n_vocab);
@@ -538,8 +569,17 @@ bln_sched_new (BlnModel *model, BlnPool *pool, const BlnSchedOptions *opts, GErr
       return NULL;
     }
   s->items = g_new0 (BlnKvBatchItem, o.max_seqs);
+  if (o.no_prefix_cache || o.prefix_bytes > 0)
+    {
+      size_t bb = bln_kv_cache_block_bytes (s->kv);
+      size_t nb = o.prefix_bytes / bb;
+
+      bln_kv_cache_set_prefix_cache (s->kv, !o.no_prefix_cache,
+                                     o.prefix_bytes > 0 ? (int) CLAMP (nb, 1, G_MAXINT / 2) : 0);
+    }
   g_mutex_init (&s->lock);
   g_cond_init (&s->cond);
+  g_cond_init (&s->drop_cond);
   g_queue_init (&s->waiting);
   s->live = g_hash_table_new (g_int64_hash, g_int64_equal);
   s->running = g_ptr_array_new ();
@@ -566,6 +606,7 @@ bln_sched_free (BlnSched *s)
   g_free (s->items);
   g_mutex_clear (&s->lock);
   g_cond_clear (&s->cond);
+  g_cond_clear (&s->drop_cond);
   g_free (s);
 }
 
@@ -687,4 +728,41 @@ int
 bln_sched_n_ctx (BlnSched *s)
 {
   return s->o.n_ctx;
+}
+
+int
+bln_sched_drop_cached (BlnSched *s)
+{
+  guint64 ticket;
+  int n;
+
+  g_return_val_if_fail (s != NULL, 0);
+
+  g_mutex_lock (&s->lock);
+  if (s->stopping)
+    {
+      g_mutex_unlock (&s->lock);
+      return 0;
+    }
+  ticket = ++s->drop_asked;
+  g_cond_signal (&s->cond);
+  while (s->drop_done < ticket)
+    g_cond_wait (&s->drop_cond, &s->lock);
+  n = s->drop_freed;
+  g_mutex_unlock (&s->lock);
+  return n;
+}
+
+void
+bln_sched_request_drop_cached (BlnSched *s)
+{
+  g_return_if_fail (s != NULL);
+
+  g_mutex_lock (&s->lock);
+  if (!s->stopping)
+    {
+      s->drop_asked++;
+      g_cond_signal (&s->cond);
+    }
+  g_mutex_unlock (&s->lock);
 }

@@ -69,6 +69,12 @@ typedef struct {
   int max_queue;       /* requests waiting at most (0: 256) */
   int n_ctx;           /* tokens per sequence, prompt + generated (0: the model's
                         * training context, capped at 8192) */
+  gboolean no_prefix_cache;  /* TRUE: no prefix reuse (kv-cache.h) */
+  size_t prefix_bytes; /* cached prefix blocks kept at most, in bytes of blocks (0: no
+                        * bound but the pool; at least one block when set) */
+  const BlnContextOptions *device;  /* where the KV pool lives and the batched forward pass
+                                     * runs (NULL: the CPU); borrowed during bln_sched_new()
+                                     * only; see bln_kv_cache_new_with_options() */
 } BlnSchedOptions;
 
 /* Fills @opts with zeros, meaning the defaults above. */
@@ -141,6 +147,8 @@ typedef struct {
   guint64 preemptions;
   guint64 evictions;        /* cached blocks evicted for room */
   guint64 finished;         /* requests ended, whatever the reason */
+  guint64 cache_clears;     /* drops of the cached blocks done (bln_sched_drop_cached()) */
+  guint64 cleared_blocks;   /* blocks those drops freed, in all */
 } BlnSchedStats;
 
 /* Makes a KV pool for @model from @opts (NULL: defaults) and starts the
@@ -193,5 +201,18 @@ void bln_sched_get_stats (BlnSched *sched, BlnSchedStats *stats);
 
 /* The per-sequence token limit in use (prompt + generated). */
 int bln_sched_n_ctx (BlnSched *sched);
+
+/* Has the scheduler's thread drop every cached (unreferenced) prefix block
+ * between two steps (bln_kv_cache_drop_cached()) and waits for it; blocks
+ * of running sequences are untouched. Returns the number of blocks freed
+ * (0 when the scheduler is stopping). The statistics show the result when
+ * it returns. Any thread but the scheduler's own (not from a callback). */
+int bln_sched_drop_cached (BlnSched *sched);
+
+/* The same drop, without waiting: returns at once; the statistics'
+ * cache_clears grows by one (and cleared_blocks by the blocks freed) when it
+ * is done, before the next step. Several requests made before the thread
+ * gets to them are served by one drop. Any thread. */
+void bln_sched_request_drop_cached (BlnSched *sched);
 
 G_END_DECLS

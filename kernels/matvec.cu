@@ -828,6 +828,68 @@ matvec_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ hdr,
     }
 }
 
+/* Few rows (a MoE router: 64 or 256 rows of F32): one thread block per
+ * row, its 4 warps splitting the row, so that the rows' bytes are fetched
+ * by many SMs at once instead of by the few warps the kernel above would
+ * give them (a V2-Lite router took 10.5 us that way on an H200). */
+template <class T, int MAXTOK>
+__global__ void __launch_bounds__ (WARPS * 32)
+matvec_row_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ hdr, int nb,
+                   int n_in, int n_out, const float *__restrict__ x, int n_tok,
+                   float *__restrict__ y, int accumulate, int ldy, Sel sel)
+{
+  __shared__ float part[WARPS][MAXTOK];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int row = blockIdx.x;
+  const int n_units = nb * T::UPB;
+  float acc[MAXTOK];
+  size_t x_off;
+
+  bln_pdl_wait ();
+  const size_t row_base = sel_apply (sel, n_out, n_in, ldy, x_off, y);
+#pragma unroll
+  for (int t = 0; t < MAXTOK; t++)
+    acc[t] = 0.f;
+  for (int u = threadIdx.x; u < n_units; u += WARPS * 32)
+    {
+      const int b = u / T::UPB, s = u % T::UPB;
+      const size_t blk = (row_base + row) * nb + b;
+      typename T::W w;
+
+      T::load (w, pay + blk * T::PAY, T::HDR ? hdr + blk * T::HDR : hdr, s);
+#pragma unroll
+      for (int t = 0; t < MAXTOK; t++)
+        if (t < n_tok)
+          {
+            float xf[T::XN];
+
+            T::load_x (x + x_off + (size_t) t * n_in + (size_t) b * T::VPB, s, xf);
+            acc[t] += T::dot (w, xf);
+          }
+    }
+#pragma unroll
+  for (int t = 0; t < MAXTOK; t++)
+    {
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1)
+        acc[t] += __shfl_xor_sync (0xffffffffu, acc[t], off);
+      if (lane == 0)
+        part[warp][t] = acc[t];
+    }
+  __syncthreads ();
+  if (threadIdx.x < MAXTOK && threadIdx.x < n_tok)
+    {
+      const int t = threadIdx.x;
+      float v = 0.f;
+
+#pragma unroll
+      for (int k = 0; k < WARPS; k++)
+        v += part[k][t];
+      float *dst = y + (size_t) t * ldy + row;
+      *dst = accumulate ? *dst + v : v;
+    }
+}
+
 template <class T>
 cudaError_t
 launch (const void *payload, const void *header, int n_in, int n_out, const float *x,
@@ -844,6 +906,29 @@ launch (const void *payload, const void *header, int n_in, int n_out, const floa
 
   if (n_in % T::VPB != 0 || (T::HDR && !header))
     return cudaErrorInvalidValue;
+  /* The float types with few rows, whatever the token count, so that an
+   * expert selection (one token) and a plain product of the same rows
+   * (several) take the same kernel and sum in the same order. */
+  if constexpr (T::HDR == 0)
+    if (n_out <= 512)
+      {
+        const dim3 rgrid ((unsigned) n_out, grid.y);
+        const int ld = ldy ? ldy : n_out;
+
+        if (n_tok <= 1)
+          (void) bln_launch (matvec_row_kernel<T, 1>, rgrid, block, 0, stream, p, h, nb, n_in,
+                             n_out, x, n_tok, y, accumulate, ld, sel);
+        else if (n_tok <= 2)
+          (void) bln_launch (matvec_row_kernel<T, 2>, rgrid, block, 0, stream, p, h, nb, n_in,
+                             n_out, x, n_tok, y, accumulate, ld, sel);
+        else if (n_tok <= 4)
+          (void) bln_launch (matvec_row_kernel<T, 4>, rgrid, block, 0, stream, p, h, nb, n_in,
+                             n_out, x, n_tok, y, accumulate, ld, sel);
+        else
+          (void) bln_launch (matvec_row_kernel<T, 8>, rgrid, block, 0, stream, p, h, nb, n_in,
+                             n_out, x, n_tok, y, accumulate, ld, sel);
+        return cudaGetLastError ();
+      }
   if (n_tok <= 1)
     (void) bln_launch (matvec_kernel<T, 1>, dim3 (grid), dim3 (block), 0, stream, p, h, nb, n_in,
                         n_out, x, n_tok, y, accumulate, ldy ? ldy : n_out, sel);
@@ -893,15 +978,20 @@ __device__ __align__ (16) float4 g_xs[BLN_KERNELS_MATVEC_MAX_TOK * XQ_MAX_IN / 3
 
 __device__ __forceinline__ void quant_warp_store (float v, size_t i);
 
-/* The decode step's kernels here may let the next kernel launch as soon as
- * all their blocks are running (-DBLN_MV_TRIGGER=1, an experiment: the next
- * matvec's blocks then fetch their first weights during this kernel's tail;
- * docs/BENCHMARKS.md). Safe because every kernel waits in bln_pdl_wait()
- * before it reads what an earlier one wrote. */
+/* The decode step's kernels here let the next kernel launch as soon as all
+ * their blocks are running, so that the next matvec's blocks fetch their
+ * first weights during this kernel's tail (7B Q4_K_M decode +3% on an H200,
+ * prefill unchanged; docs/BENCHMARKS.md; -DBLN_MV_TRIGGER=0 turns it off).
+ * Safe because every kernel waits in bln_pdl_wait() before it reads what an
+ * earlier one wrote. (The same trigger in every kernel, prefill included,
+ * cost prefill 5%: launch.cuh's BLN_PDL_TRIGGER.) */
+#ifndef BLN_MV_TRIGGER
+#define BLN_MV_TRIGGER 1
+#endif
 __device__ __forceinline__ void
 decode_trigger ()
 {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(BLN_MV_TRIGGER) && BLN_MV_TRIGGER
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && BLN_MV_TRIGGER
   cudaTriggerProgrammaticLaunchCompletion ();
 #endif
 }

@@ -492,6 +492,427 @@ launch_decode_t (const float *q, int q_ld, int n_tok, const int *d_pos, int H, i
 }
 
 /* ---------------------------------------------------------------------- */
+/* decode attention, v2                                                    */
+
+/* The layout of the v2 kernel: a block of A2_WARPS warps per (split, KV head
+ * and group chunk, token). A K or V row of D values is read by LR lanes with
+ * 16-byte loads (F16, D = 128: 16 lanes, so one warp load covers two
+ * positions); each warp takes A2_U such row groups per step, so 2 A2_U rows
+ * of K and of V are in flight per lane before the first product. All G query
+ * heads of the group are scored against the row at once (queries live in
+ * registers), which reads the cache once per group. Every lane keeps its own
+ * online softmax state (max, sum, D / LR accumulated values per head); the
+ * row groups and warps merge at the end of the split. The block that
+ * finishes a (token, group) last — the splits count on a per-(token, group)
+ * counter that atomicInc wraps back to 0, so a replayed graph finds it
+ * reset — merges the splits in the same launch. */
+constexpr int A2_WARPS = 4;
+constexpr int A2_U = 4;          /* row groups per warp and step */
+constexpr int A2_TARGET = 264;   /* blocks to aim for: 2 per SM of an H100 / H200 */
+constexpr int A2_ZMAX = A2_TARGET;
+constexpr int A2_SPLIT_MIN = 32;
+
+__host__ __device__ __forceinline__ int
+a2_split (int n_kv, int want)
+{
+  int split = (n_kv + want - 1) / want;
+
+  split = (split + 31) / 32 * 32;
+  return split < A2_SPLIT_MIN ? A2_SPLIT_MIN : split;
+}
+
+/* splits wanted when each split takes @blocks_per_split blocks */
+__host__ __device__ __forceinline__ int
+a2_want (int blocks_per_split)
+{
+  int w = (A2_TARGET + blocks_per_split - 1) / blocks_per_split;
+
+  return w < 1 ? 1 : (w > A2_ZMAX ? A2_ZMAX : w);
+}
+
+/* query heads per block for a group of @group heads */
+__host__ __device__ __forceinline__ int
+a2_heads (int group)
+{
+  return group <= 1 ? 1 : group <= 4 ? 4 : 8;
+}
+
+/* 16 bytes of the cache as floats */
+template <class T> __device__ __forceinline__ void a2_unpack (const uint4 &r, float *f);
+
+template <>
+__device__ __forceinline__ void
+a2_unpack<float> (const uint4 &r, float *f)
+{
+  f[0] = __uint_as_float (r.x);
+  f[1] = __uint_as_float (r.y);
+  f[2] = __uint_as_float (r.z);
+  f[3] = __uint_as_float (r.w);
+}
+
+template <>
+__device__ __forceinline__ void
+a2_unpack<__half> (const uint4 &r, float *f)
+{
+  const uint32_t w[4] = { r.x, r.y, r.z, r.w };
+
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+    {
+      __half2 h2;
+      float2 f2;
+
+      memcpy (&h2, &w[i], 4);
+      f2 = __half22float2 (h2);
+      f[2 * i] = f2.x;
+      f[2 * i + 1] = f2.y;
+    }
+}
+
+/* exp2 of a - b where a = -inf stands for an empty state (weight 0) */
+__device__ __forceinline__ float
+a2_weight (float a, float b)
+{
+  return a == -INFINITY ? 0.f : exp2f (a - b);
+}
+
+template <class T, int D, int G>
+__global__ void __launch_bounds__ (A2_WARPS * 32)
+attn_decode2_kernel (const float *__restrict__ q, int q_ld, const int *__restrict__ d_pos,
+                     int n_tok, int H, int Hkv, float scale, const T *__restrict__ kc,
+                     const T *__restrict__ vc, int want, int zmax, float *part_acc,
+                     float *part_ml, unsigned *counters, float *__restrict__ out)
+{
+  constexpr int VE = 16 / (int) sizeof (T);   /* values per 16-byte load */
+  constexpr int CH = D / VE;                  /* loads per row */
+  constexpr int LR = CH < 32 ? CH : 32;       /* lanes per row */
+  constexpr int CPL = CH / LR;                /* loads per lane and row */
+  constexpr int RPW = 32 / LR;                /* rows per warp load */
+  constexpr int NV = VE * CPL;                /* values per lane and row */
+  __shared__ float sm_m[A2_WARPS][G], sm_l[A2_WARPS][G];
+  __shared__ __align__ (16) float sm_acc[A2_WARPS][G][D];
+  __shared__ float sm_w[G][A2_ZMAX];
+  __shared__ float sm_lsum[G];
+  __shared__ int sm_last;
+
+  bln_pdl_wait ();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int r = lane / LR, li = lane % LR;
+  const int group = H / Hkv, n_gc = (group + G - 1) / G;
+  const int kvh = blockIdx.y / n_gc, gc = blockIdx.y % n_gc;
+  const int h0 = kvh * group + gc * G, gn = min (G, group - gc * G);
+  const int t = blockIdx.z, z = blockIdx.x;
+  const int pos0 = *d_pos, len = pos0 + t + 1;
+  const int split = a2_split (pos0 + n_tok, want);
+  const int n_split = (len + split - 1) / split;
+  const int start = z * split, end = min (len, start + split);
+  float qv[G][NV], m[G], l[G], acc[G][NV];
+
+  if (z >= n_split)
+    return;   /* past this token's reach: neither counted nor merged */
+
+  /* the lane's values of the scaled queries, in the exp2 domain */
+#pragma unroll
+  for (int g = 0; g < G; g++)
+    {
+#pragma unroll
+      for (int c = 0; c < CPL; c++)
+#pragma unroll
+        for (int u = 0; u < VE; u++)
+          qv[g][c * VE + u] = g < gn ? q[(size_t) t * q_ld + (size_t) (h0 + g) * D
+                                         + (c * LR + li) * VE + u] * scale * 1.4426950408889634f
+                                     : 0.f;
+      m[g] = -INFINITY;
+      l[g] = 0.f;
+#pragma unroll
+      for (int i = 0; i < NV; i++)
+        acc[g][i] = 0.f;
+    }
+
+  for (int base = start + warp * (RPW * A2_U); base < end; base += A2_WARPS * RPW * A2_U)
+    {
+      uint4 kr[A2_U][CPL], vr[A2_U][CPL];
+      float s[A2_U][G];
+      bool ok[A2_U];
+
+#pragma unroll
+      for (int u = 0; u < A2_U; u++)
+        {
+          const int p = base + u * RPW + r;
+          const size_t row = ((size_t) p * Hkv + kvh) * D;
+
+          ok[u] = p < end;
+#pragma unroll
+          for (int c = 0; c < CPL; c++)
+            {
+              const size_t off = row + (size_t) (c * LR + li) * VE;
+
+              kr[u][c] = ok[u] ? __ldg (reinterpret_cast<const uint4 *> (kc + off))
+                               : make_uint4 (0, 0, 0, 0);
+              vr[u][c] = ok[u] ? __ldg (reinterpret_cast<const uint4 *> (vc + off))
+                               : make_uint4 (0, 0, 0, 0);
+            }
+        }
+      /* scores: the lane's part of each dot product, summed over the row's
+       * lanes (xor offsets below LR stay inside the row group) */
+#pragma unroll
+      for (int u = 0; u < A2_U; u++)
+        {
+#pragma unroll
+          for (int g = 0; g < G; g++)
+            s[u][g] = 0.f;
+#pragma unroll
+          for (int c = 0; c < CPL; c++)
+            {
+              float kf[VE];
+
+              a2_unpack<T> (kr[u][c], kf);
+#pragma unroll
+              for (int g = 0; g < G; g++)
+#pragma unroll
+                for (int e = 0; e < VE; e++)
+                  s[u][g] += qv[g][c * VE + e] * kf[e];
+            }
+#pragma unroll
+          for (int g = 0; g < G; g++)
+#pragma unroll
+            for (int o = LR / 2; o > 0; o >>= 1)
+              s[u][g] += __shfl_xor_sync (0xffffffffu, s[u][g], o);
+        }
+      /* online softmax, per lane */
+#pragma unroll
+      for (int g = 0; g < G; g++)
+        {
+          float mx = m[g], corr;
+
+#pragma unroll
+          for (int u = 0; u < A2_U; u++)
+            if (ok[u])
+              mx = fmaxf (mx, s[u][g]);
+          corr = a2_weight (m[g], mx);
+          l[g] *= corr;
+#pragma unroll
+          for (int i = 0; i < NV; i++)
+            acc[g][i] *= corr;
+          m[g] = mx;
+#pragma unroll
+          for (int u = 0; u < A2_U; u++)
+            s[u][g] = ok[u] ? exp2f (s[u][g] - mx) : 0.f;
+        }
+#pragma unroll
+      for (int u = 0; u < A2_U; u++)
+#pragma unroll
+        for (int c = 0; c < CPL; c++)
+          {
+            float vf[VE];
+
+            a2_unpack<T> (vr[u][c], vf);
+#pragma unroll
+            for (int g = 0; g < G; g++)
+              {
+                l[g] += c == 0 ? s[u][g] : 0.f;
+#pragma unroll
+                for (int e = 0; e < VE; e++)
+                  acc[g][c * VE + e] += s[u][g] * vf[e];
+              }
+          }
+    }
+
+  /* merge the warp's row groups (lanes li, li + LR, ...) */
+#pragma unroll
+  for (int o = LR; o < 32; o <<= 1)
+#pragma unroll
+    for (int g = 0; g < G; g++)
+      {
+        const float m2 = __shfl_xor_sync (0xffffffffu, m[g], o);
+        const float l2 = __shfl_xor_sync (0xffffffffu, l[g], o);
+        const float mx = fmaxf (m[g], m2);
+        const float a = a2_weight (m[g], mx), b = a2_weight (m2, mx);
+
+        l[g] = l[g] * a + l2 * b;
+#pragma unroll
+        for (int i = 0; i < NV; i++)
+          acc[g][i] = acc[g][i] * a + __shfl_xor_sync (0xffffffffu, acc[g][i], o) * b;
+        m[g] = mx;
+      }
+  if (r == 0)
+#pragma unroll
+    for (int g = 0; g < G; g++)
+      {
+        if (li == 0)
+          {
+            sm_m[warp][g] = m[g];
+            sm_l[warp][g] = l[g];
+          }
+#pragma unroll
+        for (int c = 0; c < CPL; c++)
+#pragma unroll
+          for (int e = 0; e < VE; e++)
+            sm_acc[warp][g][(c * LR + li) * VE + e] = acc[g][c * VE + e];
+      }
+  __syncthreads ();
+
+  /* merge the warps: the split's (max, sum, values) per head */
+  for (int j = threadIdx.x; j < gn * D; j += blockDim.x)
+    {
+      const int g = j / D, d = j % D;
+      float mx = -INFINITY, lsum = 0.f, a = 0.f;
+
+#pragma unroll
+      for (int w = 0; w < A2_WARPS; w++)
+        mx = fmaxf (mx, sm_m[w][g]);
+#pragma unroll
+      for (int w = 0; w < A2_WARPS; w++)
+        {
+          const float c = a2_weight (sm_m[w][g], mx);
+
+          lsum += sm_l[w][g] * c;
+          a += sm_acc[w][g][d] * c;
+        }
+      if (n_split == 1)
+        out[((size_t) t * H + h0 + g) * D + d] = a / lsum;
+      else
+        {
+          const size_t row = ((size_t) t * H + h0 + g) * zmax + z;
+
+          part_acc[row * D + d] = a;
+          if (d == 0)
+            {
+              part_ml[row * 2] = mx;
+              part_ml[row * 2 + 1] = lsum;
+            }
+        }
+    }
+  if (n_split == 1)
+    return;
+
+  /* count the split; the last one merges them all */
+  __threadfence ();
+  __syncthreads ();
+  if (threadIdx.x == 0)
+    {
+      unsigned *ctr = counters + (size_t) t * Hkv * n_gc + blockIdx.y;
+
+      sm_last = atomicInc (ctr, (unsigned) n_split - 1) == (unsigned) n_split - 1;
+    }
+  __syncthreads ();
+  if (!sm_last)
+    return;
+  __threadfence ();
+  /* a warp per head: the global max, each split's weight, the sum */
+  for (int g = warp; g < gn; g += A2_WARPS)
+    {
+      const float *ml = part_ml + ((size_t) t * H + h0 + g) * zmax * 2;
+      float mx = -INFINITY, lsum = 0.f;
+
+      for (int zz = lane; zz < n_split; zz += 32)
+        mx = fmaxf (mx, __ldcg (ml + zz * 2));
+      mx = warp_max (mx);
+      for (int zz = lane; zz < n_split; zz += 32)
+        {
+          const float w = a2_weight (__ldcg (ml + zz * 2), mx);
+
+          sm_w[g][zz] = w;
+          lsum += w * __ldcg (ml + zz * 2 + 1);
+        }
+      lsum = warp_sum (lsum);
+      if (lane == 0)
+        sm_lsum[g] = lsum;
+    }
+  __syncthreads ();
+  /* then 4 values per thread: the splits' partial sums, weighted */
+  for (int j = threadIdx.x; j < gn * (D / 4); j += blockDim.x)
+    {
+      const int g = j / (D / 4), d4 = j % (D / 4);
+      const float4 *src = reinterpret_cast<const float4 *> (
+        part_acc + ((size_t) t * H + h0 + g) * zmax * D) + d4;
+      float4 a = make_float4 (0.f, 0.f, 0.f, 0.f);
+      const float inv = 1.f / sm_lsum[g];
+      float4 *dst;
+
+#pragma unroll 8
+      for (int zz = 0; zz < n_split; zz++)
+        {
+          const float4 v = __ldcg (src + (size_t) zz * (D / 4));
+          const float w = sm_w[g][zz];
+
+          a.x += w * v.x;
+          a.y += w * v.y;
+          a.z += w * v.z;
+          a.w += w * v.w;
+        }
+      dst = reinterpret_cast<float4 *> (out + ((size_t) t * H + h0 + g) * D) + d4;
+      *dst = make_float4 (a.x * inv, a.y * inv, a.z * inv, a.w * inv);
+    }
+}
+
+/* Splits (and grid columns) of a v2 launch for n_tok tokens. */
+static size_t
+a2_zmax (int n_tok, int H, int Hkv)
+{
+  const int G = a2_heads (H / Hkv), n_gc = (H / Hkv + G - 1) / G;
+
+  return (size_t) a2_want (Hkv * n_gc * n_tok);
+}
+
+template <class T, int D, int G>
+void
+launch_decode2 (const float *q, int q_ld, int n_tok, const int *d_pos, int H, int Hkv,
+                float scale, const void *kc, const void *vc, void *part, unsigned *ctr,
+                float *out, cudaStream_t stream)
+{
+  const int n_gc = (H / Hkv + G - 1) / G;
+  const int want = a2_want (Hkv * n_gc * n_tok), zmax = want;
+  float *part_acc = static_cast<float *> (part);
+  float *part_ml = part_acc + (size_t) n_tok * H * zmax * D;
+  dim3 grid ((unsigned) zmax, (unsigned) (Hkv * n_gc), (unsigned) n_tok);
+
+  (void) bln_launch (attn_decode2_kernel<T, D, G>, grid, dim3 (A2_WARPS * 32), 0, stream, q,
+                     q_ld, d_pos, n_tok, H, Hkv, scale, static_cast<const T *> (kc),
+                     static_cast<const T *> (vc), want, zmax, part_acc, part_ml, ctr, out);
+}
+
+template <class T, int D>
+void
+launch_decode2_g (const float *q, int q_ld, int n_tok, const int *d_pos, int H, int Hkv,
+                  float scale, const void *kc, const void *vc, void *part, unsigned *ctr,
+                  float *out, cudaStream_t stream)
+{
+  switch (a2_heads (H / Hkv))
+    {
+    case 1:
+      launch_decode2<T, D, 1> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, part, ctr,
+                               out, stream);
+      break;
+    case 4:
+      launch_decode2<T, D, 4> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, part, ctr,
+                               out, stream);
+      break;
+    default:
+      launch_decode2<T, D, 8> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, part, ctr,
+                               out, stream);
+      break;
+    }
+}
+
+template <class T>
+void
+launch_decode2_t (const float *q, int q_ld, int n_tok, const int *d_pos, int H, int Hkv, int d,
+                  float scale, const void *kc, const void *vc, void *part, unsigned *ctr,
+                  float *out, cudaStream_t stream)
+{
+  if (d == 64)
+    launch_decode2_g<T, 64> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, part, ctr,
+                             out, stream);
+  else if (d == 128)
+    launch_decode2_g<T, 128> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, part, ctr,
+                              out, stream);
+  else
+    launch_decode2_g<T, 256> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, part, ctr,
+                              out, stream);
+}
+
+/* ---------------------------------------------------------------------- */
 /* prefill softmax                                                         */
 
 template <class T>
@@ -619,13 +1040,54 @@ bln_kernels_rope_store (float *q, float *k, float *v, const float *bq, const flo
   return cudaGetLastError ();
 }
 
+namespace {
+
+/* Bytes of the v2 kernels' split counters at the start of the scratch: one
+ * per (token, head) for up to A2_MAX_TOK tokens (a fixed size, so that every
+ * token count finds them at the same place). */
+constexpr int A2_MAX_TOK = 16;
+
+static size_t
+a2_counter_bytes (int H)
+{
+  return ((size_t) A2_MAX_TOK * H * sizeof (unsigned) + 255) / 256 * 256;
+}
+
+/* Bytes of v2 partials for n tokens: values, then (max, sum) pairs. */
+static size_t
+a2_part_bytes (int n, int H, int Hkv, int dv)
+{
+  return (size_t) n * H * a2_zmax (n, H, Hkv) * (dv + 2) * sizeof (float);
+}
+
+/* Which kernel serves a shape: 2 (the split kernel with the fused merge),
+ * or 1 (the first one: BALEEN_CUDA_ATTN=v1, or a shape v2 lacks). */
+static int
+attn_version (int n_tok, int dk, int dv, const void *k_cache, const void *v_cache)
+{
+  static int forced = -1;
+
+  if (forced < 0)
+    {
+      const char *env = std::getenv ("BALEEN_CUDA_ATTN");
+
+      forced = env != nullptr && std::strcmp (env, "v1") == 0 ? 1 : 0;
+    }
+  if (forced == 1 || dk != dv || (dk != 64 && dk != 128 && dk != 256) || n_tok > A2_MAX_TOK
+      || ((uintptr_t) k_cache & 15) != 0 || ((uintptr_t) v_cache & 15) != 0)
+    return 1;
+  return 2;
+}
+
+} /* namespace */
+
 extern "C" size_t
 bln_kernels_attn_decode_scratch (int n_tok, int H, int Hkv, int dv)
 {
   size_t best = 0, need;
   int n, group, n_gc;
 
-  if (n_tok <= 0 || H <= 0 || Hkv <= 0 || dv <= 0)
+  if (n_tok <= 0 || H <= 0 || Hkv <= 0 || dv <= 0 || H % Hkv != 0)
     return 0;
   group = H / Hkv;
   n_gc = (group + AD_GMAX - 1) / AD_GMAX;
@@ -635,8 +1097,10 @@ bln_kernels_attn_decode_scratch (int n_tok, int H, int Hkv, int dv)
              * sizeof (float);
       if (need > best)
         best = need;
+      if (n <= A2_MAX_TOK && (need = a2_part_bytes (n, H, Hkv, dv)) > best)
+        best = need;
     }
-  return best;
+  return a2_counter_bytes (H) + best;
 }
 
 extern "C" cudaError_t
@@ -644,6 +1108,8 @@ bln_kernels_attn_decode (const float *q, int q_ld, int n_tok, const int *d_pos, 
                          int dk, int dv, float scale, const void *k_cache, const void *v_cache,
                          int kv_f16, void *scratch, float *out, cudaStream_t stream)
 {
+  void *part;
+
   if (q_ld == 0)
     q_ld = H * dk;
   if (q_ld < H * dk || !q || !d_pos || !k_cache || !v_cache || !scratch || !out || n_tok <= 0
@@ -651,12 +1117,24 @@ bln_kernels_attn_decode (const float *q, int q_ld, int n_tok, const int *d_pos, 
       || Hkv <= 0 || H % Hkv != 0 || dk <= 0 || dk > AD_DMAX || dv <= 0 || dv > AD_DMAX
       || n_tok > 65535)
     return cudaErrorInvalidValue;
-  if (kv_f16)
+  part = static_cast<char *> (scratch) + a2_counter_bytes (H);
+  if (attn_version (n_tok, dk, dv, k_cache, v_cache) == 2)
+    {
+      unsigned *ctr = static_cast<unsigned *> (scratch);
+
+      if (kv_f16)
+        launch_decode2_t<__half> (q, q_ld, n_tok, d_pos, H, Hkv, dk, scale, k_cache, v_cache,
+                                  part, ctr, out, stream);
+      else
+        launch_decode2_t<float> (q, q_ld, n_tok, d_pos, H, Hkv, dk, scale, k_cache, v_cache,
+                                 part, ctr, out, stream);
+    }
+  else if (kv_f16)
     launch_decode_t<__half> (q, q_ld, n_tok, d_pos, H, Hkv, dk, dv, scale, k_cache, v_cache,
-                             static_cast<float *> (scratch), out, stream);
+                             static_cast<float *> (part), out, stream);
   else
     launch_decode_t<float> (q, q_ld, n_tok, d_pos, H, Hkv, dk, dv, scale, k_cache, v_cache,
-                            static_cast<float *> (scratch), out, stream);
+                            static_cast<float *> (part), out, stream);
   return cudaGetLastError ();
 }
 

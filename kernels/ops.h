@@ -55,7 +55,10 @@ cudaError_t bln_kernels_rope_store (float *q, float *k, float *v, const float *b
                                     void *q_kv, cudaStream_t stream);
 
 /* Bytes of scratch bln_kernels_attn_decode needs for up to n_tok tokens
- * (the split count does not depend on the context length). */
+ * (the split count does not depend on the context length). The scratch must
+ * be zeroed once (cudaMemset) before its first use: it starts with the split
+ * counters of the fused merge, which every launch leaves at 0 again, so a
+ * captured graph can replay it. 0 for invalid arguments. */
 size_t bln_kernels_attn_decode_scratch (int n_tok, int H, int Hkv, int dv);
 
 /* Causal attention of n_tok queries (rows of q, [H][dk] each, q_ld floats
@@ -65,8 +68,14 @@ size_t bln_kernels_attn_decode_scratch (int n_tok, int H, int Hkv, int dv);
  * goes to out ([n_tok][H][dv]). Split over the sequence with an online
  * softmax (flash-decoding), one pass over K and V shared by the query heads
  * of a KV head; the split length follows the position read on the device.
- * @scratch holds bln_kernels_attn_decode_scratch() bytes. For few tokens
- * (decode); requires dk <= 256, dv <= 256. */
+ * When dk == dv is 64, 128 or 256, n_tok <= 16 and the caches are 16-byte
+ * aligned, one launch does it all (16-byte loads, the last block of a
+ * (token, head group) merges the splits); otherwise, or with the environment
+ * variable BALEEN_CUDA_ATTN=v1, the first kernel pair (splits, then a merge
+ * kernel) runs. @scratch holds bln_kernels_attn_decode_scratch() bytes for
+ * at least n_tok tokens, zeroed before the first call (see there); calls
+ * sharing a scratch must run in stream order. For few tokens (decode);
+ * requires dk <= 256, dv <= 256. */
 cudaError_t bln_kernels_attn_decode (const float *q, int q_ld, int n_tok, const int *d_pos, int H,
                                      int Hkv, int dk, int dv, float scale, const void *k_cache,
                                      const void *v_cache, int kv_f16, void *scratch, float *out,

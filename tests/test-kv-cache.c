@@ -436,6 +436,122 @@ test_accounting (void)
   g_free (logits);
 }
 
+/* Runs @n tokens of @ids as a new sequence, then releases it. */
+static void
+run_and_release (BlnKvCache *kv, const int32_t *ids, int n, float *logits, int *hit)
+{
+  g_autoptr (GError) error = NULL;
+  BlnKvSeq *seq = bln_kv_seq_new (kv);
+  int got = bln_kv_seq_match_prefix (seq, ids, n - 1);
+  BlnKvBatchItem it = { seq, ids + got, n - got, logits, FALSE };
+
+  g_assert_true (bln_kv_eval (kv, &it, 1, &error));
+  g_assert_no_error (error);
+  if (hit != NULL)
+    *hit = got;
+  bln_kv_seq_free (seq);
+}
+
+/* bln_kv_cache_drop_cached() and the prefix policy: counts follow from the
+ * definitions in kv-cache.h (a 22-token sequence fills 5 blocks of 4). */
+static void
+test_prefix_policy (void)
+{
+  static const Case c = { "llama", "model.gguf" };
+  g_autoptr (BlnModel) model = load_case (&c);
+  g_autoptr (GError) error = NULL;
+  BlnPool *pool = bln_pool_new (1, &error);
+  size_t bb = bln_kv_cache_block_bytes_for (model, 4);
+  float *logits = g_new (float, bln_model_hparams (model)->n_vocab);
+  BlnKvCache *kv;
+  BlnKvSeq *held;
+  BlnKvStats st;
+  int32_t ids[40], other[40];
+  int hit, i;
+
+  for (i = 0; i < 40; i++)
+    {
+      ids[i] = 1 + (i * 7) % 300;
+      other[i] = 2 + (i * 11) % 300;
+    }
+  kv = bln_kv_cache_new (model, pool, 20 * bb, 4, &error);
+  g_assert_no_error (error);
+
+  /* clearing: the 5 cached blocks are freed, and the same prompt then finds
+   * nothing */
+  run_and_release (kv, ids, 22, logits, &hit);
+  g_assert_cmpint (hit, ==, 0);
+  bln_kv_cache_get_stats (kv, &st);
+  g_assert_cmpint (st.blocks_cached, ==, 5);
+  g_assert_cmpint (bln_kv_cache_drop_cached (kv), ==, 5);
+  bln_kv_cache_get_stats (kv, &st);
+  g_assert_cmpint (st.blocks_cached, ==, 0);
+  g_assert_cmpint (st.blocks_free, ==, 20);
+  run_and_release (kv, ids, 22, logits, &hit);
+  g_assert_cmpint (hit, ==, 0);
+  bln_kv_cache_get_stats (kv, &st);
+  g_assert_cmpuint (st.hit_tokens, ==, 0);
+  g_assert_cmpuint (st.lookup_tokens, ==, 21 + 21);
+  /* now it is cached again: a repeat hits 5 blocks (20 of its 21 tokens) */
+  run_and_release (kv, ids, 22, logits, &hit);
+  g_assert_cmpint (hit, ==, 20);
+
+  /* blocks held by a live sequence survive a clear and stay shared */
+  held = bln_kv_seq_new (kv);
+  g_assert_cmpint (bln_kv_seq_match_prefix (held, ids, 21), ==, 20);
+  g_assert_cmpint (bln_kv_cache_drop_cached (kv), ==, 0);
+  run_and_release (kv, ids, 22, logits, &hit);
+  g_assert_cmpint (hit, ==, 20);
+  bln_kv_seq_free (held);
+
+  /* a bound of 3 cached blocks: releasing 5 keeps the first 3 (a chain is
+   * released tail first, so its head is the most recently released) */
+  bln_kv_cache_set_prefix_cache (kv, TRUE, 3);
+  bln_kv_cache_get_stats (kv, &st);
+  g_assert_cmpint (st.blocks_cached, ==, 3);
+  run_and_release (kv, ids, 22, logits, &hit);
+  g_assert_cmpint (hit, ==, 12);
+  run_and_release (kv, other, 30, logits, NULL);
+  bln_kv_cache_get_stats (kv, &st);
+  g_assert_cmpint (st.blocks_cached, ==, 3);
+  g_assert_cmpint (st.blocks_used, ==, 0);
+
+  /* off: what was cached goes, nothing is registered or looked up */
+  bln_kv_cache_set_prefix_cache (kv, FALSE, 0);
+  bln_kv_cache_get_stats (kv, &st);
+  g_assert_cmpint (st.blocks_cached, ==, 0);
+  {
+    guint64 lookups = st.lookup_tokens;
+
+    run_and_release (kv, ids, 22, logits, &hit);
+    g_assert_cmpint (hit, ==, 0);
+    run_and_release (kv, ids, 22, logits, &hit);
+    g_assert_cmpint (hit, ==, 0);
+    bln_kv_cache_get_stats (kv, &st);
+    g_assert_cmpuint (st.lookup_tokens, ==, lookups);
+    g_assert_cmpint (st.blocks_cached, ==, 0);
+    g_assert_cmpint (st.blocks_free, ==, 20);
+  }
+  /* blocks registered while it was on and freed after it went off are not
+   * kept either */
+  bln_kv_cache_set_prefix_cache (kv, TRUE, 0);
+  held = bln_kv_seq_new (kv);
+  {
+    BlnKvBatchItem it = { held, ids, 22, logits, FALSE };
+    g_assert_true (bln_kv_eval (kv, &it, 1, &error));
+  }
+  bln_kv_cache_set_prefix_cache (kv, FALSE, 0);
+  bln_kv_seq_free (held);
+  bln_kv_cache_get_stats (kv, &st);
+  g_assert_cmpint (st.blocks_cached, ==, 0);
+  g_assert_cmpint (st.blocks_free, ==, 20);
+
+  check_no_leak (kv);
+  bln_kv_cache_free (kv);
+  bln_pool_free (pool);
+  g_free (logits);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -447,5 +563,6 @@ main (int argc, char **argv)
       g_test_add_data_func (p, &cases[i], test_batched);
     }
   g_test_add_func ("/Baleen/KvCache/accounting", test_accounting);
+  g_test_add_func ("/Baleen/KvCache/prefix-policy", test_prefix_policy);
   return g_test_run ();
 }

@@ -3,6 +3,8 @@
  * parser in tests/api/test_server.py; here the arithmetic and escaping. */
 #include <string.h>
 #include <glib.h>
+#include <glib/gstdio.h>
+#include <gio/gio.h>
 #include "metrics.h"
 #include "model-library.h"
 
@@ -107,6 +109,162 @@ test_ids (void)
     }
 }
 
+/* Copies the tiny llama GGUF to @root/@rel with modification time @mtime. */
+static void
+put_model (const char *root, const char *rel, gint64 mtime)
+{
+  g_autofree char *src = g_build_filename (g_getenv ("BALEEN_GOLDEN_DIR"), "models", "llama",
+                                           "model-q8_0.gguf", NULL);
+  g_autofree char *dst = g_build_filename (root, rel, NULL);
+  g_autofree char *dir = g_path_get_dirname (dst);
+  g_autofree char *data = NULL;
+  g_autoptr (GFile) f = g_file_new_for_path (dst);
+  g_autoptr (GError) error = NULL;
+  gsize len;
+
+  g_assert_cmpint (g_mkdir_with_parents (dir, 0755), ==, 0);
+  g_assert_true (g_file_get_contents (src, &data, &len, NULL));
+  g_assert_true (g_file_set_contents (dst, data, len, NULL));
+  g_assert_true (g_file_set_attribute_uint64 (f, G_FILE_ATTRIBUTE_TIME_MODIFIED, (guint64) mtime,
+                                              G_FILE_QUERY_INFO_NONE, NULL, &error));
+  g_assert_no_error (error);
+}
+
+/* The id the library gives the model at @rel below @root; checks that the
+ * id finds that file again. */
+static char *
+id_of (BlnModelLibrary *lib, const char *root, const char *rel)
+{
+  g_autofree char *path = g_build_filename (root, rel, NULL);
+
+  for (guint i = 0; i < bln_model_library_n_models (lib); i++)
+    {
+      const BlnModelEntry *e = bln_model_library_get (lib, i);
+      if (g_str_equal (e->path, path))
+        {
+          g_assert_true (bln_model_library_lookup (lib, e->id, NULL) == e);
+          return g_strdup (e->id);
+        }
+    }
+  g_error ("%s is not in the library", rel);
+  return NULL;
+}
+
+/* "-" and the first 8 hex digits of the SHA-256 of @rel (GLib's checksum). */
+static char *
+suffixed (const char *id, const char *rel)
+{
+  g_autofree char *sum = g_compute_checksum_for_string (G_CHECKSUM_SHA256, rel, -1);
+
+  return g_strdup_printf ("%s-%.8s", id, sum);
+}
+
+static void
+assert_all_unique (BlnModelLibrary *lib)
+{
+  for (guint i = 0; i < bln_model_library_n_models (lib); i++)
+    for (guint j = i + 1; j < bln_model_library_n_models (lib); j++)
+      g_assert_cmpstr (bln_model_library_get (lib, i)->id, !=, bln_model_library_get (lib, j)->id);
+}
+
+/* Files that derive the same id (a copy in a sub-folder, an imported copy
+ * next to it, a name differing only in case) get distinct ids; the oldest
+ * file keeps the plain one; the others' ids depend on their own path only,
+ * so adding a file that sorts first does not rename anyone. */
+static void
+test_unique_ids (void)
+{
+  g_autofree char *root = g_dir_make_tmp ("baleen-lib-XXXXXX", NULL);
+  g_autoptr (GError) error = NULL;
+  BlnModelLibrary *lib;
+  g_autofree char *a = NULL, *b = NULL, *c = NULL, *d = NULL, *want = NULL;
+  g_autofree char *dpath = NULL, *argv_rm = NULL;
+
+  put_model (root, "zoo/llama/model-q8_0.gguf", 1000000);
+  put_model (root, "llama-q8_0.gguf", 2000000);
+  put_model (root, "Llama-Q8_0.gguf", 2000000);
+  put_model (root, "other/qwen.gguf", 3000000);
+
+  lib = bln_model_library_new_from_dir (root, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (bln_model_library_n_models (lib), ==, 4);
+  assert_all_unique (lib);
+  a = id_of (lib, root, "zoo/llama/model-q8_0.gguf");
+  b = id_of (lib, root, "llama-q8_0.gguf");
+  c = id_of (lib, root, "Llama-Q8_0.gguf");
+  g_assert_cmpstr (a, ==, "llama-q8_0");
+  want = suffixed ("llama-q8_0", "llama-q8_0.gguf");
+  g_assert_cmpstr (b, ==, want);
+  g_clear_pointer (&want, g_free);
+  want = suffixed ("llama-q8_0", "Llama-Q8_0.gguf");
+  g_assert_cmpstr (c, ==, want);
+  g_clear_pointer (&want, g_free);
+  /* case is ignored in lookups: the plain id is the oldest file's */
+  g_assert_cmpstr (bln_model_library_lookup (lib, "LLAMA-Q8_0", NULL)->id, ==, a);
+  bln_model_library_free (lib);
+
+  /* a newer copy in a folder that is scanned first changes nobody's id */
+  put_model (root, "a/llama/model-q8_0.gguf", 4000000);
+  lib = bln_model_library_new_from_dir (root, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (bln_model_library_n_models (lib), ==, 5);
+  assert_all_unique (lib);
+  {
+    g_autofree char *a2 = id_of (lib, root, "zoo/llama/model-q8_0.gguf");
+    g_autofree char *b2 = id_of (lib, root, "llama-q8_0.gguf");
+    g_autofree char *c2 = id_of (lib, root, "Llama-Q8_0.gguf");
+
+    g_assert_cmpstr (a2, ==, a);
+    g_assert_cmpstr (b2, ==, b);
+    g_assert_cmpstr (c2, ==, c);
+  }
+  d = id_of (lib, root, "a/llama/model-q8_0.gguf");
+  want = suffixed ("llama-q8_0", "a/llama/model-q8_0.gguf");
+  g_assert_cmpstr (d, ==, want);
+  g_clear_pointer (&want, g_free);
+  bln_model_library_free (lib);
+
+  /* the owner gone: the oldest remaining file (ties: the smaller path) takes
+   * the plain id, the others keep theirs; a root given with a trailing '/'
+   * gives the same ids */
+  dpath = g_build_filename (root, "zoo", "llama", "model-q8_0.gguf", NULL);
+  g_assert_cmpint (g_remove (dpath), ==, 0);
+  argv_rm = g_strconcat (root, "/", NULL);
+  lib = bln_model_library_new_from_dir (argv_rm, &error);
+  g_assert_no_error (error);
+  assert_all_unique (lib);
+  {
+    g_autofree char *c3 = NULL, *b3 = NULL, *d3 = NULL;
+    const BlnModelEntry *e = bln_model_library_lookup (lib, "llama-q8_0", NULL);
+
+    g_assert_nonnull (e);
+    g_assert_true (g_str_has_suffix (e->path, "Llama-Q8_0.gguf"));
+    for (guint i = 0; i < bln_model_library_n_models (lib); i++)
+      {
+        const BlnModelEntry *x = bln_model_library_get (lib, i);
+        if (g_str_has_suffix (x->path, "/llama-q8_0.gguf"))
+          b3 = g_strdup (x->id);
+        if (g_str_has_suffix (x->path, "a/llama/model-q8_0.gguf"))
+          d3 = g_strdup (x->id);
+      }
+    g_assert_cmpstr (b3, ==, b);
+    g_assert_cmpstr (d3, ==, d);
+  }
+  bln_model_library_free (lib);
+
+  {
+    const char *rels[] = { "llama-q8_0.gguf", "Llama-Q8_0.gguf", "other/qwen.gguf",
+                           "a/llama/model-q8_0.gguf", "a/llama", "a", "zoo/llama", "zoo",
+                           "other" };
+    for (guint i = 0; i < G_N_ELEMENTS (rels); i++)
+      {
+        g_autofree char *p = g_build_filename (root, rels[i], NULL);
+        g_remove (p);
+      }
+    g_rmdir (root);
+  }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -115,5 +273,6 @@ main (int argc, char **argv)
   g_test_add_func ("/Baleen/Metrics/histogram", test_histogram);
   g_test_add_func ("/Baleen/Metrics/escaping-and-gauges", test_escaping_and_gauges);
   g_test_add_func ("/Baleen/ModelLibrary/ids", test_ids);
+  g_test_add_func ("/Baleen/ModelLibrary/unique-ids", test_unique_ids);
   return g_test_run ();
 }

@@ -657,6 +657,111 @@ test_prefix_reuse (void)
   bln_pool_free (pool);
 }
 
+/* bln_sched_drop_cached() between steps: the cached blocks go, a repeated
+ * prompt then finds no prefix and still produces its solo reference; with
+ * the prefix cache off (no_prefix_cache) nothing is cached or looked up. */
+static void
+test_drop_cached (void)
+{
+  g_autofree char *path = model_path ("llama", "model.gguf");
+  g_autoptr (GError) error = NULL;
+  g_autoptr (BlnModel) m = bln_model_load (path, &error);
+  BlnPool *pool = bln_pool_new (2, &error);
+  int n_vocab = bln_model_hparams (m)->n_vocab, bs = 4;
+  g_autofree int32_t *p1 = NULL;
+  g_autoptr (GArray) want = NULL, r1 = NULL, r2 = NULL, r3 = NULL, r4 = NULL;
+  BlnSchedResult res;
+  BlnSchedStats st;
+  BlnSchedOptions o;
+  BlnSched *s;
+  int freed;
+
+  g_assert_no_error (error);
+  bln_sched_options_init (&o);
+  o.block_size = bs;
+  o.kv_bytes = 64 * bln_kv_cache_block_bytes_for (m, bs);
+  s = bln_sched_new (m, pool, &o, &error);
+  g_assert_no_error (error);
+  p1 = make_prompt (91, 30, n_vocab);
+  want = solo (m, pool, p1, 30, 6);
+
+  /* nothing to drop yet */
+  g_assert_cmpint (bln_sched_drop_cached (s), ==, 0);
+  r1 = run_one (s, p1, 30, 6, &res);
+  assert_same (want, r1, "first");
+  wait_stats (s, 1, &st);
+  g_assert_cmpint (st.blocks_cached, >, 0);
+  freed = bln_sched_drop_cached (s);
+  g_assert_cmpint (freed, ==, st.blocks_cached);
+  /* the stats show the drop as soon as the call returns */
+  bln_sched_get_stats (s, &st);
+  g_assert_cmpint (st.blocks_cached, ==, 0);
+  g_assert_cmpint (st.blocks_free, ==, st.blocks_total);
+  r2 = run_one (s, p1, 30, 6, &res);
+  g_assert_cmpint (res.cached_tokens, ==, 0);
+  assert_same (want, r2, "after the drop");
+  wait_stats (s, 2, &st);
+  g_assert_cmpuint (st.hit_tokens, ==, 0);
+  /* and the cache works again afterwards */
+  r3 = run_one (s, p1, 30, 6, &res);
+  g_assert_cmpint (res.cached_tokens, ==, 29 / bs * bs);
+  assert_same (want, r3, "cached again");
+  /* two drops so far (the first found nothing); the third without waiting */
+  wait_stats (s, 3, &st);
+  g_assert_cmpuint (st.cache_clears, ==, 2);
+  g_assert_cmpuint (st.cleared_blocks, ==, (guint64) freed);
+  {
+    int cached = st.blocks_cached;
+    gint64 end = g_get_monotonic_time () + 30 * G_TIME_SPAN_SECOND;
+
+    g_assert_cmpint (cached, >, 0);
+    bln_sched_request_drop_cached (s);
+    do
+      {
+        g_assert_cmpint (g_get_monotonic_time (), <, end);
+        g_usleep (1000);
+        bln_sched_get_stats (s, &st);
+      }
+    while (st.cache_clears < 3);
+    g_assert_cmpuint (st.cache_clears, ==, 3);
+    g_assert_cmpuint (st.cleared_blocks, ==, (guint64) (freed + cached));
+    g_assert_cmpint (st.blocks_cached, ==, 0);
+  }
+  bln_sched_free (s);
+
+  /* the prefix cache off */
+  o.no_prefix_cache = TRUE;
+  s = bln_sched_new (m, pool, &o, &error);
+  g_assert_no_error (error);
+  g_clear_pointer (&r1, g_array_unref);
+  r1 = run_one (s, p1, 30, 6, &res);
+  r4 = run_one (s, p1, 30, 6, &res);
+  g_assert_cmpint (res.cached_tokens, ==, 0);
+  assert_same (want, r4, "prefix cache off");
+  wait_stats (s, 2, &st);
+  g_assert_cmpuint (st.lookup_tokens, ==, 0);
+  g_assert_cmpint (st.blocks_cached, ==, 0);
+  g_assert_cmpfloat (st.prefix_hit_rate, ==, 0.0);
+  g_assert_cmpint (bln_sched_drop_cached (s), ==, 0);
+  bln_sched_free (s);
+
+  /* a bound of 2 blocks of cached prefix */
+  o.no_prefix_cache = FALSE;
+  o.prefix_bytes = 2 * bln_kv_cache_block_bytes_for (m, bs);
+  s = bln_sched_new (m, pool, &o, &error);
+  g_assert_no_error (error);
+  g_clear_pointer (&r1, g_array_unref);
+  r1 = run_one (s, p1, 30, 6, &res);
+  wait_stats (s, 1, &st);
+  g_assert_cmpint (st.blocks_cached, ==, 2);
+  g_clear_pointer (&r1, g_array_unref);
+  r1 = run_one (s, p1, 30, 6, &res);
+  g_assert_cmpint (res.cached_tokens, ==, 2 * bs);
+  assert_same (want, r1, "bounded prefix cache");
+  bln_sched_free (s);
+  bln_pool_free (pool);
+}
+
 /* Sampling (temperature, top-p, seeds) through a plain context. */
 static GArray *
 solo_sampled (BlnModel *m, BlnPool *pool, const int32_t *prompt, int n, int max_tokens,
@@ -987,6 +1092,7 @@ main (int argc, char **argv)
   g_test_add_func ("/Baleen/Sched/cancel", test_cancel);
   g_test_add_func ("/Baleen/Sched/queue-full", test_queue_full);
   g_test_add_func ("/Baleen/Sched/prefix-reuse", test_prefix_reuse);
+  g_test_add_func ("/Baleen/Sched/drop-cached", test_drop_cached);
   g_test_add_func ("/Baleen/Sched/stress", test_stress);
   g_test_add_func ("/Baleen/Sched/smollm2", test_smollm2);
   g_test_add_func ("/Baleen/Sched/filter", test_filter);

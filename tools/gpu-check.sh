@@ -22,7 +22,7 @@ if [ "${1:-}" = "--prepare" ]; then
   set -e
   [ -d build-cuda ] || meson setup build-cuda -Dcuda=enabled -Dcuda-archs=90a
   bins="tests/test-cuda-ops tests/test-cuda-model app/cli/baleen-cli app/server/baleen-server"
-  for t in test-cuda-mla test-cuda-sample; do
+  for t in test-cuda-mla test-cuda-sample test-cuda-batch; do
     [ -f tests/$t.c ] && bins="$bins tests/$t"
   done
   [ -f tools/synth-gguf.c ] && bins="$bins tools/synth-gguf"

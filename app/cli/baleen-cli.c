@@ -17,6 +17,7 @@
 #include "chat.h"
 #include "cpu/cpu.h"
 #include "gguf.h"
+#include "kv-cache.h"
 #include "model.h"
 #ifdef BALEEN_HAVE_ADMIN
 #include "admin.h"
@@ -948,10 +949,205 @@ bench_ceiling (BlnModel *model, BlnContext *ctx, int kv_bits, double mean_depth,
 #endif
 }
 
+/* Parses --batch: sizes separated by commas, each 1..4096. */
+static GArray *
+parse_batch_sizes (const char *list, GError **error)
+{
+  g_auto (GStrv) parts = g_strsplit (list, ",", -1);
+  GArray *sizes = g_array_new (FALSE, FALSE, sizeof (int));
+  int i;
+
+  for (i = 0; parts[i] != NULL; i++)
+    {
+      guint64 v = 0;
+      int n;
+
+      if (!g_ascii_string_to_unsigned (g_strstrip (parts[i]), 10, 1, 4096, &v, NULL))
+        {
+          g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
+                       "--batch: '%s' is not a batch size (1..4096, comma-separated)", parts[i]);
+          g_array_unref (sizes);
+          return NULL;
+        }
+      n = (int) v;
+      g_array_append_val (sizes, n);
+    }
+  if (sizes->len == 0)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "--batch: no batch size given");
+      g_array_unref (sizes);
+      return NULL;
+    }
+  return sizes;
+}
+
+typedef struct {
+  const float *logits;
+  int n_rows, n_vocab;
+  int32_t *out;
+} ArgmaxJob;
+
+static void
+argmax_worker (void *p, int ith, int nth)
+{
+  ArgmaxJob *job = p;
+  int a = (int) ((int64_t) job->n_rows * ith / nth);
+  int b = (int) ((int64_t) job->n_rows * (ith + 1) / nth), r, t;
+
+  for (r = a; r < b; r++)
+    {
+      const float *lg = job->logits + (size_t) r * job->n_vocab;
+      int best = 0;
+
+      for (t = 1; t < job->n_vocab; t++)
+        if (lg[t] > lg[best])
+          best = t;
+      job->out[r] = best;
+    }
+}
+
+/* One batch size of bench --batch: @n sequences, each with a prompt of
+ * @n_prompt random tokens (all prompts in batched steps), then @n_gen decode
+ * steps of one token per sequence, the greedy pick of each from its logits
+ * (copied back, argmax on the host over the pool's threads, where the
+ * scheduler's CPU sampler would run).
+ * Best of @reps. */
+static gboolean
+bench_batch_one (BlnKvCache *kv, BlnPool *pool, int n, int n_prompt, int n_gen, int reps,
+                 double *pp_tok_s, double *tg_tok_s, double *eval_ms, GError **error)
+{
+  BlnModel *model = bln_kv_cache_model (kv);
+  int n_vocab = bln_model_hparams (model)->n_vocab, r, i, k;
+  g_autofree BlnKvSeq **seqs = g_new0 (BlnKvSeq *, n);
+  g_autofree BlnKvBatchItem *items = g_new0 (BlnKvBatchItem, n);
+  g_autofree int32_t *prompts = g_new (int32_t, (size_t) n * n_prompt);
+  g_autofree int32_t *next = g_new0 (int32_t, n);
+  g_autofree float *logits = g_try_new (float, (size_t) n * n_vocab);
+  g_autoptr (GRand) rand = g_rand_new_with_seed (4321);
+  gboolean ok = TRUE;
+
+  *pp_tok_s = *tg_tok_s = *eval_ms = 0;
+  if (logits == NULL)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_NOMEM, "no memory for %d rows of logits", n);
+      return FALSE;
+    }
+  for (r = 0; r < reps && ok; r++)
+    {
+      gint64 t0, t1, t2, in_eval = 0, te;
+
+      /* fresh prompts each repetition: nothing comes from the prefix cache */
+      for (i = 0; i < n * n_prompt; i++)
+        prompts[i] = g_rand_int_range (rand, 0, n_vocab);
+      for (i = 0; i < n; i++)
+        seqs[i] = bln_kv_seq_new (kv);
+      t0 = g_get_monotonic_time ();
+      for (i = 0; i < n; i++)
+        items[i] = (BlnKvBatchItem) { seqs[i], prompts + (size_t) i * n_prompt, n_prompt,
+                                      logits + (size_t) i * n_vocab, FALSE };
+      ok = bln_kv_eval (kv, items, n, error);
+      t1 = g_get_monotonic_time ();
+      for (k = 0; k < n_gen && ok; k++)
+        {
+          ArgmaxJob job = { logits, n, n_vocab, next };
+
+          /* the greedy picks, rows spread over the CPU threads */
+          bln_pool_run (pool, argmax_worker, &job);
+          for (i = 0; i < n; i++)
+            items[i] = (BlnKvBatchItem) { seqs[i], &next[i], 1, logits + (size_t) i * n_vocab,
+                                          FALSE };
+          te = g_get_monotonic_time ();
+          ok = bln_kv_eval (kv, items, n, error);
+          in_eval += g_get_monotonic_time () - te;
+        }
+      t2 = g_get_monotonic_time ();
+      for (i = 0; i < n; i++)
+        g_clear_pointer (&seqs[i], bln_kv_seq_free);
+      bln_kv_cache_drop_cached (kv);
+      if (ok)
+        {
+          *pp_tok_s = MAX (*pp_tok_s, (double) n * n_prompt / MAX ((t1 - t0) / 1e6, 1e-9));
+          if (n_gen > 0 && (double) n * n_gen / MAX ((t2 - t1) / 1e6, 1e-9) > *tg_tok_s)
+            {
+              *tg_tok_s = (double) n * n_gen / MAX ((t2 - t1) / 1e6, 1e-9);
+              *eval_ms = in_eval / 1e3 / n_gen;
+            }
+        }
+    }
+  return ok;
+}
+
+/* bench --batch: decode speed with many sequences decoding together, over a
+ * paged KV cache on @device (the scheduler's batched path). */
+static int
+bench_batch (BlnModel *model, BlnPool *pool, const char *device, int kv_bits, GArray *sizes,
+             int n_prompt, int n_gen, int reps, gboolean json)
+{
+  BlnContextOptions o;
+  GError *error = NULL;
+  g_autofree char *types = bln_model_type_summary (model);
+  const char *dev_name;
+  int max_n = 0, bs = BLN_KV_BLOCK_SIZE_DEFAULT;
+  size_t blocks;
+  guint i;
+  BlnKvCache *kv;
+
+  bln_context_options_init (&o);
+  if (kv_bits != 0)
+    o.kv_bits = kv_bits;
+  if (!bln_device_parse (device, &o, &error))
+    return fail (error);
+  for (i = 0; i < sizes->len; i++)
+    max_n = MAX (max_n, g_array_index (sizes, int, i));
+  /* every sequence's prompt and generation, plus a block each of slack */
+  blocks = (size_t) max_n * ((size_t) (n_prompt + n_gen + bs) / bs + 1);
+  kv = bln_kv_cache_new_with_options (model, pool,
+                                      blocks * bln_kv_cache_block_bytes_for (model, bs), bs, &o,
+                                      &error);
+  if (kv == NULL)
+    return fail (error);
+  dev_name = bln_kv_cache_device (kv) == BLN_DEVICE_CUDA ? "cuda" : "cpu";
+  if (json)
+    printf ("{\"model\": \"%s\", \"types\": \"%s\", \"device\": \"%s\", \"kv_bits\": %d, "
+            "\"n_prompt\": %d, \"n_gen\": %d, \"repetitions\": %d, \"batches\": [",
+            bln_model_name (model), types, dev_name,
+            bln_kv_cache_device (kv) == BLN_DEVICE_CUDA ? (kv_bits ? kv_bits : 16) : 32,
+            n_prompt, n_gen, reps);
+  for (i = 0; i < sizes->len; i++)
+    {
+      int n = g_array_index (sizes, int, i);
+      double pp = 0, tg = 0, ev = 0;
+
+      if (!bench_batch_one (kv, pool, n, n_prompt, n_gen, reps, &pp, &tg, &ev, &error))
+        {
+          if (json)
+            printf ("]}\n");
+          bln_kv_cache_free (kv);
+          return fail (error);
+        }
+      if (json)
+        printf ("%s{\"batch\": %d, \"pp_tok_s\": %.2f, \"tg_tok_s\": %.2f, "
+                "\"tg_seq_tok_s\": %.2f, \"tg_step_ms\": %.3f, \"tg_eval_ms\": %.3f, "
+                "\"tg_eval_tok_s\": %.2f}",
+                i > 0 ? ", " : "", n, pp, tg, tg / n, tg > 0 ? 1e3 * n / tg : 0.0, ev,
+                ev > 0 ? 1e3 * n / ev : 0.0);
+      else
+        printf ("%s (%s), %s, batch %d: pp%d %.1f tok/s, tg%d %.1f tok/s "
+                "(%.1f tok/s per sequence, %.2f ms a step, %.2f of them in bln_kv_eval)\n",
+                bln_model_name (model), types, dev_name, n, n_prompt, pp, n_gen, tg, tg / n,
+                tg > 0 ? 1e3 * n / tg : 0.0, ev);
+      fflush (stdout);
+    }
+  if (json)
+    printf ("]}\n");
+  bln_kv_cache_free (kv);
+  return 0;
+}
+
 static int
 cmd_bench (int argc, char **argv)
 {
-  g_autofree char *path = NULL, *device = NULL, *quant = NULL;
+  g_autofree char *path = NULL, *device = NULL, *quant = NULL, *batch = NULL;
   int n_prompt = 128, n_gen = 64, threads = 0, reps = 3, depth = 0, kv_bits = 0;
   gboolean json = FALSE;
   GOptionEntry entries[] = {
@@ -965,11 +1161,15 @@ cmd_bench (int argc, char **argv)
     { "kv-bits", 0, 0, G_OPTION_ARG_INT, &kv_bits, "GPU KV cache precision: 16 (default) or 32", "N" },
     { "quant", 'q', 0, G_OPTION_ARG_STRING, &quant, "Convert an HF model's weights on load", "TYPE" },
     { "json", 0, 0, G_OPTION_ARG_NONE, &json, "Print JSON", NULL },
+    { "batch", 'b', 0, G_OPTION_ARG_STRING, &batch,
+      "Decode N sequences together over a paged KV cache, for each N of a comma-separated list "
+      "(prompt -p each, then -n steps)", "N[,N...]" },
     { NULL }
   };
   GError *error = NULL;
   g_autoptr (BlnModel) model = NULL;
   g_autoptr (BlnContext) ctx = NULL;
+  g_autoptr (GArray) sizes = NULL;
   g_autofree int32_t *ids = NULL;
   g_autofree float *logits = NULL;
   g_autoptr (BlnSampler) greedy = NULL;
@@ -987,6 +1187,21 @@ cmd_bench (int argc, char **argv)
     {
       g_printerr ("baleen-cli bench: --prompt must be ≥ 1, --gen ≥ 0, --depth ≥ 0, -r ≥ 1\n");
       return 2;
+    }
+  if (batch != NULL)
+    {
+      int rc;
+
+      if ((sizes = parse_batch_sizes (batch, &error)) == NULL || !check_device (device, &error)
+          || (model = load_model (path, quant, &error)) == NULL
+          || (pool = bln_pool_new (threads, &error)) == NULL)
+        {
+          bln_pool_free (pool);
+          return fail (error);
+        }
+      rc = bench_batch (model, pool, device, kv_bits, sizes, n_prompt, n_gen, reps, json);
+      bln_pool_free (pool);
+      return rc;
     }
   if (!check_device (device, &error) || (model = load_model (path, quant, &error)) == NULL
       || (pool = bln_pool_new (threads, &error)) == NULL

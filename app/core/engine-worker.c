@@ -59,9 +59,11 @@ struct _BlnGenRequest {
 struct _BlnEngineWorker {
   BlnModel *model;
   BlnPool *pool;               /* the scheduler's, or the GPU context's */
-  BlnSched *sched;             /* CPU path; NULL on the GPU path */
+  BlnSched *sched;             /* batching path (CPU, or GPU pool); NULL on the
+                                * single-context path */
   int n_ctx;
   int n_threads;
+  double kv_block_scale;       /* the pool's bytes a block / the F32 size (GPU F16: 0.5) */
   gboolean started;            /* under lock: the single-context thread runs */
   /* single-context path: the GPU (fifo_pool is only made, on the thread,
    * should a request ever reach it without a context) */
@@ -857,6 +859,46 @@ ensure_thread (BlnEngineWorker *w)
   g_mutex_unlock (&w->lock);
 }
 
+/* The continuous-batching scheduler for @o, its KV pool on @device (NULL:
+ * the CPU). Without --kv-mem the pool has room for every sequence at full
+ * length: within 64 MiB .. 2 GiB on the CPU, 64 MiB .. 16 GiB on the GPU
+ * (F16 rows there by default: half the bytes a block). */
+static BlnSched *
+make_sched (BlnModel *model, BlnPool *pool, const BlnEngineWorkerOptions *o,
+            const BlnContextOptions *device, GError **error)
+{
+  BlnSchedOptions so;
+  int n_ctx, max_seqs = o->parallel > 0 ? o->parallel : 32;
+  gboolean gpu = device != NULL && device->device != BLN_DEVICE_CPU;
+
+  n_ctx = o->n_ctx > 0 ? o->n_ctx : MIN (bln_model_hparams (model)->n_ctx_train, 8192);
+  if (n_ctx <= 0)
+    n_ctx = 8192;
+  bln_sched_options_init (&so);
+  so.n_ctx = n_ctx;
+  so.max_seqs = max_seqs;
+  so.max_queue = o->max_queue;
+  so.device = gpu ? device : NULL;
+  if (o->kv_mem_mib > 0)
+    so.kv_bytes = (size_t) o->kv_mem_mib << 20;
+  else
+    {
+      size_t per_block = bln_kv_cache_block_bytes_for (model, BLN_KV_BLOCK_SIZE_DEFAULT);
+      guint64 want;
+
+      if (gpu && device->kv_bits == 16)
+        per_block /= 2;
+      want = (guint64) per_block * (guint64) ((n_ctx + BLN_KV_BLOCK_SIZE_DEFAULT - 1)
+                                              / BLN_KV_BLOCK_SIZE_DEFAULT + 1)
+             * (guint64) max_seqs;
+      so.kv_bytes = (size_t) CLAMP (want, (guint64) 64 << 20,
+                                    (guint64) (gpu ? 16384 : 2048) << 20);
+    }
+  so.no_prefix_cache = o->no_prefix_cache;
+  so.prefix_bytes = o->prefix_mib > 0 ? (size_t) o->prefix_mib << 20 : 0;
+  return bln_sched_new (model, pool, &so, error);
+}
+
 BlnEngineWorker *
 bln_engine_worker_new_with_options (const char *path, const BlnEngineWorkerOptions *opts,
                                     GError **error)
@@ -869,12 +911,14 @@ bln_engine_worker_new_with_options (const char *path, const BlnEngineWorkerOptio
   BlnContext *ctx = NULL;
   BlnSched *sched = NULL;
   BlnEngineWorker *w;
+  gboolean sched_gpu = FALSE;
 
   if (opts != NULL)
     o = *opts;
   else
     bln_engine_worker_options_init (&o);
-  if (o.n_threads < 0 || o.n_ctx < 0 || o.parallel < 0 || o.kv_mem_mib < 0 || o.max_queue < 0)
+  if (o.n_threads < 0 || o.n_ctx < 0 || o.parallel < 0 || o.kv_mem_mib < 0 || o.max_queue < 0
+      || o.prefix_mib < 0)
     {
       g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "negative engine worker option");
       return NULL;
@@ -894,7 +938,35 @@ bln_engine_worker_new_with_options (const char *path, const BlnEngineWorkerOptio
   pool = bln_pool_new (o.n_threads, error);
   if (pool == NULL)
     return NULL;
-  if (copts.device != BLN_DEVICE_CPU)
+  /* the GPU: continuous batching over a paged KV pool on the device, unless
+   * BALEEN_GPU_SINGLE_CONTEXT=1 asks for the one-sequence-at-a-time path, or
+   * the architecture has no batched GPU path yet (then that path, too) */
+  if (copts.device != BLN_DEVICE_CPU
+      && g_strcmp0 (g_getenv ("BALEEN_GPU_SINGLE_CONTEXT"), "1") != 0)
+    {
+      GError *local = NULL;
+
+      sched = make_sched (model, pool, &o, &copts, &local);
+      if (sched != NULL)
+        sched_gpu = TRUE;
+      else if (g_error_matches (local, BLN_ERROR, BLN_ERROR_UNSUPPORTED)
+               || g_error_matches (local, BLN_ERROR, BLN_ERROR_BACKEND))
+        {
+          /* no GPU at all: the single-context path below says so and falls
+           * back to the CPU */
+          if (local->code == BLN_ERROR_UNSUPPORTED)
+            g_printerr ("baleen-server: no batched decoding on the GPU (%s); one sequence at "
+                        "a time instead\n", local->message);
+          g_clear_error (&local);
+        }
+      else
+        {
+          g_propagate_error (error, local);
+          bln_pool_free (pool);
+          return NULL;
+        }
+    }
+  if (sched == NULL && copts.device != BLN_DEVICE_CPU)
     {
       ctx = bln_context_new_on_device (model, o.n_ctx, pool, &copts, &note, error);
       if (ctx == NULL)
@@ -907,31 +979,9 @@ bln_engine_worker_new_with_options (const char *path, const BlnEngineWorkerOptio
       if (bln_context_device (ctx) == BLN_DEVICE_CPU)
         g_clear_pointer (&ctx, bln_context_free);   /* fell back: batch on the CPU */
     }
-  if (ctx == NULL)
+  if (sched == NULL && ctx == NULL)
     {
-      BlnSchedOptions so;
-      int n_ctx, max_seqs = o.parallel > 0 ? o.parallel : 32;
-
-      n_ctx = o.n_ctx > 0 ? o.n_ctx : MIN (bln_model_hparams (model)->n_ctx_train, 8192);
-      if (n_ctx <= 0)
-        n_ctx = 8192;
-      bln_sched_options_init (&so);
-      so.n_ctx = n_ctx;
-      so.max_seqs = max_seqs;
-      so.max_queue = o.max_queue;
-      if (o.kv_mem_mib > 0)
-        so.kv_bytes = (size_t) o.kv_mem_mib << 20;
-      else
-        {
-          /* room for every sequence at full length, within 64 MiB .. 2 GiB */
-          size_t per_block = bln_kv_cache_block_bytes_for (model, BLN_KV_BLOCK_SIZE_DEFAULT);
-          guint64 want = (guint64) per_block * (guint64) ((n_ctx + BLN_KV_BLOCK_SIZE_DEFAULT - 1)
-                                                          / BLN_KV_BLOCK_SIZE_DEFAULT + 1)
-                         * (guint64) max_seqs;
-
-          so.kv_bytes = (size_t) CLAMP (want, (guint64) 64 << 20, (guint64) 2048 << 20);
-        }
-      sched = bln_sched_new (model, pool, &so, error);
+      sched = make_sched (model, pool, &o, NULL, error);
       if (sched == NULL)
         {
           bln_pool_free (pool);
@@ -944,6 +994,7 @@ bln_engine_worker_new_with_options (const char *path, const BlnEngineWorkerOptio
   w->sched = sched;
   w->ctx = ctx;
   w->n_threads = o.n_threads;
+  w->kv_block_scale = sched_gpu && copts.kv_bits == 16 ? 0.5 : 1.0;
   w->n_ctx = sched != NULL ? bln_sched_n_ctx (sched) : bln_context_n_ctx (ctx);
   w->cached = g_array_new (FALSE, FALSE, sizeof (int32_t));
   w->logits = g_new (float, bln_model_hparams (w->model)->n_vocab);
@@ -954,11 +1005,12 @@ bln_engine_worker_new_with_options (const char *path, const BlnEngineWorkerOptio
       BlnSchedStats st;
 
       bln_sched_get_stats (sched, &st);
-      g_printerr ("baleen-server: engine: continuous batching on the CPU: %d sequences at once, "
-                  "%d tokens each, KV pool %d blocks of %d (%.0f MiB)\n", st.max_seqs, w->n_ctx,
-                  st.blocks_total, st.block_size,
+      g_printerr ("baleen-server: engine: continuous batching on the %s: %d sequences at once, "
+                  "%d tokens each, KV pool %d blocks of %d (%.0f MiB)\n",
+                  sched_gpu ? "GPU" : "CPU", st.max_seqs, w->n_ctx, st.blocks_total,
+                  st.block_size,
                   (double) bln_kv_cache_block_bytes_for (w->model, st.block_size)
-                    * st.blocks_total / (1 << 20));
+                    * w->kv_block_scale * st.blocks_total / (1 << 20));
     }
   else
     {
@@ -1077,8 +1129,37 @@ bln_engine_worker_get_stats (BlnEngineWorker *w, BlnEngineWorkerStats *stats)
       stats->kv_block_size = st.block_size;
       stats->prefix_hit_rate = st.prefix_hit_rate;
       stats->preemptions = st.preemptions;
+      stats->kv_bytes = (size_t) (st.blocks_total * w->kv_block_scale
+                                  * bln_kv_cache_block_bytes_for (w->model, st.block_size));
+      stats->prefix_lookup_tokens = st.lookup_tokens;
+      stats->prefix_hit_tokens = st.hit_tokens;
+      stats->cache_clears = st.cache_clears;
+      stats->cleared_blocks = st.cleared_blocks;
     }
 }
+
+gboolean
+bln_engine_worker_request_clear_cache (BlnEngineWorker *w, GError **error)
+{
+  g_return_val_if_fail (w != NULL, FALSE);
+
+  if (w->sched == NULL)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED,
+                   "the GPU path keeps no shared prefix cache to clear");
+      return FALSE;
+    }
+  bln_sched_request_drop_cached (w->sched);
+  return TRUE;
+}
+
+/* Asks the CPU scheduler's thread to drop every cached prefix block of the
+ * KV pool between two steps (bln_sched_request_drop_cached(); blocks of
+ * running requests are untouched) and returns at once: the statistics'
+ * cache_clears grows by one, and cleared_blocks by the blocks freed, when it
+ * is done (within one step). Fails with BLN_ERROR_UNSUPPORTED on the GPU
+ * path, which keeps no block pool. Any thread. */
+gboolean bln_engine_worker_request_clear_cache (BlnEngineWorker *worker, GError **error);
 
 gboolean
 bln_engine_worker_submit (BlnEngineWorker *w, BlnGenRequest *req, GError **error)

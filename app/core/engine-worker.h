@@ -82,6 +82,9 @@ typedef struct {
                         * 2048 MiB and at least 64 MiB) */
   int max_queue;       /* CPU: requests waiting at most (0: 256) */
   const char *device;  /* "cpu", "cuda", "cuda:N" or "auto" (NULL: "cpu") */
+  gboolean no_prefix_cache;  /* CPU: no prefix reuse between requests */
+  int prefix_mib;      /* CPU: cached prefix blocks kept at most, in MiB of the KV pool
+                        * (0: no bound but the pool) */
 } BlnEngineWorkerOptions;
 
 /* Fills @opts with zeros (the defaults). */
@@ -135,10 +138,24 @@ typedef struct {
   int kv_block_size;        /* positions per block */
   double prefix_hit_rate;   /* prompt tokens found in the prefix cache / looked up */
   guint64 preemptions;
+  size_t kv_bytes;          /* memory the KV pool takes */
+  guint64 prefix_lookup_tokens;  /* prompt tokens looked up in the prefix cache */
+  guint64 prefix_hit_tokens;     /* of those, found */
+  guint64 cache_clears;     /* clears of the prefix cache done since the model was loaded */
+  guint64 cleared_blocks;   /* blocks those clears freed, in all */
 } BlnEngineWorkerStats;
 
 /* Fills @stats; any thread. */
 void bln_engine_worker_get_stats (BlnEngineWorker *worker, BlnEngineWorkerStats *stats);
+
+/* Asks the CPU scheduler's thread to drop every cached prefix block of the
+ * KV pool between two steps (bln_sched_request_drop_cached(); blocks of
+ * running requests are untouched) and returns at once: the statistics'
+ * cache_clears grows by one, and cleared_blocks by the blocks freed, when it
+ * is done (within one step); also for the pool on the GPU. Fails with
+ * BLN_ERROR_UNSUPPORTED on the single-context GPU path, which keeps no block
+ * pool. Any thread. */
+gboolean bln_engine_worker_request_clear_cache (BlnEngineWorker *worker, GError **error);
 
 /* A generation request for the token ids @prompt (copied; must not be empty)
  * with the sampler @params (copied), at most @max_tokens new tokens (> 0), and

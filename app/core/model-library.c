@@ -288,17 +288,72 @@ cmp_str (gconstpointer a, gconstpointer b)
 static void
 add_entry (BlnModelLibrary *lib, BlnModelEntry *e)
 {
-  /* ids must stay unique: the later of two equal ids gets its format, then a number */
-  g_autofree char *base = g_strdup (e->id);
-
-  for (int n = 1; bln_model_library_lookup (lib, e->id, NULL) != NULL; n++)
-    {
-      g_free (e->id);
-      e->id = n == 1 ? g_strconcat (base, e->format == BLN_MODEL_FORMAT_HF ? "-hf" : "-gguf",
-                                    NULL)
-                     : g_strdup_printf ("%s-%d", base, n);
-    }
   g_ptr_array_add (lib->entries, e);
+}
+
+/* Orders the entries of one derived id: the one installed first (oldest
+ * modification time) keeps the plain id, ties broken by path. */
+static int
+cmp_claim (gconstpointer a, gconstpointer b)
+{
+  const BlnModelEntry *x = *(BlnModelEntry *const *) a, *y = *(BlnModelEntry *const *) b;
+  int c = strcmp (x->id, y->id);
+
+  if (c != 0)
+    return c;
+  if (x->modified != y->modified)
+    return x->modified < y->modified ? -1 : 1;
+  return strcmp (x->path, y->path);
+}
+
+/* Makes every id unique after a scan of @root, so that each id names one
+ * file and keeps naming it when other files come and go. Derived ids are
+ * lowercase, so equal ids are equal strings. Of the entries that derive the
+ * same id, the oldest keeps it; each other one gets "-" and the first 8 hex
+ * digits of the SHA-256 of its path below @root, which depend on nothing
+ * but its own place in the folder (a number follows in the unlikely case
+ * that this is taken too). */
+static void
+make_ids_unique (BlnModelLibrary *lib, const char *root)
+{
+  g_autoptr (GHashTable) taken = g_hash_table_new (g_str_hash, g_str_equal);
+  GPtrArray *es = lib->entries;
+  gsize root_len = strlen (root);
+  guint i;
+
+  while (root_len > 1 && G_IS_DIR_SEPARATOR (root[root_len - 1]))
+    root_len--;
+  g_ptr_array_sort (es, cmp_claim);
+  for (i = 0; i < es->len; i++)
+    {
+      BlnModelEntry *e = es->pdata[i];
+      if (i == 0 || strcmp (e->id, ((BlnModelEntry *) es->pdata[i - 1])->id) != 0)
+        g_hash_table_add (taken, e->id);
+    }
+  for (i = 1; i < es->len; i++)
+    {
+      BlnModelEntry *e = es->pdata[i];
+      const char *rel = e->path;
+      g_autofree char *sum = NULL;
+      char *id;
+
+      if (g_hash_table_contains (taken, e->id) && g_hash_table_lookup (taken, e->id) == e->id)
+        continue;   /* the first of its group */
+      if (strncmp (rel, root, root_len) == 0 && G_IS_DIR_SEPARATOR (rel[root_len]))
+        rel += root_len + 1;
+      while (G_IS_DIR_SEPARATOR (*rel))
+        rel++;
+      sum = g_compute_checksum_for_string (G_CHECKSUM_SHA256, rel, -1);
+      id = g_strdup_printf ("%s-%.8s", e->id, sum);
+      for (int n = 2; g_hash_table_contains (taken, id); n++)
+        {
+          g_free (id);
+          id = g_strdup_printf ("%s-%.8s-%d", e->id, sum, n);
+        }
+      g_free (e->id);
+      e->id = id;
+      g_hash_table_add (taken, e->id);
+    }
 }
 
 static void
@@ -372,6 +427,7 @@ bln_model_library_new_from_dir (const char *dir, GError **error)
   lib = g_new0 (BlnModelLibrary, 1);
   lib->entries = g_ptr_array_new_with_free_func ((GDestroyNotify) entry_free);
   scan (lib, dir, 1);
+  make_ids_unique (lib, dir);
   g_ptr_array_sort (lib->entries, cmp_entry);
   return lib;
 }

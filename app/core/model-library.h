@@ -47,9 +47,14 @@ typedef struct _BlnModelLibrary BlnModelLibrary;
 
 /* Scans the folder @dir (and its sub-folders, three levels deep, hidden
  * entries skipped) for GGUF files and HF model directories. Files that cannot
- * be read as a model are skipped with a warning on stderr. Returns a library
- * (possibly empty), or NULL with @error set (BLN_ERROR_IO) when @dir cannot be
- * read. Free with bln_model_library_free(). */
+ * be read as a model are skipped with a warning on stderr. Ids are unique:
+ * when several entries derive the same id (bln_model_library_derive_id()),
+ * the one with the oldest modification time keeps it (ties: the smaller
+ * path), and each other one gets "-" and the first 8 hex digits of the
+ * SHA-256 of its path relative to @dir appended — so an id does not change
+ * when other files are added or removed (unless its own owner goes). Returns
+ * a library (possibly empty), or NULL with @error set (BLN_ERROR_IO) when @dir
+ * cannot be read. Free with bln_model_library_free(). */
 BlnModelLibrary *bln_model_library_new_from_dir (const char *dir, GError **error);
 
 /* A library holding the one model at @path (a GGUF file or an HF directory).

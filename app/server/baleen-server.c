@@ -76,6 +76,7 @@ main (int argc, char **argv)
   g_autoptr (BlnSafety) safety = NULL;
   int port = 8080, threads = 0, n_ctx = 4096, parallel = 32, idle_ttl = 0, grace = 10;
   int kv_mem = 0, max_queue = 256;
+  gboolean no_prefix_cache = FALSE;
   BlnEngineWorkerOptions wopts;
   int keepalive_ms = 10000;
   GOptionEntry entries[] = {
@@ -94,9 +95,13 @@ main (int argc, char **argv)
     { "device", 0, 0, G_OPTION_ARG_STRING, &device, "cpu or cuda (default cpu)", "DEV" },
     { "ctx", 'c', 0, G_OPTION_ARG_INT, &n_ctx, "Context size in tokens (default 4096)", "N" },
     { "parallel", 0, 0, G_OPTION_ARG_INT, &parallel,
-      "CPU: sequences generated at once, in one batch (default 32)", "N" },
+      "Sequences generated at once, in one batch (default 32; CPU, and GPU for llama/qwen2)",
+      "N" },
     { "kv-mem", 0, 0, G_OPTION_ARG_INT, &kv_mem,
-      "CPU: KV cache pool in MiB (default: room for --parallel full contexts, 64..2048)", "MIB" },
+      "KV cache pool in MiB (default: room for --parallel full contexts, 64..2048; GPU F16: "
+      "64..16384)", "MIB" },
+    { "no-prefix-cache", 0, 0, G_OPTION_ARG_NONE, &no_prefix_cache,
+      "CPU: do not reuse the KV blocks of earlier prompts' common prefixes", NULL },
     { "max-queue", 0, 0, G_OPTION_ARG_INT, &max_queue,
       "CPU: requests waiting at most; more are answered 429 (default 256)", "N" },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "CPU threads (default: all cores)", "N" },
@@ -154,6 +159,7 @@ main (int argc, char **argv)
   bln_engine_worker_options_init (&wopts);
   wopts.parallel = parallel;
   wopts.kv_mem_mib = kv_mem;
+  wopts.no_prefix_cache = no_prefix_cache;
   wopts.max_queue = max_queue;
   wopts.device = device;
   bln_engine_worker_set_defaults (&wopts);

@@ -75,6 +75,40 @@ poll_loaded (gpointer user_data)
   return G_SOURCE_CONTINUE;
 }
 
+/* The engine settings a worker reads when it is made (engine-worker.h): the
+ * KV pool, the prefix cache and the device. They apply to the next load. */
+static void
+apply_engine_options (BlnApplication *self)
+{
+  BlnEngineWorkerOptions o;
+  g_autofree char *backend = NULL;
+
+  bln_engine_worker_options_init (&o);
+  if (self->settings)
+    {
+      o.kv_mem_mib = (int) bln_ui_settings_get_int (self->settings, "cache.kv_budget_mb");
+      o.no_prefix_cache = !bln_ui_settings_get_bool (self->settings, "cache.prefix");
+      o.prefix_mib = (int) bln_ui_settings_get_int (self->settings, "cache.prefix_mb");
+      backend = bln_ui_settings_get_string (self->settings, "perf.backend");
+      /* "auto", "cpu" or "cuda": the spec's choices are device names. Without
+       * CUDA in the build "auto" is the CPU (skipping the GPU probe's
+       * fallback context). */
+      if (backend && *backend && (BALEEN_HAVE_CUDA || !g_str_equal (backend, "auto")))
+        o.device = backend;
+    }
+  bln_engine_worker_set_defaults (&o);
+}
+
+static const char *const engine_option_keys[] = {
+  "cache.kv_budget_mb", "cache.prefix", "cache.prefix_mb", "perf.backend",
+};
+
+static void
+engine_option_changed (BlnUiSettings *settings, const char *key, BlnApplication *self)
+{
+  apply_engine_options (self);
+}
+
 static BlnModelHost *
 new_host (BlnApplication *self)
 {
@@ -86,6 +120,7 @@ new_host (BlnApplication *self)
       opts.n_ctx = (int) bln_ui_settings_get_int (self->settings, "perf.context");
     }
   opts.idle_ttl = 0;   /* a loaded model stays until the user unloads it */
+  apply_engine_options (self);
   return bln_model_host_new (self->library, &opts);
 }
 
@@ -636,6 +671,11 @@ bln_application_startup (GApplication *app)
                         G_CALLBACK (engine_setting_changed), self);
       g_signal_connect (self->settings, "changed::perf.context",
                         G_CALLBACK (engine_setting_changed), self);
+      for (guint i = 0; i < G_N_ELEMENTS (engine_option_keys); i++)
+        {
+          g_autofree char *signal = g_strconcat ("changed::", engine_option_keys[i], NULL);
+          g_signal_connect (self->settings, signal, G_CALLBACK (engine_option_changed), self);
+        }
     }
   self->poll_id = g_timeout_add_seconds (1, poll_loaded, self);
 

@@ -3,8 +3,15 @@
  * Only the few NVML entry points used here are declared, with the types of
  * NVML's public C API: functions return an int status (0 = success), a
  * device is an opaque pointer, utilisation is two unsigned ints (GPU and
- * memory-controller percent) and memory three unsigned long longs (total,
- * free, used bytes).
+ * memory-controller percent), memory three unsigned long longs (total,
+ * free, used bytes) or, in the versioned form, an unsigned int version
+ * followed by total, reserved, free and used, and a temperature an unsigned
+ * int in °C for sensor 0 (the GPU die).
+ *
+ * Memory: nvidia-smi reports the versioned form's "used", which leaves out
+ * the memory the driver reserves for itself; the first form counts it as
+ * used. The versioned entry point is used when the driver has it, so that
+ * the plot agrees with nvidia-smi.
  */
 #include "gpu-monitor.h"
 
@@ -16,6 +23,14 @@ typedef int NvmlReturn;
 typedef struct NvmlDeviceOpaque *NvmlDevice;
 typedef struct { unsigned int gpu, memory; } NvmlUtilization;
 typedef struct { unsigned long long total, free, used; } NvmlMemory;
+typedef struct {
+  unsigned int version;
+  unsigned long long total, reserved, free, used;
+} NvmlMemoryV2;
+
+/* NVML's structure version word: the size, and the version in the top byte */
+#define NVML_MEMORY_V2_VERSION ((unsigned int) (sizeof (NvmlMemoryV2) | (2u << 24)))
+#define NVML_TEMPERATURE_GPU 0
 
 struct _BlnGpuMonitor
 {
@@ -32,6 +47,8 @@ struct _BlnGpuMonitor
   NvmlReturn (*get_name) (NvmlDevice device, char *name, unsigned int len);
   NvmlReturn (*utilization) (NvmlDevice device, NvmlUtilization *u);
   NvmlReturn (*memory) (NvmlDevice device, NvmlMemory *m);
+  NvmlReturn (*memory_v2) (NvmlDevice device, NvmlMemoryV2 *m);          /* may be NULL */
+  NvmlReturn (*temperature) (NvmlDevice device, int sensor, unsigned int *c);  /* may be NULL */
 };
 
 static void
@@ -79,6 +96,8 @@ bln_gpu_monitor_new (guint index)
   mon->get_name = symbol (mon->lib, "nvmlDeviceGetName", NULL);
   mon->utilization = symbol (mon->lib, "nvmlDeviceGetUtilizationRates", NULL);
   mon->memory = symbol (mon->lib, "nvmlDeviceGetMemoryInfo", NULL);
+  mon->memory_v2 = symbol (mon->lib, "nvmlDeviceGetMemoryInfo_v2", NULL);
+  mon->temperature = symbol (mon->lib, "nvmlDeviceGetTemperature", NULL);
   if (!mon->init || !mon->shutdown || !mon->count || !mon->handle || !mon->utilization ||
       !mon->memory)
     {
@@ -145,14 +164,32 @@ bln_gpu_monitor_sample (BlnGpuMonitor *mon, BlnGpuSample *out)
 {
   NvmlUtilization u = { 0 };
   NvmlMemory m = { 0 };
+  NvmlMemoryV2 m2 = { 0 };
+  unsigned int c = 0;
 
   memset (out, 0, sizeof *out);
+  out->temperature = -1;
   if (!bln_gpu_monitor_available (mon))
     return FALSE;
-  if (mon->utilization (mon->device, &u) != 0 || mon->memory (mon->device, &m) != 0)
+  if (mon->utilization (mon->device, &u) != 0)
+    return FALSE;
+  m2.version = NVML_MEMORY_V2_VERSION;
+  if (mon->memory_v2 && mon->memory_v2 (mon->device, &m2) == 0)
+    {
+      out->memory_used = m2.used;
+      out->memory_total = m2.total;
+      out->memory_reserved = m2.reserved;
+      out->memory_v2 = TRUE;
+    }
+  else if (mon->memory (mon->device, &m) == 0)
+    {
+      out->memory_used = m.used;
+      out->memory_total = m.total;
+    }
+  else
     return FALSE;
   out->utilization = MIN (u.gpu, 100u);
-  out->memory_used = m.used;
-  out->memory_total = m.total;
+  if (mon->temperature && mon->temperature (mon->device, NVML_TEMPERATURE_GPU, &c) == 0)
+    out->temperature = c;
   return TRUE;
 }

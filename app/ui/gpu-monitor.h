@@ -4,7 +4,8 @@
  * is opened with dlopen() when the monitor is made, so the app starts and
  * runs without it. When the library, its entry points or a GPU are missing,
  * the monitor is "unavailable" and says why; it never fails otherwise.
- * GLib only (no GTK); use it from one thread.
+ * GLib only (no GTK); use it from one thread. tools/gpu-monitor-check prints
+ * what it reads, to compare with nvidia-smi on a machine with a GPU.
  *
  * $BALEEN_NVML_LIBRARY names another file to open instead (tests point it at
  * a missing one).
@@ -19,8 +20,12 @@ typedef struct _BlnGpuMonitor BlnGpuMonitor;
 
 typedef struct {
   double utilization;        /* percent of time a kernel ran over the last sample period */
-  guint64 memory_used;       /* bytes */
+  guint64 memory_used;       /* bytes (what nvidia-smi calls memory.used) */
   guint64 memory_total;      /* bytes */
+  guint64 memory_reserved;   /* bytes the driver keeps for itself (0 when not reported) */
+  gboolean memory_v2;        /* read with nvmlDeviceGetMemoryInfo_v2 (else the older call,
+                              * whose "used" includes the reserved memory) */
+  double temperature;        /* °C of the GPU die; -1 when NVML does not say */
 } BlnGpuSample;
 
 /* bln_gpu_monitor_new: opens NVML and picks GPU @index. Never NULL; check
@@ -40,8 +45,9 @@ const char *bln_gpu_monitor_reason (BlnGpuMonitor *mon);
  * when unavailable. */
 const char *bln_gpu_monitor_name (BlnGpuMonitor *mon);
 
-/* bln_gpu_monitor_sample: reads utilisation and memory into @out. FALSE when
- * unavailable or when NVML fails this time (then @out is zeroed). */
+/* bln_gpu_monitor_sample: reads utilisation, memory and temperature into
+ * @out. FALSE when unavailable or when NVML fails this time (then @out is
+ * zeroed, temperature -1). */
 gboolean bln_gpu_monitor_sample (BlnGpuMonitor *mon, BlnGpuSample *out);
 
 G_END_DECLS

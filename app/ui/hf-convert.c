@@ -5,7 +5,10 @@
  * vocabulary, the safetensors headers the tensor list; then each weight is
  * read row by row from the mapped shards, converted to float, reordered where
  * GGUF wants another row order, quantised and streamed to the writer, so
- * memory stays at one row whatever the model's size.
+ * memory stays at one row whatever the model's size (MLA's attn_k_b, a
+ * transpose, reads its one source tensor whole). Each GGUF tensor is planned
+ * first as an entry saying where its rows come from (hf-convert-private.h):
+ * here for llama and qwen2, in hf-convert-deepseek2.c for DeepSeek-V2/V3.
  */
 #include "hf-convert.h"
 
@@ -16,6 +19,7 @@
 
 #include "bln-error.h"
 #include "gguf-write.h"
+#include "hf-convert-private.h"
 #include "hfdir.h"
 
 static const BlnConvertType targets[] = {
@@ -383,21 +387,39 @@ load_vocab (BlnHfDir *hf, gint64 n_vocab_cfg, Vocab *v, GError **error)
 
 /* ---- tensors ---------------------------------------------------------------- */
 
-typedef struct {
-  char *gguf;               /* GGUF name */
-  const char *hf;           /* HF name (owned by the folder) */
-  int permute_heads;        /* > 0: reorder rows for GGUF's rotary layout with this many heads */
-  BlnType type;             /* stored as */
-  int order;                /* 0 token_embd, 1 blocks, 2 output */
-  int block;
-} Entry;
+typedef BlnConvertEntry Entry;
 
-static void
-entry_free (gpointer p)
+int
+bln_convert_n_dims (const int64_t *ne)
 {
-  Entry *e = p;
+  return ne[3] > 1 ? 4 : ne[2] > 1 ? 3 : ne[1] > 1 ? 2 : 1;
+}
+
+BlnConvertEntry *
+bln_convert_entry_new (const char *gguf, const char *hf, int n_dims, const int64_t *ne)
+{
+  BlnConvertEntry *e = g_new0 (BlnConvertEntry, 1);
+  int i;
+
+  e->gguf = g_strdup (gguf);
+  e->hf = hf;
+  e->source = BLN_CONVERT_ROWS;
+  e->n_dims = n_dims;
+  for (i = 0; i < 4; i++)
+    e->ne[i] = i < n_dims ? ne[i] : 1;
+  e->order = g_str_has_prefix (gguf, "blk.") ? 1 : g_str_has_prefix (gguf, "token_embd") ? 0 : 2;
+  if (e->order == 1)
+    e->block = (int) CLAMP (g_ascii_strtoll (gguf + 4, NULL, 10), 0, G_MAXINT);
+  return e;
+}
+
+void
+bln_convert_entry_free (gpointer p)
+{
+  BlnConvertEntry *e = p;
 
   g_free (e->gguf);
+  g_clear_pointer (&e->parts, g_ptr_array_unref);
   g_free (e);
 }
 
@@ -487,26 +509,122 @@ typedef struct {
   gint64 last_report;
 } Job;
 
+/* Rows of a source tensor, for reading one at a time. */
+typedef struct {
+  const BlnTensor *t;
+  size_t row_bytes;
+  int64_t n_rows;
+} Src;
+
+static gboolean
+src_open (BlnHfDir *hf, const char *name, Src *src, GError **error)
+{
+  src->t = bln_hfdir_get_tensor (hf, name, error);
+  if (!src->t)
+    return FALSE;
+  src->n_rows = src->t->ne[1] * src->t->ne[2] * src->t->ne[3];
+  if (!bln_type_row_bytes (src->t->type, src->t->ne[0], &src->row_bytes))
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED, "%s: %s rows of %" G_GINT64_FORMAT
+                   " values cannot be read", name, bln_type_name (src->t->type), src->t->ne[0]);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+static gboolean
+src_row (const Src *src, const char *name, int64_t r, float *out, GError **error)
+{
+  if (r < 0 || r >= src->n_rows
+      || !bln_dequantize_row (src->t->type, (const guint8 *) src->t->data + r * src->row_bytes,
+                              out, src->t->ne[0]))
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED, "%s: cannot read row %" G_GINT64_FORMAT
+                   " of %s data", name, r, bln_type_name (src->t->type));
+      return FALSE;
+    }
+  return TRUE;
+}
+
+/* A tensor assembled from other sources than one HF tensor's rows in order:
+ * the row counts and lengths must agree with the planned shape. */
+static gboolean
+check_source (BlnHfDir *hf, const Entry *e, Src *first, GError **error)
+{
+  int64_t row = e->ne[0], n_rows = e->ne[1] * e->ne[2] * e->ne[3];
+  gboolean ok = TRUE;
+
+  if (!src_open (hf, e->hf, first, error))
+    return FALSE;
+  switch (e->source)
+    {
+    case BLN_CONVERT_ROWS:
+      ok = first->t->ne[0] == row && first->n_rows == n_rows;
+      break;
+    case BLN_CONVERT_GROUPED:
+      ok = first->t->ne[0] == row && e->group > 0 && e->take > 0 && e->offset >= 0
+           && e->offset + e->take <= e->group && first->n_rows % e->group == 0
+           && first->n_rows / e->group * e->take == n_rows;
+      break;
+    case BLN_CONVERT_STACK:
+      ok = e->parts != NULL && e->parts->len > 0 && first->t->ne[0] == row
+           && first->n_rows * (int64_t) e->parts->len == n_rows;
+      for (guint i = 1; ok && i < e->parts->len; i++)
+        {
+          Src other;
+          if (!src_open (hf, e->parts->pdata[i], &other, error))
+            return FALSE;
+          ok = other.t->ne[0] == row && other.n_rows == first->n_rows;
+        }
+      break;
+    case BLN_CONVERT_K_B:
+      ok = e->group > 0 && e->take == row && e->take <= e->group
+           && first->n_rows % e->group == 0 && first->t->ne[0] == e->ne[1]
+           && first->n_rows / e->group * first->t->ne[0] == n_rows;
+      break;
+    }
+  if (!ok)
+    g_set_error (error, BLN_ERROR, BLN_ERROR_CORRUPT, "%s: its shape does not give %s",
+                 e->hf, e->gguf);
+  return ok;
+}
+
 static gboolean
 write_tensor (Job *job, BlnHfDir *hf, const Entry *e, GError **error)
 {
-  const BlnTensor *t = bln_hfdir_get_tensor (hf, e->hf, error);
-  int64_t row, n_rows, hd = 0;
-  size_t src_row_bytes, dst_row_bytes;
+  Src src, part = { 0 };
+  int64_t row, n_rows, hd = 0, part_index = 0;
+  size_t dst_row_bytes;
   g_autofree float *f = NULL;
+  g_autofree float *full = NULL;
   g_autofree guint8 *q = NULL;
 
-  if (!t)
+  if (!check_source (hf, e, &src, error))
     return FALSE;
-  row = t->ne[0];
-  n_rows = t->ne[1] * t->ne[2] * t->ne[3];
-  if (!bln_type_row_bytes (t->type, row, &src_row_bytes) ||
-      !bln_type_row_bytes (e->type, row, &dst_row_bytes))
+  row = e->ne[0];
+  n_rows = e->ne[1] * e->ne[2] * e->ne[3];
+  if (!bln_type_row_bytes (e->type, row, &dst_row_bytes))
     {
       g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED, "%s: rows of %" G_GINT64_FORMAT
                    " values cannot be stored as %s", e->hf, row, bln_type_name (e->type));
       return FALSE;
     }
+  if (e->source == BLN_CONVERT_K_B)
+    {
+      /* a transpose: read the whole source once */
+      int64_t width = src.t->ne[0];
+
+      full = g_try_new (float, (gsize) (src.n_rows * width));
+      if (!full)
+        {
+          g_set_error (error, BLN_ERROR, BLN_ERROR_NOMEM, "%s: out of memory", e->hf);
+          return FALSE;
+        }
+      for (int64_t r = 0; r < src.n_rows; r++)
+        if (!src_row (&src, e->hf, r, full + r * width, error))
+          return FALSE;
+    }
+  part = src;
   if (e->permute_heads > 0)
     {
       hd = n_rows / e->permute_heads;
@@ -522,19 +640,48 @@ write_tensor (Job *job, BlnHfDir *hf, const Entry *e, GError **error)
   q = g_malloc (dst_row_bytes);
   for (int64_t r = 0; r < n_rows; r++)
     {
-      int64_t src = r;
+      int64_t from = r;
 
-      if (hd > 0)
+      switch (e->source)
         {
-          /* GGUF row (head h, pair j, member i) = HF row (h, half i, j) */
-          int64_t h = r / hd, j = (r % hd) / 2, i = r % 2;
-          src = h * hd + i * (hd / 2) + j;
+        case BLN_CONVERT_ROWS:
+          if (hd > 0)
+            {
+              /* GGUF row (head h, pair j, member i) = HF row (h, half i, j) */
+              int64_t h = r / hd, j = (r % hd) / 2, i = r % 2;
+              from = h * hd + i * (hd / 2) + j;
+            }
+          if (!src_row (&src, e->hf, from, f, error))
+            return FALSE;
+          break;
+        case BLN_CONVERT_GROUPED:
+          from = r / e->take * e->group + e->offset + r % e->take;
+          if (!src_row (&src, e->hf, from, f, error))
+            return FALSE;
+          break;
+        case BLN_CONVERT_STACK:
+          if (r / src.n_rows != part_index)
+            {
+              part_index = r / src.n_rows;
+              if (!src_open (hf, e->parts->pdata[part_index], &part, error))
+                return FALSE;
+            }
+          if (!src_row (&part, e->parts->pdata[part_index], r % src.n_rows, f, error))
+            return FALSE;
+          break;
+        case BLN_CONVERT_K_B:
+          {
+            int64_t width = src.t->ne[0], h = r / width, c = r % width;
+
+            for (int64_t i = 0; i < row; i++)
+              f[i] = full[(h * e->group + i) * width + c];
+          }
+          break;
         }
-      if (!bln_dequantize_row (t->type, (const guint8 *) t->data + src * src_row_bytes, f, row) ||
-          !bln_quantize_row (e->type, f, q, row))
+      if (!bln_quantize_row (e->type, f, q, row))
         {
-          g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED, "%s: cannot convert %s to %s",
-                       e->hf, bln_type_name (t->type), bln_type_name (e->type));
+          g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED, "%s: cannot store %s as %s",
+                       e->hf, bln_type_name (src.t->type), bln_type_name (e->type));
           return FALSE;
         }
       if (!bln_gguf_writer_write (job->w, q, dst_row_bytes, error))
@@ -577,9 +724,10 @@ add_f32 (BlnGgufWriter *w, const char *arch, const char *key, double v, GError *
   return bln_gguf_writer_add_float32 (w, k, (float) v, error);
 }
 
+/* llama and qwen2: the architecture's hyper-parameters. */
 static gboolean
-write_metadata (BlnGgufWriter *w, BlnHfDir *hf, const char *arch, const char *name,
-                BlnType type, const Vocab *v, GError **error)
+write_hparams (BlnGgufWriter *w, BlnHfDir *hf, const char *arch, const Vocab *v,
+               GError **error)
 {
   JsonObject *c = bln_hfdir_config (hf);
   gint64 n_embd = bln_hf_config_get_int (c, "hidden_size", 0);
@@ -594,9 +742,6 @@ write_metadata (BlnGgufWriter *w, BlnHfDir *hf, const char *arch, const char *na
                    "config.json lacks hidden_size or num_attention_heads");
       return FALSE;
     }
-  TRY (bln_gguf_writer_add_string (w, "general.architecture", arch, error));
-  TRY (bln_gguf_writer_add_string (w, "general.type", "model", error));
-  TRY (bln_gguf_writer_add_string (w, "general.name", name, error));
   TRY (add_u32 (w, arch, "block_count", bln_hf_config_get_int (c, "num_hidden_layers", -1),
                 error));
   TRY (add_u32 (w, arch, "context_length",
@@ -637,6 +782,20 @@ write_metadata (BlnGgufWriter *w, BlnHfDir *hf, const char *arch, const char *na
           return FALSE;
         }
     }
+  return TRUE;
+}
+
+static gboolean
+write_metadata (BlnGgufWriter *w, BlnHfDir *hf, const char *arch, const char *name,
+                BlnType type, const Vocab *v, GError **error)
+{
+  TRY (bln_gguf_writer_add_string (w, "general.architecture", arch, error));
+  TRY (bln_gguf_writer_add_string (w, "general.type", "model", error));
+  TRY (bln_gguf_writer_add_string (w, "general.name", name, error));
+  if (g_str_equal (arch, "deepseek2"))
+    TRY (bln_convert_metadata_deepseek2 (w, hf, v->tokens->len, error));
+  else
+    TRY (write_hparams (w, hf, arch, v, error));
   TRY (bln_gguf_writer_add_uint32 (w, "general.file_type", file_type (type), error));
   if (type != BLN_TYPE_F32)
     TRY (bln_gguf_writer_add_uint32 (w, "general.quantization_version", 2, error));
@@ -670,7 +829,7 @@ static gboolean
 convert (const char *hf_dir, const char *part, BlnType type, Job *job, GError **error)
 {
   g_autoptr (BlnHfDir) hf = bln_hfdir_open (hf_dir, error);
-  g_autoptr (GPtrArray) entries = g_ptr_array_new_with_free_func (entry_free);
+  g_autoptr (GPtrArray) entries = g_ptr_array_new_with_free_func (bln_convert_entry_free);
   g_autofree char *name = NULL;
   Vocab v = { 0 };
   JsonObject *c;
@@ -682,11 +841,14 @@ convert (const char *hf_dir, const char *part, BlnType type, Job *job, GError **
     return FALSE;
   c = bln_hfdir_config (hf);
   arch = bln_hf_config_get_string (c, "model_type", "");
-  if (!g_str_equal (arch, "llama") && !g_str_equal (arch, "qwen2"))
+  if (g_str_equal (arch, "deepseek_v2") || g_str_equal (arch, "deepseek_v3"))
+    arch = "deepseek2";
+  if (!g_str_equal (arch, "llama") && !g_str_equal (arch, "qwen2")
+      && !g_str_equal (arch, "deepseek2"))
     {
       g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED,
-                   "converting “%s” models is not supported (llama and qwen2 are); "
-                   "load the folder directly instead", arch);
+                   "converting “%s” models is not supported (llama, qwen2, deepseek_v2 and "
+                   "deepseek_v3 are); load the folder directly instead", arch);
       return FALSE;
     }
   n_head = bln_hf_config_get_int (c, "num_attention_heads", 0);
@@ -694,20 +856,29 @@ convert (const char *hf_dir, const char *part, BlnType type, Job *job, GError **
   if (!load_vocab (hf, bln_hf_config_get_int (c, "vocab_size", 0), &v, error))
     goto out;
 
-  for (int64_t i = 0; i < bln_hfdir_n_tensors (hf); i++)
+  if (g_str_equal (arch, "deepseek2"))
+    {
+      if (!bln_convert_plan_deepseek2 (hf, entries, error))
+        goto out;
+      for (guint i = 0; i < entries->len; i++)
+        {
+          Entry *e = entries->pdata[i];
+          e->type = storage_type (type, e->n_dims, e->ne[0]);
+        }
+    }
+  for (int64_t i = 0; !g_str_equal (arch, "deepseek2") && i < bln_hfdir_n_tensors (hf); i++)
     {
       const char *hn = bln_hfdir_tensor_name (hf, i);
       const BlnTensor *t;
       Entry *e;
       int n_dims;
+      g_autofree char *gguf = NULL;
+      int block, order;
 
       if (g_str_has_suffix (hn, "rotary_emb.inv_freq"))
         continue;   /* recomputed from rope_theta */
-      e = g_new0 (Entry, 1);
-      e->hf = hn;
-      e->gguf = gguf_name (hn, &e->block, &e->order);
-      g_ptr_array_add (entries, e);
-      if (!e->gguf)
+      gguf = gguf_name (hn, &block, &order);
+      if (!gguf)
         {
           g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED,
                        "tensor “%s” has no GGUF name in a %s model", hn, arch);
@@ -715,7 +886,9 @@ convert (const char *hf_dir, const char *part, BlnType type, Job *job, GError **
         }
       if (!(t = bln_hfdir_get_tensor (hf, hn, error)))
         goto out;
-      n_dims = t->ne[3] > 1 ? 4 : t->ne[2] > 1 ? 3 : t->ne[1] > 1 ? 2 : 1;
+      n_dims = bln_convert_n_dims (t->ne);
+      e = bln_convert_entry_new (gguf, hn, n_dims, t->ne);
+      g_ptr_array_add (entries, e);
       e->type = storage_type (type, n_dims, t->ne[0]);
       if (g_str_equal (arch, "llama") && g_str_has_suffix (e->gguf, "attn_q.weight"))
         e->permute_heads = (int) n_head;
@@ -731,13 +904,8 @@ convert (const char *hf_dir, const char *part, BlnType type, Job *job, GError **
   for (guint i = 0; i < entries->len; i++)
     {
       const Entry *e = entries->pdata[i];
-      const BlnTensor *t = bln_hfdir_get_tensor (hf, e->hf, error);
-      int n_dims;
 
-      if (!t)
-        goto out;
-      n_dims = t->ne[3] > 1 ? 4 : t->ne[2] > 1 ? 3 : t->ne[1] > 1 ? 2 : 1;
-      if (!bln_gguf_writer_add_tensor (job->w, e->gguf, e->type, n_dims, t->ne, error))
+      if (!bln_gguf_writer_add_tensor (job->w, e->gguf, e->type, e->n_dims, e->ne, error))
         goto out;
     }
   for (guint i = 0; i < entries->len; i++)

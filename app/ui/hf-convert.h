@@ -11,10 +11,12 @@
  * multiple of 32 either); norms and biases stay F32.
  *
  * Architectures: "llama" (LlamaForCausalLM: DeepSeek-LLM, DeepSeek-Coder 1.x,
- * R1-Distill-Llama without llama3 rope scaling, SmolLM2) and "qwen2"
- * (R1-Distill-Qwen). DeepSeek-V2/V3 folders (MoE, MLA) are not converted:
- * load the folder itself. GLib and the engine only (no GTK); the work is
- * blocking, so run it on a worker thread.
+ * R1-Distill-Llama without llama3 rope scaling, SmolLM2), "qwen2"
+ * (R1-Distill-Qwen) and "deepseek2" (DeepSeek-V2, -V2-Lite, -V2.5, -V3, R1
+ * in BF16/F16/F32: MLA's kv_b split into attn_k_b / attn_v_b, experts
+ * stacked, yarn rope; FP8 checkpoints with weight_scale_inv tensors are
+ * refused). GLib and the engine only (no GTK); the work is blocking, so run
+ * it on a worker thread.
  */
 #pragma once
 

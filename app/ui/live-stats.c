@@ -7,6 +7,7 @@
 
 #include "baleen-config.h"
 #include "gpu-monitor.h"
+#include "window.h"
 
 struct _BlnLiveStats
 {
@@ -24,6 +25,16 @@ struct _BlnLiveStats
   BlnMetrics *last_metrics;     /* only compared, never dereferenced */
   BlnMetricsTotals last;
   gint64 last_time;             /* monotonic µs of the last sample, 0: none */
+
+  /* Caches: the clear button and the clear in flight */
+  GtkWidget *clear_button;      /* borrowed; in the widget tree */
+  GtkWidget *clear_result;      /* borrowed: a label saying what the last clear freed */
+  BlnEngineWorker *clear_worker;  /* only compared, never dereferenced */
+  guint64 clear_from;           /* the worker's cache_clears when asked */
+  guint64 clear_base;           /* and its cleared_blocks */
+  gint64 clear_deadline;        /* monotonic µs */
+  guint clear_poll;
+  guint n_clear_results;
 };
 
 G_DEFINE_FINAL_TYPE (BlnLiveStats, bln_live_stats, ADW_TYPE_PREFERENCES_GROUP)
@@ -148,6 +159,90 @@ sample_caches (BlnLiveStats *self, BlnEngineWorker *worker, const BlnEngineWorke
   adw_action_row_set_subtitle (self->row, usage);
 }
 
+/* Ends the clear in flight, showing @message under the button. */
+static void
+clear_finished (BlnLiveStats *self, const char *message)
+{
+  self->clear_poll = 0;
+  self->clear_worker = NULL;
+  gtk_widget_set_sensitive (self->clear_button, TRUE);
+  gtk_label_set_text (GTK_LABEL (self->clear_result), message);
+  gtk_widget_set_visible (self->clear_result, TRUE);
+  self->n_clear_results++;
+  bln_toast (GTK_WIDGET (self), message);
+}
+
+/* Watches the worker's statistics until the scheduler's thread has done the
+ * clear (before its next step, so within one step). */
+static gboolean
+clear_check (gpointer user_data)
+{
+  BlnLiveStats *self = user_data;
+  BlnEngineWorker *worker = bln_application_worker (self->app);
+  BlnEngineWorkerStats st;
+  g_autofree char *msg = NULL;
+  guint64 freed;
+
+  if (worker != self->clear_worker)
+    {
+      clear_finished (self, _("The model was unloaded before the cache was cleared."));
+      return G_SOURCE_REMOVE;
+    }
+  bln_engine_worker_get_stats (worker, &st);
+  if (st.cache_clears <= self->clear_from)
+    {
+      if (g_get_monotonic_time () < self->clear_deadline)
+        return G_SOURCE_CONTINUE;
+      clear_finished (self, _("The engine did not clear the cache in time; try again."));
+      return G_SOURCE_REMOVE;
+    }
+  freed = st.cleared_blocks - self->clear_base;
+  if (freed == 0)
+    msg = g_strdup (_("Nothing to clear: no cached prefix blocks."));
+  else
+    /* TRANSLATORS: blocks of the KV cache, each holding %d tokens. */
+    msg = g_strdup_printf (ngettext ("Cleared %d cached block (%d tokens each).",
+                                     "Cleared %d cached blocks (%d tokens each).",
+                                     (gulong) MIN (freed, G_MAXINT)),
+                           (int) MIN (freed, G_MAXINT), st.kv_block_size);
+  clear_finished (self, msg);
+  bln_live_stats_sample (self);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+clear_clicked (GtkButton *button, BlnLiveStats *self)
+{
+  BlnEngineWorker *worker = bln_application_worker (self->app);
+  BlnEngineWorkerStats st;
+  g_autoptr (GError) error = NULL;
+
+  if (self->clear_poll)
+    return;
+  if (!worker)
+    {
+      clear_finished (self, _("No model loaded: there is no cache to clear."));
+      return;
+    }
+  bln_engine_worker_get_stats (worker, &st);
+  if (!st.batching)
+    {
+      clear_finished (self, _("The GPU path keeps no prefix cache to clear."));
+      return;
+    }
+  if (!bln_engine_worker_request_clear_cache (worker, &error))
+    {
+      clear_finished (self, error->message);
+      return;
+    }
+  self->clear_worker = worker;
+  self->clear_from = st.cache_clears;
+  self->clear_base = st.cleared_blocks;
+  self->clear_deadline = g_get_monotonic_time () + 60 * G_USEC_PER_SEC;
+  gtk_widget_set_sensitive (self->clear_button, FALSE);
+  self->clear_poll = g_timeout_add (20, clear_check, self);
+}
+
 void
 bln_live_stats_sample (BlnLiveStats *self)
 {
@@ -186,6 +281,36 @@ bln_live_stats_get_plot (BlnLiveStats *self, const char *name)
   return plot (self, name);
 }
 
+GtkWidget *
+bln_live_stats_get_clear_button (BlnLiveStats *self)
+{
+  g_return_val_if_fail (BLN_IS_LIVE_STATS (self), NULL);
+  return self->clear_button;
+}
+
+const char *
+bln_live_stats_get_clear_result (BlnLiveStats *self)
+{
+  g_return_val_if_fail (BLN_IS_LIVE_STATS (self), NULL);
+  if (!self->clear_result || !gtk_widget_get_visible (self->clear_result))
+    return NULL;
+  return gtk_label_get_text (GTK_LABEL (self->clear_result));
+}
+
+guint
+bln_live_stats_n_clear_results (BlnLiveStats *self)
+{
+  g_return_val_if_fail (BLN_IS_LIVE_STATS (self), 0);
+  return self->n_clear_results;
+}
+
+gboolean
+bln_live_stats_is_clearing (BlnLiveStats *self)
+{
+  g_return_val_if_fail (BLN_IS_LIVE_STATS (self), FALSE);
+  return self->clear_poll != 0;
+}
+
 AdwActionRow *
 bln_live_stats_get_row (BlnLiveStats *self, const char *name)
 {
@@ -202,6 +327,7 @@ bln_live_stats_dispose (GObject *object)
   BlnLiveStats *self = BLN_LIVE_STATS (object);
 
   g_clear_handle_id (&self->timer, g_source_remove);
+  g_clear_handle_id (&self->clear_poll, g_source_remove);
   G_OBJECT_CLASS (bln_live_stats_parent_class)->dispose (object);
 }
 
@@ -293,8 +419,24 @@ bln_live_stats_new (BlnApplication *app, BlnLiveKind kind)
       add_plot (self, GTK_GRID (grid), 0, "kv-blocks", _("KV blocks in use"), "", 10, 0);
       add_plot (self, GTK_GRID (grid), 1, "prefix-hit-rate", _("Prefix cache hit rate"), "%",
                 100, 100);
+
+      /* Clear: frees the cached prefix blocks; running requests keep theirs. */
+      self->clear_button = gtk_button_new_with_mnemonic (_("_Clear Cache"));
+      gtk_widget_set_valign (self->clear_button, GTK_ALIGN_CENTER);
+      gtk_widget_set_tooltip_text (self->clear_button,
+                                   _("Forget the cached prompt prefixes; requests running now "
+                                     "keep their blocks"));
+      g_signal_connect (self->clear_button, "clicked", G_CALLBACK (clear_clicked), self);
+      adw_action_row_add_suffix (self->row, self->clear_button);
+      self->clear_result = gtk_label_new (NULL);
+      gtk_label_set_wrap (GTK_LABEL (self->clear_result), TRUE);
+      gtk_label_set_xalign (GTK_LABEL (self->clear_result), 0);
+      gtk_widget_add_css_class (self->clear_result, "dim-label");
+      gtk_widget_set_visible (self->clear_result, FALSE);
     }
   gtk_box_append (GTK_BOX (box), rows);
+  if (self->clear_result)
+    gtk_box_append (GTK_BOX (box), self->clear_result);
   gtk_box_append (GTK_BOX (box), grid);
   adw_preferences_group_add (ADW_PREFERENCES_GROUP (self), box);
   bln_live_stats_sample (self);

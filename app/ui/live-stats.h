@@ -43,6 +43,23 @@ guint bln_live_stats_n_samples (BlnLiveStats *self);
  * Borrowed. */
 BlnPlot *bln_live_stats_get_plot (BlnLiveStats *self, const char *name);
 
+/* bln_live_stats_get_clear_button: the Caches group's *Clear Cache* button
+ * (NULL on the Performance page). Clicking it asks the engine worker to drop
+ * every cached prefix block (bln_engine_worker_request_clear_cache()) without
+ * blocking the main loop; when the engine's statistics show the clear done,
+ * the group shows how many blocks it freed. Borrowed. */
+GtkWidget *bln_live_stats_get_clear_button (BlnLiveStats *self);
+
+/* bln_live_stats_get_clear_result: what the last clear reported (blocks
+ * freed, or why nothing was cleared), or NULL before the first. Borrowed. */
+const char *bln_live_stats_get_clear_result (BlnLiveStats *self);
+
+/* bln_live_stats_n_clear_results: how many clear results were shown. */
+guint bln_live_stats_n_clear_results (BlnLiveStats *self);
+
+/* bln_live_stats_is_clearing: TRUE while a clear is waiting for the engine. */
+gboolean bln_live_stats_is_clearing (BlnLiveStats *self);
+
 /* bln_live_stats_get_row: "device" (Performance: backend and device) or
  * "usage" (Caches: blocks in use, cached, free); NULL otherwise. Borrowed. */
 AdwActionRow *bln_live_stats_get_row (BlnLiveStats *self, const char *name);

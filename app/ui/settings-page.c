@@ -87,6 +87,39 @@ row_title (const BlnSettingSpec *spec)
   return _(spec->summary);
 }
 
+/* When a setting takes effect, or why it does nothing yet. A setting the
+ * engine cannot honour is shown but cannot be changed. */
+typedef struct {
+  const char *key;
+  gboolean available;
+  const char *note;
+} Note;
+
+static const Note notes[] = {
+  { "cache.kv_budget_mb", TRUE, N_("Applies when a model is next loaded.") },
+  { "cache.prefix", TRUE, N_("Applies when a model is next loaded.") },
+  { "cache.prefix_mb", TRUE, N_("Applies when a model is next loaded.") },
+  { "cache.kv_8bit", FALSE,
+    N_("Not available yet: the engine keeps the KV cache in 32-bit floats.") },
+  { "cache.sliding_window", FALSE,
+    N_("Not available yet: attention always covers the whole context.") },
+  { "cache.session_ttl_s", FALSE,
+    N_("Not available yet: the server keeps no cache per session; requests share prompt "
+       "prefixes through the prefix cache instead.") },
+  { "perf.threads", TRUE, N_("Applies to the next model loaded after this one is unloaded.") },
+  { "perf.context", TRUE, N_("Applies to the next model loaded after this one is unloaded.") },
+  { "perf.backend", TRUE, N_("Applies when a model is next loaded.") },
+};
+
+static const Note *
+find_note (const char *key)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (notes); i++)
+    if (g_str_equal (notes[i].key, key))
+      return &notes[i];
+  return NULL;
+}
+
 static void
 report (BlnSettingsPage *self, const GError *error)
 {
@@ -184,6 +217,9 @@ static GtkWidget *
 make_row (BlnSettingsPage *self, const BlnSettingSpec *spec)
 {
   const char *title = row_title (spec);
+  const Note *note = find_note (spec->key);
+  g_autofree char *summary = note ? g_strdup_printf ("%s — %s", _(spec->summary), _(note->note))
+                                  : g_strdup (_(spec->summary));
   GtkWidget *row;
   GtkWidget *editor;
 
@@ -194,7 +230,7 @@ make_row (BlnSettingsPage *self, const BlnSettingSpec *spec)
       adw_combo_row_set_model (ADW_COMBO_ROW (row),
                                G_LIST_MODEL (gtk_string_list_new ((const char *const *) choices)));
       adw_preferences_row_set_title (ADW_PREFERENCES_ROW (row), title);
-      adw_action_row_set_subtitle (ADW_ACTION_ROW (row), _(spec->summary));
+      adw_action_row_set_subtitle (ADW_ACTION_ROW (row), summary);
       g_object_set_data (G_OBJECT (row), "key", (gpointer) spec->key);
       g_signal_connect (row, "notify::selected", G_CALLBACK (combo_changed), self);
       editor = row;
@@ -206,14 +242,14 @@ make_row (BlnSettingsPage *self, const BlnSettingSpec *spec)
       adw_entry_row_set_show_apply_button (ADW_ENTRY_ROW (row), TRUE);
       g_object_set_data (G_OBJECT (row), "key", (gpointer) spec->key);
       g_signal_connect (row, "apply", G_CALLBACK (entry_applied), self);
-      gtk_widget_set_tooltip_text (row, _(spec->summary));
+      gtk_widget_set_tooltip_text (row, summary);
       editor = row;
     }
   else
     {
       row = adw_action_row_new ();
       adw_preferences_row_set_title (ADW_PREFERENCES_ROW (row), title);
-      adw_action_row_set_subtitle (ADW_ACTION_ROW (row), _(spec->summary));
+      adw_action_row_set_subtitle (ADW_ACTION_ROW (row), summary);
       if (spec->type == BLN_SETTING_BOOL)
         {
           editor = gtk_switch_new ();
@@ -233,9 +269,11 @@ make_row (BlnSettingsPage *self, const BlnSettingSpec *spec)
       g_object_set_data (G_OBJECT (editor), "key", (gpointer) spec->key);
       gtk_accessible_update_property (GTK_ACCESSIBLE (editor),
                                       GTK_ACCESSIBLE_PROPERTY_LABEL, title,
-                                      GTK_ACCESSIBLE_PROPERTY_DESCRIPTION, _(spec->summary), -1);
+                                      GTK_ACCESSIBLE_PROPERTY_DESCRIPTION, summary, -1);
       adw_action_row_add_suffix (ADW_ACTION_ROW (row), editor);
     }
+  if (note && !note->available)
+    gtk_widget_set_sensitive (editor, FALSE);
   g_hash_table_insert (self->editors, (gpointer) spec->key, editor);
   return row;
 }

@@ -33,7 +33,7 @@ static const BlnSettingSpec ui_specs[] = {
   { "cache.prefix", BLN_SETTING_BOOL, "true", 0, 0, NULL,
     N_("reuse the cached prefix of earlier prompts") },
   { "cache.prefix_mb", BLN_SETTING_INT, "512", 0, 1048576, NULL,
-    N_("memory for the prefix cache in MiB") },
+    N_("most memory cached prompt prefixes keep in the KV cache, in MiB (0: no limit)") },
   { "cache.sliding_window", BLN_SETTING_INT, "0", 0, 1048576, NULL,
     N_("sliding attention window in tokens (0: off)") },
   { "cache.session_ttl_s", BLN_SETTING_INT, "600", 0, 604800, NULL,

@@ -95,8 +95,9 @@ bln_window_new (BlnApplication *app)
   add_page (self, GTK_WIDGET (bln_chat_page_new (app)), "chat", _("Chat"),
             "chat-message-new-symbolic", GDK_KEY_3);
   caches = bln_settings_page_new (app, cache_keys,
-                                  _("These settings are stored for the engine; it does not "
-                                    "read them yet."), FALSE);
+                                  _("The CPU engine reads the KV cache budget and the prefix "
+                                    "cache settings when a model is loaded. Settings it cannot "
+                                    "honour yet are greyed out, with the reason."), FALSE);
   bln_settings_page_add_group (caches,
                                ADW_PREFERENCES_GROUP (bln_live_stats_new (app, BLN_LIVE_CACHES)),
                                TRUE);

@@ -688,10 +688,20 @@ moe (BlnCudaCtx *c, const Ds2Layer *L, float *x, int n, int fl, GError **error)
     return FALSE;
   /* the shared experts round their own activations: after the routed
    * gate / up products have used h's */
-  if ((L->wd != NULL && !swiglu (c, L, x, n, fl, error))
-      || !KCHECK (bln_kernels_silu_mul (d->egu, 2 * ffe, d->egu + ffe, 2 * ffe, d->eact, ns, ffe,
-                                        c->stream), error)
-      || !mv_sel (c, L->exp_d, E, d->eact, ns, d->eid, NULL, ns, d->ey, 0, 0, error))
+  if (L->wd != NULL && !swiglu (c, L, x, n, fl, error))
+    return FALSE;
+  if (ns <= BLN_KERNELS_MATVEC_MAX_TOK && ffe % 32 == 0)
+    {
+      /* one token: the SwiGLU also rounds the routed activations */
+      if (!KCHECK (bln_kernels_silu_mul_quant (d->egu, 2 * ffe, d->egu + ffe, 2 * ffe, d->eact,
+                                               ns, ffe, c->stream), error)
+          || !mv_sel (c, L->exp_d, E, d->eact, ns, d->eid, NULL, ns, d->ey, 0,
+                      BLN_KERNELS_MATVEC_XQ_READY, error))
+        return FALSE;
+    }
+  else if (!KCHECK (bln_kernels_silu_mul (d->egu, 2 * ffe, d->egu + ffe, 2 * ffe, d->eact, ns,
+                                          ffe, c->stream), error)
+           || !mv_sel (c, L->exp_d, E, d->eact, ns, d->eid, NULL, ns, d->ey, 0, 0, error))
     return FALSE;
   return KCHECK (bln_moe_combine (x, hp->n_embd, n, K, d->ey, hp->n_embd, NULL, d->ew,
                                   c->stream),

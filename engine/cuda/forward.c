@@ -637,6 +637,12 @@ bln_cuda_ctx_new (BlnModel *model, int n_ctx, const BlnContextOptions *opts, GEr
   CARVE (probs, void *);
   CARVE (part, void *);
 #undef CARVE
+  /* the decode attention's split counters start at 0 (see ops.h) */
+  if (c->sp.part > 0 && !BLN_CUDA_CHECK (cudaMemset (c->part, 0, c->sp.part), error))
+    {
+      bln_cuda_ctx_free (c);
+      return NULL;
+    }
   if (model->hp.arch == BLN_ARCH_DEEPSEEK2 && !bln_cuda_ds2_ctx_init (c, error))
     {
       bln_cuda_ctx_free (c);

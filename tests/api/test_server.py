@@ -385,6 +385,35 @@ def test_cors(exe, golden):
             tap_ok(srv.stop() == 0, "--db server exits 0")
 
 
+def test_prefix_cache(exe, golden):
+    """--no-prefix-cache: a repeated prompt reuses nothing (usage's cached_tokens,
+    the KV metrics); without it the same repeat does."""
+    model = os.path.join(golden, "models", "llama", "model.gguf")
+    content = ("Tell me, in a few words, why whales and krill share the cold southern ocean, "
+               "and what each of them eats through the long winter.")
+    for flags, reuse in (([], True), (["--no-prefix-cache"], False)):
+        srv = Server(exe, "--model", model, *flags)
+        try:
+            cached = []
+            for _ in range(2):
+                st, _, body = chat(srv.url, "any", content, max_tokens=3)
+                usage = json.loads(body)["usage"] if st == 200 else {}
+                cached.append(usage.get("prompt_tokens_details", {}).get("cached_tokens"))
+            _, _, fams = metrics(srv.url)
+            blocks_cached = sample(fams, "baleen_kv_blocks_cached")
+            hit = sample(fams, "baleen_kv_prefix_hit_ratio")
+            if reuse:
+                tap_ok(cached[0] == 0 and cached[1] and cached[1] > 0 and blocks_cached > 0,
+                       "prefix cache on: the repeated prompt reuses cached blocks",
+                       (cached, blocks_cached))
+            else:
+                tap_ok(cached == [0, 0] and blocks_cached == 0 and hit == 0,
+                       "--no-prefix-cache: nothing reused, nothing kept, hit ratio 0",
+                       (cached, blocks_cached, hit))
+        finally:
+            srv.stop()
+
+
 def main():
     for mod in ("openai", "prometheus_client"):
         try:
@@ -396,7 +425,8 @@ def main():
     exe = sys.argv[1]
     golden = os.environ.get("BALEEN_GOLDEN_DIR",
                             os.path.join(os.path.dirname(__file__), "..", "golden"))
-    for t in (test_guard, test_metadata, test_library, test_sigterm, test_cors):
+    for t in (test_guard, test_metadata, test_library, test_sigterm, test_cors,
+              test_prefix_cache):
         try:
             t(exe, golden)
         except Exception as e:  # a crash is a failure, not a stop

@@ -11,6 +11,12 @@ with the gguf Python package, the reference reader and quantiser.
       writes a one-layer llama HF folder with rows of 256 values (so k-quants
       apply) and random F32 weights, taking the tokenizer files from
       TOKENIZER_DIR.
+  check_hf_gguf.py make-fused DIR SRC_DIR
+      writes a copy of the DeepSeek HF folder SRC_DIR with each MoE layer's
+      experts fused the way transformers 5 saves them: one
+      mlp.experts.gate_up_proj [experts, 2 x ff, hidden] (each expert's gate
+      rows, then its up rows) and one mlp.experts.down_proj [experts, hidden,
+      ff].
   check_hf_gguf.py wide OUT.gguf DIR TYPE
       OUT's tensors, dequantised by gguf.quants.dequantize(), must match DIR's
       safetensors (query/key rows in GGUF's rotary order) within TYPE's
@@ -159,6 +165,30 @@ def make_wide(folder, tok_dir):
     print(f"ok: wrote {folder}")
 
 
+def make_fused(folder, src_dir):
+    import re
+    os.makedirs(folder, exist_ok=True)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(os.path.join(src_dir, name), folder)
+    src = load_file(os.path.join(src_dir, "model.safetensors"))
+    out, experts = {}, {}
+    pat = re.compile(r"model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight$")
+    for name, t in src.items():
+        m = pat.match(name)
+        if m:
+            experts.setdefault(int(m.group(1)), {}).setdefault(m.group(3), {})[int(m.group(2))] = t
+        else:
+            out[name] = t
+    for layer, projs in experts.items():
+        n = len(projs["gate"])
+        gate_up = [np.concatenate([projs["gate"][e], projs["up"][e]], axis=0) for e in range(n)]
+        out[f"model.layers.{layer}.mlp.experts.gate_up_proj"] = np.stack(gate_up)
+        out[f"model.layers.{layer}.mlp.experts.down_proj"] = np.stack(
+            [projs["down"][e] for e in range(n)])
+    save_file(out, os.path.join(folder, "model.safetensors"))
+    print(f"ok: wrote {folder} with {len(experts)} fused expert layers")
+
+
 HF_OF = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
          "output.weight": "lm_head.weight", "attn_norm": "input_layernorm",
          "ffn_norm": "post_attention_layernorm", "attn_q": "self_attn.q_proj",
@@ -221,6 +251,8 @@ if __name__ == "__main__":
         compare(*sys.argv[2:6])
     elif cmd == "make-wide":
         make_wide(*sys.argv[2:4])
+    elif cmd == "make-fused":
+        make_fused(*sys.argv[2:4])
     elif cmd == "wide":
         wide(*sys.argv[2:5])
     else:

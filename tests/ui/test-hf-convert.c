@@ -3,8 +3,12 @@
  * llama, llama-tied and qwen2 folders of tests/golden converted to the
  * target types are compared with their model.gguf (written in llama.cpp's
  * converter layout) quantised by gguf.quants; a wider generated folder checks the
- * k-quants within their error; the results load in the engine; cancelling and
- * unsupported folders leave no file. */
+ * k-quants within their error; the results load in the engine; the tiny
+ * DeepSeek-V2-Lite and V3 folders convert to their model.gguf layout and
+ * give the same logits as the folders; cancelling and unsupported folders
+ * leave no file. */
+#include <math.h>
+#include <unistd.h>
 #include <glib/gstdio.h>
 
 #include "bln-error.h"
@@ -91,6 +95,112 @@ convert_and_compare (const char *model, const char *type_name)
   g_unlink (out);
 }
 
+/* The logits of every position of @ids under @m (n × n_vocab, caller frees). */
+static float *
+all_logits (BlnModel *m, const int32_t *ids, int n)
+{
+  g_autoptr (GError) error = NULL;
+  BlnPool *pool = bln_pool_new (1, &error);
+  BlnContext *ctx;
+  float *out = g_new (float, (gsize) n * bln_model_hparams (m)->n_vocab);
+
+  g_assert_no_error (error);
+  ctx = bln_context_new (m, n + 1, pool, &error);
+  g_assert_no_error (error);
+  g_assert_true (bln_context_eval (ctx, ids, n, out, TRUE, &error));
+  g_assert_no_error (error);
+  bln_context_free (ctx);
+  bln_pool_free (pool);
+  return out;
+}
+
+/* DeepSeek-V2 (Lite) and V3 folders: converted to the types whose rows differ
+ * in kind here (48-wide rows fall back to f16, 32- and 96-wide ones take
+ * q8_0), each compared with the reference model.gguf by the gguf package;
+ * then the f32 conversion must give the engine the same logits as the folder
+ * itself, at every position of a prompt. */
+static void
+test_deepseek2 (gconstpointer data)
+{
+  static const char *types[] = { "f32", "bf16", "q8_0", NULL };
+  g_autofree char *dir = g_build_filename (golden, "models", data, NULL);
+  g_autofree char *out = g_strdup_printf ("%s/%s-f32-logits.gguf", tmp, (const char *) data);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (BlnModel) src = NULL;
+  g_autoptr (BlnModel) conv = NULL;
+  g_autofree float *a = NULL;
+  g_autofree float *b = NULL;
+  int32_t ids[24];
+  int n = G_N_ELEMENTS (ids), n_vocab;
+  double worst = 0, scale = 0;
+
+  for (guint i = 0; types[i]; i++)
+    convert_and_compare (data, types[i]);
+
+  g_assert_true (bln_hf_convert (dir, out, BLN_TYPE_F32, NULL, NULL, NULL, &error));
+  g_assert_no_error (error);
+  src = bln_model_load (dir, &error);
+  g_assert_no_error (error);
+  conv = bln_model_load (out, &error);
+  g_assert_no_error (error);
+  n_vocab = bln_model_hparams (src)->n_vocab;
+  g_assert_cmpint (bln_model_hparams (conv)->n_vocab, ==, n_vocab);
+  for (int i = 0; i < n; i++)
+    ids[i] = (int32_t) (3 + (i * 37) % (n_vocab - 3));
+  a = all_logits (src, ids, n);
+  b = all_logits (conv, ids, n);
+  for (gsize i = 0; i < (gsize) n * n_vocab; i++)
+    {
+      worst = MAX (worst, fabs (a[i] - b[i]));
+      scale = MAX (scale, fabs (a[i]));
+    }
+  g_test_message ("%s: largest logit difference %.3g (largest |logit| %.3g)",
+                  (const char *) data, worst, scale);
+  g_assert_cmpfloat (scale, >, 0);
+  g_assert_cmpfloat (worst, <=, 1e-5 * scale);
+  g_unlink (out);
+}
+
+/* transformers 5 saves a layer's experts fused (gate_up_proj, down_proj):
+ * such a copy of the V3 folder converts to the same file as the original,
+ * and the engine reads the folder itself to the same logits. */
+static void
+test_deepseek2_fused (void)
+{
+  g_autofree char *src_dir = g_build_filename (golden, "models", "deepseek2-v3", NULL);
+  g_autofree char *dir = g_build_filename (tmp, "deepseek2-v3-fused", NULL);
+  g_autofree char *out = g_build_filename (tmp, "fused-f32.gguf", NULL);
+  g_autofree char *ref = g_build_filename (src_dir, "model.gguf", NULL);
+  const char *make[] = { "make-fused", dir, src_dir, NULL };
+  const char *cmp[] = { "compare", out, ref, "f32", "deepseek2-v3-fused", NULL };
+  g_autoptr (GError) error = NULL;
+  g_autoptr (BlnModel) a = NULL;
+  g_autoptr (BlnModel) b = NULL;
+  g_autofree float *la = NULL;
+  g_autofree float *lb = NULL;
+  int32_t ids[16];
+  int n_vocab;
+
+  if (!check (make))
+    return;
+  g_assert_true (bln_hf_convert (dir, out, BLN_TYPE_F32, NULL, NULL, NULL, &error));
+  g_assert_no_error (error);
+  if (!check (cmp))
+    return;
+  a = bln_model_load (dir, &error);
+  g_assert_no_error (error);
+  b = bln_model_load (out, &error);
+  g_assert_no_error (error);
+  n_vocab = bln_model_hparams (a)->n_vocab;
+  for (guint i = 0; i < G_N_ELEMENTS (ids); i++)
+    ids[i] = (int32_t) (5 + (i * 53) % (n_vocab - 5));
+  la = all_logits (a, ids, G_N_ELEMENTS (ids));
+  lb = all_logits (b, ids, G_N_ELEMENTS (ids));
+  for (gsize i = 0; i < G_N_ELEMENTS (ids) * (gsize) n_vocab; i++)
+    g_assert_cmpfloat (fabs (la[i] - lb[i]), <=, 1e-5 * MAX (1.0, fabs (la[i])));
+  g_unlink (out);
+}
+
 /* Every type for llama; for the others the types whose rows differ in kind
  * (qwen2's 48-wide rows fall back to f16 for every quantised type). */
 static void
@@ -136,7 +246,8 @@ static void
 test_cancel_and_refuse (void)
 {
   g_autofree char *llama = g_build_filename (golden, "models", "llama", NULL);
-  g_autofree char *ds = g_build_filename (golden, "models", "deepseek2-v3", NULL);
+  g_autofree char *other = g_build_filename (tmp, "gemma-like", NULL);
+  static const char *files[] = { "model.safetensors", "tokenizer.json", "tokenizer_config.json" };
   g_autofree char *out = g_build_filename (tmp, "no.gguf", NULL);
   g_autofree char *part = g_strconcat (out, ".part", NULL);
   g_autoptr (GCancellable) cancellable = g_cancellable_new ();
@@ -151,7 +262,28 @@ test_cancel_and_refuse (void)
   g_assert_false (g_file_test (part, G_FILE_TEST_EXISTS));
   g_clear_error (&error);
 
-  g_assert_false (bln_hf_convert (ds, out, BLN_TYPE_Q8_0, NULL, NULL, NULL, &error));
+  /* an architecture it does not convert: the llama folder relabelled */
+  g_assert_cmpint (g_mkdir_with_parents (other, 0755), ==, 0);
+  for (guint i = 0; i < G_N_ELEMENTS (files); i++)
+    {
+      g_autofree char *rel = g_build_filename (llama, files[i], NULL);
+      g_autofree char *from = g_canonicalize_filename (rel, NULL);
+      g_autofree char *to = g_build_filename (other, files[i], NULL);
+      g_assert_cmpint (symlink (from, to), ==, 0);
+    }
+  {
+    g_autofree char *cfg_path = g_build_filename (llama, "config.json", NULL);
+    g_autofree char *cfg = NULL;
+    g_autofree char *to = g_build_filename (other, "config.json", NULL);
+    g_auto (GStrv) parts = NULL;
+    g_autofree char *relabelled = NULL;
+
+    g_assert_true (g_file_get_contents (cfg_path, &cfg, NULL, NULL));
+    parts = g_strsplit (cfg, "\"llama\"", -1);
+    relabelled = g_strjoinv ("\"gemma2\"", parts);
+    g_assert_true (g_file_set_contents (to, relabelled, -1, NULL));
+  }
+  g_assert_false (bln_hf_convert (other, out, BLN_TYPE_Q8_0, NULL, NULL, NULL, &error));
   g_assert_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED);
   g_assert_false (g_file_test (part, G_FILE_TEST_EXISTS));
   g_clear_error (&error);
@@ -196,6 +328,10 @@ main (int argc, char **argv)
   g_test_add_data_func ("/Baleen/HfConvert/llama", "llama", test_types);
   g_test_add_data_func ("/Baleen/HfConvert/qwen2", "qwen2", test_types);
   g_test_add_data_func ("/Baleen/HfConvert/llama-tied", "llama-tied", test_types);
+  g_test_add_data_func ("/Baleen/HfConvert/deepseek2-v2lite", "deepseek2-v2lite",
+                        test_deepseek2);
+  g_test_add_data_func ("/Baleen/HfConvert/deepseek2-v3", "deepseek2-v3", test_deepseek2);
+  g_test_add_func ("/Baleen/HfConvert/deepseek2-fused-experts", test_deepseek2_fused);
   g_test_add_func ("/Baleen/HfConvert/wide-k-quants", test_wide_kquants);
   g_test_add_func ("/Baleen/HfConvert/cancel-and-refuse", test_cancel_and_refuse);
   rc = g_test_run ();

@@ -20,6 +20,7 @@
 #include "audit-view.h"
 #include "bln-error.h"
 #include "chat-page.h"
+#include "kv-cache.h"
 #include "live-stats.h"
 #include "models-page.h"
 #include "rules-editor.h"
@@ -129,9 +130,10 @@ test_settings_persist (void)
   BlnSettingsPage *safety = BLN_SETTINGS_PAGE (bln_window_get_page (window, "safety"));
   GtkWidget *port = bln_server_page_get_widget (server, "port");
   GtkWidget *kv8 = bln_settings_page_get_editor (caches, "cache.kv_8bit");
+  GtkWidget *prefix = bln_settings_page_get_editor (caches, "cache.prefix");
   GtkWidget *rpm = bln_settings_page_get_editor (safety, "ratelimit.key_rpm");
   g_autofree char *v_port = NULL;
-  g_autofree char *v_kv8 = NULL;
+  g_autofree char *v_prefix = NULL;
   g_autofree char *v_rpm = NULL;
   g_autofree char *path = g_build_filename (data_home, "baleen", "baleen.db", NULL);
   g_autoptr (BlnDb) db = NULL;
@@ -141,20 +143,27 @@ test_settings_persist (void)
 
   g_assert_true (GTK_IS_SPIN_BUTTON (port));
   g_assert_true (GTK_IS_SWITCH (kv8));
+  g_assert_true (GTK_IS_SWITCH (prefix));
   g_assert_true (GTK_IS_SPIN_BUTTON (rpm));
-  g_assert_false (gtk_switch_get_active (GTK_SWITCH (kv8)));
+  /* What the engine cannot do yet is shown, greyed out */
+  g_assert_false (gtk_widget_get_sensitive (kv8));
+  g_assert_false (gtk_widget_get_sensitive (
+                    bln_settings_page_get_editor (caches, "cache.sliding_window")));
+  g_assert_false (gtk_widget_get_sensitive (
+                    bln_settings_page_get_editor (caches, "cache.session_ttl_s")));
+  g_assert_true (gtk_switch_get_active (GTK_SWITCH (prefix)));
 
   gtk_spin_button_set_value (GTK_SPIN_BUTTON (port), 18123);
   bln_window_show_page (window, "caches");   /* toggles animate only when mapped */
-  g_assert_true (toggle (kv8, TRUE));
+  g_assert_true (toggle (prefix, FALSE));
   gtk_spin_button_set_value (GTK_SPIN_BUTTON (rpm), 42);
 
   /* In the file, with plain SQL. */
   v_port = sql_value ("server.port");
-  v_kv8 = sql_value ("cache.kv_8bit");
+  v_prefix = sql_value ("cache.prefix");
   v_rpm = sql_value ("ratelimit.key_rpm");
   g_assert_cmpstr (v_port, ==, "18123");
-  g_assert_cmpstr (v_kv8, ==, "true");
+  g_assert_cmpstr (v_prefix, ==, "false");
   g_assert_cmpstr (v_rpm, ==, "42");
 
   /* As a restarted app reads them. */
@@ -165,8 +174,13 @@ test_settings_persist (void)
   ui = bln_ui_settings_new (db, core, &error);
   g_assert_no_error (error);
   g_assert_cmpint (bln_ui_settings_get_int (ui, "server.port"), ==, 18123);
-  g_assert_true (bln_ui_settings_get_bool (ui, "cache.kv_8bit"));
+  g_assert_false (bln_ui_settings_get_bool (ui, "cache.prefix"));
   g_assert_cmpint (bln_settings_get_int (core, "ratelimit.key_rpm"), ==, 42);
+  /* back on for the cases that follow (the live-stats case needs prefix hits) */
+  g_assert_true (toggle (prefix, TRUE));
+  g_free (v_prefix);
+  v_prefix = sql_value ("cache.prefix");
+  g_assert_cmpstr (v_prefix, ==, "true");
 
   /* A value out of range is refused and not stored. */
   g_assert_false (bln_ui_settings_set_text (bln_application_settings (app), "server.port",
@@ -802,6 +816,219 @@ test_live_stats (void)
                             total));
 }
 
+/* POSTs a greedy chat request with @content to the app's server and returns
+ * the prompt tokens the server says came from the prefix cache
+ * (usage.prompt_tokens_details.cached_tokens). */
+static gint64
+chat_cached_tokens (const char *content)
+{
+  g_autoptr (SoupSession) session = soup_session_new ();
+  g_autoptr (SoupMessage) msg = NULL;
+  g_autoptr (GBytes) body = NULL;
+  g_autoptr (JsonParser) parser = json_parser_new ();
+  g_autoptr (GError) error = NULL;
+  g_autofree char *url = NULL;
+  g_autofree char *req = NULL;
+  JsonObject *usage;
+
+  g_assert_nonnull (bln_application_server_url (app));
+  url = g_strconcat (bln_application_server_url (app), "v1/chat/completions", NULL);
+  req = g_strdup_printf ("{\"model\":\"%s\",\"temperature\":0,\"max_tokens\":4,"
+                         "\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}]}",
+                         bln_application_loaded_id (app), content);
+  msg = soup_message_new ("POST", url);
+  soup_message_set_request_body_from_bytes (msg, "application/json",
+                                            g_bytes_new_static (req, strlen (req)));
+  body = fetch (session, msg, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (soup_message_get_status (msg), ==, 200);
+  g_assert_true (json_parser_load_from_data (parser, g_bytes_get_data (body, NULL),
+                                             g_bytes_get_size (body), &error));
+  usage = json_object_get_object_member (json_node_get_object (json_parser_get_root (parser)),
+                                         "usage");
+  g_assert_cmpint (json_object_get_int_member (usage, "prompt_tokens"), >, 32);
+  return json_object_get_int_member (json_object_get_object_member (usage,
+                                                                    "prompt_tokens_details"),
+                                     "cached_tokens");
+}
+
+static gboolean
+clear_reported (gpointer data)
+{
+  return bln_live_stats_n_clear_results (data) >
+         GPOINTER_TO_UINT (g_object_get_data (G_OBJECT (data), "before"));
+}
+
+/* Presses *Clear Cache* and returns what the page then says. */
+static const char *
+click_clear (BlnLiveStats *caches)
+{
+  GtkWidget *button = bln_live_stats_get_clear_button (caches);
+
+  g_assert_nonnull (button);
+  g_assert_true (gtk_widget_get_sensitive (button));
+  g_object_set_data (G_OBJECT (caches), "before",
+                     GUINT_TO_POINTER (bln_live_stats_n_clear_results (caches)));
+  gtk_widget_activate (button);
+  g_assert_true (wait_until (clear_reported, caches, 30));
+  g_assert_false (bln_live_stats_is_clearing (caches));
+  g_assert_nonnull (bln_live_stats_get_clear_result (caches));
+  return bln_live_stats_get_clear_result (caches);
+}
+
+static const char *long_prompt =
+  "Tell me, in a few words, why whales and krill share the cold southern ocean, "
+  "and what each of them eats through the long winter.";
+
+/* The Caches page's Clear Cache button: the cached prefix blocks of the
+ * running engine are freed (the page says how many, the engine's statistics
+ * and the server's /metrics agree), and the next identical request finds no
+ * prefix until it is cached again. */
+static void
+test_clear_cache (void)
+{
+  BlnLiveStats *caches = BLN_LIVE_STATS (find_widget (bln_window_get_page (window, "caches"),
+                                                      BLN_TYPE_LIVE_STATS));
+  BlnEngineWorkerStats st;
+  g_autoptr (SoupSession) session = soup_session_new ();
+  g_autoptr (SoupMessage) msg = NULL;
+  g_autoptr (GBytes) body = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *url = NULL;
+  g_autofree char *text = NULL;
+  g_autofree char *want = NULL;
+  int cached_blocks;
+
+  bln_window_show_page (window, "caches");
+  g_assert_nonnull (bln_application_worker (app));
+  if (!bln_application_server_url (app))
+    g_assert_true (bln_application_start_server (app, &error));
+  chat_cached_tokens (long_prompt);
+  g_assert_cmpint (chat_cached_tokens (long_prompt), >, 0);
+  bln_engine_worker_get_stats (bln_application_worker (app), &st);
+  cached_blocks = st.kv_blocks_cached;
+  g_assert_cmpint (cached_blocks, >, 0);
+
+  want = g_strdup_printf ("Cleared %d cached block%s (%d tokens each).", cached_blocks,
+                          cached_blocks == 1 ? "" : "s", st.kv_block_size);
+  g_assert_cmpstr (click_clear (caches), ==, want);
+  bln_engine_worker_get_stats (bln_application_worker (app), &st);
+  g_assert_cmpint (st.kv_blocks_cached, ==, 0);
+  g_assert_cmpint (st.kv_blocks_used, ==, 0);
+  g_assert_true (gtk_widget_get_sensitive (bln_live_stats_get_clear_button (caches)));
+  url = g_strconcat (bln_application_server_url (app), "metrics", NULL);
+  msg = soup_message_new ("GET", url);
+  body = fetch (session, msg, &error);
+  g_assert_no_error (error);
+  text = g_strndup (g_bytes_get_data (body, NULL), g_bytes_get_size (body));
+  g_assert_cmpfloat (prometheus_value (text, "baleen_kv_blocks_cached"), ==, 0);
+
+  /* nothing left: a second press says so */
+  g_assert_cmpstr (click_clear (caches), ==, "Nothing to clear: no cached prefix blocks.");
+  /* the same request again computes its whole prompt, then is cached again */
+  g_assert_cmpint (chat_cached_tokens (long_prompt), ==, 0);
+  g_assert_cmpint (chat_cached_tokens (long_prompt), >, 0);
+}
+
+static gboolean
+server_up (gpointer data)
+{
+  return bln_application_server_url (app) != NULL;
+}
+
+static gboolean
+model_unloaded (gpointer data)
+{
+  return bln_application_loaded_id (app) == NULL && bln_application_worker (app) == NULL;
+}
+
+static gboolean
+model_loaded (gpointer data)
+{
+  return g_strcmp0 (bln_application_loaded_id (app), data) == 0 && !bln_application_busy (app)
+         && bln_application_worker (app) != NULL;
+}
+
+static gboolean
+load_button_says (gpointer data)
+{
+  BlnModelsPage *page = BLN_MODELS_PAGE (bln_window_get_page (window, "models"));
+  GtkWidget *b = bln_models_page_get_button (page, model_id, "load");
+
+  return b && g_strcmp0 (gtk_button_get_label (GTK_BUTTON (b)), data) == 0;
+}
+
+/* Unloads and loads the model again with the Models page's button. */
+static void
+reload_model (void)
+{
+  BlnModelsPage *page = BLN_MODELS_PAGE (bln_window_get_page (window, "models"));
+
+  /* "clicked" at once: an activated button emits it a moment later, and the
+   * rows may be rebuilt meanwhile (the old host is retired asynchronously) */
+  bln_window_show_page (window, "models");
+  g_assert_true (wait_until (load_button_says, (gpointer) "Unload", 10));
+  g_signal_emit_by_name (bln_models_page_get_button (page, model_id, "load"), "clicked");
+  g_assert_true (wait_until (model_unloaded, NULL, 30));
+  g_assert_true (wait_until (load_button_says, (gpointer) "Load", 10));
+  g_signal_emit_by_name (bln_models_page_get_button (page, model_id, "load"), "clicked");
+  g_assert_true (wait_until (model_loaded, model_id, 60));
+  g_assert_true (wait_until (server_up, NULL, 30));
+}
+
+/* The Caches page's KV budget and prefix cache switch, set through their
+ * widgets, are in SQLite and reach the engine at the next load: the pool
+ * has as many blocks as the budget holds, and with the prefix cache off a
+ * repeated prompt finds nothing and nothing stays cached. */
+static void
+test_cache_settings_apply (void)
+{
+  BlnSettingsPage *page = BLN_SETTINGS_PAGE (bln_window_get_page (window, "caches"));
+  BlnLiveStats *caches = BLN_LIVE_STATS (find_widget (GTK_WIDGET (page), BLN_TYPE_LIVE_STATS));
+  GtkWidget *budget = bln_settings_page_get_editor (page, "cache.kv_budget_mb");
+  GtkWidget *prefix = bln_settings_page_get_editor (page, "cache.prefix");
+  BlnEngineWorker *worker;
+  BlnEngineWorkerStats st;
+  g_autofree char *v_budget = NULL;
+  g_autofree char *v_prefix = NULL;
+  size_t block_bytes;
+
+  bln_window_show_page (window, "caches");
+  gtk_spin_button_set_value (GTK_SPIN_BUTTON (budget), 3);
+  g_assert_true (toggle (prefix, FALSE));
+  v_budget = sql_value ("cache.kv_budget_mb");
+  v_prefix = sql_value ("cache.prefix");
+  g_assert_cmpstr (v_budget, ==, "3");
+  g_assert_cmpstr (v_prefix, ==, "false");
+
+  reload_model ();
+  worker = bln_application_worker (app);
+  bln_engine_worker_get_stats (worker, &st);
+  g_assert_true (st.batching);
+  block_bytes = bln_kv_cache_block_bytes_for (bln_engine_worker_model (worker),
+                                              st.kv_block_size);
+  /* the budget holds floor (3 MiB / block) blocks */
+  g_assert_cmpint (st.kv_blocks_total, ==, (int) ((3u << 20) / block_bytes));
+  g_assert_cmpuint (st.kv_bytes, <=, 3u << 20);
+  g_assert_cmpint (chat_cached_tokens (long_prompt), ==, 0);
+  g_assert_cmpint (chat_cached_tokens (long_prompt), ==, 0);
+  bln_engine_worker_get_stats (worker, &st);
+  g_assert_cmpuint (st.prefix_lookup_tokens, ==, 0);
+  g_assert_cmpint (st.kv_blocks_cached, ==, 0);
+  bln_window_show_page (window, "caches");
+  g_assert_cmpstr (click_clear (caches), ==, "Nothing to clear: no cached prefix blocks.");
+
+  /* back to the defaults: a pool sized from the context, prefixes reused */
+  gtk_spin_button_set_value (GTK_SPIN_BUTTON (budget), 0);
+  g_assert_true (toggle (prefix, TRUE));
+  reload_model ();
+  worker = bln_application_worker (app);
+  bln_engine_worker_get_stats (worker, &st);
+  g_assert_cmpint (st.kv_blocks_total, >, (int) ((3u << 20) / block_bytes));
+  chat_cached_tokens (long_prompt);
+  g_assert_cmpint (chat_cached_tokens (long_prompt), >, 0);
+}
+
 static gboolean
 page_idle (gpointer data)
 {
@@ -1016,6 +1243,8 @@ main (int argc, char **argv)
   g_test_add_func ("/Baleen/UI/server-start-stop", test_server);
   g_test_add_func ("/Baleen/UI/chat-streams", test_chat);
   g_test_add_func ("/Baleen/UI/live-stats", test_live_stats);
+  g_test_add_func ("/Baleen/UI/clear-cache", test_clear_cache);
+  g_test_add_func ("/Baleen/UI/cache-settings-apply", test_cache_settings_apply);
   g_test_add_func ("/Baleen/UI/safety-rules", test_rules);
   g_test_add_func ("/Baleen/UI/safety-rule-enforced", test_rule_enforced);
   g_test_add_func ("/Baleen/UI/safety-audit", test_audit);

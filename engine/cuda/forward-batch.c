@@ -1,0 +1,582 @@
+/* cuda/forward-batch.c — batched steps over the paged device pool (see
+ * forward-batch.h). The projections, norms and SwiGLU are forward.c's
+ * (forward-private.h); what differs from a single context is where K and V
+ * go and come from: kernels/paged.h, per token position and block table.
+ */
+#include <string.h>
+#include <cublas_v2.h>
+
+#include "bln-error.h"
+#include "cpu/cpu.h"
+#include "cuda.h"
+#include "forward-batch.h"
+#include "forward-private.h"
+#include "kernels.h"
+#include "ops.h"
+#include "paged.h"
+
+/* The workspace is a CUDA context of this many positions: the scratch is
+ * sized for chunks of up to this many tokens (fewer when memory is short,
+ * see bln_cuda_plan). Its own KV cache is never used. */
+#define WORKSPACE_CTX 512
+/* Rows of logits per output projection (c->logits holds this many). */
+#define LOGIT_ROWS BLN_CUDA_MATVEC_MAX_TOK
+
+struct _BlnCudaBatch {
+  BlnModel *model;
+  BlnCudaCtx *c;            /* workspace: stream, cuBLAS, scratch, pinned host rows */
+  BlnCudaBuffer *pool;      /* K rows, then V rows */
+  void *k_pool, *v_pool;
+  int n_blocks, block_size;
+  int kv_f16;
+  size_t elem;
+  BlnCudaBuffer *meta;      /* int32: positions, table offsets, logit rows, tables */
+  BlnCudaBuffer *part;      /* attention split scratch */
+  float *h_logits;          /* pinned staging for the logits (h_logits_cap floats) */
+  size_t h_logits_cap;
+  /* BALEEN_BATCH_PROFILE=1: where a step's time goes, printed on free */
+  gboolean profile;
+  cudaEvent_t ev[3];
+  guint64 prof_steps, prof_tokens;
+  double prof_host_ms, prof_layers_ms, prof_logits_ms, prof_total_ms;
+};
+
+static size_t
+align256 (size_t n)
+{
+  return (n + 255) & ~(size_t) 255;
+}
+
+BlnCudaBatch *
+bln_cuda_batch_new (BlnModel *model, int n_blocks, int block_size, const BlnContextOptions *opts,
+                    GError **error)
+{
+  const BlnHParams *hp = &model->hp;
+  BlnCudaBatch *b;
+  size_t elem, k_bytes, v_bytes;
+
+  if (hp->arch != BLN_ARCH_LLAMA && hp->arch != BLN_ARCH_QWEN2)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED,
+                   "batched decoding on the GPU runs llama and qwen2 models, not %s yet",
+                   model->arch_name ? model->arch_name : "this architecture");
+      return NULL;
+    }
+  if (opts->kv_bits != 16 && opts->kv_bits != 32)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "KV cache bits must be 16 or 32, not %d",
+                   opts->kv_bits);
+      return NULL;
+    }
+  if (n_blocks < 1 || block_size < 1)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "a KV pool of %d blocks of %d positions",
+                   n_blocks, block_size);
+      return NULL;
+    }
+  elem = (size_t) opts->kv_bits / 8;
+  k_bytes = align256 ((size_t) n_blocks * hp->n_layer * block_size * hp->n_head_kv
+                      * hp->head_dim_k * elem);
+  v_bytes = (size_t) n_blocks * hp->n_layer * block_size * hp->n_head_kv * hp->head_dim_v * elem;
+
+  b = g_new0 (BlnCudaBatch, 1);
+  b->model = model;
+  b->n_blocks = n_blocks;
+  b->block_size = block_size;
+  b->kv_f16 = opts->kv_bits == 16;
+  b->elem = elem;
+  /* the workspace first: it checks the GPU and the architecture's shapes
+   * and uploads the weights; the pool takes what the budget asks of the
+   * rest */
+  b->c = bln_cuda_ctx_new (model, WORKSPACE_CTX, opts, error);
+  if (b->c == NULL)
+    {
+      g_free (b);
+      return NULL;
+    }
+  b->pool = bln_cuda_buffer_new (k_bytes + v_bytes, error);
+  if (b->pool == NULL)
+    {
+      bln_cuda_batch_free (b);
+      return NULL;
+    }
+  b->k_pool = b->pool->ptr;
+  b->v_pool = (uint8_t *) b->pool->ptr + k_bytes;
+  if (g_strcmp0 (g_getenv ("BALEEN_BATCH_PROFILE"), "1") == 0)
+    {
+      int i;
+
+      b->profile = TRUE;
+      for (i = 0; i < 3; i++)
+        if (cudaEventCreate (&b->ev[i]) != cudaSuccess)
+          {
+            (void) cudaGetLastError ();
+            b->profile = FALSE;
+          }
+    }
+  return b;
+}
+
+void
+bln_cuda_batch_free (BlnCudaBatch *b)
+{
+  if (b == NULL)
+    return;
+  if (b->c != NULL)
+    {
+      (void) cudaSetDevice (b->c->device);
+      (void) cudaStreamSynchronize (b->c->stream);
+    }
+  if (b->profile && b->prof_steps > 0)
+    g_printerr ("baleen: batched GPU decode steps: %" G_GUINT64_FORMAT " steps, %" G_GUINT64_FORMAT
+                " tokens; per step %.3f ms in all: host (tables, embeddings, launches, copies "
+                "out) %.3f ms, GPU layers %.3f ms, GPU logits %.3f ms\n", b->prof_steps,
+                b->prof_tokens, b->prof_total_ms / b->prof_steps,
+                b->prof_host_ms / b->prof_steps, b->prof_layers_ms / b->prof_steps,
+                b->prof_logits_ms / b->prof_steps);
+  if (b->profile)
+    for (int i = 0; i < 3; i++)
+      if (b->ev[i] != NULL)
+        (void) cudaEventDestroy (b->ev[i]);
+  bln_cuda_buffer_free (b->pool);
+  bln_cuda_buffer_free (b->meta);
+  bln_cuda_buffer_free (b->part);
+  if (b->h_logits != NULL)
+    (void) cudaFreeHost (b->h_logits);
+  bln_cuda_ctx_free (b->c);
+  (void) cudaGetLastError ();
+  g_free (b);
+}
+
+size_t
+bln_cuda_batch_elem_bytes (const BlnCudaBatch *b)
+{
+  return b->elem;
+}
+
+int
+bln_cuda_batch_rows (const BlnCudaBatch *b)
+{
+  return b->c->sp.rows;
+}
+
+float *
+bln_cuda_batch_logits_buffer (BlnCudaBatch *b, size_t n_floats)
+{
+  size_t cap;
+
+  if (b->h_logits != NULL && b->h_logits_cap >= n_floats)
+    return b->h_logits;
+  /* no copy is in flight between steps: the last one synchronised */
+  if (b->h_logits != NULL)
+    (void) cudaFreeHost (b->h_logits);
+  b->h_logits = NULL;
+  b->h_logits_cap = 0;
+  cap = MAX (n_floats + n_floats / 2, (size_t) 1 << 16);
+  if (cudaSetDevice (b->c->device) != cudaSuccess
+      || cudaHostAlloc ((void **) &b->h_logits, cap * sizeof (float), cudaHostAllocPortable)
+           != cudaSuccess)
+    {
+      (void) cudaGetLastError ();
+      b->h_logits = NULL;
+      return NULL;
+    }
+  b->h_logits_cap = cap;
+  return b->h_logits;
+}
+
+/* Makes *@buf hold at least @bytes (contents not kept). The stream is
+ * drained before an old buffer is freed. */
+static gboolean
+ensure_buffer (BlnCudaBatch *b, BlnCudaBuffer **buf, size_t bytes, GError **error)
+{
+  if (*buf != NULL && (*buf)->size >= bytes)
+    return TRUE;
+  if (*buf != NULL)
+    {
+      if (!BLN_CUDA_CHECK (cudaStreamSynchronize (b->c->stream), error))
+        return FALSE;
+      g_clear_pointer (buf, bln_cuda_buffer_free);
+    }
+  bytes = align256 (MAX (bytes + bytes / 2, (size_t) 4096));
+  *buf = bln_cuda_buffer_new (bytes, error);
+  return *buf != NULL;
+}
+
+/* Quantised weights go through the matvec kernels, 8 rows at a time, up to
+ * this many rows: each slice reads the quantised matrix once, where the
+ * GEMM path first expands it to F16 (writing and reading 2 bytes a value).
+ * On an H200 with a 7B Q4_K_M model an 8-row matvec pass took about 7 ms
+ * and the GEMM path about 10 ms whatever the rows up to 64, so two slices
+ * is where they meet. */
+#define SLICE_MAX_ROWS 16
+
+/* y (+)= x · Wᵀ for @n rows of x (dense, n_in a row) into rows @ldy floats
+ * apart (0: n_out), @flags as bln_kernels_matvec_ex's: up to 8 rows one
+ * matvec; a quantised weight and up to SLICE_MAX_ROWS rows, matvecs of 8
+ * rows; else forward.c's GEMM path (accumulating through c->tmp, so then y
+ * must be dense rows of at most n_embd values). */
+static gboolean
+project (BlnCudaCtx *c, const BlnCudaTensor *w, const float *x, int n, float *y, int ldy,
+         int flags, GError **error)
+{
+  int n_in = (int) w->n_in, n_out = (int) w->n_out, r;
+  gboolean plain = w->type == BLN_TYPE_F16 || w->type == BLN_TYPE_BF16
+                   || w->type == BLN_TYPE_F32;
+
+  if (ldy == 0)
+    ldy = n_out;
+  if (n <= BLN_CUDA_MATVEC_MAX_TOK)
+    return bln_cuda_mv (c, w, x, n, y, ldy, flags, error);
+  if (!plain && n <= SLICE_MAX_ROWS)
+    {
+      for (r = 0; r < n; r += BLN_CUDA_MATVEC_MAX_TOK)
+        if (!bln_cuda_mv (c, w, x + (size_t) r * n_in, MIN (BLN_CUDA_MATVEC_MAX_TOK, n - r),
+                          y + (size_t) r * ldy, ldy, flags & ~BLN_KERNELS_MATVEC_XQ_READY,
+                          error))
+          return FALSE;
+      return TRUE;
+    }
+  if (flags & BLN_KERNELS_MATVEC_ACCUMULATE)
+    {
+      if (ldy != n_out || n_out > c->model->hp.n_embd)
+        {
+          g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "accumulating into strided rows");
+          return FALSE;
+        }
+      return bln_cuda_linear (c, w, NULL, x, n, c->tmp, 0, error)
+             && KCHECK (bln_kernels_add (y, c->tmp, (size_t) n * n_out, c->stream), error);
+    }
+  return bln_cuda_linear (c, w, NULL, x, n, y, ldy, error);
+}
+
+/* RMSNorm of the chunk's rows of c->x into c->h; for up to 8 rows also
+ * rounded for the matvecs: returns the matvec flag that says so (or 0), or
+ * -1 with @error. */
+static int
+norm_rows (BlnCudaCtx *c, const float *w, int n, GError **error)
+{
+  const BlnHParams *hp = &c->model->hp;
+
+  if (n <= BLN_CUDA_MATVEC_MAX_TOK)
+    return bln_cuda_norm_for_matvec (c, w, n, error);
+  return KCHECK (bln_kernels_rmsnorm (c->x, w, c->h, n, hp->n_embd, hp->norm_eps, c->stream),
+                 error) ? 0 : -1;
+}
+
+/* The decoder layers for the @n tokens of a chunk, whose residual rows are
+ * in c->x: token t at position d_pos[t], its sequence's table at d_tab +
+ * d_toff[t]; @max_len bounds every d_pos[t] + 1. The projections as
+ * project() says (up to 8 tokens exactly forward.c's decode: norms and
+ * SwiGLU rounding once for the matvecs that follow, residual adds in the
+ * matvec epilogue). */
+static gboolean
+enqueue_layers (BlnCudaBatch *b, int n, const int32_t *d_pos, const int32_t *d_toff,
+                const int32_t *d_tab, int max_len, GError **error)
+{
+  BlnCudaCtx *c = b->c;
+  const BlnModel *m = c->model;
+  const BlnHParams *hp = &m->hp;
+  const BlnCudaModel *cm = c->cm;
+  int H = hp->n_head, Hkv = hp->n_head_kv;
+  int dk = hp->head_dim_k, dv = hp->head_dim_v, ff = hp->n_ff, il, i, fl;
+  const int acc = BLN_KERNELS_MATVEC_ACCUMULATE;
+  float *q = c->qkv, *k = c->qkv + (size_t) H * dk, *v = c->qkv + (size_t) (H + Hkv) * dk;
+
+  for (il = 0; il < hp->n_layer; il++)
+    {
+      const CudaLayer *L = &cm->layers[il];
+
+      /* attention: norm, q / k / v, rope and store, paged attention, output
+       * projection into the residual */
+      if ((fl = norm_rows (c, L->attn_norm, n, error)) < 0)
+        return FALSE;
+      for (i = 0; i < L->n_qkv; i++)
+        if (!project (c, L->qkv[i], c->h, n, c->qkv + L->qkv_col[i], c->qkv_ld, fl, error))
+          return FALSE;
+      if (!KCHECK (bln_kernels_paged_rope_store (q, k, v, L->bq, L->bk, L->bv, n, c->qkv_ld,
+                                                 d_pos, d_toff, d_tab, H, Hkv, dk, dv,
+                                                 hp->rope_dim, hp->rope_neox, cm->inv_freq,
+                                                 m->rope_attn_factor, b->k_pool, b->v_pool,
+                                                 b->kv_f16, hp->n_layer, il, b->block_size,
+                                                 c->stream), error)
+          || !KCHECK (bln_kernels_paged_attn (q, c->qkv_ld, n, d_pos, d_toff, d_tab, max_len, H,
+                                              Hkv, dk, dv, m->attn_scale, b->k_pool, b->v_pool,
+                                              b->kv_f16, hp->n_layer, il, b->block_size,
+                                              b->part->ptr, b->part->size, c->att, c->stream),
+                      error)
+          || !project (c, L->wo, c->att, n, c->x, 0, acc, error)
+          || (fl = norm_rows (c, L->ffn_norm, n, error)) < 0)
+        return FALSE;
+
+      /* gate and up: stacked, row t holds gate then up (strides 2 ff); else
+       * n rows of gate, then n rows of up (strides ff); SwiGLU; the down
+       * projection into the residual */
+      {
+        const float *g = c->gu, *u = c->gu + ff;
+        int gs = 2 * ff, us = 2 * ff, dfl = acc;
+
+        if (L->wgu != NULL)
+          {
+            if (!project (c, L->wgu, c->h, n, c->gu, 0, fl, error))
+              return FALSE;
+          }
+        else
+          {
+            float *up = c->gu + (size_t) n * ff;
+
+            if (!project (c, L->wg, c->h, n, c->gu, 0, fl, error)
+                || !project (c, L->wu, c->h, n, up, 0, fl, error))
+              return FALSE;
+            u = up;
+            gs = us = ff;
+          }
+        if (n <= BLN_CUDA_MATVEC_MAX_TOK && ff % 32 == 0)
+          {
+            if (!KCHECK (bln_kernels_silu_mul_quant (g, gs, u, us, c->ffo, n, ff, c->stream),
+                         error))
+              return FALSE;
+            dfl |= BLN_KERNELS_MATVEC_XQ_READY;
+          }
+        else if (!KCHECK (bln_kernels_silu_mul (g, gs, u, us, c->ffo, n, ff, c->stream), error))
+          return FALSE;
+        if (!project (c, L->wd, c->ffo, n, c->x, 0, dfl, error))
+          return FALSE;
+      }
+    }
+  return TRUE;
+}
+
+/* The logits of the chunk's rows d_rows[0..n_rows) (token indices of the
+ * whole batch; the chunk starts at token @c0): gathered from c->x, final
+ * norm, output projection, LOGIT_ROWS rows at a time, each row copied to
+ * batch->logits row perm[j]. */
+static gboolean
+enqueue_logits (BlnCudaBatch *b, const BlnBatch *batch, const int32_t *d_rows, const int *perm,
+                int n_rows, int c0, GError **error)
+{
+  BlnCudaCtx *c = b->c;
+  const BlnHParams *hp = &c->model->hp;
+  size_t row_bytes = (size_t) hp->n_vocab * sizeof (float);
+  int j0, j, run;
+
+  for (j0 = 0; j0 < n_rows; j0 += LOGIT_ROWS)
+    {
+      int nr = MIN (LOGIT_ROWS, n_rows - j0);
+
+      if (!KCHECK (bln_kernels_gather_rows (c->x, hp->n_embd, d_rows + j0, c0, nr, c->tmp,
+                                            c->stream), error)
+          || !KCHECK (bln_kernels_rmsnorm (c->tmp, c->cm->output_norm, c->h, nr, hp->n_embd,
+                                           hp->norm_eps, c->stream), error)
+          || !bln_cuda_matvec (c->cm->output, c->h, nr, c->logits, c->stream, error))
+        return FALSE;
+      /* one copy per run of rows that are consecutive in the destination */
+      for (j = 0; j < nr; j += run)
+        {
+          for (run = 1; j + run < nr && perm[j0 + j + run] == perm[j0 + j] + run; run++)
+            ;
+          if (!BLN_CUDA_CHECK (cudaMemcpyAsync (batch->logits + (size_t) perm[j0 + j]
+                                                                  * hp->n_vocab,
+                                                c->logits + (size_t) j * hp->n_vocab,
+                                                (size_t) run * row_bytes,
+                                                cudaMemcpyDeviceToHost, c->stream), error))
+            return FALSE;
+        }
+    }
+  return TRUE;
+}
+
+gboolean
+bln_cuda_batch_forward (BlnCudaBatch *b, const BlnBatch *batch, GError **error)
+{
+  BlnCudaCtx *c = b->c;
+  const BlnModel *m = b->model;
+  const BlnHParams *hp = &m->hp;
+  int n = batch->n_tokens, n_seqs = batch->n_seqs, bs = b->block_size;
+  int rows = c->sp.rows, n_chunks, n_out, i, t, ch;
+  g_autofree int *need = NULL, *seq_off = NULL, *chunk_first = NULL, *perm = NULL;
+  g_autofree int *chunk_len = NULL;
+  g_autofree int32_t *meta = NULL;
+  int32_t *h_pos, *h_toff, *h_rows, *h_tab;
+  const int32_t *d_meta;
+  size_t n_tab = 0, n_meta, part_bytes = 0;
+  gint64 t_start = g_get_monotonic_time ();
+  double layers_ms = 0, logits_ms = 0;
+
+  n_out = batch->logits != NULL ? batch->n_out : 0;
+  if (n <= 0 || n_seqs <= 0 || n_out < 0 || batch->ids == NULL || batch->pos == NULL
+      || batch->seq == NULL || batch->kv == NULL || (n_out > 0 && batch->out_rows == NULL))
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "an empty or incomplete batch");
+      return FALSE;
+    }
+  if (!BLN_CUDA_CHECK (cudaSetDevice (c->device), error))
+    return FALSE;
+
+  /* table entries each sequence needs: through its furthest position */
+  need = g_new0 (int, n_seqs);
+  seq_off = g_new0 (int, n_seqs);
+  for (t = 0; t < n; t++)
+    {
+      int s = batch->seq[t], p = batch->pos[t];
+
+      if (s < 0 || s >= n_seqs || p < 0 || p >= G_MAXINT - bs)
+        {
+          g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
+                       "batch token %d: sequence %d or position %d out of range", t, s, p);
+          return FALSE;
+        }
+      need[s] = MAX (need[s], p / bs + 1);
+    }
+  for (i = 0; i < n_seqs; i++)
+    {
+      seq_off[i] = (int) n_tab;
+      n_tab += (size_t) need[i];
+      if (n_tab > G_MAXINT / 4)
+        {
+          g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "block tables too long");
+          return FALSE;
+        }
+    }
+
+  /* chunks of `rows` tokens; the logit rows grouped by chunk (stable) */
+  n_chunks = (n + rows - 1) / rows;
+  chunk_first = g_new0 (int, n_chunks + 1);
+  chunk_len = g_new0 (int, n_chunks);
+  perm = g_new0 (int, MAX (n_out, 1));
+  for (i = 0; i < n_out; i++)
+    {
+      int r = batch->out_rows[i];
+
+      if (r < 0 || r >= n)
+        {
+          g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "logit row %d outside the batch", r);
+          return FALSE;
+        }
+      chunk_len[r / rows]++;
+    }
+  for (ch = 0; ch < n_chunks; ch++)
+    chunk_first[ch + 1] = chunk_first[ch] + chunk_len[ch];
+
+  /* host metadata: positions, table offsets, grouped logit rows, tables */
+  n_meta = 2 * (size_t) n + (size_t) n_out + n_tab;
+  meta = g_try_new (int32_t, MAX (n_meta, 1));
+  if (meta == NULL)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_NOMEM, "out of memory for a batch of %d tokens",
+                   n);
+      return FALSE;
+    }
+  h_pos = meta;
+  h_toff = meta + n;
+  h_rows = meta + 2 * (size_t) n;
+  h_tab = h_rows + n_out;
+  for (t = 0; t < n; t++)
+    {
+      h_pos[t] = batch->pos[t];
+      h_toff[t] = seq_off[batch->seq[t]];
+    }
+  memset (chunk_len, 0, sizeof (int) * n_chunks);   /* now: rows placed per chunk */
+  for (i = 0; i < n_out; i++)
+    {
+      int r = batch->out_rows[i], j;
+
+      ch = r / rows;
+      j = chunk_first[ch] + chunk_len[ch]++;
+      h_rows[j] = r;
+      perm[j] = i;
+    }
+  for (i = 0; i < n_seqs; i++)
+    {
+      const BlnKvView *kv = &batch->kv[i];
+
+      if (need[i] > 0 && (kv->blocks == NULL || kv->block_size != bs))
+        {
+          g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
+                       "sequence %d of the batch has no table for this pool", i);
+          return FALSE;
+        }
+      for (t = 0; t < need[i]; t++)
+        {
+          if (kv->blocks[t] < 0 || kv->blocks[t] >= b->n_blocks)
+            {
+              g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
+                           "block %d of sequence %d is outside the pool", kv->blocks[t], i);
+              return FALSE;
+            }
+          h_tab[seq_off[i] + t] = kv->blocks[t];
+        }
+    }
+
+  /* device scratch: the metadata, and the attention splits of the largest
+   * chunk */
+  for (ch = 0; ch < n_chunks; ch++)
+    {
+      int c0 = ch * rows, nc = MIN (rows, n - c0), ml = 0;
+
+      for (t = c0; t < c0 + nc; t++)
+        ml = MAX (ml, batch->pos[t] + 1);
+      part_bytes = MAX (part_bytes, bln_kernels_paged_attn_scratch (nc, hp->n_head,
+                                                                    hp->n_head_kv,
+                                                                    hp->head_dim_v, ml));
+    }
+  if (!ensure_buffer (b, &b->meta, n_meta * sizeof (int32_t), error)
+      || !ensure_buffer (b, &b->part, part_bytes, error)
+      || !BLN_CUDA_CHECK (cudaMemcpyAsync (b->meta->ptr, meta, n_meta * sizeof (int32_t),
+                                           cudaMemcpyHostToDevice, c->stream), error))
+    return FALSE;
+  d_meta = b->meta->ptr;
+
+  for (ch = 0; ch < n_chunks; ch++)
+    {
+      int c0 = ch * rows, nc = MIN (rows, n - c0), ml = 0;
+      gboolean ok;
+
+      for (t = c0; t < c0 + nc; t++)
+        ml = MAX (ml, batch->pos[t] + 1);
+      /* host_x is free: the stream was drained after the previous chunk */
+      if (!bln_cpu_get_rows (m->tok_embd, batch->ids + c0, nc, c->host_x, error))
+        return FALSE;
+      ok = BLN_CUDA_CHECK (cudaMemcpyAsync (c->x, c->host_x,
+                                            (size_t) nc * hp->n_embd * sizeof (float),
+                                            cudaMemcpyHostToDevice, c->stream), error)
+           && (!b->profile || BLN_CUDA_CHECK (cudaEventRecord (b->ev[0], c->stream), error))
+           && enqueue_layers (b, nc, d_meta + c0, d_meta + n + c0, d_meta + 2 * (size_t) n
+                                                                    + n_out,
+                              ml, error)
+           && (!b->profile || BLN_CUDA_CHECK (cudaEventRecord (b->ev[1], c->stream), error))
+           && (chunk_first[ch + 1] == chunk_first[ch]
+               || enqueue_logits (b, batch, d_meta + 2 * (size_t) n + chunk_first[ch],
+                                  perm + chunk_first[ch], chunk_first[ch + 1] - chunk_first[ch],
+                                  c0, error))
+           && (!b->profile || BLN_CUDA_CHECK (cudaEventRecord (b->ev[2], c->stream), error));
+      if (!ok)
+        {
+          (void) cudaStreamSynchronize (c->stream);
+          return FALSE;
+        }
+      if (!BLN_CUDA_CHECK (cudaStreamSynchronize (c->stream), error))
+        return FALSE;
+      if (b->profile)
+        {
+          float ms1 = 0, ms2 = 0;
+
+          (void) cudaEventElapsedTime (&ms1, b->ev[0], b->ev[1]);
+          (void) cudaEventElapsedTime (&ms2, b->ev[1], b->ev[2]);
+          layers_ms += ms1;
+          logits_ms += ms2;
+        }
+    }
+  if (b->profile && n == n_seqs)   /* decode steps only: one token a sequence */
+    {
+      double total = (g_get_monotonic_time () - t_start) / 1e3;
+
+      b->prof_steps++;
+      b->prof_tokens += (guint64) n;
+      b->prof_total_ms += total;
+      b->prof_host_ms += total - layers_ms - logits_ms;
+      b->prof_layers_ms += layers_ms;
+      b->prof_logits_ms += logits_ms;
+    }
+  return TRUE;
+}
