@@ -41,6 +41,7 @@
 #include "cpu/cpu.h"
 #include "cuda/cuda.h"
 #include "kernels/kernels.h"
+#include "kernels/ops.h"
 
 static const BlnType matvec_types[] = {
   BLN_TYPE_F16, BLN_TYPE_BF16, BLN_TYPE_Q8_0, BLN_TYPE_Q4_0, BLN_TYPE_Q4_1,
@@ -471,6 +472,172 @@ test_matvec_type (gconstpointer data)
 }
 
 /* ---------------------------------------------------------------------------
+ * Decode attention (bln_kernels_attn_decode) against float64
+ * ------------------------------------------------------------------------- */
+
+/* One attention case: Hkv KV heads of head dim d, H = ratio * Hkv query
+ * heads, n_tok tokens, the first seeing n_pos positions (token t sees n_pos +
+ * t), the caches in F32 or F16 (rounded on the host, so the reference sees
+ * the very values the GPU reads). Launched twice on the same scratch, the
+ * output poisoned with NaN before each: the second run checks that the split
+ * counters were left at 0 (it must reproduce the first bit for bit). */
+static void
+attn_case (int d, int ratio, int Hkv, int n_tok, int n_pos, int kv_f16)
+{
+  const int H = ratio * Hkv, pos0 = n_pos - 1, n_kv = pos0 + n_tok;
+  const size_t n_q = (size_t) n_tok * H * d, n_c = (size_t) n_kv * Hkv * d;
+  const size_t esz = kv_f16 ? 2 : 4;
+  const float scale = 1.0f / sqrtf ((float) d);
+  g_autofree float *q = g_new (float, n_q);
+  g_autofree float *kf = g_new (float, n_c);
+  g_autofree float *vf = g_new (float, n_c);
+  g_autofree void *kraw = g_malloc (n_c * esz);
+  g_autofree void *vraw = g_malloc (n_c * esz);
+  g_autofree float *out = g_new (float, n_q);
+  g_autofree float *out2 = g_new (float, n_q);
+  g_autofree double *sc = g_new (double, n_kv);
+  g_autoptr (BlnCudaBuffer) d_q = NULL;
+  g_autoptr (BlnCudaBuffer) d_k = NULL;
+  g_autoptr (BlnCudaBuffer) d_v = NULL;
+  g_autoptr (BlnCudaBuffer) d_pos = NULL;
+  g_autoptr (BlnCudaBuffer) d_out = NULL;
+  g_autoptr (BlnCudaBuffer) d_scr = NULL;
+  size_t scr = bln_kernels_attn_decode_scratch (MAX (n_tok, 8), H, Hkv, d);
+  GError *error = NULL;
+  double worst = 0;
+
+  for (size_t i = 0; i < n_q; i++)
+    q[i] = 4.0f * rng_float ();   /* scores spread over a few units */
+  for (size_t i = 0; i < n_c; i++)
+    {
+      kf[i] = rng_float ();
+      vf[i] = rng_float ();
+      if (kv_f16)
+        {
+          ((bln_half *) kraw)[i] = bln_float_to_half (kf[i]);
+          ((bln_half *) vraw)[i] = bln_float_to_half (vf[i]);
+          kf[i] = bln_half_to_float (((bln_half *) kraw)[i]);
+          vf[i] = bln_half_to_float (((bln_half *) vraw)[i]);
+        }
+      else
+        {
+          ((float *) kraw)[i] = kf[i];
+          ((float *) vraw)[i] = vf[i];
+        }
+    }
+  g_assert_cmpuint (scr, >, 0);
+  d_q = bln_cuda_buffer_new_from_host (q, n_q * sizeof (float), &error);
+  g_assert_no_error (error);
+  d_k = bln_cuda_buffer_new_from_host (kraw, n_c * esz, &error);
+  g_assert_no_error (error);
+  d_v = bln_cuda_buffer_new_from_host (vraw, n_c * esz, &error);
+  g_assert_no_error (error);
+  d_pos = bln_cuda_buffer_new_from_host (&pos0, sizeof (int), &error);
+  g_assert_no_error (error);
+  d_out = bln_cuda_buffer_new (n_q * sizeof (float), &error);
+  g_assert_no_error (error);
+  d_scr = bln_cuda_buffer_new (scr, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (cudaMemset (d_scr->ptr, 0, scr), ==, cudaSuccess);
+  for (int run = 0; run < 2; run++)
+    {
+      g_assert_cmpint (cudaMemset (d_out->ptr, 0xff, n_q * sizeof (float)), ==, cudaSuccess);
+      g_assert_cmpint (bln_kernels_attn_decode (d_q->ptr, 0, n_tok, d_pos->ptr, H, Hkv, d, d,
+                                                scale, d_k->ptr, d_v->ptr, kv_f16, d_scr->ptr,
+                                                d_out->ptr, 0), ==, cudaSuccess);
+      g_assert_cmpint (cudaMemcpy (run == 0 ? out : out2, d_out->ptr, n_q * sizeof (float),
+                                   cudaMemcpyDeviceToHost), ==, cudaSuccess);
+    }
+  g_assert_cmpint (memcmp (out, out2, n_q * sizeof (float)), ==, 0);
+
+  for (int t = 0; t < n_tok; t++)
+    for (int h = 0; h < H; h++)
+      {
+        const int kvh = h / ratio, len = pos0 + t + 1;
+        const float *qr = q + ((size_t) t * H + h) * d;
+        double mx = -INFINITY, sum = 0;
+
+        for (int j = 0; j < len; j++)
+          {
+            const float *kr = kf + ((size_t) j * Hkv + kvh) * d;
+            double s = 0;
+
+            for (int i = 0; i < d; i++)
+              s += (double) qr[i] * kr[i];
+            sc[j] = s * scale;
+            mx = MAX (mx, sc[j]);
+          }
+        for (int j = 0; j < len; j++)
+          {
+            sc[j] = exp (sc[j] - mx);
+            sum += sc[j];
+          }
+        for (int i = 0; i < d; i++)
+          {
+            double ref = 0, mag = 0, got = out[((size_t) t * H + h) * d + i];
+
+            for (int j = 0; j < len; j++)
+              {
+                double v = vf[((size_t) j * Hkv + kvh) * d + i];
+
+                ref += sc[j] * v;
+                mag += sc[j] * fabs (v);
+              }
+            ref /= sum;
+            mag /= sum;
+            /* float32 scores and sums: a few units in the last place of the
+             * magnitude of the weighted sum */
+            if (!isfinite (got) || fabs (got - ref) > 2e-5 * mag + 1e-7)
+              g_error ("attention d %d ratio %d Hkv %d n_tok %d n_pos %d %s: token %d head %d "
+                       "value %d: %.9g, expected %.9g (magnitude %.3g)",
+                       d, ratio, Hkv, n_tok, n_pos, kv_f16 ? "f16" : "f32", t, h, i, got, ref,
+                       mag);
+            worst = MAX (worst, fabs (got - ref) / (mag + 1e-30));
+          }
+      }
+  g_test_message ("d %d ratio %d Hkv %d n_tok %d n_pos %d %s: worst error / magnitude %.3g", d,
+                  ratio, Hkv, n_tok, n_pos, kv_f16 ? "f16" : "f32", worst);
+}
+
+static void
+test_attn_decode (gconstpointer data)
+{
+  static const int positions[] = { 1, 2, 17, 100, 1000, 5000, 33000 };
+  static const int ratios[] = { 1, 4, 7 };
+  static const int long_toks[] = { 1, 3, 8 };
+  const int kv_f16 = GPOINTER_TO_INT (data);
+
+  if (skip_without_gpu ())
+    return;
+  rng_state = 0x13198a2e03707344ULL ^ (uint64_t) kv_f16;
+  for (int d = 64; d <= 128; d *= 2)
+    for (guint r = 0; r < G_N_ELEMENTS (ratios); r++)
+      for (guint p = 0; p < G_N_ELEMENTS (positions); p++)
+        {
+          /* every token count at short context, 1 / 3 / 8 (and one KV head,
+           * to bound the float64 reference's time) at long context */
+          if (positions[p] < 1000)
+            for (int n = 1; n <= 8; n++)
+              attn_case (d, ratios[r], 2, n, positions[p], kv_f16);
+          else
+            for (guint k = 0; k < G_N_ELEMENTS (long_toks); k++)
+              attn_case (d, ratios[r], 1, long_toks[k], positions[p], kv_f16);
+        }
+}
+
+/* A head dim and token count outside the one-launch kernel's shapes: the
+ * first kernel pair, through the same entry point. */
+static void
+test_attn_decode_other (void)
+{
+  if (skip_without_gpu ())
+    return;
+  rng_state = 0x452821e638d01377ULL;
+  attn_case (96, 4, 2, 3, 300, 1);
+  attn_case (128, 7, 1, 20, 700, 1);
+}
+
+/* ---------------------------------------------------------------------------
  * --bench
  * ------------------------------------------------------------------------- */
 
@@ -650,12 +817,113 @@ run_bench (void)
   return 0;
 }
 
+/* --bench-attn: the decode attention of a 7B qwen2 layer (28 query heads, 4
+ * KV heads, head dim 128) over n_pos positions, 1 token. Each timed round
+ * launches over n_copies caches that together exceed the L2 (up to 1024
+ * layers' worth), so every K and V byte comes from memory; GB/s counts the K
+ * and V bytes a launch reads. */
+static int
+bench_attn_one (int n_pos, int kv_f16, int n_tok, double copy_gbps)
+{
+  const int H = 28, Hkv = 4, d = 128, pos0 = n_pos - n_tok, reps = 25;
+  const size_t esz = kv_f16 ? 2 : 4, layer = (size_t) n_pos * Hkv * d * esz;
+  const int n_copies = (int) CLAMP (((size_t) 512 << 20) / layer + 1, 2, 1024);
+  size_t scr = bln_kernels_attn_decode_scratch (n_tok, H, Hkv, d);
+  g_autofree float *q = g_new (float, (size_t) n_tok * H * d);
+  g_autoptr (BlnCudaBuffer) d_q = NULL;
+  g_autoptr (BlnCudaBuffer) d_k = NULL;
+  g_autoptr (BlnCudaBuffer) d_v = NULL;
+  g_autoptr (BlnCudaBuffer) d_pos = NULL;
+  g_autoptr (BlnCudaBuffer) d_out = NULL;
+  g_autoptr (BlnCudaBuffer) d_scr = NULL;
+  GError *error = NULL;
+  cudaEvent_t e0, e1;
+  float ms = 0, times[25];
+  double per_us, gbps;
+
+  for (size_t i = 0; i < (size_t) n_tok * H * d; i++)
+    q[i] = rng_float ();
+  d_q = bln_cuda_buffer_new_from_host (q, (size_t) n_tok * H * d * sizeof (float), &error);
+  d_k = d_q ? bln_cuda_buffer_new (layer * n_copies, &error) : NULL;
+  d_v = d_k ? bln_cuda_buffer_new (layer * n_copies, &error) : NULL;
+  d_pos = d_v ? bln_cuda_buffer_new_from_host (&pos0, sizeof (int), &error) : NULL;
+  d_out = d_pos ? bln_cuda_buffer_new ((size_t) n_tok * H * d * sizeof (float), &error) : NULL;
+  d_scr = d_out ? bln_cuda_buffer_new (scr, &error) : NULL;
+  if (!d_scr)
+    {
+      g_printerr ("bench: %s\n", error->message);
+      return 1;
+    }
+  /* small values (0x3c: 1.0 / 0.0117 in F16 / F32 bytes), finite either way */
+  BENCH_CHECK (cudaMemset (d_k->ptr, 0x1c, layer * n_copies));
+  BENCH_CHECK (cudaMemset (d_v->ptr, 0x1c, layer * n_copies));
+  BENCH_CHECK (cudaMemset (d_scr->ptr, 0, scr));
+  BENCH_CHECK (cudaEventCreate (&e0));
+  BENCH_CHECK (cudaEventCreate (&e1));
+  for (int r = -1; r < reps; r++)
+    {
+      BENCH_CHECK (cudaEventRecord (e0, 0));
+      for (int c = 0; c < n_copies; c++)
+        BENCH_CHECK (bln_kernels_attn_decode (d_q->ptr, 0, n_tok, d_pos->ptr, H, Hkv, d, d,
+                                              0.088f, (char *) d_k->ptr + layer * c,
+                                              (char *) d_v->ptr + layer * c, kv_f16, d_scr->ptr,
+                                              d_out->ptr, 0));
+      BENCH_CHECK (cudaEventRecord (e1, 0));
+      BENCH_CHECK (cudaEventSynchronize (e1));
+      BENCH_CHECK (cudaGetLastError ());
+      BENCH_CHECK (cudaEventElapsedTime (&ms, e0, e1));
+      if (r >= 0)   /* round -1 warms up */
+        times[r] = ms / n_copies;
+    }
+  qsort (times, reps, sizeof (float), cmp_float);
+  per_us = times[reps / 2] * 1e3;
+  gbps = 2.0 * (double) layer / (per_us * 1e-6) / 1e9;
+  g_print ("%-4s %6d %5d %10.2f %9.1f %7.1f%%   (min %.2f us, max %.2f us, %d caches)\n",
+           kv_f16 ? "f16" : "f32", n_pos, n_tok, per_us, gbps, 100.0 * gbps / copy_gbps,
+           times[0] * 1e3, times[reps - 1] * 1e3, n_copies);
+  cudaEventDestroy (e0);
+  cudaEventDestroy (e1);
+  return 0;
+}
+
+static int
+run_bench_attn (void)
+{
+  static const int positions[] = { 128, 1024, 4096, 32768 };
+  static const int toks[] = { 1, 4 };
+  g_autofree char *why = NULL;
+  double copy_gbps = 0;
+  const char *v = g_getenv ("BALEEN_CUDA_ATTN");
+
+  if (!bln_cuda_available (&why))
+    {
+      g_print ("bench: no GPU: %s\n", why);
+      return 0;
+    }
+  rng_state = 0x243f6a8885a308d3ULL;
+  if (bench_copy (&copy_gbps) != 0)
+    return 1;
+  g_print ("device-to-device copy: %.1f GB/s (read + write, 1 GiB, median of 10)\n", copy_gbps);
+  g_print ("decode attention (%s), 28 query heads, 4 KV heads, head dim 128: median time per "
+           "launch over 25 rounds; GB/s = K + V bytes read / time; %% of the copy rate\n",
+           v && strcmp (v, "v1") == 0 ? "v1" : "default");
+  g_print ("%-4s %6s %5s %10s %9s %8s\n", "kv", "n_pos", "n_tok", "us", "GB/s", "of copy");
+  for (int f16 = 1; f16 >= 0; f16--)
+    for (guint p = 0; p < G_N_ELEMENTS (positions); p++)
+      for (guint k = 0; k < G_N_ELEMENTS (toks); k++)
+        if (bench_attn_one (positions[p], f16, toks[k], copy_gbps) != 0)
+          return 1;
+  return 0;
+}
+
 int
 main (int argc, char **argv)
 {
   for (int i = 1; i < argc; i++)
     if (strcmp (argv[i], "--bench") == 0)
       return run_bench ();
+    else if (strcmp (argv[i], "--bench-attn") == 0)
+      return run_bench_attn ();
 
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/Baleen/CudaOps/probe", test_probe);
@@ -667,5 +935,10 @@ main (int argc, char **argv)
 
       g_test_add_data_func (path, GINT_TO_POINTER ((int) matvec_types[i]), test_matvec_type);
     }
+  g_test_add_data_func ("/Baleen/CudaOps/attn-decode/f32", GINT_TO_POINTER (0),
+                        test_attn_decode);
+  g_test_add_data_func ("/Baleen/CudaOps/attn-decode/f16", GINT_TO_POINTER (1),
+                        test_attn_decode);
+  g_test_add_func ("/Baleen/CudaOps/attn-decode/other-shapes", test_attn_decode_other);
   return g_test_run ();
 }

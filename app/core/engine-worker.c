@@ -939,9 +939,11 @@ bln_engine_worker_new_with_options (const char *path, const BlnEngineWorkerOptio
   if (pool == NULL)
     return NULL;
   /* the GPU: continuous batching over a paged KV pool on the device, unless
-   * BALEEN_GPU_SINGLE_CONTEXT=1 asks for the one-sequence-at-a-time path, or
-   * the architecture has no batched GPU path yet (then that path, too) */
-  if (copts.device != BLN_DEVICE_CPU
+   * --parallel 1 or BALEEN_GPU_SINGLE_CONTEXT=1 asks for the
+   * one-sequence-at-a-time path (CUDA graphs and sampling on the GPU: the
+   * faster one for a single stream), or the architecture has no batched GPU
+   * path yet (then that path, too) */
+  if (copts.device != BLN_DEVICE_CPU && o.parallel != 1
       && g_strcmp0 (g_getenv ("BALEEN_GPU_SINGLE_CONTEXT"), "1") != 0)
     {
       GError *local = NULL;
