@@ -2165,6 +2165,26 @@ struct V6Q5_0
   }
 };
 
+/* The activations of a K-quant unit: two runs of 16 values, the second
+ * BLK activation blocks (32 values each) after the first, both in half
+ * s % 2 of their block; with each block's scale and that half's sum. */
+struct XRuns { int4 q0, q1; float d0, h0, d1, h1; };
+
+template <int BLK>
+__device__ __forceinline__ void
+load_two_runs (XRuns &x, const int8_t *p, const float4 *xs, int s)
+{
+  const int half = s & 1;
+  const float4 s0 = __ldg (xs), s1 = __ldg (xs + BLK);
+
+  x.q0 = __ldg (reinterpret_cast<const int4 *> (p));
+  x.q1 = __ldg (reinterpret_cast<const int4 *> (p + 32 * BLK));
+  x.d0 = s0.x;
+  x.h0 = half ? s0.w : s0.z;
+  x.d1 = s1.x;
+  x.h1 = half ? s1.w : s1.z;
+}
+
 /* Q4_K: unit s (payload bytes 16s..16s+15 of the block) holds values
  * 16 (s % 2) + 0..15 of sub-blocks 2g (low nibbles) and 2g + 1 (high),
  * g = s / 2: half (s % 2) of activation blocks 2g and 2g + 1. */
@@ -2172,7 +2192,7 @@ struct V6Q4_K
 {
   static constexpr int VPB = 256, UPB = 8, PAY = 128, HDR = 20;
   struct W { uint4 q; uint32_t dd, sm; };
-  struct X { int4 q0, q1; float d0, h0, d1, h1; };
+  typedef XRuns X;
 
   static __device__ void
   load (W &w, const uint8_t *pay, const uint8_t *hdr, int s)
@@ -2188,15 +2208,7 @@ struct V6Q4_K
   static __device__ void
   load_x (X &x, const int8_t *p, const float4 *xs, int s)
   {
-    const int half = s & 1;
-    const float4 s0 = __ldg (xs), s1 = __ldg (xs + 1);
-
-    x.q0 = __ldg (reinterpret_cast<const int4 *> (p));
-    x.q1 = __ldg (reinterpret_cast<const int4 *> (p + 32));
-    x.d0 = s0.x;
-    x.h0 = half ? s0.w : s0.z;
-    x.d1 = s1.x;
-    x.h1 = half ? s1.w : s1.z;
+    load_two_runs<1> (x, p, xs, s);
   }
   static __device__ float
   dot (const W &w, const X &x, int s)
@@ -2244,15 +2256,7 @@ struct V6Q6_K
   static __device__ void
   load_x (X &x, const int8_t *p, const float4 *xs, int s)
   {
-    const int half = s & 1;
-    const float4 s0 = __ldg (xs), s1 = __ldg (xs + 2);
-
-    x.q0 = __ldg (reinterpret_cast<const int4 *> (p));
-    x.q1 = __ldg (reinterpret_cast<const int4 *> (p + 64));
-    x.d0 = s0.x;
-    x.h0 = half ? s0.w : s0.z;
-    x.d1 = s1.x;
-    x.h1 = half ? s1.w : s1.z;
+    load_two_runs<2> (x, p, xs, s);
   }
   static __device__ float
   dot (const W &w, const X &x, int s)

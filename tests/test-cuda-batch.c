@@ -44,6 +44,8 @@
 #include "model.h"
 #include "model-private.h"
 #include "kernels/paged.h"
+#include "cuda-test-util.h"
+#include "model-test-util.h"
 
 #define N_SEQ 8
 #define GREEDY_STEPS 32
@@ -83,34 +85,6 @@ typedef struct {
   int n;
   gboolean all;
 } Part;
-
-static gboolean
-need_gpu (void)
-{
-  g_autofree char *why = NULL;
-
-  if (bln_cuda_available (&why))
-    return TRUE;
-  g_test_skip (why);
-  return FALSE;
-}
-
-static char *
-model_path (const char *model)
-{
-  return g_build_filename (g_getenv ("BALEEN_GOLDEN_DIR"), "models", model, "model.gguf", NULL);
-}
-
-static int
-argmax (const float *v, int n)
-{
-  int b = 0, i;
-
-  for (i = 1; i < n; i++)
-    if (v[i] > v[b])
-      b = i;
-  return b;
-}
 
 static void
 check_stats (Rig *r)
@@ -213,7 +187,7 @@ static void
 test_batch (gconstpointer data)
 {
   const Case *cs = data;
-  g_autofree char *path = model_path (cs->model);
+  g_autofree char *path = golden_path (cs->model, "model.gguf");
   g_autoptr (GRand) rnd = g_rand_new_with_seed (0xba1ee17);
   GError *error = NULL;
   BlnContextOptions opts;
@@ -345,31 +319,6 @@ test_batch (gconstpointer data)
   bln_kv_cache_free (r.cpu);
   bln_pool_free (r.pool);
   bln_model_free (r.model);
-}
-
-/* KL(p || q) of the softmax distributions of logits a (p) and b (q). */
-static double
-kl_div (const float *a, const float *b, int n)
-{
-  double ma = -INFINITY, mb = -INFINITY, za = 0, zb = 0, kl = 0;
-  int i;
-
-  for (i = 0; i < n; i++)
-    {
-      ma = MAX (ma, a[i]);
-      mb = MAX (mb, b[i]);
-    }
-  for (i = 0; i < n; i++)
-    {
-      za += exp (a[i] - ma);
-      zb += exp (b[i] - mb);
-    }
-  for (i = 0; i < n; i++)
-    {
-      double lp = a[i] - ma - log (za), lq = b[i] - mb - log (zb);
-      kl += exp (lp) * (lp - lq);
-    }
-  return kl;
 }
 
 #define NR 12
@@ -506,7 +455,7 @@ test_index_math (void)
 static void
 test_unsupported (void)
 {
-  g_autofree char *path = model_path ("deepseek2-v2lite");
+  g_autofree char *path = golden_path ("deepseek2-v2lite", "model.gguf");
   g_autoptr (BlnModel) model = NULL;
   GError *error = NULL;
   BlnContextOptions opts;

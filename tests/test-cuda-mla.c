@@ -33,6 +33,7 @@
 #include "cuda/cuda.h"
 #include "kernels/mla.h"
 #include "kernels/moe.h"
+#include "cuda-test-util.h"
 
 static uint64_t rng_state;
 
@@ -58,17 +59,6 @@ static float
 rng_float (void)
 {
   return (float) ((double) (rng_next () >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
-
-static gboolean
-need_gpu (void)
-{
-  g_autofree char *why = NULL;
-
-  if (bln_cuda_available (&why))
-    return TRUE;
-  g_test_skip (why);
-  return FALSE;
 }
 
 static void *

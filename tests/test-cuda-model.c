@@ -43,6 +43,8 @@
 #include "model.h"
 #include "cuda/cuda.h"
 #include "cuda/forward.h"
+#include "cuda-test-util.h"
+#include "model-test-util.h"
 
 typedef struct {
   const char *model;
@@ -76,23 +78,6 @@ static const Case cases[] = {
   { "deepseek2-v3", NULL, 16, 6e-2, FALSE, BLN_TYPE_Q8_0, 1 },
 };
 
-static gboolean
-need_gpu (void)
-{
-  g_autofree char *why = NULL;
-
-  if (bln_cuda_available (&why))
-    return TRUE;
-  g_test_skip (why);
-  return FALSE;
-}
-
-static char *
-golden_path (const char *model, const char *file)
-{
-  return g_build_filename (g_getenv ("BALEEN_GOLDEN_DIR"), "models", model, file, NULL);
-}
-
 static float *
 decode_f32 (JsonObject *seq, const char *member, gsize *n)
 {
@@ -113,42 +98,6 @@ max_abs (const float *v, gsize n)
   for (i = 0; i < n; i++)
     m = MAX (m, fabs (v[i]));
   return m;
-}
-
-static int
-argmax (const float *v, int n)
-{
-  int b = 0, i;
-
-  for (i = 1; i < n; i++)
-    if (v[i] > v[b])
-      b = i;
-  return b;
-}
-
-/* KL(p || q) of the softmax distributions of logits a (p) and b (q). */
-static double
-kl_div (const float *a, const float *b, int n)
-{
-  double ma = -INFINITY, mb = -INFINITY, za = 0, zb = 0, kl = 0;
-  int i;
-
-  for (i = 0; i < n; i++)
-    {
-      ma = MAX (ma, a[i]);
-      mb = MAX (mb, b[i]);
-    }
-  for (i = 0; i < n; i++)
-    {
-      za += exp (a[i] - ma);
-      zb += exp (b[i] - mb);
-    }
-  for (i = 0; i < n; i++)
-    {
-      double lp = a[i] - ma - log (za), lq = b[i] - mb - log (zb);
-      kl += exp (lp) * (lp - lq);
-    }
-  return kl;
 }
 
 static BlnContext *

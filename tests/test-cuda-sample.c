@@ -35,6 +35,7 @@
 #include <json-glib/json-glib.h>
 
 #include "bln-error.h"
+#include "cuda-test-util.h"
 #include "sampler.h"
 #include "cuda/cuda.h"
 #include "cuda/sample.h"
@@ -128,17 +129,6 @@ fill_row (float *x, int n, int kind)
 /* ---------------------------------------------------------------------------
  * GPU plumbing
  * ------------------------------------------------------------------------- */
-
-static gboolean
-skip_without_gpu (void)
-{
-  g_autofree char *why = NULL;
-
-  if (bln_cuda_available (&why))
-    return FALSE;
-  g_test_skip (why);
-  return TRUE;
-}
 
 typedef struct {
   int n_vocab;
@@ -343,7 +333,7 @@ test_random (gconstpointer data)
   int n_drew = 0;
   guint64 calls0, fb;
 
-  if (skip_without_gpu ())
+  if (!need_gpu ())
     return;
   rng_seed ();
   gpu_init (&g, n_vocab);
@@ -381,7 +371,7 @@ test_golden (void)
   JsonArray *arr;
   guint n_cases, ci;
 
-  if (skip_without_gpu ())
+  if (!need_gpu ())
     return;
   path = g_build_filename (dir != NULL ? dir : "tests/golden", "sampler", "cases.json", NULL);
   parser = json_parser_new ();
@@ -533,7 +523,7 @@ test_edge (void)
 {
   static const int sizes[] = { 1000, 151936 };
 
-  if (skip_without_gpu ())
+  if (!need_gpu ())
     return;
   rng_seed ();
   for (guint si = 0; si < G_N_ELEMENTS (sizes); si++)
@@ -667,7 +657,7 @@ test_bench (void)
   Gpu g;
   gint64 t0;
 
-  if (skip_without_gpu ())
+  if (!need_gpu ())
     return;
   rng_state = 0x243f6a8885a308d3ULL;
   gpu_init (&g, n);

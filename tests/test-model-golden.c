@@ -21,6 +21,7 @@
 #include "bln-error.h"
 #include "model.h"
 #include "tokenizer.h"
+#include "model-test-util.h"
 
 typedef struct {
   const char *model;  /* folder under tests/golden/models */
@@ -103,17 +104,6 @@ max_abs (const float *v, gsize n)
   for (i = 0; i < n; i++)
     m = MAX (m, fabs (v[i]));
   return m;
-}
-
-static int
-argmax (const float *v, int n)
-{
-  int b = 0, i;
-
-  for (i = 1; i < n; i++)
-    if (v[i] > v[b])
-      b = i;
-  return b;
 }
 
 static void
