@@ -12,6 +12,7 @@
 
 #include "mla.h"
 #include "launch.cuh"
+#include "device-util.cuh"
 
 namespace {
 
@@ -22,38 +23,8 @@ constexpr int MLA_NI = BLN_MLA_MAX_RANK / MLA_THREADS;     /* latent values per 
 constexpr int MLA_SPLIT_MIN = 64;                          /* fewest positions per split */
 constexpr int MLA_MAX_SPLITS = 64;
 
-template <class T> __device__ __forceinline__ float to_f (T v);
-template <> __device__ __forceinline__ float to_f<float> (float v) { return v; }
-template <> __device__ __forceinline__ float to_f<__half> (__half v) { return __half2float (v); }
-
-template <class T> __device__ __forceinline__ T from_f (float v);
-template <> __device__ __forceinline__ float from_f<float> (float v) { return v; }
-template <> __device__ __forceinline__ __half
-from_f<__half> (float v)
-{
-  return __float2half_rn (v);
-}
-
 /* Positions per tile staged in shared memory: 20 KiB either way. */
 template <class T> struct Tile { static constexpr int P = sizeof (T) == 2 ? 16 : 8; };
-
-__device__ __forceinline__ float
-warp_sum (float v)
-{
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1)
-    v += __shfl_xor_sync (0xffffffffu, v, off);
-  return v;
-}
-
-__device__ __forceinline__ double
-warp_sum_d (double v)
-{
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1)
-    v += __shfl_xor_sync (0xffffffffu, v, off);
-  return v;
-}
 
 /* ---------------------------------------------------------------------- */
 /* the store                                                               */

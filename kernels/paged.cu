@@ -10,38 +10,9 @@
 #include <cuda_fp16.h>
 
 #include "paged.h"
+#include "device-util.cuh"
 
 namespace {
-
-__device__ __forceinline__ float
-warp_sum (float v)
-{
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1)
-    v += __shfl_xor_sync (0xffffffffu, v, off);
-  return v;
-}
-
-__device__ __forceinline__ float
-warp_max (float v)
-{
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1)
-    v = fmaxf (v, __shfl_xor_sync (0xffffffffu, v, off));
-  return v;
-}
-
-template <class T> __device__ __forceinline__ float to_f (T v);
-template <> __device__ __forceinline__ float to_f<float> (float v) { return v; }
-template <> __device__ __forceinline__ float to_f<__half> (__half v) { return __half2float (v); }
-
-template <class T> __device__ __forceinline__ T from_f (float v);
-template <> __device__ __forceinline__ float from_f<float> (float v) { return v; }
-template <> __device__ __forceinline__ __half
-from_f<__half> (float v)
-{
-  return __float2half_rn (v);
-}
 
 /* ---------------------------------------------------------------------- */
 /* rotary embedding and store                                              */
