@@ -143,8 +143,10 @@ typedef enum {
 typedef struct {
   BlnDevice device;        /* where the context runs (BLN_DEVICE_CPU by default) */
   int gpu;                 /* CUDA device ordinal (0 by default) */
-  /* KV cache element size on the GPU: 16 (F16, the default) or 32 (F32,
-   * slower, for checks against the CPU reference). Ignored on the CPU. */
+  /* KV cache element size on the GPU: 16 (F16, the default), 32 (F32,
+   * slower, for checks against the CPU reference) or 8 (int8 with an F16
+   * scale per 32 values, about half F16's bytes; llama / qwen2 with head
+   * dims 64, 128 or 256, single-sequence contexts). Ignored on the CPU. */
   int kv_bits;
 } BlnContextOptions;
 

@@ -195,7 +195,7 @@ rope_store_kernel (float *q, float *k, float *v, const float *__restrict__ bq,
           if (q_kv != nullptr)
             q_kv[(size_t) t * H * dk + (size_t) h * dk + j] = from_f<T> (x);
         }
-      else
+      else if (k_cache != nullptr)
         k_cache[((size_t) pos * Hkv + hk) * dk + j] = from_f<T> (x);
     }
   if (!is_q && j < dv)
@@ -207,7 +207,8 @@ rope_store_kernel (float *q, float *k, float *v, const float *__restrict__ bq,
           vv += bv[(size_t) hk * dv + j];
           vr[j] = vv;
         }
-      v_cache[((size_t) pos * Hkv + hk) * dv + j] = from_f<T> (vv);
+      if (v_cache != nullptr)
+        v_cache[((size_t) pos * Hkv + hk) * dv + j] = from_f<T> (vv);
     }
 }
 
@@ -569,6 +570,19 @@ a2_unpack<__half> (const uint4 &r, float *f)
     }
 }
 
+template <>
+__device__ __forceinline__ void
+a2_unpack<int8_t> (const uint4 &r, float *f)
+{
+  const uint32_t w[4] = { r.x, r.y, r.z, r.w };
+
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+#pragma unroll
+    for (int b = 0; b < 4; b++)
+      f[4 * i + b] = (float) (int8_t) (w[i] >> (8 * b));
+}
+
 /* exp2 of a - b where a = -inf stands for an empty state (weight 0) */
 __device__ __forceinline__ float
 a2_weight (float a, float b)
@@ -580,7 +594,8 @@ template <class T, int D, int G>
 __global__ void __launch_bounds__ (A2_WARPS * 32)
 attn_decode2_kernel (const float *__restrict__ q, int q_ld, const int *__restrict__ d_pos,
                      int n_tok, int H, int Hkv, float scale, const T *__restrict__ kc,
-                     const T *__restrict__ vc, int want, int zmax, float *part_acc,
+                     const T *__restrict__ vc, const __half *__restrict__ ks,
+                     const __half *__restrict__ vs, int want, int zmax, float *part_acc,
                      float *part_ml, unsigned *counters, float *__restrict__ out)
 {
   constexpr int VE = 16 / (int) sizeof (T);   /* values per 16-byte load */
@@ -589,6 +604,7 @@ attn_decode2_kernel (const float *__restrict__ q, int q_ld, const int *__restric
   constexpr int CPL = CH / LR;                /* loads per lane and row */
   constexpr int RPW = 32 / LR;                /* rows per warp load */
   constexpr int NV = VE * CPL;                /* values per lane and row */
+  constexpr bool A2_Q8 = sizeof (T) == 1;     /* int8 values, F16 scales per 32 */
   __shared__ float sm_m[A2_WARPS][G], sm_l[A2_WARPS][G];
   __shared__ __align__ (16) float sm_acc[A2_WARPS][G][D];
   __shared__ float sm_w[G][A2_ZMAX];
@@ -632,6 +648,7 @@ attn_decode2_kernel (const float *__restrict__ q, int q_ld, const int *__restric
   for (int base = start + warp * (RPW * A2_U); base < end; base += A2_WARPS * RPW * A2_U)
     {
       uint4 kr[A2_U][CPL], vr[A2_U][CPL];
+      float ksc[A2_U][CPL], vsc[A2_U][CPL];   /* int8: the 32-value blocks' scales */
       float s[A2_U][G];
       bool ok[A2_U];
 
@@ -651,6 +668,16 @@ attn_decode2_kernel (const float *__restrict__ q, int q_ld, const int *__restric
                                : make_uint4 (0, 0, 0, 0);
               vr[u][c] = ok[u] ? __ldg (reinterpret_cast<const uint4 *> (vc + off))
                                : make_uint4 (0, 0, 0, 0);
+              if constexpr (A2_Q8)
+                {
+                  /* 16 values per load, so one 32-value block per load */
+                  const size_t so = ((size_t) p * Hkv + kvh) * (D / 32) + (c * LR + li) / 2;
+
+                  ksc[u][c] = ok[u] ? __half2float (__ldg (ks + so)) : 0.f;
+                  vsc[u][c] = ok[u] ? __half2float (__ldg (vs + so)) : 0.f;
+                }
+              else
+                ksc[u][c] = vsc[u][c] = 1.f;
             }
         }
       /* scores: the lane's part of each dot product, summed over the row's
@@ -669,9 +696,14 @@ attn_decode2_kernel (const float *__restrict__ q, int q_ld, const int *__restric
               a2_unpack<T> (kr[u][c], kf);
 #pragma unroll
               for (int g = 0; g < G; g++)
+                {
+                  float dot = 0.f;
+
 #pragma unroll
-                for (int e = 0; e < VE; e++)
-                  s[u][g] += qv[g][c * VE + e] * kf[e];
+                  for (int e = 0; e < VE; e++)
+                    dot += qv[g][c * VE + e] * kf[e];
+                  s[u][g] += A2_Q8 ? dot * ksc[u][c] : dot;
+                }
             }
 #pragma unroll
           for (int g = 0; g < G; g++)
@@ -710,10 +742,12 @@ attn_decode2_kernel (const float *__restrict__ q, int q_ld, const int *__restric
 #pragma unroll
             for (int g = 0; g < G; g++)
               {
+                const float pv = A2_Q8 ? s[u][g] * vsc[u][c] : s[u][g];
+
                 l[g] += c == 0 ? s[u][g] : 0.f;
 #pragma unroll
                 for (int e = 0; e < VE; e++)
-                  acc[g][c * VE + e] += s[u][g] * vf[e];
+                  acc[g][c * VE + e] += pv * vf[e];
               }
           }
     }
@@ -858,8 +892,8 @@ a2_zmax (int n_tok, int H, int Hkv)
 template <class T, int D, int G>
 void
 launch_decode2 (const float *q, int q_ld, int n_tok, const int *d_pos, int H, int Hkv,
-                float scale, const void *kc, const void *vc, void *part, unsigned *ctr,
-                float *out, cudaStream_t stream)
+                float scale, const void *kc, const void *vc, const void *ks, const void *vs,
+                void *part, unsigned *ctr, float *out, cudaStream_t stream)
 {
   const int n_gc = (H / Hkv + G - 1) / G;
   const int want = a2_want (Hkv * n_gc * n_tok), zmax = want;
@@ -869,27 +903,29 @@ launch_decode2 (const float *q, int q_ld, int n_tok, const int *d_pos, int H, in
 
   (void) bln_launch (attn_decode2_kernel<T, D, G>, grid, dim3 (A2_WARPS * 32), 0, stream, q,
                      q_ld, d_pos, n_tok, H, Hkv, scale, static_cast<const T *> (kc),
-                     static_cast<const T *> (vc), want, zmax, part_acc, part_ml, ctr, out);
+                     static_cast<const T *> (vc), static_cast<const __half *> (ks),
+                     static_cast<const __half *> (vs), want, zmax, part_acc, part_ml, ctr, out);
 }
 
 template <class T, int D>
 void
 launch_decode2_g (const float *q, int q_ld, int n_tok, const int *d_pos, int H, int Hkv,
-                  float scale, const void *kc, const void *vc, void *part, unsigned *ctr,
+                  float scale, const void *kc, const void *vc, const void *ks, const void *vs,
+                  void *part, unsigned *ctr,
                   float *out, cudaStream_t stream)
 {
   switch (a2_heads (H / Hkv))
     {
     case 1:
-      launch_decode2<T, D, 1> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, part, ctr,
+      launch_decode2<T, D, 1> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, ks, vs, part, ctr,
                                out, stream);
       break;
     case 4:
-      launch_decode2<T, D, 4> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, part, ctr,
+      launch_decode2<T, D, 4> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, ks, vs, part, ctr,
                                out, stream);
       break;
     default:
-      launch_decode2<T, D, 8> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, part, ctr,
+      launch_decode2<T, D, 8> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, ks, vs, part, ctr,
                                out, stream);
       break;
     }
@@ -898,18 +934,58 @@ launch_decode2_g (const float *q, int q_ld, int n_tok, const int *d_pos, int H, 
 template <class T>
 void
 launch_decode2_t (const float *q, int q_ld, int n_tok, const int *d_pos, int H, int Hkv, int d,
-                  float scale, const void *kc, const void *vc, void *part, unsigned *ctr,
+                  float scale, const void *kc, const void *vc, const void *ks, const void *vs,
+                  void *part, unsigned *ctr,
                   float *out, cudaStream_t stream)
 {
   if (d == 64)
-    launch_decode2_g<T, 64> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, part, ctr,
+    launch_decode2_g<T, 64> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, ks, vs, part, ctr,
                              out, stream);
   else if (d == 128)
-    launch_decode2_g<T, 128> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, part, ctr,
+    launch_decode2_g<T, 128> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, ks, vs, part, ctr,
                               out, stream);
   else
-    launch_decode2_g<T, 256> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, part, ctr,
+    launch_decode2_g<T, 256> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, ks, vs, part, ctr,
                               out, stream);
+}
+
+/* 8-bit KV store: a block per (token, KV head, K or V), a thread per value,
+ * a warp per 32-value block: scale = amax / 127 rounded to F16, values
+ * rounded to nearest with that scale (clamped, as the F16 scale may round
+ * below amax / 127). */
+__global__ void
+kv_store_q8_kernel (const float *__restrict__ k, const float *__restrict__ v, int ld,
+                    const int *__restrict__ d_pos, int Hkv, int dk, int dv, int8_t *k_cache,
+                    __half *k_scale, int8_t *v_cache, __half *v_scale)
+{
+  bln_pdl_wait ();
+  const int t = blockIdx.x, h = blockIdx.y, is_v = blockIdx.z, j = threadIdx.x;
+  const int d = is_v ? dv : dk, pos = *d_pos + t;
+  const float *row = (is_v ? v + (size_t) h * dv : k + (size_t) h * dk) + (size_t) t * ld;
+  const size_t r = (size_t) pos * Hkv + h;
+  const float x = j < d ? row[j] : 0.f;
+  const float amax = warp_max (fabsf (x));
+  const __half sh = __float2half_rn (amax / 127.f);
+  const float sc = __half2float (sh);
+  const float qv = sc > 0.f ? fminf (fmaxf (rintf (x / sc), -127.f), 127.f) : 0.f;
+
+  if (j >= d)
+    return;
+  (is_v ? v_cache : k_cache)[r * d + j] = (int8_t) qv;
+  if ((j & 31) == 0)
+    (is_v ? v_scale : k_scale)[r * (d / 32) + j / 32] = sh;
+}
+
+/* 8-bit rows back to F16, a thread per value */
+__global__ void
+kv_dequant_q8_kernel (const int8_t *__restrict__ src, const __half *__restrict__ sc, size_t n,
+                      int d, __half *__restrict__ dst)
+{
+  bln_pdl_wait ();
+  const size_t i = (size_t) blockIdx.x * blockDim.x + threadIdx.x;
+
+  if (i < n)
+    dst[i] = __float2half_rn ((float) src[i] * __half2float (sc[i / 32]));
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1021,7 +1097,7 @@ bln_kernels_rope_store (float *q, float *k, float *v, const float *bq, const flo
   const dim3 grid ((unsigned) n_tok, (unsigned) (H + Hkv));
   const dim3 block ((unsigned) (((dk > dv ? dk : dv) + 31) / 32 * 32));
 
-  if (!q || !k || !v || !d_pos || !inv_freq || !k_cache || !v_cache || n_tok <= 0 || H <= 0
+  if (!q || !k || !v || !d_pos || !inv_freq || !k_cache != !v_cache || n_tok <= 0 || H <= 0
       || Hkv <= 0 || dk <= 0 || dv <= 0 || rope_dim < 0 || rope_dim > dk || (rope_dim & 1)
       || (n_tok > 1 && (ld < H * dk || ld < Hkv * dk || ld < Hkv * dv)))
     return cudaErrorInvalidValue;
@@ -1060,20 +1136,23 @@ a2_part_bytes (int n, int H, int Hkv, int dv)
   return (size_t) n * H * a2_zmax (n, H, Hkv) * (dv + 2) * sizeof (float);
 }
 
-/* Which kernel serves a shape: 2 (the split kernel with the fused merge),
- * or 1 (the first one: BALEEN_CUDA_ATTN=v1, or a shape v2 lacks). */
+/* Which kernel serves an F16 / F32 cache: 1 (the first one) unless
+ * BALEEN_CUDA_ATTN=v2 asks for the split kernel with the fused merge and
+ * the shape suits it. Version 2 is opt-in until it has passed its tests on
+ * a GPU (it was written without one); the 8-bit cache, itself opt-in
+ * (kv_bits 8), always uses it. */
 static int
 attn_version (int n_tok, int dk, int dv, const void *k_cache, const void *v_cache)
 {
-  static int forced = -1;
+  static int wanted = -1;
 
-  if (forced < 0)
+  if (wanted < 0)
     {
       const char *env = std::getenv ("BALEEN_CUDA_ATTN");
 
-      forced = env != nullptr && std::strcmp (env, "v1") == 0 ? 1 : 0;
+      wanted = env != nullptr && std::strcmp (env, "v2") == 0 ? 2 : 1;
     }
-  if (forced == 1 || dk != dv || (dk != 64 && dk != 128 && dk != 256) || n_tok > A2_MAX_TOK
+  if (wanted == 1 || dk != dv || (dk != 64 && dk != 128 && dk != 256) || n_tok > A2_MAX_TOK
       || ((uintptr_t) k_cache & 15) != 0 || ((uintptr_t) v_cache & 15) != 0)
     return 1;
   return 2;
@@ -1124,9 +1203,11 @@ bln_kernels_attn_decode (const float *q, int q_ld, int n_tok, const int *d_pos, 
 
       if (kv_f16)
         launch_decode2_t<__half> (q, q_ld, n_tok, d_pos, H, Hkv, dk, scale, k_cache, v_cache,
+                                  nullptr, nullptr,
                                   part, ctr, out, stream);
       else
         launch_decode2_t<float> (q, q_ld, n_tok, d_pos, H, Hkv, dk, scale, k_cache, v_cache,
+                                 nullptr, nullptr,
                                  part, ctr, out, stream);
     }
   else if (kv_f16)
@@ -1135,6 +1216,58 @@ bln_kernels_attn_decode (const float *q, int q_ld, int n_tok, const int *d_pos, 
   else
     launch_decode_t<float> (q, q_ld, n_tok, d_pos, H, Hkv, dk, dv, scale, k_cache, v_cache,
                             static_cast<float *> (part), out, stream);
+  return cudaGetLastError ();
+}
+
+extern "C" cudaError_t
+bln_kernels_kv_store_q8 (const float *k, const float *v, int n_tok, int ld, const int *d_pos,
+                         int Hkv, int dk, int dv, void *k_cache, void *k_scale, void *v_cache,
+                         void *v_scale, cudaStream_t stream)
+{
+  const int dm = dk > dv ? dk : dv;
+
+  if (!k || !v || !d_pos || !k_cache || !k_scale || !v_cache || !v_scale || n_tok <= 0
+      || Hkv <= 0 || dk <= 0 || dv <= 0 || dk % 32 != 0 || dv % 32 != 0 || dm > 1024
+      || n_tok > 65535 || (n_tok > 1 && (ld < Hkv * dk || ld < Hkv * dv)))
+    return cudaErrorInvalidValue;
+  (void) bln_launch (kv_store_q8_kernel, dim3 ((unsigned) n_tok, (unsigned) Hkv, 2),
+                     dim3 ((unsigned) dm), 0, stream, k, v, ld, d_pos, Hkv, dk, dv,
+                     static_cast<int8_t *> (k_cache), static_cast<__half *> (k_scale),
+                     static_cast<int8_t *> (v_cache), static_cast<__half *> (v_scale));
+  return cudaGetLastError ();
+}
+
+extern "C" cudaError_t
+bln_kernels_kv_dequant_q8 (const void *values, const void *scales, size_t n_rows, int d,
+                           void *out, cudaStream_t stream)
+{
+  const size_t n = n_rows * (size_t) d;
+
+  if (!values || !scales || !out || d <= 0 || d % 32 != 0 || n_rows == 0
+      || n / 256 + 1 > 0x7fffffffu)
+    return cudaErrorInvalidValue;
+  (void) bln_launch (kv_dequant_q8_kernel, dim3 (blocks_for (n, 256)), dim3 (256), 0, stream,
+                     static_cast<const int8_t *> (values), static_cast<const __half *> (scales),
+                     n, d, static_cast<__half *> (out));
+  return cudaGetLastError ();
+}
+
+extern "C" cudaError_t
+bln_kernels_attn_decode_q8 (const float *q, int q_ld, int n_tok, const int *d_pos, int H,
+                            int Hkv, int d, float scale, const void *k_cache, const void *k_scale,
+                            const void *v_cache, const void *v_scale, void *scratch, float *out,
+                            cudaStream_t stream)
+{
+  if (q_ld == 0)
+    q_ld = H * d;
+  if (q_ld < H * d || !q || !d_pos || !k_cache || !k_scale || !v_cache || !v_scale || !scratch
+      || !out || n_tok <= 0 || n_tok > A2_MAX_TOK || H <= 0 || Hkv <= 0 || H % Hkv != 0
+      || (d != 64 && d != 128 && d != 256) || ((uintptr_t) k_cache & 15) != 0
+      || ((uintptr_t) v_cache & 15) != 0)
+    return cudaErrorInvalidValue;
+  launch_decode2_t<int8_t> (q, q_ld, n_tok, d_pos, H, Hkv, d, scale, k_cache, v_cache, k_scale,
+                            v_scale, static_cast<char *> (scratch) + a2_counter_bytes (H),
+                            static_cast<unsigned *> (scratch), out, stream);
   return cudaGetLastError ();
 }
 

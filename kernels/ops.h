@@ -44,7 +44,8 @@ cudaError_t bln_kernels_silu_mul (const float *g, int g_stride, const float *u, 
  * rotates the first rope_dim values of every head of q and k — pairs (i, i +
  * r/2) when neox, (2i, 2i + 1) otherwise, angle pos * inv_freq[i], cos and
  * sin scaled by attn_factor — then writes k and v into the layer's caches at
- * rows pos.. (converted to F16 when kv_f16). When q_kv is not NULL it also
+ * rows pos.. (converted to F16 when kv_f16; both caches NULL: no store, for
+ * the 8-bit cache's bln_kernels_kv_store_q8). When q_kv is not NULL it also
  * receives the rotated q in the cache's element type (the prefill attention
  * multiplies it with the cache by cuBLAS). */
 cudaError_t bln_kernels_rope_store (float *q, float *k, float *v, const float *bq,
@@ -80,6 +81,35 @@ cudaError_t bln_kernels_attn_decode (const float *q, int q_ld, int n_tok, const 
                                      int Hkv, int dk, int dv, float scale, const void *k_cache,
                                      const void *v_cache, int kv_f16, void *scratch, float *out,
                                      cudaStream_t stream);
+
+/* The 8-bit KV cache: per layer, K values int8 [position][kv head][dk] and
+ * their scales F16 [position][kv head][dk / 32], V likewise with dv — one
+ * scale per 32 values (amax / 127), so an outlier channel (qwen2's K has
+ * some) costs precision only in its own block of 32, at 1 + 2/32 bytes per
+ * value (53% of F16). bln_kernels_kv_store_q8 quantises the rows of n_tok
+ * tokens (k and v as for bln_kernels_rope_store, after it has rotated them:
+ * token t's rows at k + t * ld, v + t * ld) into the caches at positions
+ * *d_pos + t. dk and dv must be multiples of 32, at most 1024. */
+cudaError_t bln_kernels_kv_store_q8 (const float *k, const float *v, int n_tok, int ld,
+                                     const int *d_pos, int Hkv, int dk, int dv, void *k_cache,
+                                     void *k_scale, void *v_cache, void *v_scale,
+                                     cudaStream_t stream);
+
+/* out[i] = values[i] * scales[i / 32] as F16 for n_rows rows of d values
+ * (d a multiple of 32) of an 8-bit cache: the prefill attention runs on
+ * cuBLAS over F16 copies. */
+cudaError_t bln_kernels_kv_dequant_q8 (const void *values, const void *scales, size_t n_rows,
+                                       int d, void *out, cudaStream_t stream);
+
+/* bln_kernels_attn_decode over an 8-bit cache (above): head dim d (64, 128
+ * or 256) for K and V, n_tok <= 16, the value arrays 16-byte aligned; the
+ * same scratch (bln_kernels_attn_decode_scratch (n_tok, H, Hkv, d) bytes,
+ * zeroed before the first use). Always the one-launch kernel. */
+cudaError_t bln_kernels_attn_decode_q8 (const float *q, int q_ld, int n_tok, const int *d_pos,
+                                        int H, int Hkv, int d, float scale, const void *k_cache,
+                                        const void *k_scale, const void *v_cache,
+                                        const void *v_scale, void *scratch, float *out,
+                                        cudaStream_t stream);
 
 /* The softmax of the prefill attention: s holds H blocks of n rows of n_kv
  * float scores (row t = query pos0 + t); writes p (same shape, F16 when

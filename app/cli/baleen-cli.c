@@ -310,7 +310,7 @@ cmd_run (int argc, char **argv)
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "CPU threads (default: all cores)", "N" },
     { "ctx", 'c', 0, G_OPTION_ARG_INT, &n_ctx, "Context size in tokens (default 4096)", "N" },
     { "device", 0, 0, G_OPTION_ARG_STRING, &device, "cpu, cuda, cuda:N or auto (default auto: the GPU when usable)", "DEV" },
-    { "kv-bits", 0, 0, G_OPTION_ARG_INT, &kv_bits, "GPU KV cache precision: 16 (default) or 32", "N" },
+    { "kv-bits", 0, 0, G_OPTION_ARG_INT, &kv_bits, "GPU KV cache precision: 16 (default), 8 or 32", "N" },
     { "quant", 'q', 0, G_OPTION_ARG_STRING, &quant, "Convert an HF model's weights on load (q8_0, q4_K, q6_K...)", "TYPE" },
     { "verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "Print speed figures to stderr", NULL },
     { NULL }
@@ -650,7 +650,7 @@ cmd_logits (int argc, char **argv)
     { "all", 0, 0, G_OPTION_ARG_NONE, &all, "Logits at every position, not only the last", NULL },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "CPU threads", "N" },
     { "device", 0, 0, G_OPTION_ARG_STRING, &device, "cpu (default), cuda, cuda:N or auto", "DEV" },
-    { "kv-bits", 0, 0, G_OPTION_ARG_INT, &kv_bits, "GPU KV cache precision: 16 (default) or 32", "N" },
+    { "kv-bits", 0, 0, G_OPTION_ARG_INT, &kv_bits, "GPU KV cache precision: 16 (default), 8 or 32", "N" },
     { "quant", 'q', 0, G_OPTION_ARG_STRING, &quant, "Convert an HF model's weights on load", "TYPE" },
     { NULL }
   };
@@ -825,7 +825,7 @@ cmd_perplexity (int argc, char **argv)
     { "ctx", 'c', 0, G_OPTION_ARG_INT, &n_ctx, "Tokens per chunk (default 512)", "N" },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "CPU threads", "N" },
     { "device", 0, 0, G_OPTION_ARG_STRING, &device, "cpu (default), cuda, cuda:N or auto", "DEV" },
-    { "kv-bits", 0, 0, G_OPTION_ARG_INT, &kv_bits, "GPU KV cache precision: 16 (default) or 32", "N" },
+    { "kv-bits", 0, 0, G_OPTION_ARG_INT, &kv_bits, "GPU KV cache precision: 16 (default), 8 or 32", "N" },
     { "quant", 'q', 0, G_OPTION_ARG_STRING, &quant, "Convert an HF model's weights on load", "TYPE" },
     { NULL }
   };
@@ -1158,7 +1158,7 @@ cmd_bench (int argc, char **argv)
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "CPU threads (default: all cores)", "N" },
     { "repetitions", 'r', 0, G_OPTION_ARG_INT, &reps, "Repetitions; the best is kept (default 3)", "N" },
     { "device", 0, 0, G_OPTION_ARG_STRING, &device, "cpu, cuda, cuda:N or auto (default auto)", "DEV" },
-    { "kv-bits", 0, 0, G_OPTION_ARG_INT, &kv_bits, "GPU KV cache precision: 16 (default) or 32", "N" },
+    { "kv-bits", 0, 0, G_OPTION_ARG_INT, &kv_bits, "GPU KV cache precision: 16 (default), 8 or 32", "N" },
     { "quant", 'q', 0, G_OPTION_ARG_STRING, &quant, "Convert an HF model's weights on load", "TYPE" },
     { "json", 0, 0, G_OPTION_ARG_NONE, &json, "Print JSON", NULL },
     { "batch", 'b', 0, G_OPTION_ARG_STRING, &batch,

@@ -47,6 +47,7 @@ struct _BlnCudaModel {
 /* Scratch of a context, carved from one allocation. Sizes in bytes. */
 typedef struct {
   size_t x, h, qkv, att, tmp, gu, ffo, logits, qkv16, act16, deq, scores, probs, part;
+  size_t kdq;             /* 8-bit KV: one layer's K (then V) as F16 for prefill, or 0 */
   size_t total;
   int rows;               /* tokens per prefill chunk */
   int qblock;             /* query rows per attention block in prefill */
@@ -57,15 +58,16 @@ struct _BlnCudaCtx {
   BlnCudaModel *cm;
   int device;
   int n_ctx;
-  gboolean kv_f16;
-  size_t kv_elem;          /* bytes per cached value */
+  gboolean kv_f16;         /* F16 cache, or F16 prefill buffers over an 8-bit cache */
+  gboolean kv_q8;          /* 8-bit cache: int8 values, F16 scales per 32 (kernels/ops.h) */
+  size_t kv_elem;          /* bytes per cached value (1 for the 8-bit cache) */
   cudaStream_t stream;
   cublasHandle_t blas;
   BlnCudaBuffer *k_cache, *v_cache, *scratch;
   ScratchPlan sp;
   float *x, *h, *qkv, *att, *tmp, *gu, *ffo, *logits;
   int qkv_ld;              /* floats per row of qkv */
-  void *qkv16, *act16, *deq, *scores, *probs, *part;
+  void *qkv16, *act16, *deq, *scores, *probs, *part, *kdq;
   float *host_x;           /* pinned, sp.rows rows of n_embd */
   BlnPool *pool;           /* the context's CPU threads (embedding rows) */
   int *h_pos, *d_pos;      /* the chunk's first position: pinned, and on the device */

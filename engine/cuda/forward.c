@@ -401,6 +401,8 @@ align256 (size_t n)
   return (n + 255) & ~(size_t) 255;
 }
 
+/* @kv_elem: bytes per cached value (1: the 8-bit cache, whose prefill
+ * buffers are F16). */
 static void
 scratch_plan (const BlnModel *m, int n_ctx, size_t kv_elem, int chunk, ScratchPlan *sp)
 {
@@ -410,7 +412,10 @@ scratch_plan (const BlnModel *m, int n_ctx, size_t kv_elem, int chunk, ScratchPl
   size_t d = hp->n_embd, ff = hp->n_ff;
   size_t max_in = MAX (MAX (d, ff), H * dv);
   size_t per_row_scores;
+  gboolean q8 = kv_elem == 1;
 
+  if (q8)
+    kv_elem = 2;
   memset (sp, 0, sizeof *sp);
   sp->rows = (int) rows;
   sp->x = align256 (rows * d * f);
@@ -431,9 +436,23 @@ scratch_plan (const BlnModel *m, int n_ctx, size_t kv_elem, int chunk, ScratchPl
   sp->probs = align256 ((size_t) sp->qblock * H * n_ctx * kv_elem);
   sp->part = align256 (bln_kernels_attn_decode_scratch (BLN_CUDA_MATVEC_MAX_TOK, (int) H,
                                                         (int) Hkv, (int) dv));
+  sp->kdq = q8 ? 2 * align256 ((size_t) n_ctx * Hkv * MAX (dk, dv) * 2) : 0;
   sp->total = sp->x + sp->h + sp->qkv + sp->att + sp->tmp + sp->gu + sp->ffo
               + sp->logits + sp->qkv16 + sp->act16 + sp->deq + sp->scores + sp->probs
-              + sp->part;
+              + sp->part + sp->kdq;
+}
+
+/* Bytes of one layer's K (head_dim = dk) or V (dv) cache; for the 8-bit
+ * cache (kv_elem 1) the int8 values, then their F16 scales (one per 32),
+ * rounded up to 256 bytes. */
+static size_t
+kv_layer (const BlnModel *m, int n_ctx, size_t kv_elem, int head_dim)
+{
+  size_t rows = (size_t) n_ctx * m->hp.n_head_kv;
+
+  if (kv_elem == 1)
+    return align256 (rows * head_dim + rows * (head_dim / 32) * 2);
+  return rows * head_dim * kv_elem;
 }
 
 /* Bytes of the K (head_dim = dk) or V (dv) cache of all layers. */
@@ -442,7 +461,7 @@ kv_plane (const BlnModel *m, int n_ctx, size_t kv_elem, int head_dim)
 {
   if (m->hp.arch == BLN_ARCH_DEEPSEEK2)   /* its latent cache is c->ds2's */
     return 0;
-  return (size_t) m->hp.n_layer * n_ctx * m->hp.n_head_kv * head_dim * kv_elem;
+  return (size_t) m->hp.n_layer * kv_layer (m, n_ctx, kv_elem, head_dim);
 }
 
 static size_t
@@ -457,7 +476,7 @@ bln_cuda_plan (const BlnModel *model, int n_ctx, int kv_bits, BlnCudaPlan *plan,
                GError **error)
 {
   ScratchPlan sp;
-  size_t kv_elem = kv_bits == 32 ? 4 : 2;
+  size_t kv_elem = kv_bits == 32 ? 4 : kv_bits == 8 ? 1 : 2;
 
   memset (plan, 0, sizeof *plan);
   if (!check_arch (model, error))
@@ -532,12 +551,22 @@ bln_cuda_ctx_new (BlnModel *model, int n_ctx, const BlnContextOptions *opts, GEr
   BlnCudaCtx *c;
   BlnCudaPlan plan;
   uint8_t *p;
-  size_t kv_elem = opts->kv_bits == 32 ? 4 : 2;
+  size_t kv_elem = opts->kv_bits == 32 ? 4 : opts->kv_bits == 8 ? 1 : 2;
+  const BlnHParams *mhp = &model->hp;
 
-  if (opts->kv_bits != 16 && opts->kv_bits != 32)
+  if (opts->kv_bits != 16 && opts->kv_bits != 32 && opts->kv_bits != 8)
     {
-      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "KV cache bits must be 16 or 32, not %d",
-                   opts->kv_bits);
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
+                   "KV cache bits must be 8, 16 or 32, not %d", opts->kv_bits);
+      return NULL;
+    }
+  if (opts->kv_bits == 8
+      && (mhp->arch == BLN_ARCH_DEEPSEEK2 || mhp->head_dim_k != mhp->head_dim_v
+          || (mhp->head_dim_k != 64 && mhp->head_dim_k != 128 && mhp->head_dim_k != 256)))
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED,
+                   "the 8-bit KV cache needs equal K and V head dims of 64, 128 or 256 (not "
+                   "MLA); use 16 bits");
       return NULL;
     }
   if (!bln_cuda_available (&why))
@@ -593,7 +622,8 @@ bln_cuda_ctx_new (BlnModel *model, int n_ctx, const BlnContextOptions *opts, GEr
   c->cm = model->cuda;
   c->device = opts->gpu;
   c->n_ctx = n_ctx;
-  c->kv_f16 = kv_elem == 2;
+  c->kv_f16 = kv_elem <= 2;
+  c->kv_q8 = kv_elem == 1;
   c->kv_elem = kv_elem;
   c->no_graphs = g_strcmp0 (g_getenv ("BALEEN_CUDA_GRAPHS"), "0") == 0;
   c->qkv_ld = (model->hp.n_head + model->hp.n_head_kv) * model->hp.head_dim_k
@@ -636,6 +666,7 @@ bln_cuda_ctx_new (BlnModel *model, int n_ctx, const BlnContextOptions *opts, GEr
   CARVE (scores, void *);
   CARVE (probs, void *);
   CARVE (part, void *);
+  CARVE (kdq, void *);
 #undef CARVE
   /* the decode attention's split counters start at 0 (see ops.h) */
   if (c->sp.part > 0 && !BLN_CUDA_CHECK (cudaMemset (c->part, 0, c->sp.part), error))
@@ -711,6 +742,14 @@ bln_cuda_linear (BlnCudaCtx *c, const BlnCudaTensor *w, const float *bias, const
   return TRUE;
 }
 
+/* Bytes of the int8 values of one layer's 8-bit K (head_dim dk) or V (dv)
+ * cache: its F16 scales start there. */
+static size_t
+q8_vals (const BlnCudaCtx *c, int head_dim)
+{
+  return (size_t) c->n_ctx * c->model->hp.n_head_kv * head_dim;
+}
+
 /* Prefill attention of layer @il for n tokens at pos0 (q_kv holds the rotated
  * queries in the cache's type): per query block, scores = K·q on cuBLAS (one
  * strided batch per position in the head group, batched over KV heads), the
@@ -722,9 +761,23 @@ attn_prefill (BlnCudaCtx *c, const void *kc, const void *vc, int n, int pos0, GE
   int H = hp->n_head, Hkv = hp->n_head_kv, dk = hp->head_dim_k, dv = hp->head_dim_v;
   int group = H / Hkv, q0, j;
   cudaDataType_t kvt = c->kv_f16 ? CUDA_R_16F : CUDA_R_32F;
-  size_t es = c->kv_elem;
+  size_t es = c->kv_f16 ? 2 : 4;   /* F16 copies over an 8-bit cache */
   const float one = 1.0f, zero = 0.0f;
 
+  if (c->kv_q8)
+    {
+      /* the positions so far as F16, for cuBLAS */
+      void *kd = c->kdq, *vd = (uint8_t *) c->kdq + c->sp.kdq / 2;
+      size_t rows = (size_t) (pos0 + n) * Hkv;
+
+      if (!KCHECK (bln_kernels_kv_dequant_q8 (kc, (const uint8_t *) kc + q8_vals (c, dk), rows,
+                                              dk, kd, c->stream), error)
+          || !KCHECK (bln_kernels_kv_dequant_q8 (vc, (const uint8_t *) vc + q8_vals (c, dv),
+                                                 rows, dv, vd, c->stream), error))
+        return FALSE;
+      kc = kd;
+      vc = vd;
+    }
   for (q0 = 0; q0 < n; q0 += c->sp.qblock)
     {
       int nq = MIN (c->sp.qblock, n - q0);
@@ -758,6 +811,31 @@ attn_prefill (BlnCudaCtx *c, const void *kc, const void *vc, int n, int pos0, GE
           return FALSE;
     }
   return TRUE;
+}
+
+/* Biases and RoPE of layer @L's n tokens, K and V into the layer's caches
+ * @kc / @vc (the 8-bit cache: quantised by a second kernel), the rotated
+ * queries into @q_kv (F16 or F32, may be NULL). */
+static gboolean
+rope_store_layer (BlnCudaCtx *c, const CudaLayer *L, int n, uint8_t *kc, uint8_t *vc,
+                  void *q_kv, GError **error)
+{
+  const BlnModel *m = c->model;
+  const BlnHParams *hp = &m->hp;
+  int H = hp->n_head, Hkv = hp->n_head_kv, dk = hp->head_dim_k, dv = hp->head_dim_v;
+
+  if (!KCHECK (bln_kernels_rope_store (c->qkv, c->qkv + H * dk, c->qkv + (H + Hkv) * dk, L->bq,
+                                       L->bk, L->bv, n, c->qkv_ld, c->d_pos, H, Hkv, dk, dv,
+                                       hp->rope_dim, hp->rope_neox, c->cm->inv_freq,
+                                       m->rope_attn_factor, c->kv_q8 ? NULL : kc,
+                                       c->kv_q8 ? NULL : vc, c->kv_f16, q_kv, c->stream),
+               error))
+    return FALSE;
+  return !c->kv_q8
+         || KCHECK (bln_kernels_kv_store_q8 (c->qkv + H * dk, c->qkv + (H + Hkv) * dk, n,
+                                             c->qkv_ld, c->d_pos, Hkv, dk, dv, kc,
+                                             kc + q8_vals (c, dk), vc, vc + q8_vals (c, dv),
+                                             c->stream), error);
 }
 
 /* y = W x for n <= BLN_CUDA_MATVEC_MAX_TOK rows, with kernels/kernels.h
@@ -798,8 +876,8 @@ enqueue_decode_layers (BlnCudaCtx *c, int n, GError **error)
   const BlnCudaModel *cm = c->cm;
   int H = hp->n_head, Hkv = hp->n_head_kv, dk = hp->head_dim_k, dv = hp->head_dim_v;
   int ff = hp->n_ff, il, fl, i;
-  size_t k_layer = (size_t) c->n_ctx * Hkv * dk * c->kv_elem;
-  size_t v_layer = (size_t) c->n_ctx * Hkv * dv * c->kv_elem;
+  size_t k_layer = kv_layer (m, c->n_ctx, c->kv_elem, dk);
+  size_t v_layer = kv_layer (m, c->n_ctx, c->kv_elem, dv);
   const int acc = BLN_KERNELS_MATVEC_ACCUMULATE;
 
   if (c->ds2 != NULL)
@@ -816,14 +894,15 @@ enqueue_decode_layers (BlnCudaCtx *c, int n, GError **error)
       for (i = 0; i < L->n_qkv; i++)
         if (!bln_cuda_mv (c, L->qkv[i], c->h, n, c->qkv + L->qkv_col[i], c->qkv_ld, fl, error))
           return FALSE;
-      if (!KCHECK (bln_kernels_rope_store (c->qkv, c->qkv + H * dk, c->qkv + (H + Hkv) * dk,
-                                           L->bq, L->bk, L->bv, n, c->qkv_ld, c->d_pos, H, Hkv,
-                                           dk, dv, hp->rope_dim, hp->rope_neox, cm->inv_freq,
-                                           m->rope_attn_factor, kc, vc, c->kv_f16, NULL,
-                                           c->stream), error)
-          || !KCHECK (bln_kernels_attn_decode (c->qkv, c->qkv_ld, n, c->d_pos, H, Hkv, dk, dv,
-                                               m->attn_scale, kc, vc, c->kv_f16, c->part,
-                                               c->att, c->stream), error)
+      if (!rope_store_layer (c, L, n, kc, vc, NULL, error)
+          || !(c->kv_q8
+               ? KCHECK (bln_kernels_attn_decode_q8 (c->qkv, c->qkv_ld, n, c->d_pos, H, Hkv, dk,
+                                                     m->attn_scale, kc, kc + q8_vals (c, dk), vc,
+                                                     vc + q8_vals (c, dv), c->part, c->att,
+                                                     c->stream), error)
+               : KCHECK (bln_kernels_attn_decode (c->qkv, c->qkv_ld, n, c->d_pos, H, Hkv, dk, dv,
+                                                  m->attn_scale, kc, vc, c->kv_f16, c->part,
+                                                  c->att, c->stream), error))
           || !bln_cuda_mv (c, L->wo, c->att, n, c->x, 0, acc, error)
           || (fl = bln_cuda_norm_for_matvec (c, L->ffn_norm, n, error)) < 0)
         return FALSE;
@@ -870,10 +949,10 @@ enqueue_prefill_layers (BlnCudaCtx *c, int n, int pos0, GError **error)
   const BlnModel *m = c->model;
   const BlnHParams *hp = &m->hp;
   const BlnCudaModel *cm = c->cm;
-  int d = hp->n_embd, H = hp->n_head, Hkv = hp->n_head_kv;
+  int d = hp->n_embd;
   int dk = hp->head_dim_k, dv = hp->head_dim_v, ff = hp->n_ff, il, i;
-  size_t k_layer = (size_t) c->n_ctx * Hkv * dk * c->kv_elem;
-  size_t v_layer = (size_t) c->n_ctx * Hkv * dv * c->kv_elem;
+  size_t k_layer = kv_layer (m, c->n_ctx, c->kv_elem, dk);
+  size_t v_layer = kv_layer (m, c->n_ctx, c->kv_elem, dv);
 
   if (c->ds2 != NULL)
     return bln_cuda_ds2_prefill_layers (c, n, pos0, error);
@@ -891,11 +970,7 @@ enqueue_prefill_layers (BlnCudaCtx *c, int n, int pos0, GError **error)
         if (!bln_cuda_linear (c, L->qkv[i], NULL, c->h, n, c->qkv + L->qkv_col[i], c->qkv_ld,
                               error))
           return FALSE;
-      if (!KCHECK (bln_kernels_rope_store (c->qkv, c->qkv + H * dk, c->qkv + (H + Hkv) * dk,
-                                           L->bq, L->bk, L->bv, n, c->qkv_ld, c->d_pos, H, Hkv,
-                                           dk, dv, hp->rope_dim, hp->rope_neox, cm->inv_freq,
-                                           m->rope_attn_factor, kc, vc, c->kv_f16, c->qkv16,
-                                           c->stream), error)
+      if (!rope_store_layer (c, L, n, kc, vc, c->qkv16, error)
           || !attn_prefill (c, kc, vc, n, pos0, error)
           || !bln_cuda_linear (c, L->wo, NULL, c->att, n, c->tmp, 0, error)
           || !KCHECK (bln_kernels_add (c->x, c->tmp, (size_t) n * d, c->stream), error)
