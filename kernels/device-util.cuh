@@ -47,4 +47,25 @@ from_f<__half> (float v)
   return __float2half_rn (v);
 }
 
+/* Value j (< rope_dim) of a head's row after rotary embedding at position
+ * @pos: x is the value, @xs the whole row (its partner's value is read from
+ * there), pairs (i, i + rope_dim / 2) in NeoX order, (2i, 2i + 1)
+ * otherwise, frequencies @inv_freq, @af the attention factor (YaRN). */
+__device__ __forceinline__ float
+rope_rotate (float x, const float *xs, int j, int rope_dim, bool neox, int pos,
+             const float *inv_freq, float af)
+{
+  const int half = rope_dim / 2;
+  const int i = neox ? (j < half ? j : j - half) : j / 2;
+  const bool first = neox ? j < half : (j & 1) == 0;
+  const int partner = neox ? (first ? j + half : j - half) : (j ^ 1);
+  const float y = xs[partner];
+  float sn, cs;
+
+  sincosf ((float) pos * inv_freq[i], &sn, &cs);
+  cs *= af;
+  sn *= af;
+  return first ? x * cs - y * sn : y * sn + x * cs;
+}
+
 } /* namespace */

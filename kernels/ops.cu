@@ -14,26 +14,9 @@
 
 #include "ops.h"
 #include "launch.cuh"
+#include "device-util.cuh"
 
 namespace {
-
-__device__ __forceinline__ float
-warp_sum (float v)
-{
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1)
-    v += __shfl_xor_sync (0xffffffffu, v, off);
-  return v;
-}
-
-__device__ __forceinline__ float
-warp_max (float v)
-{
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1)
-    v = fmaxf (v, __shfl_xor_sync (0xffffffffu, v, off));
-  return v;
-}
 
 /* Sum over a block of up to 1024 threads; every thread gets the result.
  * @red: 32 floats of shared memory. */
@@ -67,13 +50,6 @@ block_max (float v, float *red)
   return warp_max (v);
 }
 
-template <class T> __device__ __forceinline__ float to_f (T v);
-template <> __device__ __forceinline__ float to_f<float> (float v) { return v; }
-template <> __device__ __forceinline__ float to_f<__half> (__half v) { return __half2float (v); }
-
-template <class T> __device__ __forceinline__ T from_f (float v);
-template <> __device__ __forceinline__ float from_f<float> (float v) { return v; }
-template <> __device__ __forceinline__ __half from_f<__half> (float v) { return __float2half_rn (v); }
 
 /* ---------------------------------------------------------------------- */
 
@@ -157,7 +133,6 @@ rope_store_kernel (float *q, float *k, float *v, const float *__restrict__ bq,
   __shared__ float xs[256];
   bln_pdl_wait ();
   const int t = blockIdx.x, h = blockIdx.y, j = threadIdx.x, pos = *d_pos + t;
-  const int half = rope_dim / 2;
   const bool is_q = h < H;
   const int hk = h - H;
   float *row = is_q ? q + (size_t) t * ld + (size_t) h * dk : k + (size_t) t * ld + (size_t) hk * dk;
@@ -176,19 +151,7 @@ rope_store_kernel (float *q, float *k, float *v, const float *__restrict__ bq,
   if (j < dk)
     {
       if (j < rope_dim)
-        {
-          /* pair (i, i + half) in NeoX order, (2i, 2i + 1) otherwise */
-          const int i = neox ? (j < half ? j : j - half) : j / 2;
-          const bool first = neox ? j < half : (j & 1) == 0;
-          const int partner = neox ? (first ? j + half : j - half) : (j ^ 1);
-          const float y = xs[partner];
-          float sn, cs;
-
-          sincosf ((float) pos * inv_freq[i], &sn, &cs);
-          cs *= af;
-          sn *= af;
-          x = first ? x * cs - y * sn : y * sn + x * cs;
-        }
+        x = rope_rotate (x, xs, j, rope_dim, neox, pos, inv_freq, af);
       row[j] = x;
       if (is_q)
         {

@@ -33,7 +33,7 @@ paged_rope_store_kernel (float *q, float *k, float *v, const float *__restrict__
 {
   __shared__ float xs[256];
   const int t = blockIdx.x, h = blockIdx.y, j = threadIdx.x;
-  const int pos = d_pos[t], half = rope_dim / 2;
+  const int pos = d_pos[t];
   const bool is_q = h < H;
   const int hk = h - H;
   float *row = is_q ? q + (size_t) t * ld + (size_t) h * dk
@@ -56,18 +56,7 @@ paged_rope_store_kernel (float *q, float *k, float *v, const float *__restrict__
   if (j < dk)
     {
       if (j < rope_dim)
-        {
-          const int i = neox ? (j < half ? j : j - half) : j / 2;
-          const bool first = neox ? j < half : (j & 1) == 0;
-          const int partner = neox ? (first ? j + half : j - half) : (j ^ 1);
-          const float y = xs[partner];
-          float sn, cs;
-
-          sincosf ((float) pos * inv_freq[i], &sn, &cs);
-          cs *= af;
-          sn *= af;
-          x = first ? x * cs - y * sn : y * sn + x * cs;
-        }
+        x = rope_rotate (x, xs, j, rope_dim, neox, pos, inv_freq, af);
       row[j] = x;
       if (!is_q)
         k_pool[prow * ((size_t) Hkv * dk) + (size_t) hk * dk + j] = from_f<T> (x);
