@@ -2072,6 +2072,23 @@ struct V6Q8_0
   }
 };
 
+/* The 16 bytes of @q as 32 nibbles: lo = low nibbles . a, hi = (16 x high
+ * nibbles) . b (the high nibbles masked in place, not shifted). */
+__device__ __forceinline__ void
+nibble_dots (const uint4 &q, const int4 &a, const int4 &b, int &lo, int &hi)
+{
+  const uint32_t m = 0x0f0f0f0fu, mh = 0xf0f0f0f0u;
+
+  lo = dp4a_us (q.x & m, a.x, 0);
+  hi = dp4a_us (q.x & mh, b.x, 0);
+  lo = dp4a_us (q.y & m, a.y, lo);
+  hi = dp4a_us (q.y & mh, b.y, hi);
+  lo = dp4a_us (q.z & m, a.z, lo);
+  hi = dp4a_us (q.z & mh, b.z, hi);
+  lo = dp4a_us (q.w & m, a.w, lo);
+  hi = dp4a_us (q.w & mh, b.w, hi);
+}
+
 /* Q4_0: a unit is a whole block, low nibbles values 0..15, high 16..31;
  * value = d (q - 8). */
 struct V6Q4_0
@@ -2102,14 +2119,9 @@ struct V6Q4_0
   static __device__ float
   dot (const W &w, const X &x, int s)
   {
-    const uint32_t m = 0x0f0f0f0fu, mh = 0xf0f0f0f0u;
-    int lo = dp4a_us (w.q.x & m, x.lo.x, 0), hi = dp4a_us (w.q.x & mh, x.hi.x, 0);
-    lo = dp4a_us (w.q.y & m, x.lo.y, lo);
-    hi = dp4a_us (w.q.y & mh, x.hi.y, hi);
-    lo = dp4a_us (w.q.z & m, x.lo.z, lo);
-    hi = dp4a_us (w.q.z & mh, x.hi.z, hi);
-    lo = dp4a_us (w.q.w & m, x.lo.w, lo);
-    hi = dp4a_us (w.q.w & mh, x.hi.w, hi);
+    int lo, hi;
+
+    nibble_dots (w.q, x.lo, x.hi, lo, hi);
     /* hi is exactly 16 times the high nibbles' sum */
     return half_lo (w.d) * (x.d * (float) (lo + (hi >> 4)) - 8.0f * x.sum);
   }
@@ -2213,14 +2225,9 @@ struct V6Q4_K
   static __device__ float
   dot (const W &w, const X &x, int s)
   {
-    const uint32_t m = 0x0f0f0f0fu, mh = 0xf0f0f0f0u;
-    int lo = dp4a_us (w.q.x & m, x.q0.x, 0), hi = dp4a_us (w.q.x & mh, x.q1.x, 0);
-    lo = dp4a_us (w.q.y & m, x.q0.y, lo);
-    hi = dp4a_us (w.q.y & mh, x.q1.y, hi);
-    lo = dp4a_us (w.q.z & m, x.q0.z, lo);
-    hi = dp4a_us (w.q.z & mh, x.q1.z, hi);
-    lo = dp4a_us (w.q.w & m, x.q0.w, lo);
-    hi = dp4a_us (w.q.w & mh, x.q1.w, hi);
+    int lo, hi;
+
+    nibble_dots (w.q, x.q0, x.q1, lo, hi);
     const float d = half_lo (w.dd), dmin = half_hi (w.dd);
     const float sc0 = (float) (w.sm & 0xffu), sc1 = (float) ((w.sm >> 8) & 0xffu);
     const float mn0 = (float) ((w.sm >> 16) & 0xffu), mn1 = (float) (w.sm >> 24);
