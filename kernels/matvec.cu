@@ -30,16 +30,21 @@
  *  - 4 warps (8 rows) per thread block: a 4096-row matrix is 512 blocks, a
  *    14336-row one 1792 blocks, enough to fill 132 SMs.
  *
- * That float kernel serves F16 / BF16. The quantised types take the 8-bit
- * activation path further down (quantize_x_kernel + matvec_q8_kernel: the
- * activations rounded to int8 once per call, dp4a on the expanded weight
- * nibbles), since the float kernel was ALU bound on them (17-36% of the H200's
- * bandwidth at one token, docs/BENCHMARKS.md).
+ * That float kernel serves F16 / BF16 (matrices of at most 512 rows: one
+ * block per row, matvec_row_kernel). The quantised types take the 8-bit
+ * activation path further down (the activations rounded to int8 once per
+ * call, dp4a on the expanded weight nibbles), since the float kernel was ALU
+ * bound on them (17-36% of the H200's bandwidth at one token,
+ * docs/BENCHMARKS.md). That path has had three generations, all kept
+ * selectable for comparison (BALEEN_CUDA_MATVEC): v3 (matvec_q8_kernel,
+ * registers, one unit per lane), v5 (matvec_pipe_kernel, cp.async through
+ * shared memory) and v6 (matvec_v6_kernel, the default for Q8_0, Q4_0, Q5_0,
+ * Q4_K and Q6_K: register streaming with fewer instructions per byte).
  *
  * Known limits, to measure on the H200 before changing: there is no split
  * over n_in, so a matrix with few rows and very long rows under-fills the GPU;
- * the rows-per-warp choice of the 8-bit path (2 up to 2 tokens, 4 from 3) is
- * a guess.
+ * small matrices (a few MB) are bound by launch, ramp-up and tail, not by the
+ * stream.
  */
 #include <climits>
 #include <cstdint>
