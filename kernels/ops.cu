@@ -1099,11 +1099,11 @@ a2_part_bytes (int n, int H, int Hkv, int dv)
   return (size_t) n * H * a2_zmax (n, H, Hkv) * (dv + 2) * sizeof (float);
 }
 
-/* Which kernel serves an F16 / F32 cache: 1 (the first one) unless
- * BALEEN_CUDA_ATTN=v2 asks for the split kernel with the fused merge and
- * the shape suits it. Version 2 is opt-in until it has passed its tests on
- * a GPU (it was written without one); the 8-bit cache, itself opt-in
- * (kv_bits 8), always uses it. */
+/* Which kernel serves an F16 / F32 cache: 2 (one launch, fused merge) when
+ * the shape suits it, unless BALEEN_CUDA_ATTN=v1 asks for the first kernel
+ * pair. Version 2 passed its tests on an H200 in session 5 and took the 7B
+ * decode from 375 to 485 tok/s (docs/BENCHMARKS.md); the 8-bit cache
+ * (kv_bits 8) always uses it. */
 static int
 attn_version (int n_tok, int dk, int dv, const void *k_cache, const void *v_cache)
 {
@@ -1113,7 +1113,7 @@ attn_version (int n_tok, int dk, int dv, const void *k_cache, const void *v_cach
     {
       const char *env = std::getenv ("BALEEN_CUDA_ATTN");
 
-      wanted = env != nullptr && std::strcmp (env, "v2") == 0 ? 2 : 1;
+      wanted = env != nullptr && std::strcmp (env, "v1") == 0 ? 1 : 2;
     }
   if (wanted == 1 || dk != dv || (dk != 64 && dk != 128 && dk != 256) || n_tok > A2_MAX_TOK
       || ((uintptr_t) k_cache & 15) != 0 || ((uintptr_t) v_cache & 15) != 0)

@@ -1120,7 +1120,7 @@ run_bench_attn (void)
   g_print ("device-to-device copy: %.1f GB/s (read + write, 1 GiB, median of 10)\n", copy_gbps);
   g_print ("decode attention (%s), 28 query heads, 4 KV heads, head dim 128: median time per "
            "launch over 25 rounds; GB/s = K + V bytes read / time; %% of the copy rate\n",
-           v && strcmp (v, "v2") == 0 ? "v2, BALEEN_CUDA_ATTN=v2" : "v1, the default");
+           v && strcmp (v, "v1") == 0 ? "v1, BALEEN_CUDA_ATTN=v1" : "v2, the default");
   g_print ("%-4s %6s %5s %10s %9s %8s\n", "kv", "n_pos", "n_tok", "us", "GB/s", "of copy");
   for (guint m = 0; m < G_N_ELEMENTS (kv_modes); m++)
     for (guint p = 0; p < G_N_ELEMENTS (positions); p++)
