@@ -25,6 +25,43 @@ typedef struct {
   float *scores;     /* [nth][max_len] */
 } AttnJob;
 
+/* attn_worker's loop for one (token, head) pair over an 8-bit cache: each
+ * position's key (then value) slice of head @kvh is dequantised into a
+ * stack row and used as the F32 path uses the cached one. */
+static void
+attn_q8 (const BlnKvView *kv, const BlnHParams *hp, int layer, int len, int kvh,
+         const float *q, float *o, float *sc, float scale)
+{
+  float row[BLN_KV_Q8_MAX_HEAD_DIM];
+  int dk = hp->head_dim_k, dv = hp->head_dim_v, L = hp->n_layer, j;
+  size_t kw = (size_t) hp->n_head_kv * dk, vw = (size_t) hp->n_head_kv * dv;
+  float mx = -INFINITY, sum = 0.0f;
+
+  for (j = 0; j < len; j++)
+    {
+      size_t r = bln_kv_row (kv, L, layer, j);
+
+      bln_kv_q8_load (row, kv->k8 + r * kw + (size_t) kvh * dk,
+                      kv->ks + r * (kw / kv->gk) + (size_t) kvh * (dk / kv->gk), dk, kv->gk);
+      sc[j] = bln_cpu_dot (q, row, dk) * scale;
+      mx = MAX (mx, sc[j]);
+    }
+  for (j = 0; j < len; j++)
+    {
+      sc[j] = expf (sc[j] - mx);
+      sum += sc[j];
+    }
+  memset (o, 0, dv * sizeof (float));
+  for (j = 0; j < len; j++)
+    {
+      size_t r = bln_kv_row (kv, L, layer, j);
+
+      bln_kv_q8_load (row, kv->v8 + r * vw + (size_t) kvh * dv,
+                      kv->vs + r * (vw / kv->gv) + (size_t) kvh * (dv / kv->gv), dv, kv->gv);
+      bln_cpu_axpy (o, sc[j] / sum, row, dv);
+    }
+}
+
 /* One thread takes every nth (token, head) pair of the batch. Scores are
  * computed over the positions the token may see in its own sequence's
  * blocks, soft-maxed, and used to mix the values. */
@@ -51,6 +88,11 @@ attn_worker (void *p, int ith, int nth)
       float *o = job->out + (size_t) t * H * dv + (size_t) h * dv;
       float mx = -INFINITY, sum = 0.0f;
 
+      if (kv->k8 != NULL)
+        {
+          attn_q8 (kv, hp, job->layer, len, kvh, q, o, sc, scale);
+          continue;
+        }
       /* positions j0 .. j0 + bs - 1 are consecutive rows of one block */
       for (j0 = 0; j0 < len; j0 += bs)
         {
@@ -123,6 +165,14 @@ bln_arch_llama_forward (BlnContext *ctx, const BlnBatch *b, GError **error)
             bln_rope_apply (m, q + ((size_t) t * H + hh) * dk, hp->rope_dim, b->pos[t]);
           for (hh = 0; hh < Hkv; hh++)
             bln_rope_apply (m, k + ((size_t) t * Hkv + hh) * dk, hp->rope_dim, b->pos[t]);
+          if (kv->k8 != NULL)
+            {
+              bln_kv_q8_store (kv->k8 + row * kw, kv->ks + row * (kw / kv->gk),
+                               k + (size_t) t * kw, kw, kv->gk);
+              bln_kv_q8_store (kv->v8 + row * vw, kv->vs + row * (vw / kv->gv),
+                               v + (size_t) t * vw, vw, kv->gv);
+              continue;
+            }
           memcpy (kv->k + row * kw, k + (size_t) t * kw, kw * sizeof (float));
           memcpy (kv->v + row * vw, v + (size_t) t * vw, vw * sizeof (float));
         }

@@ -1,6 +1,7 @@
 /* kv-cache.c — the paged KV pool, its prefix hash table, and batched
  * evaluation over it. The design is described in kv-cache.h.
  */
+#include <math.h>
 #include <string.h>
 
 #include "baleen-config.h"
@@ -31,7 +32,13 @@ struct _BlnKvCache {
   int n_blocks;
   size_t k_width, v_width; /* values per row */
   size_t elem;             /* bytes per value: 4 on the CPU, 2 or 4 on the GPU */
-  float *k, *v;            /* [block][layer][slot][width]; NULL on the GPU */
+  float *k, *v;            /* [block][layer][slot][width]; NULL on the GPU and when 8-bit */
+  /* the 8-bit CPU pool: int8 values in the rows above ([block][layer][slot][width]),
+   * and one float scale per group of gk (K) or gv (V) values of a row */
+  gboolean q8;
+  int gk, gv;
+  int8_t *k8, *v8;
+  float *ks, *vs;
   Block *blocks;
   int32_t *block_tokens;   /* [block][block_size]: ids of registered blocks */
   int *free_stack;
@@ -195,6 +202,67 @@ lookup (BlnKvCache *kv, guint64 hash, guint64 parent, const int32_t *ids)
 }
 
 /* ---------------------------------------------------------------------- */
+/* 8-bit rows                                                              */
+
+int
+bln_kv_q8_group (int dim)
+{
+  int g;
+
+  for (g = MIN (dim, BLN_KV_Q8_GROUP); g > 1; g--)
+    if (dim % g == 0)
+      return g;
+  return 1;
+}
+
+void
+bln_kv_q8_store (int8_t *q, float *scales, const float *x, size_t n, int group)
+{
+  size_t i, j;
+
+  for (i = 0; i < n; i += group, scales++)
+    {
+      float amax = 0.0f, d, id;
+
+      for (j = 0; j < (size_t) group; j++)
+        amax = MAX (amax, fabsf (x[i + j]));
+      /* as engine/quant.c's Q8_0: d = amax / 127, round to nearest (half away
+       * from zero); the scale stays a float here */
+      d = amax / 127.0f;
+      id = d == 0.0f ? 0.0f : 1.0f / d;
+      for (j = 0; j < (size_t) group; j++)
+        q[i + j] = (int8_t) roundf (x[i + j] * id);
+      *scales = d;
+    }
+}
+
+void
+bln_kv_q8_load (float *y, const int8_t *q, const float *scales, size_t n, int group)
+{
+  size_t i, j;
+
+  for (i = 0; i < n; i += group, scales++)
+    {
+      float d = *scales;
+
+      for (j = 0; j < (size_t) group; j++)
+        y[i + j] = (float) q[i + j] * d;
+    }
+}
+
+/* Bytes of one block of @block_size positions: F32 rows, or 8-bit ones with
+ * their scales. */
+static size_t
+block_bytes_of (const BlnHParams *hp, int block_size, size_t kw, size_t vw, gboolean q8,
+                int gk, int gv)
+{
+  size_t row = q8 ? kw + kw / gk * sizeof (float) + (vw ? vw + vw / gv * sizeof (float) : 0)
+                  : (kw + vw) * sizeof (float);
+
+  return (size_t) hp->n_layer * block_size * row;
+}
+
+/* ---------------------------------------------------------------------- */
 /* the pool                                                                */
 
 BlnKvCache *
@@ -212,6 +280,7 @@ bln_kv_cache_new_with_options (BlnModel *model, BlnPool *pool, size_t budget_byt
   BlnKvCache *kv;
   size_t block_bytes, n, elem = sizeof (float);
   gboolean on_gpu = opts != NULL && opts->device == BLN_DEVICE_CUDA;
+  gboolean q8 = !on_gpu && opts != NULL && opts->kv_bits == 8;
   int i;
 
   g_return_val_if_fail (model != NULL && (pool != NULL || on_gpu), NULL);
@@ -240,6 +309,29 @@ bln_kv_cache_new_with_options (BlnModel *model, BlnPool *pool, size_t budget_byt
       return NULL;
 #endif
     }
+  if (!on_gpu && opts != NULL && opts->kv_bits != 8 && opts->kv_bits != 16
+      && opts->kv_bits != 32 && opts->kv_bits != 0)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
+                   "KV cache bits must be 8 or 32 on the CPU, not %d", opts->kv_bits);
+      return NULL;
+    }
+  if (q8 && hp->arch != BLN_ARCH_LLAMA && hp->arch != BLN_ARCH_QWEN2)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED,
+                   "the 8-bit KV cache runs llama and qwen2 models, not %s yet",
+                   model->arch_name ? model->arch_name : "this architecture");
+      return NULL;
+    }
+  if (q8 && (hp->head_dim_k <= 0 || hp->head_dim_v <= 0
+             || hp->head_dim_k > BLN_KV_Q8_MAX_HEAD_DIM
+             || hp->head_dim_v > BLN_KV_Q8_MAX_HEAD_DIM))
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED,
+                   "the 8-bit KV cache needs head dims of 1..%d (not %d and %d)",
+                   BLN_KV_Q8_MAX_HEAD_DIM, hp->head_dim_k, hp->head_dim_v);
+      return NULL;
+    }
   if (block_size == 0)
     block_size = BLN_KV_BLOCK_SIZE_DEFAULT;
   if (block_size < 1 || block_size > 4096)
@@ -263,7 +355,16 @@ bln_kv_cache_new_with_options (BlnModel *model, BlnPool *pool, size_t budget_byt
       kv->v_width = (size_t) hp->n_head_kv * hp->head_dim_v;
     }
   kv->elem = elem;
-  block_bytes = (size_t) hp->n_layer * block_size * (kv->k_width + kv->v_width) * elem;
+  kv->q8 = q8;
+  if (q8)
+    {
+      kv->gk = bln_kv_q8_group (hp->head_dim_k);
+      kv->gv = bln_kv_q8_group (hp->head_dim_v);
+      block_bytes = block_bytes_of (hp, block_size, kv->k_width, kv->v_width, TRUE, kv->gk,
+                                    kv->gv);
+    }
+  else
+    block_bytes = (size_t) hp->n_layer * block_size * (kv->k_width + kv->v_width) * elem;
   n = budget_bytes / block_bytes;
   if (n < 2 || n > G_MAXINT / 2)
     {
@@ -286,7 +387,16 @@ bln_kv_cache_new_with_options (BlnModel *model, BlnPool *pool, size_t budget_byt
     }
 #endif
   /* calloc: pages are only touched when a block is first written */
-  if (!on_gpu)
+  if (q8)
+    {
+      size_t rows = n * hp->n_layer * block_size;
+
+      kv->k8 = g_try_malloc0 (rows * kv->k_width);
+      kv->v8 = g_try_malloc0 (rows * kv->v_width);
+      kv->ks = g_try_new0 (float, rows * (kv->k_width / kv->gk));
+      kv->vs = g_try_new0 (float, rows * (kv->v_width / kv->gv));
+    }
+  else if (!on_gpu)
     {
       kv->k = g_try_malloc0 (n * hp->n_layer * block_size * kv->k_width * sizeof (float));
       kv->v = kv->v_width ? g_try_malloc0 (n * hp->n_layer * block_size * kv->v_width
@@ -295,7 +405,9 @@ bln_kv_cache_new_with_options (BlnModel *model, BlnPool *pool, size_t budget_byt
   kv->blocks = g_try_new0 (Block, n);
   kv->block_tokens = g_try_new0 (int32_t, n * block_size);
   kv->free_stack = g_try_new (int, n);
-  if ((!on_gpu && (kv->k == NULL || (kv->v_width && kv->v == NULL))) || kv->blocks == NULL
+  if ((!on_gpu && !q8 && (kv->k == NULL || (kv->v_width && kv->v == NULL)))
+      || (q8 && (kv->k8 == NULL || kv->v8 == NULL || kv->ks == NULL || kv->vs == NULL))
+      || kv->blocks == NULL
       || kv->block_tokens == NULL || kv->free_stack == NULL)
     {
       g_set_error (error, BLN_ERROR, BLN_ERROR_NOMEM,
@@ -306,6 +418,10 @@ bln_kv_cache_new_with_options (BlnModel *model, BlnPool *pool, size_t budget_byt
 #endif
       g_free (kv->k);
       g_free (kv->v);
+      g_free (kv->k8);
+      g_free (kv->v8);
+      g_free (kv->ks);
+      g_free (kv->vs);
       g_free (kv->blocks);
       g_free (kv->block_tokens);
       g_free (kv->free_stack);
@@ -343,6 +459,10 @@ bln_kv_cache_free (BlnKvCache *kv)
 #endif
   g_free (kv->k);
   g_free (kv->v);
+  g_free (kv->k8);
+  g_free (kv->v8);
+  g_free (kv->ks);
+  g_free (kv->vs);
   g_free (kv->blocks);
   g_free (kv->block_tokens);
   g_free (kv->free_stack);
@@ -370,6 +490,9 @@ bln_kv_cache_n_blocks (const BlnKvCache *kv)
 size_t
 bln_kv_cache_block_bytes (const BlnKvCache *kv)
 {
+  if (kv->q8)
+    return block_bytes_of (bln_model_hparams (kv->model), kv->block_size, kv->k_width,
+                           kv->v_width, TRUE, kv->gk, kv->gv);
   return (size_t) bln_model_hparams (kv->model)->n_layer * kv->block_size
          * (kv->k_width + kv->v_width) * kv->elem;
 }
@@ -385,6 +508,31 @@ bln_kv_cache_block_bytes_for (const BlnModel *model, int block_size)
 {
   return bln_model_kv_bytes_per_token (model)
          * (size_t) (block_size > 0 ? block_size : BLN_KV_BLOCK_SIZE_DEFAULT);
+}
+
+int
+bln_kv_cache_kv_bits (const BlnKvCache *kv)
+{
+  return kv->q8 ? 8 : (int) kv->elem * 8;
+}
+
+size_t
+bln_kv_cache_block_bytes_for_bits (const BlnModel *model, int block_size, int kv_bits)
+{
+  const BlnHParams *hp = bln_model_hparams (model);
+  size_t kw, vw;
+
+  if (kv_bits != 8)
+    return bln_kv_cache_block_bytes_for (model, block_size);
+  if ((hp->arch != BLN_ARCH_LLAMA && hp->arch != BLN_ARCH_QWEN2) || hp->head_dim_k <= 0
+      || hp->head_dim_v <= 0 || hp->head_dim_k > BLN_KV_Q8_MAX_HEAD_DIM
+      || hp->head_dim_v > BLN_KV_Q8_MAX_HEAD_DIM)
+    return 0;
+  kw = (size_t) hp->n_head_kv * hp->head_dim_k;
+  vw = (size_t) hp->n_head_kv * hp->head_dim_v;
+  return block_bytes_of (hp, block_size > 0 ? block_size : BLN_KV_BLOCK_SIZE_DEFAULT, kw, vw,
+                         TRUE, bln_kv_q8_group (hp->head_dim_k),
+                         bln_kv_q8_group (hp->head_dim_v));
 }
 
 int
@@ -702,6 +850,12 @@ bln_kv_eval (BlnKvCache *kv, const BlnKvBatchItem *items, int n_items, GError **
 
       views[i].k = kv->k;
       views[i].v = kv->v;
+      views[i].k8 = kv->k8;
+      views[i].v8 = kv->v8;
+      views[i].ks = kv->ks;
+      views[i].vs = kv->vs;
+      views[i].gk = kv->gk;
+      views[i].gv = kv->gv;
       views[i].blocks = (const int32_t *) it->seq->table->data;
       views[i].block_size = kv->block_size;
       for (t = 0; t < it->n; t++)

@@ -66,7 +66,17 @@ typedef struct {
 BlnKvCache *bln_kv_cache_new (BlnModel *model, BlnPool *pool, size_t budget_bytes,
                               int block_size, GError **error);
 
-/* bln_kv_cache_new on the device @opts names (NULL: the CPU). For
+/* bln_kv_cache_new on the device @opts names (NULL: the CPU, F32 rows).
+ * On the CPU opts->kv_bits 8 asks for the 8-bit pool: each K/V row is
+ * stored as int8 values with one float scale per group of up to 32 values
+ * within a head (the largest divisor of the head dim that is at most 32),
+ * quantised as engine/quant.c's Q8_0 when a token's rows are written and
+ * dequantised inside the attention loops; a block takes about 28% of the
+ * F32 pool's bytes for head dims that are multiples of 32 (1 + 4/32 bytes
+ * a value). It runs llama and qwen2 (BLN_ERROR_UNSUPPORTED for other
+ * architectures, deepseek2's MLA latent included). opts->kv_bits 16 or 32
+ * (or 0) give F32 rows on the CPU; other values fail with
+ * BLN_ERROR_INVALID. For
  * BLN_DEVICE_CUDA the pool lives in GPU opts->gpu's memory, one allocation
  * of opts->kv_bits (16: F16, half the CPU pool's bytes per block; or 32)
  * bits per cached value, laid out in the same blocks and rows; block tables,
@@ -82,6 +92,10 @@ BlnKvCache *bln_kv_cache_new (BlnModel *model, BlnPool *pool, size_t budget_byte
 BlnKvCache *bln_kv_cache_new_with_options (BlnModel *model, BlnPool *pool, size_t budget_bytes,
                                            int block_size, const BlnContextOptions *opts,
                                            GError **error);
+
+/* Bits per cached value: 32 (F32 rows, the CPU default), 8 (the 8-bit CPU
+ * pool) or, on the GPU, 16 or 32. */
+int bln_kv_cache_kv_bits (const BlnKvCache *kv);
 
 /* Where the cache's pool lives (and its batches run). */
 BlnDevice bln_kv_cache_device (const BlnKvCache *kv);
@@ -100,6 +114,10 @@ size_t bln_kv_cache_block_bytes (const BlnKvCache *kv);
 /* Bytes a block of @block_size positions (0: the default) would take for
  * @model, to size a budget before making the cache. */
 size_t bln_kv_cache_block_bytes_for (const BlnModel *model, int block_size);
+/* As bln_kv_cache_block_bytes_for() for a CPU pool of @kv_bits (8: int8
+ * rows with their scales; anything else: F32). 0 when the 8-bit cache does
+ * not take @model (not llama / qwen2, or head dims out of range). */
+size_t bln_kv_cache_block_bytes_for_bits (const BlnModel *model, int block_size, int kv_bits);
 /* Blocks that bln_kv_seq_reserve() could obtain now (free + cached). */
 int bln_kv_cache_n_available (const BlnKvCache *kv);
 /* Fills @stats with the current counts. */

@@ -101,13 +101,39 @@ struct _BlnContext {
  *   (blocks[p / block_size] * n_layer + l) * block_size + p % block_size
  * of @k (k_width floats a row) and of @v (v_width floats; NULL for MLA,
  * whose latent lives in @k alone). A BlnContext's own contiguous cache is
- * the special case of one block of n_ctx positions. */
+ * the special case of one block of n_ctx positions.
+ *
+ * The 8-bit CPU pool (llama / qwen2 only) leaves @k and @v NULL and sets
+ * @k8 / @v8 instead: row r is k_width int8 values at k8 + r * k_width, with
+ * one float scale per group of @gk values at ks + r * (k_width / gk) (V
+ * likewise with @gv); a value is q * scale. Groups never straddle heads
+ * (bln_kv_q8_group). Positional initialisers of the first four fields leave
+ * these NULL / 0 (the F32 layout). */
 typedef struct {
   float *k;
   float *v;
   const int32_t *blocks;
   int block_size;
+  int8_t *k8, *v8;
+  float *ks, *vs;
+  int gk, gv;
 } BlnKvView;
+
+/* Values per scale of the 8-bit KV cache, at most, and the largest head dim
+ * it takes (the attention loops dequantise one head's row on the stack). */
+#define BLN_KV_Q8_GROUP 32
+#define BLN_KV_Q8_MAX_HEAD_DIM 1024
+
+/* The group of the 8-bit cache for heads of @dim values: the largest divisor
+ * of @dim that is at most BLN_KV_Q8_GROUP (32 for head dims 64, 128, ...;
+ * the whole head for the tiny test models' 12 or 16). */
+int bln_kv_q8_group (int dim);
+/* Quantises @n values @x (a multiple of @group) into @q and n / group
+ * @scales: scale = max |x| / 127 per group, q = round (x / scale), the
+ * rounding of engine/quant.c's Q8_0 (there with an F16 scale). */
+void bln_kv_q8_store (int8_t *q, float *scales, const float *x, size_t n, int group);
+/* The inverse: @y[i] = q[i] * the scale of its group. */
+void bln_kv_q8_load (float *y, const int8_t *q, const float *scales, size_t n, int group);
 
 static inline size_t
 bln_kv_row (const BlnKvView *kv, int n_layer, int layer, int pos)

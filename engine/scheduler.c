@@ -515,6 +515,7 @@ bln_sched_new (BlnModel *model, BlnPool *pool, const BlnSchedOptions *opts, GErr
   const BlnHParams *hp;
   BlnSched *s;
   BlnSchedOptions o;
+  BlnContextOptions cpu8;
 
   g_return_val_if_fail (model != NULL && pool != NULL, NULL);
 
@@ -545,6 +546,18 @@ bln_sched_new (BlnModel *model, BlnPool *pool, const BlnSchedOptions *opts, GErr
   if (o.n_ctx == 0)
     o.n_ctx = MIN (hp->n_ctx_train > 0 ? hp->n_ctx_train : 8192, 8192);
 
+  if (o.kv_bits != 0 && o.kv_bits != 8 && o.kv_bits != 32)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
+                   "scheduler KV bits must be 8 or 32, not %d", o.kv_bits);
+      return NULL;
+    }
+  if (o.kv_bits == 8 && (o.device == NULL || o.device->device == BLN_DEVICE_CPU))
+    {
+      bln_context_options_init (&cpu8);
+      cpu8.kv_bits = 8;
+      o.device = &cpu8;
+    }
   s = g_new0 (BlnSched, 1);
   s->kv = bln_kv_cache_new_with_options (model, pool, o.kv_bytes, o.block_size, o.device,
                                          error);

@@ -75,6 +75,9 @@ typedef struct {
   const BlnContextOptions *device;  /* where the KV pool lives and the batched forward pass
                                      * runs (NULL: the CPU); borrowed during bln_sched_new()
                                      * only; see bln_kv_cache_new_with_options() */
+  int kv_bits;         /* CPU pool (device NULL or the CPU): 8 for the 8-bit KV cache
+                        * (kv-cache.h; llama / qwen2), 0 or 32 for F32 rows; a GPU pool
+                        * follows device->kv_bits instead */
 } BlnSchedOptions;
 
 /* Fills @opts with zeros, meaning the defaults above. */

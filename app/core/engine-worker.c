@@ -879,12 +879,17 @@ make_sched (BlnModel *model, BlnPool *pool, const BlnEngineWorkerOptions *o,
   so.max_seqs = max_seqs;
   so.max_queue = o->max_queue;
   so.device = gpu ? device : NULL;
+  so.kv_bits = gpu ? 0 : o->kv_bits;
   if (o->kv_mem_mib > 0)
     so.kv_bytes = (size_t) o->kv_mem_mib << 20;
   else
     {
       size_t per_block = bln_kv_cache_block_bytes_for (model, BLN_KV_BLOCK_SIZE_DEFAULT);
       guint64 want;
+
+      if (!gpu && o->kv_bits == 8
+          && bln_kv_cache_block_bytes_for_bits (model, BLN_KV_BLOCK_SIZE_DEFAULT, 8) > 0)
+        per_block = bln_kv_cache_block_bytes_for_bits (model, BLN_KV_BLOCK_SIZE_DEFAULT, 8);
 
       if (gpu && device->kv_bits == 16)
         per_block /= 2;
@@ -918,9 +923,9 @@ bln_engine_worker_new_with_options (const char *path, const BlnEngineWorkerOptio
   else
     bln_engine_worker_options_init (&o);
   if (o.n_threads < 0 || o.n_ctx < 0 || o.parallel < 0 || o.kv_mem_mib < 0 || o.max_queue < 0
-      || o.prefix_mib < 0)
+      || o.prefix_mib < 0 || (o.kv_bits != 0 && o.kv_bits != 8 && o.kv_bits != 32))
     {
-      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "negative engine worker option");
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "engine worker option out of range (negative, or KV bits not 8 or 32)");
       return NULL;
     }
   bln_context_options_init (&copts);
@@ -934,6 +939,13 @@ bln_engine_worker_new_with_options (const char *path, const BlnEngineWorkerOptio
       g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED, "the model %s has no tokenizer",
                    path);
       return NULL;
+    }
+  if (o.kv_bits == 8 && bln_kv_cache_block_bytes_for_bits (model, 0, 8) == 0)
+    {
+      /* deepseek2's MLA latent (or an odd head dim): F32 rows, said once */
+      g_printerr ("baleen-server: the 8-bit KV cache takes llama and qwen2 models only; "
+                  "F32 rows for %s\n", path);
+      o.kv_bits = 0;
     }
   pool = bln_pool_new (o.n_threads, error);
   if (pool == NULL)
@@ -997,6 +1009,10 @@ bln_engine_worker_new_with_options (const char *path, const BlnEngineWorkerOptio
   w->ctx = ctx;
   w->n_threads = o.n_threads;
   w->kv_block_scale = sched_gpu && copts.kv_bits == 16 ? 0.5 : 1.0;
+  if (!sched_gpu && sched != NULL && o.kv_bits == 8)
+    w->kv_block_scale = (double) bln_kv_cache_block_bytes_for_bits (w->model,
+                                                                   BLN_KV_BLOCK_SIZE_DEFAULT, 8)
+                        / bln_kv_cache_block_bytes_for (w->model, BLN_KV_BLOCK_SIZE_DEFAULT);
   w->n_ctx = sched != NULL ? bln_sched_n_ctx (sched) : bln_context_n_ctx (ctx);
   w->cached = g_array_new (FALSE, FALSE, sizeof (int32_t));
   w->logits = g_new (float, bln_model_hparams (w->model)->n_vocab);
@@ -1008,11 +1024,12 @@ bln_engine_worker_new_with_options (const char *path, const BlnEngineWorkerOptio
 
       bln_sched_get_stats (sched, &st);
       g_printerr ("baleen-server: engine: continuous batching on the %s: %d sequences at once, "
-                  "%d tokens each, KV pool %d blocks of %d (%.0f MiB)\n",
+                  "%d tokens each, KV pool %d blocks of %d (%.0f MiB%s)\n",
                   sched_gpu ? "GPU" : "CPU", st.max_seqs, w->n_ctx, st.blocks_total,
                   st.block_size,
                   (double) bln_kv_cache_block_bytes_for (w->model, st.block_size)
-                    * w->kv_block_scale * st.blocks_total / (1 << 20));
+                    * w->kv_block_scale * st.blocks_total / (1 << 20),
+                  !sched_gpu && o.kv_bits == 8 ? ", 8-bit rows" : "");
     }
   else
     {

@@ -85,6 +85,9 @@ typedef struct {
   gboolean no_prefix_cache;  /* CPU: no prefix reuse between requests */
   int prefix_mib;      /* CPU: cached prefix blocks kept at most, in MiB of the KV pool
                         * (0: no bound but the pool) */
+  int kv_bits;         /* CPU KV pool: 8 (int8 rows with a scale per 32 values, about 28%
+                        * of F32's bytes; llama / qwen2) or 0 / 32 (F32); the GPU keeps
+                        * its own default */
 } BlnEngineWorkerOptions;
 
 /* Fills @opts with zeros (the defaults). */

@@ -99,8 +99,9 @@ static const Note notes[] = {
   { "cache.kv_budget_mb", TRUE, N_("Applies when a model is next loaded.") },
   { "cache.prefix", TRUE, N_("Applies when a model is next loaded.") },
   { "cache.prefix_mb", TRUE, N_("Applies when a model is next loaded.") },
-  { "cache.kv_8bit", FALSE,
-    N_("Not available yet: the engine keeps the KV cache in 32-bit floats.") },
+  { "cache.kv_8bit", TRUE,
+    N_("Applies when a model is next loaded. CPU, llama and qwen2 models: about 3.5 times the "
+       "tokens in the same budget, logits within about 1% (other models keep 32-bit rows).") },
   { "cache.sliding_window", FALSE,
     N_("Not available yet: attention always covers the whole context.") },
   { "cache.session_ttl_s", FALSE,
