@@ -472,9 +472,19 @@ launch_decode_t (const float *q, int q_ld, int n_tok, const int *d_pos, int H, i
  * reset — merges the splits in the same launch. */
 constexpr int A2_WARPS = 4;
 constexpr int A2_U = 4;          /* row groups per warp and step */
-constexpr int A2_TARGET = 264;   /* blocks to aim for: 2 per SM of an H100 / H200 */
-constexpr int A2_ZMAX = A2_TARGET;
+constexpr int A2_ZMAX = 528;     /* the most splits */
 constexpr int A2_SPLIT_MIN = 32;
+
+/* A positive integer from the environment, or @dflt; read once per name by
+ * the callers' statics. Tuning knobs for measurements only. */
+static int
+a2_env (const char *name, int dflt)
+{
+  const char *env = std::getenv (name);
+  int v = env != nullptr ? std::atoi (env) : 0;
+
+  return v > 0 ? v : dflt;
+}
 
 __host__ __device__ __forceinline__ int
 a2_split (int n_kv, int want)
@@ -485,20 +495,45 @@ a2_split (int n_kv, int want)
   return split < A2_SPLIT_MIN ? A2_SPLIT_MIN : split;
 }
 
-/* splits wanted when each split takes @blocks_per_split blocks */
-__host__ __device__ __forceinline__ int
-a2_want (int blocks_per_split)
+/* Blocks a launch aims for: 3 per SM of an H100 / H200 (the F16 / F32
+ * kernels with up to 4 query heads a block fit 3 per SM by registers), 2
+ * for the 8-bit cache (its kernel needs twice the registers). Measured on
+ * an H200 (session 5): the 7B decode 485 -> 512 tok/s with 4 heads and 396
+ * blocks against 8 heads and 264. BALEEN_CUDA_ATTN_BLOCKS (up to A2_ZMAX)
+ * changes the aim for measurements. */
+static int
+a2_target (bool q8)
 {
-  int w = (A2_TARGET + blocks_per_split - 1) / blocks_per_split;
+  static int target = 0;
+
+  if (target == 0)
+    target = std::min (a2_env ("BALEEN_CUDA_ATTN_BLOCKS", 396), A2_ZMAX);
+  return q8 ? std::min (target, 264) : target;
+}
+
+/* splits wanted when each split takes @blocks_per_split blocks */
+static int
+a2_want (int blocks_per_split, bool q8)
+{
+  int w = (a2_target (q8) + blocks_per_split - 1) / blocks_per_split;
 
   return w < 1 ? 1 : (w > A2_ZMAX ? A2_ZMAX : w);
 }
 
-/* query heads per block for a group of @group heads */
-__host__ __device__ __forceinline__ int
+/* Query heads per block for a group of @group heads: 1 or 4 (padded).
+ * Four heads rather than all eight of a 7-head group: half the registers, so
+ * three blocks per SM, and the second block of the group finds the K / V
+ * rows in L2 (128 positions: 12.1 -> 7.7 us per launch; 32k: 57.5 -> 53.5
+ * us with 396 blocks). BALEEN_CUDA_ATTN_HEADS=8 keeps eight for
+ * measurements. */
+static int
 a2_heads (int group)
 {
-  return group <= 1 ? 1 : group <= 4 ? 4 : 8;
+  static int cap = 0;
+
+  if (cap == 0)
+    cap = a2_env ("BALEEN_CUDA_ATTN_HEADS", 4) >= 8 ? 8 : 4;
+  return group <= 1 ? 1 : group <= 4 || cap == 4 ? 4 : 8;
 }
 
 /* 16 bytes of the cache as floats */
@@ -849,7 +884,7 @@ a2_zmax (int n_tok, int H, int Hkv)
 {
   const int G = a2_heads (H / Hkv), n_gc = (H / Hkv + G - 1) / G;
 
-  return (size_t) a2_want (Hkv * n_gc * n_tok);
+  return (size_t) a2_want (Hkv * n_gc * n_tok, false);
 }
 
 template <class T, int D, int G>
@@ -859,7 +894,7 @@ launch_decode2 (const float *q, int q_ld, int n_tok, const int *d_pos, int H, in
                 void *part, unsigned *ctr, float *out, cudaStream_t stream)
 {
   const int n_gc = (H / Hkv + G - 1) / G;
-  const int want = a2_want (Hkv * n_gc * n_tok), zmax = want;
+  const int want = a2_want (Hkv * n_gc * n_tok, sizeof (T) == 1), zmax = want;
   float *part_acc = static_cast<float *> (part);
   float *part_ml = part_acc + (size_t) n_tok * H * zmax * D;
   dim3 grid ((unsigned) zmax, (unsigned) (Hkv * n_gc), (unsigned) n_tok);
