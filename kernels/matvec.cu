@@ -2293,74 +2293,10 @@ struct V6Q6_K
   }
 };
 
-/* acc[r][t] += the products of one group of U units (those below n_k of
- * the lane's units, k0 the group's first) of the NR rows in buf with the
- * activations of the n_tok token rows at xq / xs. */
-template <class T, int MAXTOK, int NR, int U>
-__device__ __forceinline__ void
-v6_group (float (&acc)[NR][MAXTOK], const typename T::W (&buf)[NR][U], const int8_t *xq,
-          const float4 *xs, int k0, int n_k, int n_tok, int n_in, int s)
-{
-  constexpr int BPS = 32 / T::UPB;
-  constexpr int XB = T::VPB / 32;
-
-#pragma unroll
-  for (int j = 0; j < U; j++)
-    if (k0 + j < n_k)
-      {
-#pragma unroll
-        for (int t = 0; t < MAXTOK; t++)
-          if (t < n_tok)
-            {
-              typename T::X x;
-
-              T::load_x (x, xq + (size_t) t * n_in + j * (BPS * T::VPB),
-                         xs + (size_t) t * (n_in / 32) + j * (BPS * XB), s);
-#pragma unroll
-              for (int r = 0; r < NR; r++)
-                acc[r][t] += T::dot (buf[r][j], x, s);
-            }
-      }
-}
-
-/* The warp's sums of rows row0 .. row0 + NR - 1 into y (lane r MAXTOK + t
- * writes row r of token t). */
-template <int MAXTOK, int NR>
-__device__ __forceinline__ void
-v6_store (float (&acc)[NR][MAXTOK], int lane, int row0, int n_out, int n_tok, float *yy, int ldy,
-          int accumulate)
-{
-#pragma unroll
-  for (int r = 0; r < NR; r++)
-#pragma unroll
-    for (int t = 0; t < MAXTOK; t++)
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1)
-        acc[r][t] += __shfl_xor_sync (0xffffffffu, acc[r][t], off);
-#pragma unroll
-  for (int r = 0; r < NR; r++)
-#pragma unroll
-    for (int t = 0; t < MAXTOK; t++)
-      if (lane == r * MAXTOK + t && row0 + r < n_out && t < n_tok)
-        {
-          float *dst = yy + (size_t) t * ldy + row0 + r;
-          *dst = accumulate ? *dst + acc[r][t] : acc[r][t];
-        }
-}
-
 /* The kernel. Warp w of block b owns rows (b * WARPS + w) * NR + 0..NR-1
  * (the last ones clamped to n_out - 1: read, never written). Lane l takes
- * units l + 32 k of each row, U at a time.
- *
- * RL (row loop; only for rows of at most one group, n_k <= U, and no
- * expert selection): a grid of a few blocks per SM whose warps walk the
- * rows with a stride of the whole grid, loading the next rows' group into
- * the second register buffer before multiplying the current one, so a
- * warp's loads stay in flight back to back instead of each warp loading
- * once and leaving (the 7B's 3584-wide matrices are one group per row:
- * ncu on an H200 showed the one-shot grid at 48% of the DRAM rate with 1.0
- * eligible warps per scheduler). */
-template <class T, int MAXTOK, int NR, int U, bool DB, bool RL = false>
+ * units l + 32 k of each row, U at a time. */
+template <class T, int MAXTOK, int NR, int U, bool DB>
 __global__ void __launch_bounds__ (WARPS * 32)
 matvec_v6_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ hdr, int nb,
                   int n_in, int n_out, int n_tok, float *__restrict__ y, int accumulate, int ldy,
@@ -2370,13 +2306,13 @@ matvec_v6_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ h
   constexpr int XB = T::VPB / 32;    /* activation blocks per weight block */
   const int lane = threadIdx.x & 31;
   const int s = lane % T::UPB, bl = lane / T::UPB;
-  int row0 = (blockIdx.x * WARPS + (threadIdx.x >> 5)) * NR;
+  const int row0 = (blockIdx.x * WARPS + (threadIdx.x >> 5)) * NR;
   const int n_k = (nb * T::UPB - lane + 31) / 32;   /* units of this lane per row */
   const uint8_t *pk[NR];   /* the current group's first unit, per row */
   const uint8_t *hk[NR];
   /* two register buffers when DB (loads of the next group in flight while
-   * this one is multiplied) or RL (the next rows'), else one */
-  typename T::W w[DB || RL ? 2 : 1][NR][U];
+   * this one is multiplied), else one */
+  typename T::W w[DB ? 2 : 1][NR][U];
   float acc[NR][MAXTOK];
   size_t x_off = 0;
   float *yy = y;
@@ -2410,95 +2346,90 @@ matvec_v6_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ h
       }
   };
 
-  if constexpr (RL)
+  if (sel.expert == nullptr)
     {
-      const int stride = (int) gridDim.x * WARPS * NR;
-      const int8_t *xq0 = g_xq + (size_t) bl * T::VPB + T::xq_off (s);
-      const float4 *xs0 = g_xs + (size_t) bl * XB + T::xs_off (s);
-      /* multiplies the rows at row0 held in cur after starting the loads of
-       * the next rows into nxt; returns whether there are next rows */
-      auto step = [&] (typename T::W (&cur)[NR][U], typename T::W (&nxt)[NR][U]) {
-        const int here = row0;
-        const bool more = here + stride < n_out;
-
-        if (more)
-          {
-            row0 = here + stride;
-            rows_at (0);
-            load_group (nxt, 0);
-          }
-#pragma unroll
-        for (int r = 0; r < NR; r++)
-#pragma unroll
-          for (int t = 0; t < MAXTOK; t++)
-            acc[r][t] = 0.f;
-        v6_group<T, MAXTOK, NR, U> (acc, cur, xq0, xs0, 0, n_k, n_tok, n_in, s);
-        v6_store<MAXTOK, NR> (acc, lane, here, n_out, n_tok, y, ldy, accumulate);
-        return more;
-      };
-
+      /* the weights need nothing from the previous kernel: fetch the first
+       * group while it finishes */
       rows_at (0);
       load_group (w[0], 0);
       bln_pdl_wait ();
-      while (step (w[0], w[RL ? 1 : 0]) && step (w[RL ? 1 : 0], w[0]))
-        ;
     }
   else
     {
-      if (sel.expert == nullptr)
-        {
-          /* the weights need nothing from the previous kernel: fetch the first
-           * group while it finishes */
-          rows_at (0);
-          load_group (w[0], 0);
-          bln_pdl_wait ();
-        }
-      else
-        {
-          bln_pdl_wait ();
-          rows_at (sel_apply (sel, n_out, n_in, ldy, x_off, yy));
-          load_group (w[0], 0);
-        }
-
-#pragma unroll
-      for (int r = 0; r < NR; r++)
-#pragma unroll
-        for (int t = 0; t < MAXTOK; t++)
-          acc[r][t] = 0.f;
-
-      {
-        /* this lane's activations (run 0 of its first unit), token row 0 */
-        const int8_t *xq = g_xq + x_off + (size_t) bl * T::VPB + T::xq_off (s);
-        const float4 *xs = g_xs + x_off / 32 + (size_t) bl * XB + T::xs_off (s);
-
-        /* multiplies group k0 held in buf, then moves the activations on */
-        auto compute = [&] (const typename T::W (&buf)[NR][U], int k0) {
-          v6_group<T, MAXTOK, NR, U> (acc, buf, xq, xs, k0, n_k, n_tok, n_in, s);
-          xq += U * BPS * T::VPB;
-          xs += U * BPS * XB;
-        };
-
-        if (DB)
-          for (int k0 = 0; k0 < n_k; k0 += 2 * U)
-            {
-              load_group (w[DB ? 1 : 0], k0 + U);
-              compute (w[0], k0);
-              if (k0 + U >= n_k)
-                break;
-              load_group (w[0], k0 + 2 * U);
-              compute (w[DB ? 1 : 0], k0 + U);
-            }
-        else
-          for (int k0 = 0; k0 < n_k; k0 += U)
-            {
-              if (k0 > 0)
-                load_group (w[0], k0);
-              compute (w[0], k0);
-            }
-      }
-
-      v6_store<MAXTOK, NR> (acc, lane, row0, n_out, n_tok, yy, ldy, accumulate);
+      bln_pdl_wait ();
+      rows_at (sel_apply (sel, n_out, n_in, ldy, x_off, yy));
+      load_group (w[0], 0);
     }
+
+#pragma unroll
+  for (int r = 0; r < NR; r++)
+#pragma unroll
+    for (int t = 0; t < MAXTOK; t++)
+      acc[r][t] = 0.f;
+
+  {
+    /* this lane's activations (run 0 of its first unit), token row 0 */
+    const int8_t *xq = g_xq + x_off + (size_t) bl * T::VPB + T::xq_off (s);
+    const float4 *xs = g_xs + x_off / 32 + (size_t) bl * XB + T::xs_off (s);
+
+    /* multiplies group k0 held in buf, then moves the activations on */
+    auto compute = [&] (const typename T::W (&buf)[NR][U], int k0) {
+#pragma unroll
+      for (int j = 0; j < U; j++)
+        if (k0 + j < n_k)
+          {
+#pragma unroll
+            for (int t = 0; t < MAXTOK; t++)
+              if (t < n_tok)
+                {
+                  typename T::X x;
+
+                  T::load_x (x, xq + (size_t) t * n_in + j * (BPS * T::VPB),
+                             xs + (size_t) t * (n_in / 32) + j * (BPS * XB), s);
+#pragma unroll
+                  for (int r = 0; r < NR; r++)
+                    acc[r][t] += T::dot (buf[r][j], x, s);
+                }
+          }
+      xq += U * BPS * T::VPB;
+      xs += U * BPS * XB;
+    };
+
+    if (DB)
+      for (int k0 = 0; k0 < n_k; k0 += 2 * U)
+        {
+          load_group (w[DB ? 1 : 0], k0 + U);
+          compute (w[0], k0);
+          if (k0 + U >= n_k)
+            break;
+          load_group (w[0], k0 + 2 * U);
+          compute (w[DB ? 1 : 0], k0 + U);
+        }
+    else
+      for (int k0 = 0; k0 < n_k; k0 += U)
+        {
+          if (k0 > 0)
+            load_group (w[0], k0);
+          compute (w[0], k0);
+        }
+  }
+
+#pragma unroll
+  for (int r = 0; r < NR; r++)
+#pragma unroll
+    for (int t = 0; t < MAXTOK; t++)
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1)
+        acc[r][t] += __shfl_xor_sync (0xffffffffu, acc[r][t], off);
+#pragma unroll
+  for (int r = 0; r < NR; r++)
+#pragma unroll
+    for (int t = 0; t < MAXTOK; t++)
+      if (lane == r * MAXTOK + t && row0 + r < n_out && t < n_tok)
+        {
+          float *dst = yy + (size_t) t * ldy + row0 + r;
+          *dst = accumulate ? *dst + acc[r][t] : acc[r][t];
+        }
 }
 
 /* Which matvec generation runs the 8-bit path: BALEEN_CUDA_MATVEC=v3 or v5
@@ -2525,49 +2456,6 @@ template <> struct V6Of<QTypeQ5_0> { typedef V6Q5_0 type; };
 template <> struct V6Of<QTypeQ4_K> { typedef V6Q4_K type; };
 template <> struct V6Of<QTypeQ6_K> { typedef V6Q6_K type; };
 
-/* Whether version 6 may walk rows (RL): on unless BALEEN_CUDA_MV_RL=0. */
-static bool
-v6_row_loop_enabled ()
-{
-  static int on = -1;
-
-  if (on < 0)
-    {
-      const char *env = std::getenv ("BALEEN_CUDA_MV_RL");
-
-      on = !(env != nullptr && std::strcmp (env, "0") == 0);
-    }
-  return on != 0;
-}
-
-/* The grid of the row-walking kernel: as many blocks as are resident at once
- * (fewer when the rows run out first); 0 when it cannot run. */
-template <class V, int MAXTOK, int U>
-static int
-v6_row_loop_grid (int blocks)
-{
-  static int resident = -1;   /* per instantiation; the device is assumed fixed */
-
-  if (resident < 0)
-    {
-      int dev = 0, bps = 0, sms = 0;
-
-      if (cudaGetDevice (&dev) != cudaSuccess
-          || cudaOccupancyMaxActiveBlocksPerMultiprocessor (
-               &bps, matvec_v6_kernel<V, MAXTOK, BLN_MV6_NR, U, false, true>, WARPS * 32, 0)
-               != cudaSuccess
-          || cudaDeviceGetAttribute (&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess
-          || bps < 1)
-        {
-          (void) cudaGetLastError ();
-          resident = 0;
-        }
-      else
-        resident = bps * sms;
-    }
-  return min (blocks, resident);
-}
-
 template <class V, int MAXTOK, int U>
 void
 launch_v6_tok (const uint8_t *p, const uint8_t *h, int nb, int n_in, int n_out, int n_tok,
@@ -2575,23 +2463,9 @@ launch_v6_tok (const uint8_t *p, const uint8_t *h, int nb, int n_in, int n_out, 
 {
   constexpr int NR = BLN_MV6_NR;
   const int rows_per_block = WARPS * NR;
-  const int blocks = (n_out + rows_per_block - 1) / rows_per_block;
-  const dim3 grid ((unsigned) blocks, sel.expert ? (unsigned) sel.n_sel : 1u);
+  const dim3 grid ((unsigned) ((n_out + rows_per_block - 1) / rows_per_block),
+                   sel.expert ? (unsigned) sel.n_sel : 1u);
 
-  /* rows of one group each: walk them with a resident grid */
-  if constexpr (U == 4)
-    if (sel.expert == nullptr && nb * V::UPB <= 32 * U && v6_row_loop_enabled ())
-      {
-        const int rl = v6_row_loop_grid<V, MAXTOK, U> (blocks);
-
-        if (rl > 0)
-          {
-            (void) bln_launch (matvec_v6_kernel<V, MAXTOK, NR, U, false, true>,
-                               dim3 ((unsigned) rl), dim3 (WARPS * 32), 0, stream, p, h, nb, n_in,
-                               n_out, n_tok, y, accumulate, ldy, sel);
-            return;
-          }
-      }
   (void) bln_launch (matvec_v6_kernel<V, MAXTOK, NR, U, BLN_MV6_DB != 0>, grid,
                      dim3 (WARPS * 32), 0, stream, p,
                      h, nb, n_in, n_out, n_tok, y, accumulate, ldy, sel);
