@@ -2,6 +2,8 @@
  * files: warp reductions and float <-> storage-type conversions. */
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <cuda_fp16.h>
 
 namespace {
@@ -32,6 +34,81 @@ warp_max (float v)
   for (int off = 16; off > 0; off >>= 1)
     v = fmaxf (v, __shfl_xor_sync (0xffffffffu, v, off));
   return v;
+}
+
+/* The matvec kernels' 8-bit activations (kernels/matvec.cu): value i of x
+ * rounded to int8 with one scale d = amax / 127 per 32 values, and per block
+ * (d, d sum) in xd and (d, d sum, d sum of the first 16, d sum of the last
+ * 16) in xs. One value per lane: the warp holds values i - lane .. i - lane
+ * + 31, one whole block, and all 32 lanes take part. */
+__device__ __forceinline__ void
+xq_store32 (float v, size_t i, int8_t *xq, float2 *xd, float4 *xs)
+{
+  float amax = fabsf (v), d, id, r;
+  int q, half, sum;
+
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1)
+    amax = fmaxf (amax, __shfl_xor_sync (0xffffffffu, amax, off));
+  d = amax / 127.0f;
+  id = amax > 0.0f ? 127.0f / amax : 0.0f;
+  r = rintf (v * id);
+  r = fmaxf (r, -127.0f);
+  r = fminf (r, 127.0f);
+  q = (int) r;
+  half = q;
+#pragma unroll
+  for (int off = 8; off > 0; off >>= 1)
+    half += __shfl_xor_sync (0xffffffffu, half, off);
+  /* half: the sum over this lane's 16-lane half; then the whole block */
+  sum = half + __shfl_xor_sync (0xffffffffu, half, 16);
+  xq[i] = (int8_t) q;
+  if ((threadIdx.x & 31) == 0)
+    {
+      xd[i / 32] = make_float2 (d, d * (float) sum);
+      xs[i / 32] = make_float4 (d, d * (float) sum, d * (float) half, d * (float) (sum - half));
+    }
+}
+
+/* The same rounding for four consecutive values per lane (v.x is value i, i
+ * a multiple of 4): a block of 32 is 8 lanes, lanes 8k .. 8k + 7 of the warp,
+ * which must take part together (the others may be idle). */
+__device__ __forceinline__ void
+xq_store32x4 (float4 v, size_t i, int8_t *xq, float2 *xd, float4 *xs)
+{
+  const int lane = threadIdx.x & 31;
+  const unsigned mask = 0xffu << (lane & 24);
+  float amax = fmaxf (fmaxf (fabsf (v.x), fabsf (v.y)), fmaxf (fabsf (v.z), fabsf (v.w)));
+  const float vv[4] = { v.x, v.y, v.z, v.w };
+  float d, id;
+  int q[4], half, sum;
+
+#pragma unroll
+  for (int off = 4; off > 0; off >>= 1)
+    amax = fmaxf (amax, __shfl_xor_sync (mask, amax, off));
+  d = amax / 127.0f;
+  id = amax > 0.0f ? 127.0f / amax : 0.0f;
+#pragma unroll
+  for (int k = 0; k < 4; k++)
+    {
+      float r = rintf (vv[k] * id);
+
+      r = fmaxf (r, -127.0f);
+      r = fminf (r, 127.0f);
+      q[k] = (int) r;
+    }
+  /* the first 16 values of the block are lanes 8k .. 8k + 3 */
+  half = q[0] + q[1] + q[2] + q[3];
+  half += __shfl_xor_sync (mask, half, 2);
+  half += __shfl_xor_sync (mask, half, 1);
+  sum = half + __shfl_xor_sync (mask, half, 4);
+  *reinterpret_cast<char4 *> (xq + i) = make_char4 ((signed char) q[0], (signed char) q[1],
+                                                    (signed char) q[2], (signed char) q[3]);
+  if ((lane & 7) == 0)
+    {
+      xd[i / 32] = make_float2 (d, d * (float) sum);
+      xs[i / 32] = make_float4 (d, d * (float) sum, d * (float) half, d * (float) (sum - half));
+    }
 }
 
 /* A cache element (float or half) to float and back (round to nearest). */

@@ -97,6 +97,18 @@ enum {
   BLN_KERNELS_MATVEC_XQ_READY = 2,
 };
 
+/* The device addresses of the 8-bit activation scratch the matvec kernels
+ * read under BLN_KERNELS_MATVEC_XQ_READY (values q, per-32 scales d and
+ * sums s, in the layout of device-util.cuh's xq_store32), so that kernels
+ * in other files can leave their output rounded there; max_values is the
+ * longest row (per token, up to BLN_KERNELS_MATVEC_MAX_TOK tokens). */
+typedef struct {
+  void *q, *d, *s;
+  int max_values;
+} BlnKernelsXq;
+
+cudaError_t bln_kernels_xq_scratch (BlnKernelsXq *xq);
+
 /* bln_kernels_matvec with output rows @ldy floats apart (0: n_out; so that
  * several matvecs can fill the columns of one wider matrix) and @flags
  * (above). */

@@ -53,6 +53,7 @@
 #include <type_traits>
 #include <cuda_fp16.h>
 
+#include "device-util.cuh"
 #include "kernels.h"
 #include "launch.cuh"
 
@@ -1021,31 +1022,7 @@ quantize_x_kernel (const float *__restrict__ x, int n)
 __device__ __forceinline__ void
 quant_warp_store (float v, size_t i)
 {
-  float amax = fabsf (v), d, id, r;
-  int q, half, sum;
-
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1)
-    amax = fmaxf (amax, __shfl_xor_sync (0xffffffffu, amax, off));
-  d = amax / 127.0f;
-  id = amax > 0.0f ? 127.0f / amax : 0.0f;
-  r = rintf (v * id);
-  r = fmaxf (r, -127.0f);
-  r = fminf (r, 127.0f);
-  q = (int) r;
-  half = q;
-#pragma unroll
-  for (int off = 8; off > 0; off >>= 1)
-    half += __shfl_xor_sync (0xffffffffu, half, off);
-  /* half: the sum over this lane's 16-lane half; then the whole block */
-  sum = half + __shfl_xor_sync (0xffffffffu, half, 16);
-  g_xq[i] = (int8_t) q;
-  if ((threadIdx.x & 31) == 0)
-    {
-      g_xd[i / 32] = make_float2 (d, d * (float) sum);
-      g_xs[i / 32] = make_float4 (d, d * (float) sum, d * (float) half,
-                                  d * (float) (sum - half));
-    }
+  xq_store32 (v, i, g_xq, g_xd, g_xs);
 }
 
 /* RMSNorm with the float result to y and its 8-bit rounding to the scratch.
@@ -2578,6 +2555,26 @@ bln_kernels_split_layout (int type, BlnSplitLayout *out)
   if (out)
     *out = l;
   return 1;
+}
+
+extern "C" cudaError_t
+bln_kernels_xq_scratch (BlnKernelsXq *xq)
+{
+  static BlnKernelsXq cached;
+  static bool have = false;
+  cudaError_t err;
+
+  if (!have)
+    {
+      if ((err = cudaGetSymbolAddress (&cached.q, g_xq)) != cudaSuccess
+          || (err = cudaGetSymbolAddress (&cached.d, g_xd)) != cudaSuccess
+          || (err = cudaGetSymbolAddress (&cached.s, g_xs)) != cudaSuccess)
+        return err;
+      cached.max_values = (int) (sizeof (g_xq) / BLN_KERNELS_MATVEC_MAX_TOK);
+      have = true;
+    }
+  *xq = cached;
+  return cudaSuccess;
 }
 
 extern "C" cudaError_t

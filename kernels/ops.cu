@@ -12,6 +12,7 @@
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 
+#include "kernels.h"
 #include "ops.h"
 #include "launch.cuh"
 #include "device-util.cuh"
@@ -536,6 +537,15 @@ a2_heads (int group)
   return group <= 1 ? 1 : group <= 4 || cap == 4 ? 4 : 8;
 }
 
+/* Where v2 also leaves its output rounded for the matvecs (all null: it
+ * does not). */
+struct A2Xq
+{
+  int8_t *q = nullptr;
+  float2 *d = nullptr;
+  float4 *s = nullptr;
+};
+
 /* 16 bytes of the cache as floats */
 template <class T> __device__ __forceinline__ void a2_unpack (const uint4 &r, float *f);
 
@@ -594,7 +604,7 @@ attn_decode2_kernel (const float *__restrict__ q, int q_ld, const int *__restric
                      int n_tok, int H, int Hkv, float scale, const T *__restrict__ kc,
                      const T *__restrict__ vc, const __half *__restrict__ ks,
                      const __half *__restrict__ vs, int want, int zmax, float *part_acc,
-                     float *part_ml, unsigned *counters, float *__restrict__ out)
+                     float *part_ml, unsigned *counters, float *__restrict__ out, A2Xq xo)
 {
   constexpr int VE = 16 / (int) sizeof (T);   /* values per 16-byte load */
   constexpr int CH = D / VE;                  /* loads per row */
@@ -802,7 +812,14 @@ attn_decode2_kernel (const float *__restrict__ q, int q_ld, const int *__restric
           a += sm_acc[w][g][d] * c;
         }
       if (n_split == 1)
-        out[((size_t) t * H + h0 + g) * D + d] = a / lsum;
+        {
+          const size_t oi = ((size_t) t * H + h0 + g) * D + d;
+          const float o = a / lsum;
+
+          out[oi] = o;
+          if (xo.q != nullptr)   /* a warp holds 32 consecutive values of a head */
+            xq_store32 (o, oi, xo.q, xo.d, xo.s);
+        }
       else
         {
           const size_t row = ((size_t) t * H + h0 + g) * zmax + z;
@@ -874,7 +891,11 @@ attn_decode2_kernel (const float *__restrict__ q, int q_ld, const int *__restric
           a.w += w * v.w;
         }
       dst = reinterpret_cast<float4 *> (out + ((size_t) t * H + h0 + g) * D) + d4;
-      *dst = make_float4 (a.x * inv, a.y * inv, a.z * inv, a.w * inv);
+      const float4 o = make_float4 (a.x * inv, a.y * inv, a.z * inv, a.w * inv);
+
+      *dst = o;
+      if (xo.q != nullptr)   /* 8 lanes hold 32 consecutive values of a head */
+        xq_store32x4 (o, ((size_t) t * H + h0 + g) * D + 4 * (size_t) d4, xo.q, xo.d, xo.s);
     }
 }
 
@@ -891,7 +912,7 @@ template <class T, int D, int G>
 void
 launch_decode2 (const float *q, int q_ld, int n_tok, const int *d_pos, int H, int Hkv,
                 float scale, const void *kc, const void *vc, const void *ks, const void *vs,
-                void *part, unsigned *ctr, float *out, cudaStream_t stream)
+                void *part, unsigned *ctr, float *out, A2Xq xo, cudaStream_t stream)
 {
   const int n_gc = (H / Hkv + G - 1) / G;
   const int want = a2_want (Hkv * n_gc * n_tok, sizeof (T) == 1), zmax = want;
@@ -902,29 +923,28 @@ launch_decode2 (const float *q, int q_ld, int n_tok, const int *d_pos, int H, in
   (void) bln_launch (attn_decode2_kernel<T, D, G>, grid, dim3 (A2_WARPS * 32), 0, stream, q,
                      q_ld, d_pos, n_tok, H, Hkv, scale, static_cast<const T *> (kc),
                      static_cast<const T *> (vc), static_cast<const __half *> (ks),
-                     static_cast<const __half *> (vs), want, zmax, part_acc, part_ml, ctr, out);
+                     static_cast<const __half *> (vs), want, zmax, part_acc, part_ml, ctr, out, xo);
 }
 
 template <class T, int D>
 void
 launch_decode2_g (const float *q, int q_ld, int n_tok, const int *d_pos, int H, int Hkv,
                   float scale, const void *kc, const void *vc, const void *ks, const void *vs,
-                  void *part, unsigned *ctr,
-                  float *out, cudaStream_t stream)
+                  void *part, unsigned *ctr, float *out, A2Xq xo, cudaStream_t stream)
 {
   switch (a2_heads (H / Hkv))
     {
     case 1:
       launch_decode2<T, D, 1> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, ks, vs, part, ctr,
-                               out, stream);
+                               out, xo, stream);
       break;
     case 4:
       launch_decode2<T, D, 4> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, ks, vs, part, ctr,
-                               out, stream);
+                               out, xo, stream);
       break;
     default:
       launch_decode2<T, D, 8> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, ks, vs, part, ctr,
-                               out, stream);
+                               out, xo, stream);
       break;
     }
 }
@@ -933,18 +953,17 @@ template <class T>
 void
 launch_decode2_t (const float *q, int q_ld, int n_tok, const int *d_pos, int H, int Hkv, int d,
                   float scale, const void *kc, const void *vc, const void *ks, const void *vs,
-                  void *part, unsigned *ctr,
-                  float *out, cudaStream_t stream)
+                  void *part, unsigned *ctr, float *out, A2Xq xo, cudaStream_t stream)
 {
   if (d == 64)
     launch_decode2_g<T, 64> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, ks, vs, part, ctr,
-                             out, stream);
+                             out, xo, stream);
   else if (d == 128)
     launch_decode2_g<T, 128> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, ks, vs, part, ctr,
-                              out, stream);
+                              out, xo, stream);
   else
     launch_decode2_g<T, 256> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, ks, vs, part, ctr,
-                              out, stream);
+                              out, xo, stream);
 }
 
 /* 8-bit KV store: a block per (token, KV head, K or V), a thread per value,
@@ -1181,12 +1200,16 @@ bln_kernels_attn_decode_scratch (int n_tok, int H, int Hkv, int dv)
 }
 
 extern "C" cudaError_t
-bln_kernels_attn_decode (const float *q, int q_ld, int n_tok, const int *d_pos, int H, int Hkv,
-                         int dk, int dv, float scale, const void *k_cache, const void *v_cache,
-                         int kv_f16, void *scratch, float *out, cudaStream_t stream)
+bln_kernels_attn_decode_round (const float *q, int q_ld, int n_tok, const int *d_pos, int H,
+                               int Hkv, int dk, int dv, float scale, const void *k_cache,
+                               const void *v_cache, int kv_f16, void *scratch, float *out,
+                               int *rounded, cudaStream_t stream)
 {
   void *part;
+  A2Xq xo;
 
+  if (rounded != nullptr)
+    *rounded = 0;
   if (q_ld == 0)
     q_ld = H * dk;
   if (q_ld < H * dk || !q || !d_pos || !k_cache || !v_cache || !scratch || !out || n_tok <= 0
@@ -1198,15 +1221,23 @@ bln_kernels_attn_decode (const float *q, int q_ld, int n_tok, const int *d_pos, 
   if (attn_version (n_tok, dk, dv, k_cache, v_cache) == 2)
     {
       unsigned *ctr = static_cast<unsigned *> (scratch);
+      BlnKernelsXq xq;
+
+      if (rounded != nullptr && n_tok <= BLN_KERNELS_MATVEC_MAX_TOK && dv % 32 == 0
+          && bln_kernels_xq_scratch (&xq) == cudaSuccess && H * dv <= xq.max_values)
+        {
+          xo.q = static_cast<int8_t *> (xq.q);
+          xo.d = static_cast<float2 *> (xq.d);
+          xo.s = static_cast<float4 *> (xq.s);
+          *rounded = 1;
+        }
 
       if (kv_f16)
         launch_decode2_t<__half> (q, q_ld, n_tok, d_pos, H, Hkv, dk, scale, k_cache, v_cache,
-                                  nullptr, nullptr,
-                                  part, ctr, out, stream);
+                                  nullptr, nullptr, part, ctr, out, xo, stream);
       else
         launch_decode2_t<float> (q, q_ld, n_tok, d_pos, H, Hkv, dk, scale, k_cache, v_cache,
-                                 nullptr, nullptr,
-                                 part, ctr, out, stream);
+                                 nullptr, nullptr, part, ctr, out, xo, stream);
     }
   else if (kv_f16)
     launch_decode_t<__half> (q, q_ld, n_tok, d_pos, H, Hkv, dk, dv, scale, k_cache, v_cache,
@@ -1215,6 +1246,15 @@ bln_kernels_attn_decode (const float *q, int q_ld, int n_tok, const int *d_pos, 
     launch_decode_t<float> (q, q_ld, n_tok, d_pos, H, Hkv, dk, dv, scale, k_cache, v_cache,
                             static_cast<float *> (part), out, stream);
   return cudaGetLastError ();
+}
+
+extern "C" cudaError_t
+bln_kernels_attn_decode (const float *q, int q_ld, int n_tok, const int *d_pos, int H, int Hkv,
+                         int dk, int dv, float scale, const void *k_cache, const void *v_cache,
+                         int kv_f16, void *scratch, float *out, cudaStream_t stream)
+{
+  return bln_kernels_attn_decode_round (q, q_ld, n_tok, d_pos, H, Hkv, dk, dv, scale, k_cache,
+                                        v_cache, kv_f16, scratch, out, nullptr, stream);
 }
 
 extern "C" cudaError_t
@@ -1265,7 +1305,7 @@ bln_kernels_attn_decode_q8 (const float *q, int q_ld, int n_tok, const int *d_po
     return cudaErrorInvalidValue;
   launch_decode2_t<int8_t> (q, q_ld, n_tok, d_pos, H, Hkv, d, scale, k_cache, v_cache, k_scale,
                             v_scale, static_cast<char *> (scratch) + a2_counter_bytes (H),
-                            static_cast<unsigned *> (scratch), out, stream);
+                            static_cast<unsigned *> (scratch), out, A2Xq (), stream);
   return cudaGetLastError ();
 }
 

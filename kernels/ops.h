@@ -101,6 +101,18 @@ cudaError_t bln_kernels_kv_store_q8 (const float *k, const float *v, int n_tok, 
 cudaError_t bln_kernels_kv_dequant_q8 (const void *values, const void *scales, size_t n_rows,
                                        int d, void *out, cudaStream_t stream);
 
+/* bln_kernels_attn_decode, which when the one-launch kernel serves the
+ * shape and n_tok <= BLN_KERNELS_MATVEC_MAX_TOK also leaves the output
+ * rounded in the matvec kernels' 8-bit scratch (as bln_kernels_rmsnorm_quant
+ * does), so that the output projection may pass
+ * BLN_KERNELS_MATVEC_XQ_READY; *@rounded says whether it did (it is decided
+ * on the host, the same for every replay of a captured graph). */
+cudaError_t bln_kernels_attn_decode_round (const float *q, int q_ld, int n_tok, const int *d_pos,
+                                           int H, int Hkv, int dk, int dv, float scale,
+                                           const void *k_cache, const void *v_cache, int kv_f16,
+                                           void *scratch, float *out, int *rounded,
+                                           cudaStream_t stream);
+
 /* bln_kernels_attn_decode over an 8-bit cache (above): head dim d (64, 128
  * or 256) for K and V, n_tok <= 16, the value arrays 16-byte aligned; the
  * same scratch (bln_kernels_attn_decode_scratch (n_tok, H, Hkv, d) bytes,

@@ -875,7 +875,7 @@ enqueue_decode_layers (BlnCudaCtx *c, int n, GError **error)
   const BlnHParams *hp = &m->hp;
   const BlnCudaModel *cm = c->cm;
   int H = hp->n_head, Hkv = hp->n_head_kv, dk = hp->head_dim_k, dv = hp->head_dim_v;
-  int ff = hp->n_ff, il, fl, i;
+  int ff = hp->n_ff, il, fl, i, rounded;
   size_t k_layer = kv_layer (m, c->n_ctx, c->kv_elem, dk);
   size_t v_layer = kv_layer (m, c->n_ctx, c->kv_elem, dv);
   const int acc = BLN_KERNELS_MATVEC_ACCUMULATE;
@@ -894,16 +894,20 @@ enqueue_decode_layers (BlnCudaCtx *c, int n, GError **error)
       for (i = 0; i < L->n_qkv; i++)
         if (!bln_cuda_mv (c, L->qkv[i], c->h, n, c->qkv + L->qkv_col[i], c->qkv_ld, fl, error))
           return FALSE;
+      /* the attention may leave its output rounded for the output matvec */
+      rounded = 0;
       if (!rope_store_layer (c, L, n, kc, vc, NULL, error)
           || !(c->kv_q8
                ? KCHECK (bln_kernels_attn_decode_q8 (c->qkv, c->qkv_ld, n, c->d_pos, H, Hkv, dk,
                                                      m->attn_scale, kc, kc + q8_vals (c, dk), vc,
                                                      vc + q8_vals (c, dv), c->part, c->att,
                                                      c->stream), error)
-               : KCHECK (bln_kernels_attn_decode (c->qkv, c->qkv_ld, n, c->d_pos, H, Hkv, dk, dv,
-                                                  m->attn_scale, kc, vc, c->kv_f16, c->part,
-                                                  c->att, c->stream), error))
-          || !bln_cuda_mv (c, L->wo, c->att, n, c->x, 0, acc, error)
+               : KCHECK (bln_kernels_attn_decode_round (c->qkv, c->qkv_ld, n, c->d_pos, H, Hkv,
+                                                        dk, dv, m->attn_scale, kc, vc, c->kv_f16,
+                                                        c->part, c->att, &rounded, c->stream),
+                         error))
+          || !bln_cuda_mv (c, L->wo, c->att, n, c->x, 0,
+                           acc | (rounded ? BLN_KERNELS_MATVEC_XQ_READY : 0), error)
           || (fl = bln_cuda_norm_for_matvec (c, L->ffn_norm, n, error)) < 0)
         return FALSE;
       if (L->wgu != NULL)
