@@ -29,9 +29,14 @@ template <class T> struct Tile { static constexpr int P = sizeof (T) == 2 ? 16 :
 /* ---------------------------------------------------------------------- */
 /* the store                                                               */
 
-/* One block per token: the latent's RMSNorm (a block reduction in double),
- * then the rotations of the positional key and of every head's q_pe, and the
- * copy of the unrotated query parts into their own dense rows. */
+/* Blocks (token, slice): the latent's RMSNorm (a block reduction in double;
+ * every slice computes the same sum in the same order), then the rotations
+ * of the positional key and of every head's q_pe, and the copy of the
+ * unrotated query parts into their own dense rows, each loop's items dealt
+ * over the MLA_STORE_SLICES blocks of the token. One block per token took
+ * ~27 us a layer on an H200 (V2-Lite, ncu): the whole store ran on one SM. */
+constexpr int MLA_STORE_SLICES = 8;
+
 template <class T>
 __global__ void __launch_bounds__ (MLA_THREADS)
 mla_store_kernel (const float *__restrict__ kva, int kva_ld, const float *__restrict__ q,
@@ -59,10 +64,12 @@ mla_store_kernel (const float *__restrict__ kva, int kva_ld, const float *__rest
   ss = lane < MLA_WARPS ? red[lane] : 0.0;
   ss = warp_sum_d (ss);
   inv = 1.0f / sqrtf ((float) (ss / (double) r) + eps);
-  for (int i = threadIdx.x; i < r; i += MLA_THREADS)
+  const int first = blockIdx.y * MLA_THREADS + threadIdx.x, step = gridDim.y * MLA_THREADS;
+
+  for (int i = first; i < r; i += step)
     cr[i] = from_f<T> (norm_w[i] * (row[i] * inv));
 
-  for (int j = threadIdx.x; j < (H + 1) * half; j += MLA_THREADS)
+  for (int j = first; j < (H + 1) * half; j += step)
     {
       const int h = j / half, i = j % half;
       const int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
@@ -88,7 +95,7 @@ mla_store_kernel (const float *__restrict__ kva, int kva_ld, const float *__rest
           o[b] = x0 * s + x1 * c;
         }
     }
-  for (int j = threadIdx.x; j < H * nope; j += MLA_THREADS)
+  for (int j = first; j < H * nope; j += step)
     {
       const int h = j / nope, i = j % nope;
       q_nope[((size_t) t * H + h) * nope + i] = qt[(size_t) h * dk + i];
@@ -263,34 +270,56 @@ mla_decode_kernel (const float *__restrict__ q, const int *__restrict__ d_pos, i
 }
 
 /* Block (head blockIdx.x, token blockIdx.y): merges the splits' states,
- * each weighted by exp (m_s - max m). */
+ * each weighted by exp (m_s - max m). The weights and the sum come from one
+ * warp into shared memory first, so the merge loop over the latent values
+ * reads only the partial sums, and skips the splits past the token's
+ * positions (weight 0; most of them on a short context). Reading every
+ * split's state serially per value took ~11 us a layer (V2-Lite, ncu). */
+static_assert (MLA_MAX_SPLITS <= 64, "the combine's weights are two per lane of one warp");
+
 __global__ void __launch_bounds__ (MLA_THREADS)
 mla_combine_kernel (int H, int r, int n_split, const float *__restrict__ part_acc,
                     const float *__restrict__ part_ml, float *__restrict__ out)
 {
+  __shared__ float w_s[MLA_MAX_SPLITS];
+  __shared__ float l_sum;
+
   bln_pdl_wait ();
   const int h = blockIdx.x, t = blockIdx.y;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const size_t slot0 = ((size_t) t * H + h) * n_split;
-  float M = -INFINITY, L = 0.f;
 
-  for (int s = 0; s < n_split; s++)
-    M = fmaxf (M, part_ml[2 * (slot0 + s)]);
-  for (int s = 0; s < n_split; s++)
+  if (warp == 0)
     {
-      const float m = part_ml[2 * (slot0 + s)];
-      if (m != -INFINITY)
-        L += expf (m - M) * part_ml[2 * (slot0 + s) + 1];
+      const int s0 = lane, s1 = lane + 32;
+      const float m0 = s0 < n_split ? part_ml[2 * (slot0 + s0)] : -INFINITY;
+      const float m1 = s1 < n_split ? part_ml[2 * (slot0 + s1)] : -INFINITY;
+      const float M = warp_max (fmaxf (m0, m1));
+      const float w0 = m0 == -INFINITY ? 0.f : expf (m0 - M);
+      const float w1 = m1 == -INFINITY ? 0.f : expf (m1 - M);
+      const float L = warp_sum ((w0 != 0.f ? w0 * part_ml[2 * (slot0 + s0) + 1] : 0.f)
+                                + (w1 != 0.f ? w1 * part_ml[2 * (slot0 + s1) + 1] : 0.f));
+
+      if (s0 < n_split)
+        w_s[s0] = w0;
+      if (s1 < n_split)
+        w_s[s1] = w1;
+      if (lane == 0)
+        l_sum = L;
     }
+  __syncthreads ();
   for (int i = threadIdx.x; i < r; i += MLA_THREADS)
     {
       float o = 0.f;
+
       for (int s = 0; s < n_split; s++)
         {
-          const float m = part_ml[2 * (slot0 + s)];
-          if (m != -INFINITY)
-            o += expf (m - M) * part_acc[(slot0 + s) * r + i];
+          const float w = w_s[s];   /* the same for every thread: no divergence */
+
+          if (w != 0.f)
+            o += w * part_acc[(slot0 + s) * r + i];
         }
-      out[((size_t) t * H + h) * r + i] = o / L;
+      out[((size_t) t * H + h) * r + i] = o / l_sum;
     }
 }
 
@@ -308,10 +337,12 @@ bln_mla_store (const float *kva, int kva_ld, const float *q, int q_ld, int n_tok
       || q_ld < H * (nope + dr) || !(eps >= 0.f))
     return cudaErrorInvalidValue;
   if (kv_f16)
-    return bln_launch (mla_store_kernel<__half>, dim3 (n_tok), dim3 (MLA_THREADS), 0, stream,
+    return bln_launch (mla_store_kernel<__half>, dim3 (n_tok, MLA_STORE_SLICES),
+                       dim3 (MLA_THREADS), 0, stream,
                        kva, kva_ld, q, q_ld, d_pos, H, r, dr, nope, norm_w, eps, inv_freq,
                        attn_factor, neox, static_cast<__half *> (cache), q_nope, q_cat);
-  return bln_launch (mla_store_kernel<float>, dim3 (n_tok), dim3 (MLA_THREADS), 0, stream,
+  return bln_launch (mla_store_kernel<float>, dim3 (n_tok, MLA_STORE_SLICES),
+                     dim3 (MLA_THREADS), 0, stream,
                      kva, kva_ld, q, q_ld, d_pos, H, r, dr, nope, norm_w, eps, inv_freq,
                      attn_factor, neox, static_cast<float *> (cache), q_nope, q_cat);
 }
