@@ -13,6 +13,7 @@
 #include "mla.h"
 #include "launch.cuh"
 #include "device-util.cuh"
+#include "kernels.h"
 
 namespace {
 
@@ -37,13 +38,22 @@ template <class T> struct Tile { static constexpr int P = sizeof (T) == 2 ? 16 :
  * ~27 us a layer on an H200 (V2-Lite, ncu): the whole store ran on one SM. */
 constexpr int MLA_STORE_SLICES = 8;
 
+/* Where a kernel also leaves its output rounded for the matvecs (null: it
+ * does not); see kernels.h, BlnKernelsXq. */
+struct MlaXq
+{
+  int8_t *q = nullptr;
+  float2 *d = nullptr;
+  float4 *s = nullptr;
+};
+
 template <class T>
 __global__ void __launch_bounds__ (MLA_THREADS)
 mla_store_kernel (const float *__restrict__ kva, int kva_ld, const float *__restrict__ q,
                   int q_ld, const int *__restrict__ d_pos, int H, int r, int dr, int nope,
                   const float *__restrict__ norm_w, float eps, const float *__restrict__ inv_freq,
                   float af, int neox, T *__restrict__ cache, float *__restrict__ q_nope,
-                  float *__restrict__ q_cat)
+                  float *__restrict__ q_cat, MlaXq xo)
 {
   bln_pdl_wait ();
   __shared__ double red[MLA_WARPS];
@@ -98,7 +108,11 @@ mla_store_kernel (const float *__restrict__ kva, int kva_ld, const float *__rest
   for (int j = first; j < H * nope; j += step)
     {
       const int h = j / nope, i = j % nope;
-      q_nope[((size_t) t * H + h) * nope + i] = qt[(size_t) h * dk + i];
+      const float v = qt[(size_t) h * dk + i];
+
+      q_nope[((size_t) t * H + h) * nope + i] = v;
+      if (xo.q != nullptr)   /* nope % 32 == 0: a warp holds one 32-value block */
+        xq_store32 (v, (size_t) t * H * nope + j, xo.q, xo.d, xo.s);
     }
 }
 
@@ -279,7 +293,7 @@ static_assert (MLA_MAX_SPLITS <= 64, "the combine's weights are two per lane of 
 
 __global__ void __launch_bounds__ (MLA_THREADS)
 mla_combine_kernel (int H, int r, int n_split, const float *__restrict__ part_acc,
-                    const float *__restrict__ part_ml, float *__restrict__ out)
+                    const float *__restrict__ part_ml, float *__restrict__ out, MlaXq xo)
 {
   __shared__ float w_s[MLA_MAX_SPLITS];
   __shared__ float l_sum;
@@ -319,11 +333,60 @@ mla_combine_kernel (int H, int r, int n_split, const float *__restrict__ part_ac
           if (w != 0.f)
             o += w * part_acc[(slot0 + s) * r + i];
         }
-      out[((size_t) t * H + h) * r + i] = o / l_sum;
+      o /= l_sum;
+      out[((size_t) t * H + h) * r + i] = o;
+      if (xo.q != nullptr)   /* r % 32 == 0: a warp holds one 32-value block */
+        xq_store32 (o, ((size_t) t * H + h) * r + i, xo.q, xo.d, xo.s);
     }
 }
 
 } /* namespace */
+
+/* The matvec scratch as MlaXq when @want and @n values (per token rows of
+ * a multiple of 32) fit in it; *rounded says so. */
+static MlaXq
+mla_xq (int want, size_t n, int row, int *rounded)
+{
+  MlaXq xo;
+  BlnKernelsXq xq;
+
+  if (rounded != nullptr)
+    *rounded = 0;
+  if (want && rounded != nullptr && row % 32 == 0 && bln_kernels_xq_scratch (&xq) == cudaSuccess
+      && n <= (size_t) xq.max_values * BLN_KERNELS_MATVEC_MAX_TOK)
+    {
+      xo.q = static_cast<int8_t *> (xq.q);
+      xo.d = static_cast<float2 *> (xq.d);
+      xo.s = static_cast<float4 *> (xq.s);
+      *rounded = 1;
+    }
+  return xo;
+}
+
+extern "C" cudaError_t
+bln_mla_store_round (const float *kva, int kva_ld, const float *q, int q_ld, int n_tok,
+                     const int *d_pos, int H, int r, int dr, int nope, const float *norm_w,
+                     float eps, const float *inv_freq, float attn_factor, int neox, void *cache,
+                     int kv_f16, float *q_nope, float *q_cat, int *rounded, cudaStream_t stream)
+{
+  MlaXq xo;
+
+  if (!kva || !q || !d_pos || !norm_w || !inv_freq || !cache || !q_nope || !q_cat
+      || n_tok < 1 || n_tok > 65535 || H < 1 || r < 1 || r > BLN_MLA_MAX_RANK || dr < 2
+      || dr % 2 != 0 || r + dr > BLN_MLA_MAX_ROW || nope < 1 || kva_ld < r + dr
+      || q_ld < H * (nope + dr) || !(eps >= 0.f))
+    return cudaErrorInvalidValue;
+  xo = mla_xq (1, (size_t) n_tok * H * nope, nope, rounded);
+  if (kv_f16)
+    return bln_launch (mla_store_kernel<__half>, dim3 (n_tok, MLA_STORE_SLICES),
+                       dim3 (MLA_THREADS), 0, stream,
+                       kva, kva_ld, q, q_ld, d_pos, H, r, dr, nope, norm_w, eps, inv_freq,
+                       attn_factor, neox, static_cast<__half *> (cache), q_nope, q_cat, xo);
+  return bln_launch (mla_store_kernel<float>, dim3 (n_tok, MLA_STORE_SLICES),
+                     dim3 (MLA_THREADS), 0, stream,
+                     kva, kva_ld, q, q_ld, d_pos, H, r, dr, nope, norm_w, eps, inv_freq,
+                     attn_factor, neox, static_cast<float *> (cache), q_nope, q_cat, xo);
+}
 
 extern "C" cudaError_t
 bln_mla_store (const float *kva, int kva_ld, const float *q, int q_ld, int n_tok,
@@ -331,20 +394,9 @@ bln_mla_store (const float *kva, int kva_ld, const float *q, int q_ld, int n_tok
                const float *inv_freq, float attn_factor, int neox, void *cache, int kv_f16,
                float *q_nope, float *q_cat, cudaStream_t stream)
 {
-  if (!kva || !q || !d_pos || !norm_w || !inv_freq || !cache || !q_nope || !q_cat
-      || n_tok < 1 || n_tok > 65535 || H < 1 || r < 1 || r > BLN_MLA_MAX_RANK || dr < 2
-      || dr % 2 != 0 || r + dr > BLN_MLA_MAX_ROW || nope < 1 || kva_ld < r + dr
-      || q_ld < H * (nope + dr) || !(eps >= 0.f))
-    return cudaErrorInvalidValue;
-  if (kv_f16)
-    return bln_launch (mla_store_kernel<__half>, dim3 (n_tok, MLA_STORE_SLICES),
-                       dim3 (MLA_THREADS), 0, stream,
-                       kva, kva_ld, q, q_ld, d_pos, H, r, dr, nope, norm_w, eps, inv_freq,
-                       attn_factor, neox, static_cast<__half *> (cache), q_nope, q_cat);
-  return bln_launch (mla_store_kernel<float>, dim3 (n_tok, MLA_STORE_SLICES),
-                     dim3 (MLA_THREADS), 0, stream,
-                     kva, kva_ld, q, q_ld, d_pos, H, r, dr, nope, norm_w, eps, inv_freq,
-                     attn_factor, neox, static_cast<float *> (cache), q_nope, q_cat);
+  return bln_mla_store_round (kva, kva_ld, q, q_ld, n_tok, d_pos, H, r, dr, nope, norm_w, eps,
+                              inv_freq, attn_factor, neox, cache, kv_f16, q_nope, q_cat, nullptr,
+                              stream);
 }
 
 extern "C" size_t
@@ -366,10 +418,11 @@ bln_mla_decode_scratch (int n_tok, int H, int r)
 }
 
 extern "C" cudaError_t
-bln_mla_decode (const float *q_cat, int n_tok, const int *d_pos, int H, int r, int dr,
-                float scale, const void *cache, int kv_f16, void *scratch, float *out,
-                cudaStream_t stream)
+bln_mla_decode_round (const float *q_cat, int n_tok, const int *d_pos, int H, int r, int dr,
+                      float scale, const void *cache, int kv_f16, void *scratch, float *out,
+                      int *rounded, cudaStream_t stream)
 {
+  MlaXq xo;
   int n_split;
   size_t acc_bytes;
   float *part_acc, *part_ml;
@@ -380,6 +433,7 @@ bln_mla_decode (const float *q_cat, int n_tok, const int *d_pos, int H, int r, i
       || H > 65535 || r < 1 || r > BLN_MLA_MAX_RANK || dr < 0 || r + dr > BLN_MLA_MAX_ROW
       || ((uintptr_t) scratch & 15))
     return cudaErrorInvalidValue;
+  xo = mla_xq (1, (size_t) n_tok * H * r, r, rounded);
   n_split = mla_splits (n_tok, H);
   acc_bytes = ((size_t) n_tok * H * n_split * r * sizeof (float) + 255) / 256 * 256;
   part_acc = static_cast<float *> (scratch);
@@ -396,5 +450,14 @@ bln_mla_decode (const float *q_cat, int n_tok, const int *d_pos, int H, int r, i
   if (rc != cudaSuccess)
     return rc;
   return bln_launch (mla_combine_kernel, dim3 (H, n_tok), dim3 (MLA_THREADS), 0, stream, H, r,
-                     n_split, (const float *) part_acc, (const float *) part_ml, out);
+                     n_split, (const float *) part_acc, (const float *) part_ml, out, xo);
+}
+
+extern "C" cudaError_t
+bln_mla_decode (const float *q_cat, int n_tok, const int *d_pos, int H, int r, int dr,
+                float scale, const void *cache, int kv_f16, void *scratch, float *out,
+                cudaStream_t stream)
+{
+  return bln_mla_decode_round (q_cat, n_tok, d_pos, H, r, dr, scale, cache, kv_f16, scratch,
+                               out, nullptr, stream);
 }

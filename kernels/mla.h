@@ -48,6 +48,16 @@ cudaError_t bln_mla_store (const float *kva, int kva_ld, const float *q, int q_l
                            float attn_factor, int neox, void *cache, int kv_f16, float *q_nope,
                            float *q_cat, cudaStream_t stream);
 
+/* bln_mla_store, which also leaves q_nope rounded in the matvec kernels'
+ * 8-bit scratch when nope is a multiple of 32 and the rows fit (*@rounded
+ * says whether: the W_UK^T matvec may then pass
+ * BLN_KERNELS_MATVEC_XQ_READY). */
+cudaError_t bln_mla_store_round (const float *kva, int kva_ld, const float *q, int q_ld,
+                                 int n_tok, const int *d_pos, int H, int r, int dr, int nope,
+                                 const float *norm_w, float eps, const float *inv_freq,
+                                 float attn_factor, int neox, void *cache, int kv_f16,
+                                 float *q_nope, float *q_cat, int *rounded, cudaStream_t stream);
+
 /* Bytes of scratch bln_mla_decode needs for up to @n_tok tokens. */
 size_t bln_mla_decode_scratch (int n_tok, int H, int r);
 
@@ -61,6 +71,13 @@ size_t bln_mla_decode_scratch (int n_tok, int H, int r);
 cudaError_t bln_mla_decode (const float *q_cat, int n_tok, const int *d_pos, int H, int r,
                             int dr, float scale, const void *cache, int kv_f16, void *scratch,
                             float *out, cudaStream_t stream);
+
+/* bln_mla_decode, which also leaves its output rounded in the matvec
+ * kernels' 8-bit scratch when r is a multiple of 32 (*@rounded says
+ * whether: the W_UV matvec may then pass BLN_KERNELS_MATVEC_XQ_READY). */
+cudaError_t bln_mla_decode_round (const float *q_cat, int n_tok, const int *d_pos, int H, int r,
+                                  int dr, float scale, const void *cache, int kv_f16,
+                                  void *scratch, float *out, int *rounded, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

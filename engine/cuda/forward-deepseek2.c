@@ -717,7 +717,7 @@ layers (BlnCudaCtx *c, float *x, int n, const int *d_pos, GError **error)
   const struct _BlnCudaDs2Model *dm = c->cm->ds2;
   struct _BlnCudaDs2Ctx *d = c->ds2;
   int H = hp->n_head, r = hp->kv_lora_rank, dr = hp->qk_rope_dim, W = r + dr;
-  int nope = hp->qk_nope_dim, dv = hp->head_dim_v, dk = nope + dr, il, fl;
+  int nope = hp->qk_nope_dim, dv = hp->head_dim_v, dk = nope + dr, il, fl, rq, ro;
   int qa_dim = hp->q_lora_rank;
 
   for (il = 0; il < hp->n_layer; il++)
@@ -753,16 +753,18 @@ layers (BlnCudaCtx *c, float *x, int n, const int *d_pos, GError **error)
 
       /* latent and positional key into the cache, the query split into
        * its absorbed (q_nope -> q_lat by W_UK^T) and rotated parts */
-      if (!KCHECK (bln_mla_store (d->kva, W, d->q, H * dk, n, d_pos, H, r, dr, nope,
-                                  L->kv_a_norm, MLA_NORM_EPS, c->cm->inv_freq,
-                                  m->rope_attn_factor, hp->rope_neox, cache, c->kv_f16,
-                                  d->q_nope, d->q_cat, c->stream), error)
-          || !mv_sel (c, L->k_b, H, d->q_nope, n * H, d->head_ids, NULL, n * H, d->q_cat, W, 0,
-                      error)
-          || !KCHECK (bln_mla_decode (d->q_cat, n, d_pos, H, r, dr, m->attn_scale, cache,
-                                      c->kv_f16, d->part, d->o_lat, c->stream), error)
-          || !mv_sel (c, L->v_b, H, d->o_lat, n * H, d->head_ids, NULL, n * H, d->att, dv, 0,
-                      error)
+      /* (the store and the attention leave q_nope and o_lat rounded for
+       * the matvecs that follow them where they can: rq, ro) */
+      if (!KCHECK (bln_mla_store_round (d->kva, W, d->q, H * dk, n, d_pos, H, r, dr, nope,
+                                        L->kv_a_norm, MLA_NORM_EPS, c->cm->inv_freq,
+                                        m->rope_attn_factor, hp->rope_neox, cache, c->kv_f16,
+                                        d->q_nope, d->q_cat, &rq, c->stream), error)
+          || !mv_sel (c, L->k_b, H, d->q_nope, n * H, d->head_ids, NULL, n * H, d->q_cat, W,
+                      rq ? BLN_KERNELS_MATVEC_XQ_READY : 0, error)
+          || !KCHECK (bln_mla_decode_round (d->q_cat, n, d_pos, H, r, dr, m->attn_scale, cache,
+                                            c->kv_f16, d->part, d->o_lat, &ro, c->stream), error)
+          || !mv_sel (c, L->v_b, H, d->o_lat, n * H, d->head_ids, NULL, n * H, d->att, dv,
+                      ro ? BLN_KERNELS_MATVEC_XQ_READY : 0, error)
           || !bln_cuda_mv (c, L->wo, d->att, n, x, 0, BLN_KERNELS_MATVEC_ACCUMULATE, error))
         return FALSE;
 
