@@ -473,7 +473,8 @@ launch_decode_t (const float *q, int q_ld, int n_tok, const int *d_pos, int H, i
  * reset — merges the splits in the same launch. */
 constexpr int A2_WARPS = 4;
 constexpr int A2_U = 4;          /* row groups per warp and step */
-constexpr int A2_ZMAX = 528;     /* the most splits */
+constexpr int A2_ZMAX = 400;     /* the most splits (static shared memory: the 8-head,
+                                 * 256-wide kernel must stay under 48 KiB) */
 constexpr int A2_SPLIT_MIN = 32;
 
 /* A positive integer from the environment, or @dflt; read once per name by
