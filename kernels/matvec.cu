@@ -757,8 +757,9 @@ launch_dequant (const void *payload, const void *header, int n_in, int n_out, __
  * (b * WARPS + w) * ROWS + 0..ROWS-1. Lane l handles units l, l + 32, ... of
  * those rows (unit u = block u / UPB, part u % UPB). Rows past n_out (last
  * warp only) are clamped to the last row — read again from cache, never
- * written. */
-template <class T, int MAXTOK>
+ * written. UNR iterations of the unit loop are unrolled (UNR * ROWS loads
+ * in flight per lane). */
+template <class T, int MAXTOK, int UNR = (MAXTOK <= 2 ? 2 : 1)>
 __global__ void __launch_bounds__ (WARPS * 32)
 matvec_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ hdr, int nb,
                int n_in, int n_out, const float *__restrict__ x, int n_tok,
@@ -785,7 +786,7 @@ matvec_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ hdr,
         acc[r][t] = 0.f;
     }
 
-#pragma unroll (MAXTOK <= 2 ? 2 : 1)
+#pragma unroll (UNR)
   for (int u = lane; u < n_units; u += 32)
     {
       const int b = u / T::UPB, s = u % T::UPB;
@@ -896,6 +897,21 @@ matvec_row_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ 
     }
 }
 
+/* BALEEN_CUDA_MV_FUNROLL (2 or 4), read once. */
+static int
+float_unroll ()
+{
+  static int u = 0;
+
+  if (u == 0)
+    {
+      const char *env = std::getenv ("BALEEN_CUDA_MV_FUNROLL");
+
+      u = env != nullptr && std::strcmp (env, "4") == 0 ? 4 : 2;
+    }
+  return u;
+}
+
 template <class T>
 cudaError_t
 launch (const void *payload, const void *header, int n_in, int n_out, const float *x,
@@ -933,6 +949,16 @@ launch (const void *payload, const void *header, int n_in, int n_out, const floa
         else
           (void) bln_launch (matvec_row_kernel<T, 8>, rgrid, block, 0, stream, p, h, nb, n_in,
                              n_out, x, n_tok, y, accumulate, ld, sel);
+        return cudaGetLastError ();
+      }
+  /* float weights, one token: BALEEN_CUDA_MV_FUNROLL=4 unrolls four unit
+   * iterations instead of two (more loads in flight for long rows; a
+   * measurement knob) */
+  if constexpr (T::HDR == 0)
+    if (n_tok <= 1 && float_unroll () == 4)
+      {
+        (void) bln_launch (matvec_kernel<T, 1, 4>, dim3 (grid), dim3 (block), 0, stream, p, h,
+                           nb, n_in, n_out, x, n_tok, y, accumulate, ldy ? ldy : n_out, sel);
         return cudaGetLastError ();
       }
   if (n_tok <= 1)
