@@ -154,6 +154,27 @@ cudaError_t bln_kernels_silu_mul_quant (const float *g, int g_stride, const floa
 cudaError_t bln_kernels_dequant_f16 (int type, const void *payload, const void *header,
                                      int n_in, int n_out, void *out, cudaStream_t stream);
 
+/* Quantised matrix product on int8 tensor cores (kernels/mmq.cu), for more
+ * token rows than the matvec takes: y[t * ldy + r] (+)= sum_k W[r][k] *
+ * x[t * n_in + k] for t < n_tok, r < n_out. Same split-block weights as
+ * bln_kernels_matvec; the activations are rounded as there (8 bits per 32
+ * values), so the same error bound holds. @ldy 0 means n_out; @flags:
+ * BLN_KERNELS_MATVEC_ACCUMULATE (XQ_READY is ignored: x is always read in
+ * float and rounded into this file's own scratch, grown on demand — one per
+ * device, so calls on different streams must not overlap, and the first
+ * call of a new largest size should not be inside a graph capture).
+ * Returns cudaErrorNotSupported for a type it lacks (Q8_0, Q4_0, Q4_1,
+ * Q5_0, Q5_1, Q4_K, Q5_K, Q6_K are handled) or a GPU older than sm_80, so
+ * that callers fall back; cudaErrorInvalidValue for bad arguments. With few
+ * output tiles (few tokens or rows) it splits the sum over K and adds the
+ * parts with atomics: the last bits of y may then vary between runs. */
+cudaError_t bln_kernels_mmq (int type, const void *payload, const void *header, int n_in,
+                             int n_out, const float *x, int n_tok, float *y, int ldy, int flags,
+                             cudaStream_t stream);
+
+/* 1 when bln_kernels_mmq handles GGUF type @type on the current device. */
+int bln_kernels_mmq_supports (int type);
+
 #ifdef __cplusplus
 }
 #endif

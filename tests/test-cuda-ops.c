@@ -26,6 +26,13 @@
  * Without a usable GPU (no driver, no device), the GPU cases skip with the
  * reason; the argument checks, which need no device, still run.
  *
+ * The tensor-core product (bln_kernels_mmq, 9 .. 511 token rows here) is
+ * checked output by output against the same float64 reference and 8-bit
+ * bound, with a strided output, poisoned padding and the accumulate flag.
+ *
+ * `test-cuda-ops --bench-mmq` times it in the 7B shapes for 8 .. 2048 rows
+ * next to the dequantise + cublasGemmEx path it replaces.
+ *
  * `test-cuda-ops --bench` skips the tests and prints the weight streaming
  * rate (GB/s of GGUF-layout bytes) of each type's matvec in decode shapes,
  * timed with CUDA events over weight copies that together exceed the L2, next
@@ -34,6 +41,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <cublas_v2.h>
 
 #include "bln-error.h"
 #include "quant.h"
@@ -471,6 +479,163 @@ test_matvec_type (gconstpointer data)
       for (int mode = 0; mode < 2; mode++)
         run_case (pool, type, shapes[s][0], shapes[s][1], toks[k], mode == 1);
   bln_pool_free (pool);
+}
+
+/* ---------------------------------------------------------------------------
+ * The tensor-core product (bln_kernels_mmq) against float64
+ * ------------------------------------------------------------------------- */
+
+static const BlnType mmq_types[] = {
+  BLN_TYPE_Q8_0, BLN_TYPE_Q4_0, BLN_TYPE_Q4_1, BLN_TYPE_Q5_0, BLN_TYPE_Q5_1,
+  BLN_TYPE_Q4_K, BLN_TYPE_Q5_K, BLN_TYPE_Q6_K,
+};
+
+/* One product of n_tok rows into rows ldy = n_out + 3 apart: the output is
+ * poisoned (all bits set, a NaN) first; every (token, row) must then be
+ * within the matvec tests' 8-bit activation bound of the float64 product of
+ * the dequantised weights (the MMQ rounds activations as the matvec does,
+ * in blocks of 32) and the three padding columns of each row must still
+ * hold the poison. A second call with ACCUMULATE must give twice that. The
+ * first wrong (token, row) is reported. */
+static void
+run_mmq_case (BlnType type, int n_in, int n_out, int n_tok, gboolean random_blocks)
+{
+  BlnTensor t;
+  g_autoptr (BlnCudaTensor) ct = NULL;
+  g_autoptr (BlnCudaBuffer) d_x = NULL;
+  g_autoptr (BlnCudaBuffer) d_y = NULL;
+  const int ldy = n_out + 3;
+  const size_t nx = (size_t) n_tok * n_in, ny = (size_t) n_tok * ldy;
+  g_autofree float *x = g_new (float, nx);
+  g_autofree float *amax32 = g_new (float, nx);
+  g_autofree float *w = g_new (float, (size_t) n_out * n_in);
+  g_autofree float *y_gpu = g_new (float, ny);
+  g_autofree float *y_acc = g_new (float, ny);
+  size_t row_bytes = 0;
+  double worst = 0;
+  GError *error = NULL;
+
+  make_weights (&t, type, n_in, n_out, random_blocks);
+  for (size_t i = 0; i < nx; i++)
+    x[i] = rng_float ();
+  for (size_t i = 0; i < nx; i += BLN_QK)
+    {
+      float m = 0;
+      for (int k = 0; k < BLN_QK; k++)
+        m = MAX (m, fabsf (x[i + k]));
+      for (int k = 0; k < BLN_QK; k++)
+        amax32[i + k] = m;
+    }
+  g_assert_true (bln_type_row_bytes (type, n_in, &row_bytes));
+  for (int r = 0; r < n_out; r++)
+    g_assert_true (bln_dequantize_row (type, (const uint8_t *) t.data + (size_t) r * row_bytes,
+                                       w + (size_t) r * n_in, n_in));
+
+  ct = bln_cuda_tensor_upload (&t, &error);
+  g_assert_no_error (error);
+  d_x = bln_cuda_buffer_new_from_host (x, nx * sizeof (float), &error);
+  g_assert_no_error (error);
+  d_y = bln_cuda_buffer_new (ny * sizeof (float), &error);
+  g_assert_no_error (error);
+  g_assert_true (BLN_CUDA_CHECK (cudaMemset (d_y->ptr, 0xff, d_y->size), &error));
+  g_assert_true (BLN_CUDA_CHECK (bln_kernels_mmq ((int) ct->type, ct->payload->ptr,
+                                                  ct->header ? ct->header->ptr : NULL, n_in,
+                                                  n_out, d_x->ptr, n_tok, d_y->ptr, ldy, 0, 0),
+                                 &error));
+  g_assert_true (BLN_CUDA_CHECK (cudaMemcpy (y_gpu, d_y->ptr, d_y->size,
+                                             cudaMemcpyDeviceToHost), &error));
+  g_assert_true (BLN_CUDA_CHECK (bln_kernels_mmq ((int) ct->type, ct->payload->ptr,
+                                                  ct->header ? ct->header->ptr : NULL, n_in,
+                                                  n_out, d_x->ptr, n_tok, d_y->ptr, ldy,
+                                                  BLN_KERNELS_MATVEC_ACCUMULATE, 0), &error));
+  g_assert_true (BLN_CUDA_CHECK (cudaMemcpy (y_acc, d_y->ptr, d_y->size,
+                                             cudaMemcpyDeviceToHost), &error));
+  g_assert_no_error (error);
+
+  for (int tk = 0; tk < n_tok; tk++)
+    {
+      const float *xt = x + (size_t) tk * n_in, *at = amax32 + (size_t) tk * n_in;
+
+      for (int r = 0; r < ldy; r++)
+        {
+          const float got = y_gpu[(size_t) tk * ldy + r], acc = y_acc[(size_t) tk * ldy + r];
+          double s = 0, bound = 0, mag = 0;
+
+          if (r >= n_out)
+            {
+              uint32_t bits, bits2;
+              memcpy (&bits, &got, 4);
+              memcpy (&bits2, &acc, 4);
+              if (bits != 0xffffffffu || bits2 != 0xffffffffu)
+                g_error ("mmq %s %dx%d n_tok %d: padding column %d of token %d was written",
+                         bln_type_name (type), n_out, n_in, n_tok, r, tk);
+              continue;
+            }
+          for (int k = 0; k < n_in; k++)
+            {
+              double wk = w[(size_t) r * n_in + k];
+              s += wk * xt[k];
+              bound += fabs (wk) * at[k] / 254.0;
+              mag += fabs (wk * xt[k]);
+            }
+          bound = 1.01 * bound + 1e-4 * mag;
+          if (!isfinite (got) || !(fabs (got - s) <= bound))
+            g_error ("mmq %s %dx%d n_tok %d (%s): first wrong output token %d row %d: %.6e, "
+                     "float64 %.6e, bound %.3e", bln_type_name (type), n_out, n_in, n_tok,
+                     random_blocks ? "random blocks" : "quantised", tk, r, got, s, bound);
+          if (!isfinite (acc) || !(fabs (acc - 2 * s) <= 2 * bound))
+            g_error ("mmq %s %dx%d n_tok %d (%s): accumulate: token %d row %d: %.6e, "
+                     "want 2 x %.6e, bound %.3e", bln_type_name (type), n_out, n_in, n_tok,
+                     random_blocks ? "random blocks" : "quantised", tk, r, acc, s, 2 * bound);
+          worst = MAX (worst, fabs (got - s) / (bound > 0 ? bound : 1));
+        }
+    }
+  g_test_message ("mmq %-5s %5d x %-5d n_tok %3d %s: worst error %.2f of the bound",
+                  bln_type_name (type), n_out, n_in, n_tok,
+                  random_blocks ? "random-blocks" : "quantised", worst);
+  bln_tensor_clear (&t);
+}
+
+static void
+test_mmq_type (gconstpointer data)
+{
+  BlnType type = (BlnType) GPOINTER_TO_INT (data);
+  const gboolean kq = type == BLN_TYPE_Q4_K || type == BLN_TYPE_Q5_K || type == BLN_TYPE_Q6_K;
+  /* n_in, n_out, n_tok: tile edges in every direction (32 rows, 64 tokens,
+   * 128 values per step; 288 values = 9 blocks of 32, a partial step),
+   * the 7B widths; the float64 reference bounds the sizes */
+  static const int shapes[][3] = {
+    { 256, 64, 9 }, { 256, 64, 16 }, { 512, 64, 33 }, { 256, 4128, 128 }, { 1024, 64, 511 },
+    { 3584, 4128, 16 }, { 3584, 18944, 9 }, { 14336, 64, 33 }, { 18944, 96, 65 },
+    { 2304, 4128, 33 }, { 288, 100, 70 },
+  };
+  g_autoptr (GError) error = NULL;
+
+  if (skip_without_gpu ())
+    return;
+  if (!bln_kernels_mmq_supports ((int) type))
+    {
+      g_test_skip ("this GPU has no int8 mma (sm_80+)");
+      return;
+    }
+  rng_seed ();
+  for (guint s = 0; s < G_N_ELEMENTS (shapes); s++)
+    {
+      if (shapes[s][0] % (kq ? 256 : 32) != 0)
+        continue;
+      for (int mode = 0; mode < 2; mode++)
+        run_mmq_case (type, shapes[s][0], shapes[s][1], shapes[s][2], mode == 1);
+    }
+  /* a type it lacks and bad arguments are refused, not run */
+  g_assert_cmpint (bln_kernels_mmq (BLN_TYPE_F16, (void *) 0x1000, (void *) 0x1000, 256, 64,
+                                    (float *) 0x2000, 16, (float *) 0x3000, 0, 0, 0), ==,
+                   cudaErrorNotSupported);
+  g_assert_cmpint (bln_kernels_mmq ((int) type, (void *) 0x1000, (void *) 0x1000, 256 + 16, 64,
+                                    (float *) 0x2000, 16, (float *) 0x3000, 0, 0, 0), ==,
+                   cudaErrorInvalidValue);
+  g_assert_cmpint (bln_kernels_mmq ((int) type, (void *) 0x1000, (void *) 0x1000, 256, 64,
+                                    (float *) 0x2000, 16, (float *) 0x3000, 63, 0, 0), ==,
+                   cudaErrorInvalidValue);
 }
 
 /* ---------------------------------------------------------------------------
@@ -1130,6 +1295,152 @@ run_bench_attn (void)
   return 0;
 }
 
+/* --bench-mmq: the tensor-core product in the 7B (qwen2) shapes against the
+ * prefill path it replaces (dequantise to F16, convert x, cublasGemmEx),
+ * for 8 .. 2048 token rows. Weight copies rotate so that one round streams
+ * past the L2. */
+static int
+bench_mmq_one (cublasHandle_t blas, BlnType type, int n_in, int n_out, int n_tok,
+               double copy_gbps)
+{
+  BlnTensor t;
+  BlnCudaTensor *copies[32] = { NULL };
+  g_autoptr (BlnCudaBuffer) d_x = NULL;
+  g_autoptr (BlnCudaBuffer) d_y = NULL;
+  g_autoptr (BlnCudaBuffer) d_deq = NULL;
+  g_autoptr (BlnCudaBuffer) d_x16 = NULL;
+  g_autofree float *x = g_new (float, (size_t) n_in * n_tok);
+  GError *error = NULL;
+  cudaEvent_t e0, e1;
+  const float one = 1.0f, zero = 0.0f;
+  int n_copies, reps = 15;
+  float ms = 0, times[2][15];
+  double us[2];
+
+  make_weights (&t, type, n_in, n_out, FALSE);
+  n_copies = (int) CLAMP (((size_t) 256 << 20) / t.nbytes + 1, 2, 32);
+  for (int c = 0; c < n_copies; c++)
+    if (!(copies[c] = bln_cuda_tensor_upload (&t, &error)))
+      {
+        g_printerr ("bench: %s\n", error->message);
+        return 1;
+      }
+  for (size_t i = 0; i < (size_t) n_in * n_tok; i++)
+    x[i] = rng_float ();
+  d_x = bln_cuda_buffer_new_from_host (x, (size_t) n_in * n_tok * sizeof (float), &error);
+  d_y = d_x ? bln_cuda_buffer_new ((size_t) n_out * n_tok * sizeof (float), &error) : NULL;
+  d_deq = d_y ? bln_cuda_buffer_new ((size_t) n_out * n_in * 2, &error) : NULL;
+  d_x16 = d_deq ? bln_cuda_buffer_new ((size_t) n_tok * n_in * 2, &error) : NULL;
+  if (!d_x16)
+    {
+      g_printerr ("bench: %s\n", error->message);
+      return 1;
+    }
+  BENCH_CHECK (cudaEventCreate (&e0));
+  BENCH_CHECK (cudaEventCreate (&e1));
+  for (int path = 0; path < 2; path++)
+    for (int r = -1; r < reps; r++)   /* r = -1: warm-up */
+      {
+        BENCH_CHECK (cudaEventRecord (e0, 0));
+        for (int c = 0; c < n_copies; c++)
+          {
+            const BlnCudaTensor *w = copies[c];
+            const void *hdr = w->header ? w->header->ptr : NULL;
+
+            if (path == 0)
+              BENCH_CHECK (bln_kernels_mmq ((int) type, w->payload->ptr, hdr, n_in, n_out,
+                                            d_x->ptr, n_tok, d_y->ptr, 0, 0, 0));
+            else
+              {
+                BENCH_CHECK (bln_kernels_dequant_f16 ((int) type, w->payload->ptr, hdr, n_in,
+                                                      n_out, d_deq->ptr, 0));
+                BENCH_CHECK (bln_kernels_convert (d_x->ptr, d_x16->ptr, (size_t) n_tok * n_in,
+                                                  0, 0));
+                if (cublasGemmEx (blas, CUBLAS_OP_T, CUBLAS_OP_N, n_out, n_tok, n_in, &one,
+                                  d_deq->ptr, CUDA_R_16F, n_in, d_x16->ptr, CUDA_R_16F, n_in,
+                                  &zero, d_y->ptr, CUDA_R_32F, n_out, CUBLAS_COMPUTE_32F,
+                                  CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS)
+                  {
+                    g_printerr ("bench: cublasGemmEx failed\n");
+                    return 1;
+                  }
+              }
+          }
+        BENCH_CHECK (cudaEventRecord (e1, 0));
+        BENCH_CHECK (cudaEventSynchronize (e1));
+        BENCH_CHECK (cudaGetLastError ());
+        BENCH_CHECK (cudaEventElapsedTime (&ms, e0, e1));
+        if (r >= 0)
+          times[path][r] = ms / n_copies;
+      }
+  for (int path = 0; path < 2; path++)
+    {
+      qsort (times[path], reps, sizeof (float), cmp_float);
+      us[path] = times[path][reps / 2] * 1e3;
+    }
+  g_print ("%-5s %6d %6d %5d | mmq %9.1f us %7.1f GB/s %6.1f TFLOPS | deq+gemm %9.1f us "
+           "%6.1f TFLOPS | x%.2f\n",
+           bln_type_name (type), n_out, n_in, n_tok, us[0], (double) t.nbytes / us[0] / 1e3,
+           2.0 * n_out * (double) n_in * n_tok / us[0] / 1e6, us[1],
+           2.0 * n_out * (double) n_in * n_tok / us[1] / 1e6, us[1] / us[0]);
+  (void) copy_gbps;
+  for (int c = 0; c < n_copies; c++)
+    bln_cuda_tensor_free (copies[c]);
+  cudaEventDestroy (e0);
+  cudaEventDestroy (e1);
+  bln_tensor_clear (&t);
+  return 0;
+}
+
+static int
+run_bench_mmq (void)
+{
+  static const struct { BlnType type; int n_in, n_out; } shapes[] = {
+    { BLN_TYPE_Q4_K, 3584, 3584 }, { BLN_TYPE_Q4_K, 3584, 18944 }, { BLN_TYPE_Q6_K, 18944, 3584 },
+    { BLN_TYPE_Q4_K, 3584, 512 }, { BLN_TYPE_Q6_K, 3584, 152064 }, { BLN_TYPE_Q8_0, 3584, 3584 },
+    { BLN_TYPE_Q4_0, 3584, 18944 },
+  };
+  static const int toks[] = { 8, 16, 32, 64, 128, 512, 2048 };
+  g_autofree char *why = NULL;
+  GError *error = NULL;
+  double copy_gbps = 0;
+  cublasHandle_t blas;
+
+  if (!bln_cuda_available (&why))
+    {
+      g_print ("bench: no GPU: %s\n", why);
+      return 0;
+    }
+  if (!bln_kernels_mmq_supports (BLN_TYPE_Q4_K))
+    {
+      g_print ("bench: this GPU has no int8 mma\n");
+      return 0;
+    }
+  rng_state = 0x243f6a8885a308d3ULL;
+  if (bench_copy (&copy_gbps) != 0)
+    return 1;
+  if (cublasCreate (&blas) != CUBLAS_STATUS_SUCCESS)
+    {
+      g_printerr ("bench: cublasCreate failed\n");
+      return 1;
+    }
+  g_print ("device-to-device copy: %.1f GB/s\n", copy_gbps);
+  g_print ("median per product over 15 rounds; GB/s = GGUF weight bytes / time; the 7B "
+           "Q4_K_M layer: 3584x3584 (q, o), 3584x512 (k, v), 3584x18944 (gate, up), "
+           "18944x3584 (down, Q6_K in half the layers), 152064x3584 (output, Q6_K)\n");
+  for (guint s = 0; s < G_N_ELEMENTS (shapes); s++)
+    for (guint k = 0; k < G_N_ELEMENTS (toks); k++)
+      if (bench_mmq_one (blas, shapes[s].type, shapes[s].n_in, shapes[s].n_out, toks[k],
+                         copy_gbps) != 0)
+        {
+          cublasDestroy (blas);
+          return 1;
+        }
+  cublasDestroy (blas);
+  (void) error;
+  return 0;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1138,6 +1449,8 @@ main (int argc, char **argv)
       return run_bench ();
     else if (strcmp (argv[i], "--bench-attn") == 0)
       return run_bench_attn ();
+    else if (strcmp (argv[i], "--bench-mmq") == 0)
+      return run_bench_mmq ();
 
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/Baleen/CudaOps/probe", test_probe);
@@ -1148,6 +1461,13 @@ main (int argc, char **argv)
                                                bln_type_name (matvec_types[i]));
 
       g_test_add_data_func (path, GINT_TO_POINTER ((int) matvec_types[i]), test_matvec_type);
+    }
+  for (guint i = 0; i < G_N_ELEMENTS (mmq_types); i++)
+    {
+      g_autofree char *path = g_strdup_printf ("/Baleen/CudaOps/mmq/%s",
+                                               bln_type_name (mmq_types[i]));
+
+      g_test_add_data_func (path, GINT_TO_POINTER ((int) mmq_types[i]), test_mmq_type);
     }
   g_test_add_data_func ("/Baleen/CudaOps/attn-decode/f32", GINT_TO_POINTER (0),
                         test_attn_decode);

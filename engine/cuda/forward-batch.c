@@ -213,9 +213,11 @@ ensure_buffer (BlnCudaBatch *b, BlnCudaBuffer **buf, size_t bytes, GError **erro
 
 /* y (+)= x · Wᵀ for @n rows of x (dense, n_in a row) into rows @ldy floats
  * apart (0: n_out), @flags as bln_kernels_matvec_ex's: up to 8 rows one
- * matvec; a quantised weight and up to SLICE_MAX_ROWS rows, matvecs of 8
- * rows; else forward.c's GEMM path (accumulating through c->tmp, so then y
- * must be dense rows of at most n_embd values). */
+ * matvec; more rows of a quantised weight, the tensor-core MMQ (unless
+ * BALEEN_CUDA_MMQ turns it off, see bln_cuda_mmq_enabled); else, up to
+ * SLICE_MAX_ROWS rows, matvecs of 8 rows; else forward.c's GEMM path
+ * (accumulating through c->tmp, so then y must be dense rows of at most
+ * n_embd values). */
 static gboolean
 project (BlnCudaCtx *c, const BlnCudaTensor *w, const float *x, int n, float *y, int ldy,
          int flags, GError **error)
@@ -228,6 +230,11 @@ project (BlnCudaCtx *c, const BlnCudaTensor *w, const float *x, int n, float *y,
     ldy = n_out;
   if (n <= BLN_CUDA_MATVEC_MAX_TOK)
     return bln_cuda_mv (c, w, x, n, y, ldy, flags, error);
+  /* tensor-core MMQ (reads x in float: XQ_READY does not apply) */
+  if (!plain && bln_cuda_mmq_enabled (w->type, n))
+    return KCHECK (bln_kernels_mmq ((int) w->type, w->payload->ptr,
+                                    w->header ? w->header->ptr : NULL, n_in, n_out, x, n, y, ldy,
+                                    flags & BLN_KERNELS_MATVEC_ACCUMULATE, c->stream), error);
   if (!plain && n <= SLICE_MAX_ROWS)
     {
       for (r = 0; r < n; r += BLN_CUDA_MATVEC_MAX_TOK)

@@ -108,10 +108,14 @@ BlnCudaTensor *bln_cuda_upload_matrix (BlnCudaModel *cm, const BlnTensor *t, GEr
 BlnCudaTensor *bln_cuda_upload_stacked (BlnCudaModel *cm, const BlnTensor *const *t, int n,
                                         GError **error);
 /* y[n][ldy] = x[n][n_in] · Wᵀ (+ bias), any n: the matvec kernels up to
- * BLN_CUDA_MATVEC_MAX_TOK rows, cuBLAS (weights expanded to F16 into
- * c->deq) beyond. @ldy 0 means n_out. */
+ * BLN_CUDA_MATVEC_MAX_TOK rows; beyond, quantised weights through the
+ * tensor-core MMQ when bln_cuda_mmq_enabled says so, else cuBLAS (weights
+ * expanded to F16 into c->deq). @ldy 0 means n_out. */
 gboolean bln_cuda_linear (BlnCudaCtx *c, const BlnCudaTensor *w, const float *bias,
                           const float *x, int n, float *y, int ldy, GError **error);
+/* Whether n token rows of a @type weight go through bln_kernels_mmq
+ * (BALEEN_CUDA_MMQ=0 turns it off, BALEEN_CUDA_MMQ_MAX=N limits it to n <= N). */
+gboolean bln_cuda_mmq_enabled (BlnType type, int n);
 /* y = W x for n <= BLN_CUDA_MATVEC_MAX_TOK rows, with kernels.h matvec
  * flags. */
 gboolean bln_cuda_mv (BlnCudaCtx *c, const BlnCudaTensor *w, const float *x, int n, float *y,

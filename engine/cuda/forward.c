@@ -1,5 +1,6 @@
 /* cuda/forward.c — llama / qwen2 decoders on the GPU (see forward.h). */
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cublas_v2.h>
 
@@ -685,6 +686,34 @@ bln_cuda_ctx_new (BlnModel *model, int n_ctx, const BlnContextOptions *opts, GEr
 /* ---------------------------------------------------------------------- */
 /* the step                                                                */
 
+/* Whether products of quantised type @type with @n token rows go through the
+ * tensor-core MMQ (kernels/mmq.cu) rather than dequantisation to F16 and
+ * cuBLAS (or, in forward-batch.c, the matvec in slices): yes when the
+ * kernels have the type on this GPU, unless BALEEN_CUDA_MMQ=0, and only for
+ * n <= BALEEN_CUDA_MMQ_MAX when that is set (read once per process). */
+gboolean
+bln_cuda_mmq_enabled (BlnType type, int n)
+{
+  static int state = -1;   /* -1 unread, 0 off, 1 on */
+  static long max_n = G_MAXINT;
+
+  if (state < 0)
+    {
+      const char *on = g_getenv ("BALEEN_CUDA_MMQ");
+      const char *mx = g_getenv ("BALEEN_CUDA_MMQ_MAX");
+
+      if (mx != NULL && *mx != '\0')
+        {
+          char *end = NULL;
+          long v = strtol (mx, &end, 10);
+          if (end != mx && *end == '\0' && v >= 0)
+            max_n = v;
+        }
+      state = on != NULL && strcmp (on, "0") == 0 ? 0 : 1;
+    }
+  return state == 1 && n <= max_n && bln_kernels_mmq_supports ((int) type);
+}
+
 /* y[n][n_out] = x[n][n_in] · Wᵀ (+ bias) */
 gboolean
 bln_cuda_linear (BlnCudaCtx *c, const BlnCudaTensor *w, const float *bias, const float *x,
@@ -700,6 +729,13 @@ bln_cuda_linear (BlnCudaCtx *c, const BlnCudaTensor *w, const float *bias, const
       if (!KCHECK (bln_kernels_matvec_ex ((int) w->type, w->payload->ptr,
                                           w->header ? w->header->ptr : NULL, n_in, n_out, x, n,
                                           y, ldy, 0, c->stream), error))
+        return FALSE;
+    }
+  else if (bln_cuda_mmq_enabled (w->type, n))
+    {
+      if (!KCHECK (bln_kernels_mmq ((int) w->type, w->payload->ptr,
+                                    w->header ? w->header->ptr : NULL, n_in, n_out, x, n, y, ldy,
+                                    0, c->stream), error))
         return FALSE;
     }
   else if (w->type == BLN_TYPE_F32)
