@@ -21,6 +21,7 @@ typedef struct {
   guint64 hash;            /* chain hash, the table's key when registered */
   guint64 parent;          /* chain hash of the previous block */
   int lru_prev, lru_next;  /* LRU list of cached blocks (ref 0, registered) */
+  gint64 released_us;      /* when it joined the LRU (the cache's clock) */
 } Block;
 
 struct _BlnKvCache {
@@ -50,6 +51,10 @@ struct _BlnKvCache {
   guint64 lookup_tokens, hit_tokens, evictions;
   gboolean no_prefix;      /* prefix reuse off: nothing registered, nothing looked up */
   int max_cached;          /* cached blocks kept at most (0: no bound) */
+  gint64 ttl_us;           /* cached blocks unused this long expire (0: never) */
+  BlnKvClockFn clock;      /* microseconds, monotonic */
+  gpointer clock_data;
+  guint64 expired;         /* blocks freed by bln_kv_cache_expire() */
 };
 
 struct _BlnKvSeq {
@@ -158,7 +163,12 @@ block_unref (BlnKvCache *kv, int b)
   if (kv->no_prefix)
     unregister (kv, b);   /* registered before the prefix cache was switched off */
   if (bl->registered)
-    lru_append (kv, b);
+    {
+      /* appended in release order, so the LRU is also sorted by this stamp
+       * and expiry only ever looks at its head */
+      bl->released_us = kv->clock (kv->clock_data);
+      lru_append (kv, b);
+    }
   else
     kv->free_stack[kv->n_free++] = b;
   trim_cached (kv);
@@ -183,6 +193,13 @@ block_alloc (BlnKvCache *kv)
     return NO_BLOCK;
   kv->blocks[b].ref = 1;
   return b;
+}
+
+static gint64
+monotonic_clock (gpointer data)
+{
+  (void) data;
+  return g_get_monotonic_time ();
 }
 
 static int
@@ -436,6 +453,7 @@ bln_kv_cache_new_with_options (BlnModel *model, BlnPool *pool, size_t budget_byt
     }
   kv->n_free = kv->n_blocks;
   kv->lru_head = kv->lru_tail = NO_BLOCK;
+  kv->clock = monotonic_clock;
   kv->table = g_hash_table_new (g_int64_hash, g_int64_equal);
   if (!on_gpu)
     kv->ws = bln_context_new_workspace (model, pool);
@@ -554,6 +572,7 @@ bln_kv_cache_get_stats (const BlnKvCache *kv, BlnKvStats *st)
   st->lookup_tokens = kv->lookup_tokens;
   st->hit_tokens = kv->hit_tokens;
   st->evictions = kv->evictions;
+  st->expired = kv->expired;
 }
 
 int
@@ -571,6 +590,61 @@ bln_kv_cache_drop_cached (BlnKvCache *kv)
       n++;
     }
   return n;
+}
+
+void
+bln_kv_cache_set_ttl (BlnKvCache *kv, gint64 ttl_us)
+{
+  g_return_if_fail (kv != NULL && ttl_us >= 0);
+
+  kv->ttl_us = ttl_us;
+}
+
+void
+bln_kv_cache_set_clock (BlnKvCache *kv, BlnKvClockFn clock, gpointer data)
+{
+  g_return_if_fail (kv != NULL);
+
+  kv->clock = clock != NULL ? clock : monotonic_clock;
+  kv->clock_data = clock != NULL ? data : NULL;
+}
+
+gint64
+bln_kv_cache_now (const BlnKvCache *kv)
+{
+  return kv->clock (kv->clock_data);
+}
+
+int
+bln_kv_cache_expire (BlnKvCache *kv)
+{
+  gint64 now;
+  int n = 0;
+
+  g_return_val_if_fail (kv != NULL, 0);
+  if (kv->ttl_us <= 0)
+    return 0;
+  now = kv->clock (kv->clock_data);
+  while (kv->lru_head != NO_BLOCK && now - kv->blocks[kv->lru_head].released_us >= kv->ttl_us)
+    {
+      int b = kv->lru_head;
+
+      lru_remove (kv, b);
+      unregister (kv, b);
+      kv->free_stack[kv->n_free++] = b;
+      n++;
+    }
+  kv->expired += (guint64) n;
+  return n;
+}
+
+gint64
+bln_kv_cache_next_expiry (const BlnKvCache *kv)
+{
+  g_return_val_if_fail (kv != NULL, -1);
+  if (kv->ttl_us <= 0 || kv->lru_head == NO_BLOCK)
+    return -1;
+  return kv->blocks[kv->lru_head].released_us + kv->ttl_us;
 }
 
 void

@@ -55,7 +55,11 @@ typedef struct {
   guint64 lookup_tokens;   /* tokens offered to bln_kv_seq_match_prefix() */
   guint64 hit_tokens;      /* of those, tokens found in the cache (misses: the rest) */
   guint64 evictions;       /* cached blocks evicted to make room */
+  guint64 expired;         /* cached blocks freed by the TTL (bln_kv_cache_expire()) */
 } BlnKvStats;
+
+/* A monotonic clock in microseconds (g_get_monotonic_time() by default). */
+typedef gint64 (*BlnKvClockFn) (gpointer data);
 
 /* A pool for @model of as many blocks of @block_size positions (0: the
  * default) as fit in @budget_bytes, with a workspace for batched evaluation
@@ -126,6 +130,23 @@ void bln_kv_cache_get_stats (const BlnKvCache *kv, BlnKvStats *stats);
  * matches them any more. Blocks in use are untouched (a prefix a running
  * sequence holds stays registered). Returns the number of blocks freed. */
 int bln_kv_cache_drop_cached (BlnKvCache *kv);
+
+/* Session TTL: a cached (unreferenced) block not used for @ttl_us
+ * microseconds or more expires at the next bln_kv_cache_expire(). 0 (the
+ * default) means never. Time is measured from the block's last release,
+ * so a prefix that a new sequence takes again starts a new period. */
+void bln_kv_cache_set_ttl (BlnKvCache *kv, gint64 ttl_us);
+/* Replaces the clock used for the TTL (NULL: the default monotonic clock);
+ * for tests. @clock must never go backwards. */
+void bln_kv_cache_set_clock (BlnKvCache *kv, BlnKvClockFn clock, gpointer data);
+/* The cache's clock now, in microseconds. */
+gint64 bln_kv_cache_now (const BlnKvCache *kv);
+/* Frees every cached block whose TTL has run out (nothing when the TTL is
+ * 0); they no longer match any prefix. Returns the number freed. */
+int bln_kv_cache_expire (BlnKvCache *kv);
+/* When (on the cache's clock) the next cached block expires, or -1 when none
+ * will (no TTL, or nothing cached). */
+gint64 bln_kv_cache_next_expiry (const BlnKvCache *kv);
 
 /* Prefix reuse policy. With @enabled FALSE no block is registered and
  * bln_kv_seq_match_prefix() finds nothing and counts no lookup (full blocks

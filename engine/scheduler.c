@@ -63,6 +63,8 @@ struct _BlnSched {
   guint64 drop_asked, drop_done;  /* bln_sched_drop_cached() tickets */
   int drop_freed;             /* blocks the last drop freed */
   GCond drop_cond;            /* signalled when drop_done moves */
+  guint64 expire_asked, expire_done;  /* bln_sched_expire_cached() tickets */
+  int expire_freed;           /* blocks the last asked expiry freed */
 
   /* the thread's own */
   GPtrArray *running;         /* Req *, ascending id */
@@ -173,6 +175,7 @@ publish_stats (BlnSched *s)
   st->finished = s->finished;
   st->cache_clears = s->clears;
   st->cleared_blocks = s->cleared;
+  st->expired_blocks = kst.expired;
   g_mutex_unlock (&s->lock);
 }
 
@@ -445,6 +448,17 @@ step (BlnSched *s)
 /* ---------------------------------------------------------------------- */
 /* the thread                                                              */
 
+static gboolean
+bln_sched_queue_empty (BlnSched *s)
+{
+  gboolean empty;
+
+  g_mutex_lock (&s->lock);
+  empty = s->waiting.length == 0;
+  g_mutex_unlock (&s->lock);
+  return empty;
+}
+
 static gpointer
 sched_thread (gpointer data)
 {
@@ -456,13 +470,48 @@ sched_thread (gpointer data)
       gboolean stop;
       guint64 drop;
 
+      guint64 expire;
+      int n_expired;
+
+      /* the session TTL, checked between steps: the LRU is sorted by release
+       * time, so this looks at its head only */
+      n_expired = bln_kv_cache_expire (s->kv);
+      if (n_expired > 0)
+        publish_stats (s);
       g_mutex_lock (&s->lock);
       while (!s->stopping && s->waiting.length == 0 && s->running->len == 0
-             && s->drop_asked == s->drop_done)
-        g_cond_wait (&s->cond, &s->lock);
+             && s->drop_asked == s->drop_done && s->expire_asked == s->expire_done)
+        {
+          gint64 due = bln_kv_cache_next_expiry (s->kv);
+
+          if (due < 0)
+            {
+              g_cond_wait (&s->cond, &s->lock);
+              continue;
+            }
+          /* idle: sleep until the oldest cached block is due (on the real
+           * clock; a test clock is advanced and then bln_sched_expire_cached()
+           * wakes us) and no longer */
+          due -= bln_kv_cache_now (s->kv);
+          if (due <= 0)
+            break;
+          if (!g_cond_wait_until (&s->cond, &s->lock, g_get_monotonic_time () + due))
+            break;
+        }
       stop = s->stopping;
       drop = s->drop_asked;
+      expire = s->expire_asked;
       g_mutex_unlock (&s->lock);
+      if (expire != s->expire_done)
+        {
+          n_expired += bln_kv_cache_expire (s->kv);
+          publish_stats (s);
+          g_mutex_lock (&s->lock);
+          s->expire_freed = n_expired;
+          s->expire_done = expire;
+          g_cond_broadcast (&s->drop_cond);
+          g_mutex_unlock (&s->lock);
+        }
       if (drop != s->drop_done)
         {
           /* between steps: no sequence is in the middle of a pass */
@@ -479,6 +528,8 @@ sched_thread (gpointer data)
         }
       if (stop)
         break;
+      if (s->running->len == 0 && bln_sched_queue_empty (s))
+        continue;
       step (s);
       publish_stats (s);
     }
@@ -501,6 +552,8 @@ sched_thread (gpointer data)
   g_mutex_lock (&s->lock);
   s->drop_done = s->drop_asked;
   s->drop_freed = 0;
+  s->expire_done = s->expire_asked;
+  s->expire_freed = 0;
   g_cond_broadcast (&s->drop_cond);
   g_mutex_unlock (&s->lock);
   return NULL;
@@ -525,6 +578,7 @@ bln_sched_new (BlnModel *model, BlnPool *pool, const BlnSchedOptions *opts, GErr
   else
     bln_sched_options_init (&o);
   if (o.max_seqs < 0 || o.step_tokens < 0 || o.max_queue < 0 || o.n_ctx < 0
+      || o.session_ttl_s < 0
       || o.max_seqs > 4096 || o.n_ctx > (1 << 22))
     {
       g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
@@ -590,6 +644,10 @@ bln_sched_new (BlnModel *model, BlnPool *pool, const BlnSchedOptions *opts, GErr
       bln_kv_cache_set_prefix_cache (s->kv, !o.no_prefix_cache,
                                      o.prefix_bytes > 0 ? (int) CLAMP (nb, 1, G_MAXINT / 2) : 0);
     }
+  if (o.session_ttl_s > 0)
+    bln_kv_cache_set_ttl (s->kv, (gint64) o.session_ttl_s * G_TIME_SPAN_SECOND);
+  if (o.clock != NULL)
+    bln_kv_cache_set_clock (s->kv, o.clock, o.clock_data);
   g_mutex_init (&s->lock);
   g_cond_init (&s->cond);
   g_cond_init (&s->drop_cond);
@@ -762,6 +820,29 @@ bln_sched_drop_cached (BlnSched *s)
   while (s->drop_done < ticket)
     g_cond_wait (&s->drop_cond, &s->lock);
   n = s->drop_freed;
+  g_mutex_unlock (&s->lock);
+  return n;
+}
+
+int
+bln_sched_expire_cached (BlnSched *s)
+{
+  guint64 ticket;
+  int n;
+
+  g_return_val_if_fail (s != NULL, 0);
+
+  g_mutex_lock (&s->lock);
+  if (s->stopping)
+    {
+      g_mutex_unlock (&s->lock);
+      return 0;
+    }
+  ticket = ++s->expire_asked;
+  g_cond_signal (&s->cond);
+  while (s->expire_done < ticket && !s->stopping)
+    g_cond_wait (&s->drop_cond, &s->lock);
+  n = s->expire_freed;
   g_mutex_unlock (&s->lock);
   return n;
 }

@@ -47,6 +47,7 @@
 
 #include <glib.h>
 #include <stdint.h>
+#include "kv-cache.h"
 #include "model.h"
 #include "sampler.h"
 
@@ -78,6 +79,10 @@ typedef struct {
   int kv_bits;         /* CPU pool (device NULL or the CPU): 8 for the 8-bit KV cache
                         * (kv-cache.h; llama / qwen2), 0 or 32 for F32 rows; a GPU pool
                         * follows device->kv_bits instead */
+  int session_ttl_s;   /* cached prefix blocks unused for this many seconds are freed,
+                        * checked between steps and when idle (0: never; kv-cache.h) */
+  BlnKvClockFn clock;  /* the TTL's clock (NULL: monotonic); for tests */
+  gpointer clock_data;
 } BlnSchedOptions;
 
 /* Fills @opts with zeros, meaning the defaults above. */
@@ -152,6 +157,7 @@ typedef struct {
   guint64 finished;         /* requests ended, whatever the reason */
   guint64 cache_clears;     /* drops of the cached blocks done (bln_sched_drop_cached()) */
   guint64 cleared_blocks;   /* blocks those drops freed, in all */
+  guint64 expired_blocks;   /* cached blocks freed by the session TTL, in all */
 } BlnSchedStats;
 
 /* Makes a KV pool for @model from @opts (NULL: defaults) and starts the
@@ -211,6 +217,12 @@ int bln_sched_n_ctx (BlnSched *sched);
  * (0 when the scheduler is stopping). The statistics show the result when
  * it returns. Any thread but the scheduler's own (not from a callback). */
 int bln_sched_drop_cached (BlnSched *sched);
+
+/* Has the scheduler's thread free the cached blocks whose session TTL has
+ * run out now (it also does so on its own between steps and when idle) and
+ * waits for it. Returns the number freed by that check, 0 when the scheduler
+ * is stopping or has no TTL. Any thread but the scheduler's own. */
+int bln_sched_expire_cached (BlnSched *sched);
 
 /* The same drop, without waiting: returns at once; the statistics'
  * cache_clears grows by one (and cleared_blocks by the blocks freed) when it

@@ -901,6 +901,7 @@ make_sched (BlnModel *model, BlnPool *pool, const BlnEngineWorkerOptions *o,
     }
   so.no_prefix_cache = o->no_prefix_cache;
   so.prefix_bytes = o->prefix_mib > 0 ? (size_t) o->prefix_mib << 20 : 0;
+  so.session_ttl_s = MAX (o->session_ttl_s, 0);
   return bln_sched_new (model, pool, &so, error);
 }
 

@@ -88,6 +88,8 @@ typedef struct {
   int kv_bits;         /* CPU KV pool: 8 (int8 rows with a scale per 32 values, about 28%
                         * of F32's bytes; llama / qwen2) or 0 / 32 (F32); the GPU keeps
                         * its own default */
+  int session_ttl_s;   /* CPU / batched pool: cached prefix blocks unused for this many
+                        * seconds are freed (0: never) */
 } BlnEngineWorkerOptions;
 
 /* Fills @opts with zeros (the defaults). */

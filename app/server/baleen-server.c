@@ -2,7 +2,8 @@
  *
  *   baleen-server --model PATH | --models-dir DIR [--host H] [--port P] [--api-key K]
  *                 [--db FILE] [--device cpu|cuda] [--ctx N] [--parallel N] [--threads N]
- *                 [--kv-mem MIB] [--kv-bits 8|32] [--max-queue N] [--idle-ttl SECONDS] [--grace SECONDS]
+ *                 [--kv-mem MIB] [--kv-bits 8|32] [--max-queue N] [--idle-ttl SECONDS] [--session-ttl SECONDS]
+ *                 [--grace SECONDS]
  *
  * Listens on 127.0.0.1 by default and refuses (exit status 2) a non-loopback
  * address without an API key. With --model the model is loaded before
@@ -75,6 +76,7 @@ main (int argc, char **argv)
   g_autofree char *db = NULL, *device = NULL;
   g_autoptr (BlnSafety) safety = NULL;
   int port = 8080, threads = 0, n_ctx = 4096, parallel = 32, idle_ttl = 0, grace = 10;
+  int session_ttl = 0;
   int kv_mem = 0, max_queue = 256, kv_bits = 32;
   gboolean no_prefix_cache = FALSE;
   BlnEngineWorkerOptions wopts;
@@ -108,6 +110,9 @@ main (int argc, char **argv)
     { "max-queue", 0, 0, G_OPTION_ARG_INT, &max_queue,
       "CPU: requests waiting at most; more are answered 429 (default 256)", "N" },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "CPU threads (default: all cores)", "N" },
+    { "session-ttl", 0, 0, G_OPTION_ARG_INT, &session_ttl,
+      "CPU: free cached prompt-prefix KV blocks unused for this long (default 0: never)",
+      "SECONDS" },
     { "idle-ttl", 0, 0, G_OPTION_ARG_INT, &idle_ttl,
       "Unload a model unused for this long (default 0: never)", "SECONDS" },
     { "grace", 0, 0, G_OPTION_ARG_INT, &grace,
@@ -140,6 +145,7 @@ main (int argc, char **argv)
       return 2;
     }
   if (threads < 0 || n_ctx <= 0 || port < 0 || port > 65535 || parallel < 1 || idle_ttl < 0
+      || session_ttl < 0
       || grace < 0 || kv_mem < 0 || max_queue < 1 || parallel > 4096 || kv_mem > (1 << 24))
     {
       g_printerr ("baleen-server: --threads, --ctx, --port, --parallel, --kv-mem, --max-queue, "
@@ -169,6 +175,7 @@ main (int argc, char **argv)
   wopts.kv_mem_mib = kv_mem;
   wopts.kv_bits = kv_bits;
   wopts.no_prefix_cache = no_prefix_cache;
+  wopts.session_ttl_s = session_ttl;
   wopts.max_queue = max_queue;
   wopts.device = device;
   bln_engine_worker_set_defaults (&wopts);

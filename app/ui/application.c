@@ -90,6 +90,7 @@ apply_engine_options (BlnApplication *self)
       o.no_prefix_cache = !bln_ui_settings_get_bool (self->settings, "cache.prefix");
       o.prefix_mib = (int) bln_ui_settings_get_int (self->settings, "cache.prefix_mb");
       o.kv_bits = bln_ui_settings_get_bool (self->settings, "cache.kv_8bit") ? 8 : 0;
+      o.session_ttl_s = (int) bln_ui_settings_get_int (self->settings, "cache.session_ttl_s");
       backend = bln_ui_settings_get_string (self->settings, "perf.backend");
       /* "auto", "cpu" or "cuda": the spec's choices are device names. Without
        * CUDA in the build "auto" is the CPU (skipping the GPU probe's
@@ -102,6 +103,7 @@ apply_engine_options (BlnApplication *self)
 
 static const char *const engine_option_keys[] = {
   "cache.kv_budget_mb", "cache.kv_8bit", "cache.prefix", "cache.prefix_mb", "perf.backend",
+  "cache.session_ttl_s",
 };
 
 static void

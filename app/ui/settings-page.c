@@ -104,9 +104,9 @@ static const Note notes[] = {
        "tokens in the same budget, logits within about 1% (other models keep 32-bit rows).") },
   { "cache.sliding_window", FALSE,
     N_("Not available yet: attention always covers the whole context.") },
-  { "cache.session_ttl_s", FALSE,
-    N_("Not available yet: the server keeps no cache per session; requests share prompt "
-       "prefixes through the prefix cache instead.") },
+  { "cache.session_ttl_s", TRUE,
+    N_("Applies when a model is next loaded. Cached prompt prefixes unused this long are "
+       "freed (0: kept until memory is needed).") },
   { "perf.threads", TRUE, N_("Applies to the next model loaded after this one is unloaded.") },
   { "perf.context", TRUE, N_("Applies to the next model loaded after this one is unloaded.") },
   { "perf.backend", TRUE, N_("Applies when a model is next loaded.") },

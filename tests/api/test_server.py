@@ -414,6 +414,36 @@ def test_prefix_cache(exe, golden):
             srv.stop()
 
 
+def test_session_ttl(exe, golden):
+    """--session-ttl 2: a finished request's cached prefix blocks are freed by the
+    server itself about two seconds later (baleen_kv_blocks_cached drops to 0 with no
+    request in between) and the same prompt then computes everything again."""
+    model = os.path.join(golden, "models", "llama", "model.gguf")
+    content = ("Tell me, in a few words, why whales and krill share the cold southern ocean, "
+               "and what each of them eats through the long winter.")
+    srv = Server(exe, "--model", model, "--session-ttl", "2")
+    try:
+        st, _, body = chat(srv.url, "any", content, max_tokens=3)
+        first = json.loads(body)["usage"]["prompt_tokens_details"]["cached_tokens"] \
+            if st == 200 else None
+        _, _, fams = metrics(srv.url)
+        before = sample(fams, "baleen_kv_blocks_cached")
+        after = before
+        end = time.monotonic() + 10
+        while after and after > 0 and time.monotonic() < end:
+            time.sleep(0.1)
+            _, _, fams = metrics(srv.url)
+            after = sample(fams, "baleen_kv_blocks_cached")
+        st, _, body = chat(srv.url, "any", content, max_tokens=3)
+        again = json.loads(body)["usage"]["prompt_tokens_details"]["cached_tokens"] \
+            if st == 200 else None
+        tap_ok(first == 0 and before and before > 0 and after == 0 and again == 0,
+               "--session-ttl 2: cached blocks expire by themselves, the repeat recomputes",
+               (first, before, after, again))
+    finally:
+        srv.stop()
+
+
 def main():
     for mod in ("openai", "prometheus_client"):
         try:
@@ -426,7 +456,7 @@ def main():
     golden = os.environ.get("BALEEN_GOLDEN_DIR",
                             os.path.join(os.path.dirname(__file__), "..", "golden"))
     for t in (test_guard, test_metadata, test_library, test_sigterm, test_cors,
-              test_prefix_cache):
+              test_prefix_cache, test_session_ttl):
         try:
             t(exe, golden)
         except Exception as e:  # a crash is a failure, not a stop

@@ -145,12 +145,12 @@ test_settings_persist (void)
   g_assert_true (GTK_IS_SWITCH (kv8));
   g_assert_true (GTK_IS_SWITCH (prefix));
   g_assert_true (GTK_IS_SPIN_BUTTON (rpm));
-  /* the 8-bit KV cache can be switched (CPU pool, next load); what the
-   * engine cannot do yet is shown, greyed out */
+  /* the 8-bit KV cache and the session TTL can be set (next load); what the
+   * engine cannot do yet (the sliding window) is shown, greyed out */
   g_assert_true (gtk_widget_get_sensitive (kv8));
   g_assert_false (gtk_widget_get_sensitive (
                     bln_settings_page_get_editor (caches, "cache.sliding_window")));
-  g_assert_false (gtk_widget_get_sensitive (
+  g_assert_true (gtk_widget_get_sensitive (
                     bln_settings_page_get_editor (caches, "cache.session_ttl_s")));
   g_assert_true (gtk_switch_get_active (GTK_SWITCH (prefix)));
 
@@ -1031,6 +1031,62 @@ test_cache_settings_apply (void)
 }
 
 static gboolean
+no_cached_blocks (gpointer data)
+{
+  BlnEngineWorkerStats st;
+
+  bln_engine_worker_get_stats (bln_application_worker (app), &st);
+  return st.kv_blocks_cached == 0;
+}
+
+/* The Caches page's session lifetime: stored in SQLite (and read back as a
+ * restarted app does), applied at the next load. With 1 s the engine frees
+ * the cached prefix of a finished request by itself about a second later
+ * (the scheduler's idle wake-up), so the same prompt again finds nothing;
+ * with 0 (never) the blocks stay past that time and are reused. */
+static void
+test_session_ttl_apply (void)
+{
+  BlnSettingsPage *page = BLN_SETTINGS_PAGE (bln_window_get_page (window, "caches"));
+  GtkWidget *ttl = bln_settings_page_get_editor (page, "cache.session_ttl_s");
+  g_autofree char *path = g_build_filename (data_home, "baleen", "baleen.db", NULL);
+  g_autofree char *v_ttl = NULL;
+  g_autoptr (BlnDb) db = NULL;
+  g_autoptr (BlnSettings) core = NULL;
+  g_autoptr (BlnUiSettings) ui = NULL;
+  g_autoptr (GError) error = NULL;
+
+  bln_window_show_page (window, "caches");
+  g_assert_true (GTK_IS_SPIN_BUTTON (ttl));
+  g_assert_true (gtk_widget_get_sensitive (ttl));
+  gtk_spin_button_set_value (GTK_SPIN_BUTTON (ttl), 1);
+  v_ttl = sql_value ("cache.session_ttl_s");
+  g_assert_cmpstr (v_ttl, ==, "1");
+  db = bln_db_open (path, &error);
+  g_assert_no_error (error);
+  core = bln_settings_new (db, &error);
+  g_assert_no_error (error);
+  ui = bln_ui_settings_new (db, core, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (bln_ui_settings_get_int (ui, "cache.session_ttl_s"), ==, 1);
+
+  reload_model ();
+  chat_cached_tokens (long_prompt);
+  g_assert_true (wait_until (no_cached_blocks, NULL, 10));
+  g_assert_cmpint (chat_cached_tokens (long_prompt), ==, 0);
+
+  /* 0: never expire; the blocks outlive the same wait */
+  gtk_spin_button_set_value (GTK_SPIN_BUTTON (ttl), 0);
+  g_free (v_ttl);
+  v_ttl = sql_value ("cache.session_ttl_s");
+  g_assert_cmpstr (v_ttl, ==, "0");
+  reload_model ();
+  chat_cached_tokens (long_prompt);
+  g_assert_false (wait_until (no_cached_blocks, NULL, 2));
+  g_assert_cmpint (chat_cached_tokens (long_prompt), >, 0);
+}
+
+static gboolean
 page_idle (gpointer data)
 {
   return !bln_models_page_is_busy (data);
@@ -1246,6 +1302,7 @@ main (int argc, char **argv)
   g_test_add_func ("/Baleen/UI/live-stats", test_live_stats);
   g_test_add_func ("/Baleen/UI/clear-cache", test_clear_cache);
   g_test_add_func ("/Baleen/UI/cache-settings-apply", test_cache_settings_apply);
+  g_test_add_func ("/Baleen/UI/session-ttl-apply", test_session_ttl_apply);
   g_test_add_func ("/Baleen/UI/safety-rules", test_rules);
   g_test_add_func ("/Baleen/UI/safety-rule-enforced", test_rule_enforced);
   g_test_add_func ("/Baleen/UI/safety-audit", test_audit);
