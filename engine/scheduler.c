@@ -69,7 +69,8 @@ struct _BlnSched {
   /* the thread's own */
   GPtrArray *running;         /* Req *, ascending id */
   float *logits;              /* max_seqs × n_vocab */
-  BlnLogprob top[MAX_TOP + 1];
+  BlnLogprob *tops;           /* max_seqs × (MAX_TOP + 1): each row's draw */
+  int32_t *drawn;             /* max_seqs: the token drawn for each row */
   BlnKvBatchItem *items;      /* max_seqs */
   guint64 computed, generated, steps, preemptions, prompt_tokens, cached_tokens, finished;
   guint64 clears, cleared;
@@ -342,25 +343,36 @@ admit (BlnSched *s, int *budget)
     }
 }
 
-/* After the pass: sample for every sequence whose chunk reached its end. */
-static void
-sample (BlnSched *s, Req *r, float *logits)
+/* The token of @r's row @logits into *@id, its logprobs into @top: FALSE
+ * when the request's logits filter found no token that fits (a JSON reply
+ * out of room). Touches only @r's own state: rows are drawn in parallel. */
+static gboolean
+draw (BlnSched *s, Req *r, float *logits, BlnLogprob *top, int32_t *id)
 {
-  BlnSchedToken tok = { 0 };
-  int32_t id;
-
   if (r->filter != NULL)
     {
       int left = MIN (r->max_tokens - r->n_gen, s->o.n_ctx - (int) r->tokens->len);
 
       if (!r->filter (logits, s->n_vocab, left, r->user_data))
-        {
-          running_remove (s, r);
-          finish (s, r, BLN_SCHED_FINISH_LENGTH, NULL);
-          return;
-        }
+        return FALSE;
     }
-  id = bln_sampler_sample (r->sampler, logits, s->top, r->n_top);
+  *id = bln_sampler_sample (r->sampler, logits, top, r->n_top);
+  return TRUE;
+}
+
+/* After the draw: the token joins @r's sequence (or ends it), in batch
+ * order on the scheduler thread. @ok is draw()'s answer. */
+static void
+take (BlnSched *s, Req *r, gboolean ok, int32_t id, const BlnLogprob *top)
+{
+  BlnSchedToken tok = { 0 };
+
+  if (!ok)
+    {
+      running_remove (s, r);
+      finish (s, r, BLN_SCHED_FINISH_LENGTH, NULL);
+      return;
+    }
   if (s->tok != NULL && bln_tokenizer_is_eog (s->tok, id))
     {
       running_remove (s, r);
@@ -371,9 +383,9 @@ sample (BlnSched *s, Req *r, float *logits)
   g_array_append_val (r->tokens, id);
   s->generated++;
   tok.id = id;
-  tok.logprob = s->top[0].logprob;
+  tok.logprob = top[0].logprob;
   tok.index = r->n_gen++;
-  tok.top = r->n_top > 0 ? s->top + 1 : NULL;
+  tok.top = r->n_top > 0 ? top + 1 : NULL;
   tok.n_top = r->n_top;
   if (r->on_token != NULL && !r->on_token (&tok, r->user_data))
     {
@@ -384,6 +396,32 @@ sample (BlnSched *s, Req *r, float *logits)
     {
       running_remove (s, r);
       finish (s, r, BLN_SCHED_FINISH_LENGTH, NULL);
+    }
+}
+
+/* The draws of a step: rows without a logits filter spread over the pool's
+ * threads (each request has its own sampler and RNG, so the tokens are the
+ * same as drawn one after another); filtered rows (JSON mode, whose masks
+ * read the shared tokenizer tables) stay on the scheduler thread. */
+typedef struct {
+  BlnSched *s;
+  GPtrArray *batch;           /* Req * of the step, in item order */
+  gboolean *ok;
+} DrawJob;
+
+static void
+draw_worker (void *p, int ith, int nth)
+{
+  DrawJob *j = p;
+  BlnSched *s = j->s;
+
+  for (guint i = ith; i < j->batch->len; i += nth)
+    {
+      Req *r = g_ptr_array_index (j->batch, i);
+      float *lg = s->items[i].logits;
+
+      if (lg != NULL && r->filter == NULL)
+        j->ok[i] = draw (s, r, lg, s->tops + (size_t) i * (MAX_TOP + 1), &s->drawn[i]);
     }
 }
 
@@ -434,15 +472,32 @@ step (BlnSched *s)
       return;
     }
   s->computed += total;
-  for (i = 0; i < batch->len; i++)
-    {
-      Req *r = g_ptr_array_index (batch, i);
-      float *lg = s->items[i].logits;
+  {
+    g_autofree gboolean *ok = g_new0 (gboolean, batch->len);
+    DrawJob job = { s, batch, ok };
+    int n_draw = 0;
 
-      r->chunk = 0;
-      if (lg != NULL)
-        sample (s, r, lg);
-    }
+    for (i = 0; i < batch->len; i++)
+      if (s->items[i].logits != NULL)
+        n_draw++;
+    if (n_draw > 1)
+      bln_pool_run (s->pool, draw_worker, &job);
+    else
+      draw_worker (&job, 0, 1);
+    for (i = 0; i < batch->len; i++)
+      {
+        Req *r = g_ptr_array_index (batch, i);
+        float *lg = s->items[i].logits;
+        BlnLogprob *top = s->tops + (size_t) i * (MAX_TOP + 1);
+
+        r->chunk = 0;
+        if (lg == NULL)
+          continue;
+        if (r->filter != NULL)
+          ok[i] = draw (s, r, lg, top, &s->drawn[i]);
+        take (s, r, ok[i], s->drawn[i], top);
+      }
+  }
 }
 
 /* ---------------------------------------------------------------------- */
@@ -636,6 +691,8 @@ bln_sched_new (BlnModel *model, BlnPool *pool, const BlnSchedOptions *opts, GErr
       return NULL;
     }
   s->items = g_new0 (BlnKvBatchItem, o.max_seqs);
+  s->tops = g_new0 (BlnLogprob, (size_t) o.max_seqs * (MAX_TOP + 1));
+  s->drawn = g_new0 (int32_t, o.max_seqs);
   if (o.no_prefix_cache || o.prefix_bytes > 0)
     {
       size_t bb = bln_kv_cache_block_bytes (s->kv);
@@ -675,6 +732,8 @@ bln_sched_free (BlnSched *s)
   bln_kv_cache_free (s->kv);
   g_free (s->logits);
   g_free (s->items);
+  g_free (s->tops);
+  g_free (s->drawn);
   g_mutex_clear (&s->lock);
   g_cond_clear (&s->cond);
   g_cond_clear (&s->drop_cond);
