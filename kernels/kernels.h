@@ -167,7 +167,9 @@ cudaError_t bln_kernels_dequant_f16 (int type, const void *payload, const void *
  * Q5_0, Q5_1, Q4_K, Q5_K, Q6_K are handled) or a GPU older than sm_80, so
  * that callers fall back; cudaErrorInvalidValue for bad arguments. With few
  * output tiles (few tokens or rows) it splits the sum over K and adds the
- * parts with atomics: the last bits of y may then vary between runs. */
+ * parts with atomics: the last bits of y may then vary between runs. Not
+ * used unless BALEEN_CUDA_MMQ=1: correct on an H200 but slower than the
+ * F16 path so far (docs/BENCHMARKS.md, session 5). */
 cudaError_t bln_kernels_mmq (int type, const void *payload, const void *header, int n_in,
                              int n_out, const float *x, int n_tok, float *y, int ldy, int flags,
                              cudaStream_t stream);

@@ -213,8 +213,8 @@ ensure_buffer (BlnCudaBatch *b, BlnCudaBuffer **buf, size_t bytes, GError **erro
 
 /* y (+)= x · Wᵀ for @n rows of x (dense, n_in a row) into rows @ldy floats
  * apart (0: n_out), @flags as bln_kernels_matvec_ex's: up to 8 rows one
- * matvec; more rows of a quantised weight, the tensor-core MMQ (unless
- * BALEEN_CUDA_MMQ turns it off, see bln_cuda_mmq_enabled); else, up to
+ * matvec; more rows of a quantised weight, the tensor-core MMQ when
+ * BALEEN_CUDA_MMQ=1 asks for it (see bln_cuda_mmq_enabled); else, up to
  * SLICE_MAX_ROWS rows, matvecs of 8 rows; else forward.c's GEMM path
  * (accumulating through c->tmp, so then y must be dense rows of at most
  * n_embd values). */

@@ -114,7 +114,7 @@ BlnCudaTensor *bln_cuda_upload_stacked (BlnCudaModel *cm, const BlnTensor *const
 gboolean bln_cuda_linear (BlnCudaCtx *c, const BlnCudaTensor *w, const float *bias,
                           const float *x, int n, float *y, int ldy, GError **error);
 /* Whether n token rows of a @type weight go through bln_kernels_mmq
- * (BALEEN_CUDA_MMQ=0 turns it off, BALEEN_CUDA_MMQ_MAX=N limits it to n <= N). */
+ * (opt-in: BALEEN_CUDA_MMQ=1; BALEEN_CUDA_MMQ_MAX=N limits it to n <= N). */
 gboolean bln_cuda_mmq_enabled (BlnType type, int n);
 /* y = W x for n <= BLN_CUDA_MATVEC_MAX_TOK rows, with kernels.h matvec
  * flags. */

@@ -688,9 +688,13 @@ bln_cuda_ctx_new (BlnModel *model, int n_ctx, const BlnContextOptions *opts, GEr
 
 /* Whether products of quantised type @type with @n token rows go through the
  * tensor-core MMQ (kernels/mmq.cu) rather than dequantisation to F16 and
- * cuBLAS (or, in forward-batch.c, the matvec in slices): yes when the
- * kernels have the type on this GPU, unless BALEEN_CUDA_MMQ=0, and only for
- * n <= BALEEN_CUDA_MMQ_MAX when that is set (read once per process). */
+ * cuBLAS (or, in forward-batch.c, the matvec in slices): only when
+ * BALEEN_CUDA_MMQ=1 asks for it and the kernels have the type on this GPU,
+ * and then for n <= BALEEN_CUDA_MMQ_MAX when that is set (read once per
+ * process). Off by default: on an H200 (session 5) the first MMQ passed its
+ * tests but lost to the F16 path at every size (Q4_K 3584 x 3584: 0.87x at
+ * 8 rows, 0.18x at 2048; the 7B prefill 22.3k -> 5.3k tok/s, batch-128
+ * decode 3.4k -> 2.7k tok/s). */
 gboolean
 bln_cuda_mmq_enabled (BlnType type, int n)
 {
@@ -709,7 +713,7 @@ bln_cuda_mmq_enabled (BlnType type, int n)
           if (end != mx && *end == '\0' && v >= 0)
             max_n = v;
         }
-      state = on != NULL && strcmp (on, "0") == 0 ? 0 : 1;
+      state = on != NULL && strcmp (on, "1") == 0 ? 1 : 0;
     }
   return state == 1 && n <= max_n && bln_kernels_mmq_supports ((int) type);
 }
