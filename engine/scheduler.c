@@ -860,50 +860,41 @@ bln_sched_n_ctx (BlnSched *s)
   return s->o.n_ctx;
 }
 
-int
-bln_sched_drop_cached (BlnSched *s)
+/* Asks the scheduler thread for a cache pass by taking a ticket from
+ * *@asked, waits until *@done reaches it (or the scheduler stops: the
+ * shutdown marks every ticket done) and returns *@freed, the blocks that
+ * pass freed; 0 once stopping. */
+static int
+ask_thread (BlnSched *s, guint64 *asked, const guint64 *done, const int *freed)
 {
   guint64 ticket;
-  int n;
-
-  g_return_val_if_fail (s != NULL, 0);
+  int n = 0;
 
   g_mutex_lock (&s->lock);
-  if (s->stopping)
+  if (!s->stopping)
     {
-      g_mutex_unlock (&s->lock);
-      return 0;
+      ticket = ++*asked;
+      g_cond_signal (&s->cond);
+      while (*done < ticket && !s->stopping)
+        g_cond_wait (&s->drop_cond, &s->lock);
+      n = *done >= ticket ? *freed : 0;
     }
-  ticket = ++s->drop_asked;
-  g_cond_signal (&s->cond);
-  while (s->drop_done < ticket)
-    g_cond_wait (&s->drop_cond, &s->lock);
-  n = s->drop_freed;
   g_mutex_unlock (&s->lock);
   return n;
 }
 
 int
+bln_sched_drop_cached (BlnSched *s)
+{
+  g_return_val_if_fail (s != NULL, 0);
+  return ask_thread (s, &s->drop_asked, &s->drop_done, &s->drop_freed);
+}
+
+int
 bln_sched_expire_cached (BlnSched *s)
 {
-  guint64 ticket;
-  int n;
-
   g_return_val_if_fail (s != NULL, 0);
-
-  g_mutex_lock (&s->lock);
-  if (s->stopping)
-    {
-      g_mutex_unlock (&s->lock);
-      return 0;
-    }
-  ticket = ++s->expire_asked;
-  g_cond_signal (&s->cond);
-  while (s->expire_done < ticket && !s->stopping)
-    g_cond_wait (&s->drop_cond, &s->lock);
-  n = s->expire_freed;
-  g_mutex_unlock (&s->lock);
-  return n;
+  return ask_thread (s, &s->expire_asked, &s->expire_done, &s->expire_freed);
 }
 
 void
