@@ -174,6 +174,23 @@ cudaError_t bln_kernels_mmq (int type, const void *payload, const void *header, 
                              int n_out, const float *x, int n_tok, float *y, int ldy, int flags,
                              cudaStream_t stream);
 
+/* Quantised weights times F16 activations on the F16 tensor cores
+ * (kernels/mmf.cu), for batched decode (9 .. a few hundred token rows):
+ * y[t * ldy + r] (+)= sum_k W[r][k] * x[t * n_in + k]. Same split-block
+ * weights and arguments as bln_kernels_mmq; each weight byte is read once
+ * per 64 tokens and expanded to F16 in registers (the scales applied in
+ * F16), x is rounded to F16 — the precision class of the dequantise +
+ * cuBLAS path. Deterministic (a split K is summed in a fixed order). Uses a
+ * per-device scratch grown on demand (calls on different streams must not
+ * overlap; the first call of a new largest size should not be inside a
+ * graph capture). Returns cudaErrorNotSupported for a type it lacks (it
+ * has Q4_K, Q6_K, Q8_0) or a GPU older than sm_80, cudaErrorInvalidValue
+ * for bad arguments (n_in must be a multiple of 256). */
+int bln_kernels_mmf_supports (int type);
+cudaError_t bln_kernels_mmf (int type, const void *payload, const void *header, int n_in,
+                             int n_out, const float *x, int n_tok, float *y, int ldy, int flags,
+                             cudaStream_t stream);
+
 /* 1 when bln_kernels_mmq handles GGUF type @type on the current device. */
 int bln_kernels_mmq_supports (int type);
 

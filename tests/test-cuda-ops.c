@@ -31,7 +31,8 @@
  * bound, with a strided output, poisoned padding and the accumulate flag.
  *
  * `test-cuda-ops --bench-mmq` times it in the 7B shapes for 8 .. 2048 rows
- * next to the dequantise + cublasGemmEx path it replaces.
+ * next to the F16 tensor-core product (bln_kernels_mmf) and the dequantise
+ * + cublasGemmEx path; `--bench-mmf` the latter two for 2 .. 256 rows.
  *
  * `test-cuda-ops --bench` skips the tests and prints the weight streaming
  * rate (GB/s of GGUF-layout bytes) of each type's matvec in decode shapes,
@@ -497,9 +498,16 @@ static const BlnType mmq_types[] = {
  * in blocks of 32) and the three padding columns of each row must still
  * hold the poison. A second call with ACCUMULATE must give twice that. The
  * first wrong (token, row) is reported. */
+typedef cudaError_t (*ProductFn) (int type, const void *payload, const void *header, int n_in,
+                                  int n_out, const float *x, int n_tok, float *y, int ldy,
+                                  int flags, cudaStream_t stream);
+
 static void
-run_mmq_case (BlnType type, int n_in, int n_out, int n_tok, gboolean random_blocks)
+run_mmq_case_fn (BlnType type, int n_in, int n_out, int n_tok, gboolean random_blocks,
+                 gboolean f16)
 {
+  const char *what = f16 ? "mmf" : "mmq";
+  const ProductFn prod = f16 ? bln_kernels_mmf : bln_kernels_mmq;
   BlnTensor t;
   g_autoptr (BlnCudaTensor) ct = NULL;
   g_autoptr (BlnCudaBuffer) d_x = NULL;
@@ -511,6 +519,9 @@ run_mmq_case (BlnType type, int n_in, int n_out, int n_tok, gboolean random_bloc
   g_autofree float *w = g_new (float, (size_t) n_out * n_in);
   g_autofree float *y_gpu = g_new (float, ny);
   g_autofree float *y_acc = g_new (float, ny);
+  g_autofree float *y_again = g_new (float, ny);
+  g_autofree float *hi32 = g_new (float, (size_t) n_out * n_in);
+  g_autofree float *rng32 = g_new (float, (size_t) n_out * n_in);
   size_t row_bytes = 0;
   double worst = 0;
   GError *error = NULL;
@@ -531,6 +542,23 @@ run_mmq_case (BlnType type, int n_in, int n_out, int n_tok, gboolean random_bloc
     g_assert_true (bln_dequantize_row (type, (const uint8_t *) t.data + (size_t) r * row_bytes,
                                        w + (size_t) r * n_in, n_in));
 
+  /* per 32 weights: the largest magnitude and the range (the F16 path's
+   * bound: its scale and minimum are rounded to F16 on their own) */
+  for (size_t i = 0; i < (size_t) n_out * n_in; i += 32)
+    {
+      float hi = 0, lo_w = w[i], hi_w = w[i];
+      for (int k = 0; k < 32; k++)
+        {
+          hi = MAX (hi, fabsf (w[i + k]));
+          lo_w = MIN (lo_w, w[i + k]);
+          hi_w = MAX (hi_w, w[i + k]);
+        }
+      for (int k = 0; k < 32; k++)
+        {
+          hi32[i + k] = hi;
+          rng32[i + k] = hi_w - lo_w;
+        }
+    }
   ct = bln_cuda_tensor_upload (&t, &error);
   g_assert_no_error (error);
   d_x = bln_cuda_buffer_new_from_host (x, nx * sizeof (float), &error);
@@ -538,16 +566,28 @@ run_mmq_case (BlnType type, int n_in, int n_out, int n_tok, gboolean random_bloc
   d_y = bln_cuda_buffer_new (ny * sizeof (float), &error);
   g_assert_no_error (error);
   g_assert_true (BLN_CUDA_CHECK (cudaMemset (d_y->ptr, 0xff, d_y->size), &error));
-  g_assert_true (BLN_CUDA_CHECK (bln_kernels_mmq ((int) ct->type, ct->payload->ptr,
-                                                  ct->header ? ct->header->ptr : NULL, n_in,
-                                                  n_out, d_x->ptr, n_tok, d_y->ptr, ldy, 0, 0),
-                                 &error));
+  g_assert_true (BLN_CUDA_CHECK (prod ((int) ct->type, ct->payload->ptr,
+                                       ct->header ? ct->header->ptr : NULL, n_in, n_out,
+                                       d_x->ptr, n_tok, d_y->ptr, ldy, 0, 0), &error));
   g_assert_true (BLN_CUDA_CHECK (cudaMemcpy (y_gpu, d_y->ptr, d_y->size,
                                              cudaMemcpyDeviceToHost), &error));
-  g_assert_true (BLN_CUDA_CHECK (bln_kernels_mmq ((int) ct->type, ct->payload->ptr,
-                                                  ct->header ? ct->header->ptr : NULL, n_in,
-                                                  n_out, d_x->ptr, n_tok, d_y->ptr, ldy,
-                                                  BLN_KERNELS_MATVEC_ACCUMULATE, 0), &error));
+  if (f16)
+    {
+      /* deterministic: a second run gives the same bits */
+      g_assert_true (BLN_CUDA_CHECK (cudaMemset (d_y->ptr, 0xff, d_y->size), &error));
+      g_assert_true (BLN_CUDA_CHECK (prod ((int) ct->type, ct->payload->ptr,
+                                           ct->header ? ct->header->ptr : NULL, n_in, n_out,
+                                           d_x->ptr, n_tok, d_y->ptr, ldy, 0, 0), &error));
+      g_assert_true (BLN_CUDA_CHECK (cudaMemcpy (y_again, d_y->ptr, d_y->size,
+                                                 cudaMemcpyDeviceToHost), &error));
+      if (memcmp (y_gpu, y_again, ny * sizeof (float)) != 0)
+        g_error ("mmf %s %dx%d n_tok %d: two runs differ", bln_type_name (type), n_out, n_in,
+                 n_tok);
+    }
+  g_assert_true (BLN_CUDA_CHECK (prod ((int) ct->type, ct->payload->ptr,
+                                       ct->header ? ct->header->ptr : NULL, n_in, n_out,
+                                       d_x->ptr, n_tok, d_y->ptr, ldy,
+                                       BLN_KERNELS_MATVEC_ACCUMULATE, 0), &error));
   g_assert_true (BLN_CUDA_CHECK (cudaMemcpy (y_acc, d_y->ptr, d_y->size,
                                              cudaMemcpyDeviceToHost), &error));
   g_assert_no_error (error);
@@ -567,33 +607,83 @@ run_mmq_case (BlnType type, int n_in, int n_out, int n_tok, gboolean random_bloc
               memcpy (&bits, &got, 4);
               memcpy (&bits2, &acc, 4);
               if (bits != 0xffffffffu || bits2 != 0xffffffffu)
-                g_error ("mmq %s %dx%d n_tok %d: padding column %d of token %d was written",
-                         bln_type_name (type), n_out, n_in, n_tok, r, tk);
+                g_error ("%s %s %dx%d n_tok %d: padding column %d of token %d was written",
+                         what, bln_type_name (type), n_out, n_in, n_tok, r, tk);
               continue;
             }
           for (int k = 0; k < n_in; k++)
             {
               double wk = w[(size_t) r * n_in + k];
               s += wk * xt[k];
-              bound += fabs (wk) * at[k] / 254.0;
+              if (f16)
+                /* x and w rounded to F16 (2^-11 each, twice for w: its
+                 * scale and the fused multiply-add), the scale and the
+                 * minimum rounded on their own (bounded through the
+                 * block's largest magnitude and range) */
+                bound += fabs (xt[k]) * (2 * fabs (wk) + 2 * hi32[(size_t) r * n_in + k]
+                                         + 4 * rng32[(size_t) r * n_in + k]) / 1024.0;
+              else
+                bound += fabs (wk) * at[k] / 254.0;
               mag += fabs (wk * xt[k]);
             }
           bound = 1.01 * bound + 1e-4 * mag;
           if (!isfinite (got) || !(fabs (got - s) <= bound))
-            g_error ("mmq %s %dx%d n_tok %d (%s): first wrong output token %d row %d: %.6e, "
-                     "float64 %.6e, bound %.3e", bln_type_name (type), n_out, n_in, n_tok,
+            g_error ("%s %s %dx%d n_tok %d (%s): first wrong output token %d row %d: %.6e, "
+                     "float64 %.6e, bound %.3e", what, bln_type_name (type), n_out, n_in, n_tok,
                      random_blocks ? "random blocks" : "quantised", tk, r, got, s, bound);
           if (!isfinite (acc) || !(fabs (acc - 2 * s) <= 2 * bound))
-            g_error ("mmq %s %dx%d n_tok %d (%s): accumulate: token %d row %d: %.6e, "
-                     "want 2 x %.6e, bound %.3e", bln_type_name (type), n_out, n_in, n_tok,
+            g_error ("%s %s %dx%d n_tok %d (%s): accumulate: token %d row %d: %.6e, "
+                     "want 2 x %.6e, bound %.3e", what, bln_type_name (type), n_out, n_in, n_tok,
                      random_blocks ? "random blocks" : "quantised", tk, r, acc, s, 2 * bound);
           worst = MAX (worst, fabs (got - s) / (bound > 0 ? bound : 1));
         }
     }
-  g_test_message ("mmq %-5s %5d x %-5d n_tok %3d %s: worst error %.2f of the bound",
+  g_test_message ("%s %-5s %5d x %-5d n_tok %3d %s: worst error %.2f of the bound", what,
                   bln_type_name (type), n_out, n_in, n_tok,
                   random_blocks ? "random-blocks" : "quantised", worst);
   bln_tensor_clear (&t);
+}
+
+static void
+run_mmq_case (BlnType type, int n_in, int n_out, int n_tok, gboolean random_blocks)
+{
+  run_mmq_case_fn (type, n_in, n_out, n_tok, random_blocks, FALSE);
+}
+
+/* The F16 tensor-core product (bln_kernels_mmf) in the same harness: token
+ * counts at and around its tiles (8, 16, 32, 64 tokens a block), rows not a
+ * multiple of its 128-row blocks, K split or not, the 7B shapes. */
+static void
+test_mmf_type (gconstpointer data)
+{
+  BlnType type = (BlnType) GPOINTER_TO_INT (data);
+  static const int shapes[][3] = {
+    { 256, 64, 9 }, { 256, 100, 70 }, { 512, 64, 16 }, { 256, 4128, 128 }, { 1024, 64, 33 },
+    { 3584, 512, 64 }, { 3584, 4128, 17 }, { 3584, 18944, 9 }, { 18944, 96, 65 },
+    { 2304, 4128, 33 }, { 1024, 200, 130 }, { 3584, 3584, 40 }, { 3584, 512, 2 },
+    { 512, 100, 5 },
+  };
+
+  if (skip_without_gpu ())
+    return;
+  if (!bln_kernels_mmf_supports ((int) type))
+    {
+      g_test_skip ("this GPU has no F16 mma with F32 accumulation (sm_80+)");
+      return;
+    }
+  rng_seed ();
+  for (guint s = 0; s < G_N_ELEMENTS (shapes); s++)
+    for (int mode = 0; mode < 2; mode++)
+      run_mmq_case_fn (type, shapes[s][0], shapes[s][1], shapes[s][2], mode == 1, TRUE);
+  g_assert_cmpint (bln_kernels_mmf (BLN_TYPE_Q4_0, (void *) 0x1000, (void *) 0x1000, 256, 64,
+                                    (float *) 0x2000, 16, (float *) 0x3000, 0, 0, 0), ==,
+                   cudaErrorNotSupported);
+  g_assert_cmpint (bln_kernels_mmf ((int) type, (void *) 0x1000, (void *) 0x1000, 288, 64,
+                                    (float *) 0x2000, 16, (float *) 0x3000, 0, 0, 0), ==,
+                   cudaErrorInvalidValue);
+  g_assert_cmpint (bln_kernels_mmf ((int) type, (void *) 0x1000, (void *) 0x1000, 256, 64,
+                                    (float *) 0x2000, 16, (float *) 0x3000, 63, 0, 0), ==,
+                   cudaErrorInvalidValue);
 }
 
 static void
@@ -1299,6 +1389,9 @@ run_bench_attn (void)
  * prefill path it replaces (dequantise to F16, convert x, cublasGemmEx),
  * for 8 .. 2048 token rows. Weight copies rotate so that one round streams
  * past the L2. */
+/* --bench-mmf: the same without the (slow) MMQ column, for 2 .. 256 rows */
+static gboolean bench_skip_mmq;
+
 static int
 bench_mmq_one (cublasHandle_t blas, BlnType type, int n_in, int n_out, int n_tok,
                double copy_gbps)
@@ -1314,8 +1407,9 @@ bench_mmq_one (cublasHandle_t blas, BlnType type, int n_in, int n_out, int n_tok
   cudaEvent_t e0, e1;
   const float one = 1.0f, zero = 0.0f;
   int n_copies, reps = 15;
-  float ms = 0, times[2][15];
-  double us[2];
+  float ms = 0, times[3][15];
+  double us[3];
+  const gboolean has_mmf = bln_kernels_mmf_supports ((int) type) && n_in % 256 == 0;
 
   make_weights (&t, type, n_in, n_out, FALSE);
   n_copies = (int) CLAMP (((size_t) 256 << 20) / t.nbytes + 1, 2, 32);
@@ -1338,8 +1432,9 @@ bench_mmq_one (cublasHandle_t blas, BlnType type, int n_in, int n_out, int n_tok
     }
   BENCH_CHECK (cudaEventCreate (&e0));
   BENCH_CHECK (cudaEventCreate (&e1));
-  for (int path = 0; path < 2; path++)
-    for (int r = -1; r < reps; r++)   /* r = -1: warm-up */
+  for (int path = 0; path < 3; path++)
+    for (int r = -1; r < reps && (path != 2 || has_mmf) && (path != 0 || !bench_skip_mmq);
+         r++)   /* r = -1: warm-up */
       {
         BENCH_CHECK (cudaEventRecord (e0, 0));
         for (int c = 0; c < n_copies; c++)
@@ -1349,6 +1444,9 @@ bench_mmq_one (cublasHandle_t blas, BlnType type, int n_in, int n_out, int n_tok
 
             if (path == 0)
               BENCH_CHECK (bln_kernels_mmq ((int) type, w->payload->ptr, hdr, n_in, n_out,
+                                            d_x->ptr, n_tok, d_y->ptr, 0, 0, 0));
+            else if (path == 2)
+              BENCH_CHECK (bln_kernels_mmf ((int) type, w->payload->ptr, hdr, n_in, n_out,
                                             d_x->ptr, n_tok, d_y->ptr, 0, 0, 0));
             else
               {
@@ -1373,16 +1471,21 @@ bench_mmq_one (cublasHandle_t blas, BlnType type, int n_in, int n_out, int n_tok
         if (r >= 0)
           times[path][r] = ms / n_copies;
       }
-  for (int path = 0; path < 2; path++)
+  for (int path = bench_skip_mmq ? 1 : 0; path < (has_mmf ? 3 : 2); path++)
     {
       qsort (times[path], reps, sizeof (float), cmp_float);
       us[path] = times[path][reps / 2] * 1e3;
     }
-  g_print ("%-5s %6d %6d %5d | mmq %9.1f us %7.1f GB/s %6.1f TFLOPS | deq+gemm %9.1f us "
-           "%6.1f TFLOPS | x%.2f\n",
+  if (!has_mmf)
+    us[2] = 0;
+  if (bench_skip_mmq)
+    us[0] = 0;
+  g_print ("%-5s %6d %6d %5d | mmq %9.1f us %7.1f GB/s | mmf %9.1f us %7.1f GB/s %6.1f TFLOPS "
+           "| deq+gemm %9.1f us %6.1f TFLOPS | mmf x%.2f\n",
            bln_type_name (type), n_out, n_in, n_tok, us[0], (double) t.nbytes / us[0] / 1e3,
-           2.0 * n_out * (double) n_in * n_tok / us[0] / 1e6, us[1],
-           2.0 * n_out * (double) n_in * n_tok / us[1] / 1e6, us[1] / us[0]);
+           us[2], has_mmf ? (double) t.nbytes / us[2] / 1e3 : 0.0,
+           has_mmf ? 2.0 * n_out * (double) n_in * n_tok / us[2] / 1e6 : 0.0, us[1],
+           2.0 * n_out * (double) n_in * n_tok / us[1] / 1e6, has_mmf ? us[1] / us[2] : 0.0);
   (void) copy_gbps;
   for (int c = 0; c < n_copies; c++)
     bln_cuda_tensor_free (copies[c]);
@@ -1393,14 +1496,17 @@ bench_mmq_one (cublasHandle_t blas, BlnType type, int n_in, int n_out, int n_tok
 }
 
 static int
-run_bench_mmq (void)
+run_bench_mmq (gboolean mmf_only)
 {
   static const struct { BlnType type; int n_in, n_out; } shapes[] = {
     { BLN_TYPE_Q4_K, 3584, 3584 }, { BLN_TYPE_Q4_K, 3584, 18944 }, { BLN_TYPE_Q6_K, 18944, 3584 },
     { BLN_TYPE_Q4_K, 3584, 512 }, { BLN_TYPE_Q6_K, 3584, 152064 }, { BLN_TYPE_Q8_0, 3584, 3584 },
     { BLN_TYPE_Q4_0, 3584, 18944 },
   };
-  static const int toks[] = { 8, 16, 32, 64, 128, 512, 2048 };
+  static const int toks_mmq[] = { 8, 16, 32, 64, 128, 512, 2048 };
+  static const int toks_mmf[] = { 2, 4, 8, 16, 32, 64, 128, 256 };
+  const int *toks = mmf_only ? toks_mmf : toks_mmq;
+  const guint n_toks = mmf_only ? G_N_ELEMENTS (toks_mmf) : G_N_ELEMENTS (toks_mmq);
   g_autofree char *why = NULL;
   GError *error = NULL;
   double copy_gbps = 0;
@@ -1429,8 +1535,9 @@ run_bench_mmq (void)
            "Q4_K_M layer: 3584x3584 (q, o), 3584x512 (k, v), 3584x18944 (gate, up), "
            "18944x3584 (down, Q6_K in half the layers), 152064x3584 (output, Q6_K)\n");
   for (guint s = 0; s < G_N_ELEMENTS (shapes); s++)
-    for (guint k = 0; k < G_N_ELEMENTS (toks); k++)
-      if (bench_mmq_one (blas, shapes[s].type, shapes[s].n_in, shapes[s].n_out, toks[k],
+    for (guint k = 0; k < n_toks; k++)
+      if ((!mmf_only || shapes[s].type != BLN_TYPE_Q4_0)
+          && bench_mmq_one (blas, shapes[s].type, shapes[s].n_in, shapes[s].n_out, toks[k],
                          copy_gbps) != 0)
         {
           cublasDestroy (blas);
@@ -1450,7 +1557,12 @@ main (int argc, char **argv)
     else if (strcmp (argv[i], "--bench-attn") == 0)
       return run_bench_attn ();
     else if (strcmp (argv[i], "--bench-mmq") == 0)
-      return run_bench_mmq ();
+      return run_bench_mmq (FALSE);
+    else if (strcmp (argv[i], "--bench-mmf") == 0)
+      {
+        bench_skip_mmq = TRUE;
+        return run_bench_mmq (TRUE);
+      }
 
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/Baleen/CudaOps/probe", test_probe);
@@ -1469,6 +1581,15 @@ main (int argc, char **argv)
 
       g_test_add_data_func (path, GINT_TO_POINTER ((int) mmq_types[i]), test_mmq_type);
     }
+  {
+    static const BlnType mmf_types[] = { BLN_TYPE_Q4_K, BLN_TYPE_Q6_K, BLN_TYPE_Q8_0 };
+    for (guint i = 0; i < G_N_ELEMENTS (mmf_types); i++)
+      {
+        g_autofree char *path = g_strdup_printf ("/Baleen/CudaOps/mmf/%s",
+                                                 bln_type_name (mmf_types[i]));
+        g_test_add_data_func (path, GINT_TO_POINTER ((int) mmf_types[i]), test_mmf_type);
+      }
+  }
   g_test_add_data_func ("/Baleen/CudaOps/attn-decode/f32", GINT_TO_POINTER (0),
                         test_attn_decode);
   g_test_add_data_func ("/Baleen/CudaOps/attn-decode/f16", GINT_TO_POINTER (1),

@@ -19,8 +19,11 @@
  * sized for chunks of up to this many tokens (fewer when memory is short,
  * see bln_cuda_plan). Its own KV cache is never used. */
 #define WORKSPACE_CTX 512
-/* Rows of logits per output projection (c->logits holds this many). */
+/* Rows of logits per output projection (c->logits holds this many); with
+ * the F16 tensor-core kernel, up to MMF_LOGIT_ROWS into b->logits (one pass
+ * over the output matrix instead of one per 8 rows). */
 #define LOGIT_ROWS BLN_CUDA_MATVEC_MAX_TOK
+#define MMF_LOGIT_ROWS 64
 
 struct _BlnCudaBatch {
   BlnModel *model;
@@ -32,6 +35,7 @@ struct _BlnCudaBatch {
   size_t elem;
   BlnCudaBuffer *meta;      /* int32: positions, table offsets, logit rows, tables */
   BlnCudaBuffer *part;      /* attention split scratch */
+  BlnCudaBuffer *logits;    /* logits of up to MMF_LOGIT_ROWS rows (tensor-core path) */
   float *h_logits;          /* pinned staging for the logits (h_logits_cap floats) */
   size_t h_logits_cap;
   /* BALEEN_BATCH_PROFILE=1: where a step's time goes, printed on free */
@@ -141,6 +145,7 @@ bln_cuda_batch_free (BlnCudaBatch *b)
   bln_cuda_buffer_free (b->pool);
   bln_cuda_buffer_free (b->meta);
   bln_cuda_buffer_free (b->part);
+  bln_cuda_buffer_free (b->logits);
   if (b->h_logits != NULL)
     (void) cudaFreeHost (b->h_logits);
   bln_cuda_ctx_free (b->c);
@@ -212,8 +217,10 @@ ensure_buffer (BlnCudaBatch *b, BlnCudaBuffer **buf, size_t bytes, GError **erro
 #define SLICE_MAX_ROWS 16
 
 /* y (+)= x · Wᵀ for @n rows of x (dense, n_in a row) into rows @ldy floats
- * apart (0: n_out), @flags as bln_kernels_matvec_ex's: up to 8 rows one
- * matvec; more rows of a quantised weight, the tensor-core MMQ when
+ * apart (0: n_out), @flags as bln_kernels_matvec_ex's: from
+ * bln_cuda_mmf_min() rows of a quantised weight of a type it has, the F16
+ * tensor-core kernel (see bln_cuda_mmf_enabled); else up to 8 rows one
+ * matvec; more rows of a quantised weight, the int8 MMQ when
  * BALEEN_CUDA_MMQ=1 asks for it (see bln_cuda_mmq_enabled); else, up to
  * SLICE_MAX_ROWS rows, matvecs of 8 rows; else forward.c's GEMM path
  * (accumulating through c->tmp, so then y must be dense rows of at most
@@ -228,9 +235,13 @@ project (BlnCudaCtx *c, const BlnCudaTensor *w, const float *x, int n, float *y,
 
   if (ldy == 0)
     ldy = n_out;
+  /* tensor-core products (read x in float: XQ_READY does not apply) */
+  if (!plain && n >= bln_cuda_mmf_min () && bln_cuda_mmf_enabled (w->type, n))
+    return KCHECK (bln_kernels_mmf ((int) w->type, w->payload->ptr,
+                                    w->header ? w->header->ptr : NULL, n_in, n_out, x, n, y, ldy,
+                                    flags & BLN_KERNELS_MATVEC_ACCUMULATE, c->stream), error);
   if (n <= BLN_CUDA_MATVEC_MAX_TOK)
     return bln_cuda_mv (c, w, x, n, y, ldy, flags, error);
-  /* tensor-core MMQ (reads x in float: XQ_READY does not apply) */
   if (!plain && bln_cuda_mmq_enabled (w->type, n))
     return KCHECK (bln_kernels_mmq ((int) w->type, w->payload->ptr,
                                     w->header ? w->header->ptr : NULL, n_in, n_out, x, n, y, ldy,
@@ -365,17 +376,35 @@ enqueue_logits (BlnCudaBatch *b, const BlnBatch *batch, const int32_t *d_rows, c
   BlnCudaCtx *c = b->c;
   const BlnHParams *hp = &c->model->hp;
   size_t row_bytes = (size_t) hp->n_vocab * sizeof (float);
-  int j0, j, run;
+  const BlnCudaTensor *out = c->cm->output;
+  int j0, j, run, per = LOGIT_ROWS;
+  float *d_logits = c->logits;
 
-  for (j0 = 0; j0 < n_rows; j0 += LOGIT_ROWS)
+  if (n_rows >= bln_cuda_mmf_min () && out->header != NULL
+      && bln_cuda_mmf_enabled (out->type, MIN (n_rows, MMF_LOGIT_ROWS)))
     {
-      int nr = MIN (LOGIT_ROWS, n_rows - j0);
+      per = MIN (MMF_LOGIT_ROWS, c->sp.rows);
+      if (!ensure_buffer (b, &b->logits, (size_t) per * row_bytes, error))
+        return FALSE;
+      d_logits = b->logits->ptr;
+    }
+  for (j0 = 0; j0 < n_rows; j0 += per)
+    {
+      int nr = MIN (per, n_rows - j0);
 
       if (!KCHECK (bln_kernels_gather_rows (c->x, hp->n_embd, d_rows + j0, c0, nr, c->tmp,
                                             c->stream), error)
           || !KCHECK (bln_kernels_rmsnorm (c->tmp, c->cm->output_norm, c->h, nr, hp->n_embd,
-                                           hp->norm_eps, c->stream), error)
-          || !bln_cuda_matvec (c->cm->output, c->h, nr, c->logits, c->stream, error))
+                                           hp->norm_eps, c->stream), error))
+        return FALSE;
+      if (d_logits != c->logits)
+        {
+          if (!KCHECK (bln_kernels_mmf ((int) out->type, out->payload->ptr, out->header->ptr,
+                                        (int) out->n_in, (int) out->n_out, c->h, nr, d_logits,
+                                        0, 0, c->stream), error))
+            return FALSE;
+        }
+      else if (!bln_cuda_matvec (out, c->h, nr, d_logits, c->stream, error))
         return FALSE;
       /* one copy per run of rows that are consecutive in the destination */
       for (j = 0; j < nr; j += run)
@@ -384,7 +413,7 @@ enqueue_logits (BlnCudaBatch *b, const BlnBatch *batch, const int32_t *d_rows, c
             ;
           if (!BLN_CUDA_CHECK (cudaMemcpyAsync (batch->logits + (size_t) perm[j0 + j]
                                                                   * hp->n_vocab,
-                                                c->logits + (size_t) j * hp->n_vocab,
+                                                d_logits + (size_t) j * hp->n_vocab,
                                                 (size_t) run * row_bytes,
                                                 cudaMemcpyDeviceToHost, c->stream), error))
             return FALSE;

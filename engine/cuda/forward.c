@@ -718,6 +718,58 @@ bln_cuda_mmq_enabled (BlnType type, int n)
   return state == 1 && n <= max_n && bln_kernels_mmq_supports ((int) type);
 }
 
+static long
+env_long (const char *name, long dflt)
+{
+  const char *v = g_getenv (name);
+  char *end = NULL;
+  long r;
+
+  if (v == NULL || *v == '\0')
+    return dflt;
+  r = strtol (v, &end, 10);
+  return end != v && *end == '\0' && r >= 0 ? r : dflt;
+}
+
+/* Whether products of quantised type @type with @n token rows go through
+ * the F16 tensor-core kernel that decodes the weights in registers
+ * (kernels/mmf.cu): for the types it has on this GPU and n up to
+ * BALEEN_CUDA_MMF_MAX (default 128; above that dequantisation to F16 and
+ * cuBLAS, which won from 512 rows on an H200 in session 6: Q4_K 18944 x
+ * 3584 at 128 rows 105 against 138 us, at 512 rows 326 against 198 us);
+ * BALEEN_CUDA_MMF=0 turns it off. Read once per process. Takes precedence
+ * over BALEEN_CUDA_MMQ=1. The single-context path keeps the matvec up to 8
+ * rows; the batched path from bln_cuda_mmf_min() rows. */
+gboolean
+bln_cuda_mmf_enabled (BlnType type, int n)
+{
+  static int state = -1;
+  static long max_n;
+
+  if (state < 0)
+    {
+      const char *on = g_getenv ("BALEEN_CUDA_MMF");
+
+      max_n = env_long ("BALEEN_CUDA_MMF_MAX", 128);
+      state = on != NULL && strcmp (on, "0") == 0 ? 0 : 1;
+    }
+  return state == 1 && n <= max_n && bln_kernels_mmf_supports ((int) type);
+}
+
+/* The fewest token rows the batched path sends through the F16 tensor-core
+ * kernel instead of the 8-bit matvec: BALEEN_CUDA_MMF_MIN, default 8 (H200,
+ * session 6, 7B Q4_K_M batched decode: at 8 sequences 1,264 against 965
+ * tok/s, at 2 and 4 the matvec was faster). Read once. */
+int
+bln_cuda_mmf_min (void)
+{
+  static long min_n = -1;
+
+  if (min_n < 0)
+    min_n = env_long ("BALEEN_CUDA_MMF_MIN", 8);
+  return (int) min_n;
+}
+
 /* y[n][n_out] = x[n][n_in] · Wᵀ (+ bias) */
 gboolean
 bln_cuda_linear (BlnCudaCtx *c, const BlnCudaTensor *w, const float *bias, const float *x,
@@ -733,6 +785,13 @@ bln_cuda_linear (BlnCudaCtx *c, const BlnCudaTensor *w, const float *bias, const
       if (!KCHECK (bln_kernels_matvec_ex ((int) w->type, w->payload->ptr,
                                           w->header ? w->header->ptr : NULL, n_in, n_out, x, n,
                                           y, ldy, 0, c->stream), error))
+        return FALSE;
+    }
+  else if (bln_cuda_mmf_enabled (w->type, n))
+    {
+      if (!KCHECK (bln_kernels_mmf ((int) w->type, w->payload->ptr,
+                                    w->header ? w->header->ptr : NULL, n_in, n_out, x, n, y, ldy,
+                                    0, c->stream), error))
         return FALSE;
     }
   else if (bln_cuda_mmq_enabled (w->type, n))
