@@ -82,3 +82,45 @@ bln_launch (void (*kernel) (KArgs...), dim3 grid, dim3 block, size_t smem, cudaS
   cfg.numAttrs = 1;
   return cudaLaunchKernelEx (&cfg, kernel, std::forward<Args> (args)...);
 }
+
+/* Streaming multiprocessors of the current device (100 if it cannot be
+ * asked), and whether it has compute capability 8.0 or newer (mma with
+ * int8 and F16 operands). Decided once per process; the devices of one
+ * machine are assumed alike. */
+static inline int
+bln_sm_count ()
+{
+  static int n = 0;
+
+  if (n == 0)
+    {
+      int dev = 0, v = 0;
+      if (cudaGetDevice (&dev) == cudaSuccess
+          && cudaDeviceGetAttribute (&v, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess
+          && v > 0)
+        n = v;
+      else
+        n = 100;
+      (void) cudaGetLastError ();
+    }
+  return n;
+}
+
+static inline bool
+bln_device_sm80 ()
+{
+  static int state = -1;
+
+  if (state < 0)
+    {
+      int dev = 0, major = 0;
+      state = cudaGetDevice (&dev) == cudaSuccess
+                  && cudaDeviceGetAttribute (&major, cudaDevAttrComputeCapabilityMajor, dev)
+                       == cudaSuccess
+                  && major >= 8
+                ? 1
+                : 0;
+      (void) cudaGetLastError ();
+    }
+  return state == 1;
+}

@@ -539,44 +539,6 @@ scratch_get (size_t xh_bytes, size_t part_bytes, void **xh, float **part)
   return cudaSuccess;
 }
 
-int
-sm_count ()
-{
-  static int n = 0;
-
-  if (n == 0)
-    {
-      int dev = 0, v = 0;
-      if (cudaGetDevice (&dev) == cudaSuccess
-          && cudaDeviceGetAttribute (&v, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess
-          && v > 0)
-        n = v;
-      else
-        n = 100;
-      (void) cudaGetLastError ();
-    }
-  return n;
-}
-
-bool
-device_ok ()
-{
-  static int state = -1;
-
-  if (state < 0)
-    {
-      int dev = 0, major = 0;
-      state = cudaGetDevice (&dev) == cudaSuccess
-                  && cudaDeviceGetAttribute (&major, cudaDevAttrComputeCapabilityMajor, dev)
-                       == cudaSuccess
-                  && major >= 8
-                ? 1
-                : 0;
-      (void) cudaGetLastError ();
-    }
-  return state == 1;
-}
-
 /* Tokens per block: 8 NT, NT the smallest power of two covering n_tok, at
  * most BALEEN_CUDA_MMF_NT (default 8: 64 tokens; more tokens take several
  * blocks along z, each rereading the weights). Read once. */
@@ -615,7 +577,7 @@ blocks_wanted ()
     {
       const char *env = std::getenv ("BALEEN_CUDA_MMF_BLOCKS");
       long v = env ? std::strtol (env, nullptr, 10) : 0;
-      n = v > 0 ? v : 3L * sm_count ();
+      n = v > 0 ? v : 3L * bln_sm_count ();
     }
   return n;
 }
@@ -692,7 +654,7 @@ bln_kernels_mmf_supports (int type)
     case T_Q8_0:
     case T_Q4_K:
     case T_Q6_K:
-      return device_ok () ? 1 : 0;
+      return bln_device_sm80 () ? 1 : 0;
     default:
       return 0;
     }

@@ -449,26 +449,6 @@ scratch_get (size_t n, int8_t **q, float2 **d, float4 **xs)
   return cudaSuccess;
 }
 
-/* Blocks in flight wanted before K is split: two per SM (132 on an H200). */
-int
-sm_count ()
-{
-  static int n = 0;
-
-  if (n == 0)
-    {
-      int dev = 0, v = 0;
-      if (cudaGetDevice (&dev) == cudaSuccess
-          && cudaDeviceGetAttribute (&v, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess
-          && v > 0)
-        n = v;
-      else
-        n = 100;
-      (void) cudaGetLastError ();
-    }
-  return n;
-}
-
 template <int TYPE>
 cudaError_t
 launch_mmq (const void *payload, const void *header, int n_in, int n_out, const int8_t *xq,
@@ -477,7 +457,7 @@ launch_mmq (const void *payload, const void *header, int n_in, int n_out, const 
   const int tiles_t = (n_tok + MMQ_TOKS - 1) / MMQ_TOKS;
   const int tiles_r = (n_out + MMQ_ROWS - 1) / MMQ_ROWS;
   const int steps = (n_in / 32 + MMQ_SUB - 1) / MMQ_SUB;
-  const long base = (long) tiles_t * tiles_r, want = 4L * sm_count ();
+  const long base = (long) tiles_t * tiles_r, want = 4L * bln_sm_count ();
   int split = 1, split_steps;
 
   /* Few tiles (few tokens, or few rows): split K over blockIdx.z so that
@@ -505,25 +485,6 @@ launch_mmq (const void *payload, const void *header, int n_in, int n_out, const 
   return cudaGetLastError ();
 }
 
-bool
-device_has_mma ()
-{
-  static int state = -1;
-
-  if (state < 0)
-    {
-      int dev = 0, major = 0;
-      state = cudaGetDevice (&dev) == cudaSuccess
-                  && cudaDeviceGetAttribute (&major, cudaDevAttrComputeCapabilityMajor, dev)
-                       == cudaSuccess
-                  && major >= 8
-                ? 1
-                : 0;
-      (void) cudaGetLastError ();
-    }
-  return state == 1;
-}
-
 } /* namespace */
 
 extern "C" int
@@ -539,7 +500,7 @@ bln_kernels_mmq_supports (int type)
     case T_Q4_K:
     case T_Q5_K:
     case T_Q6_K:
-      return device_has_mma () ? 1 : 0;
+      return bln_device_sm80 () ? 1 : 0;
     default:
       return 0;
     }
