@@ -1507,6 +1507,8 @@ run_bench_mmq (gboolean mmf_only)
   static const int toks_mmf[] = { 2, 4, 8, 16, 32, 64, 128, 256 };
   const int *toks = mmf_only ? toks_mmf : toks_mmq;
   const guint n_toks = mmf_only ? G_N_ELEMENTS (toks_mmf) : G_N_ELEMENTS (toks_mmq);
+  const char *only;
+  char name[64];
   g_autofree char *why = NULL;
   GError *error = NULL;
   double copy_gbps = 0;
@@ -1534,9 +1536,14 @@ run_bench_mmq (gboolean mmf_only)
   g_print ("median per product over 15 rounds; GB/s = GGUF weight bytes / time; the 7B "
            "Q4_K_M layer: 3584x3584 (q, o), 3584x512 (k, v), 3584x18944 (gate, up), "
            "18944x3584 (down, Q6_K in half the layers), 152064x3584 (output, Q6_K)\n");
+  /* BALEEN_BENCH_ONLY=ROWSxCOLSxTOKENS (e.g. 18944x3584x64) times that case
+   * alone (for a profiler) */
+  only = g_getenv ("BALEEN_BENCH_ONLY");
   for (guint s = 0; s < G_N_ELEMENTS (shapes); s++)
     for (guint k = 0; k < n_toks; k++)
       if ((!mmf_only || shapes[s].type != BLN_TYPE_Q4_0)
+          && (g_snprintf (name, sizeof name, "%dx%dx%d", shapes[s].n_out, shapes[s].n_in,
+                          toks[k]), only == NULL || strcmp (only, name) == 0)
           && bench_mmq_one (blas, shapes[s].type, shapes[s].n_in, shapes[s].n_out, toks[k],
                          copy_gbps) != 0)
         {
