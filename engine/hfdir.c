@@ -6,6 +6,7 @@
 
 #include "bln-error.h"
 #include "hfdir.h"
+#include "quant.h"
 
 /* config.json and the index are small; anything past this is not a model dir. */
 #define MAX_JSON_FILE (64u * 1024u * 1024u)
@@ -14,7 +15,27 @@
 typedef struct {
   BlnSafetensors *st;   /* borrowed from shards */
   int64_t index;        /* in st */
+  BlnTensor *fp8;       /* an FP8 tensor decoded to F32 on request (owned) */
+  BlnTensor *shape;     /* an FP8 tensor's type (F32) and shape, no data (owned) */
 } Entry;
+
+static void
+entry_free (gpointer p)
+{
+  Entry *e = p;
+
+  if (e->fp8 != NULL)
+    {
+      bln_tensor_clear (e->fp8);
+      g_free (e->fp8);
+    }
+  if (e->shape != NULL)
+    {
+      bln_tensor_clear (e->shape);
+      g_free (e->shape);
+    }
+  g_free (e);
+}
 
 struct _BlnHfDir {
   char *path;
@@ -171,7 +192,7 @@ add_shard_tensors (BlnHfDir *hf, BlnSafetensors *st, const char *shard_name, GEr
         }
       if (e == NULL)
         {
-          e = g_new (Entry, 1);
+          e = g_new0 (Entry, 1);
           e->st = st;
           e->index = i;
           g_hash_table_insert (hf->tensors, (gpointer) info->name, e);
@@ -257,6 +278,185 @@ open_sharded (BlnHfDir *hf, const char *index_path, GError **error)
   return TRUE;
 }
 
+/* ---------------------------------------------------------------------- */
+/* FP8 weights with block scales (DeepSeek-V3 / R1 as published)          */
+
+#define FP8_SCALE_SUFFIX "_scale_inv"
+
+static const BlnStTensorInfo *
+entry_info (const Entry *e)
+{
+  return bln_safetensors_info (e->st, e->index);
+}
+
+/* @name is "<w>_scale_inv" and <w> is an FP8 tensor: the scales are read
+ * with <w> and not listed on their own. */
+static gboolean
+is_fp8_scale (BlnHfDir *hf, const char *name)
+{
+  size_t n = strlen (name), k = strlen (FP8_SCALE_SUFFIX);
+  g_autofree char *base = NULL;
+  Entry *e;
+
+  if (n <= k || strcmp (name + n - k, FP8_SCALE_SUFFIX) != 0)
+    return FALSE;
+  base = g_strndup (name, n - k);
+  e = g_hash_table_lookup (hf->tensors, base);
+  return e != NULL && entry_info (e)->dtype == BLN_ST_F8_E4M3;
+}
+
+/* float8 e4m3 ("fn": no infinities, S.1111.111 is NaN, exponent bias 7) */
+static float
+fp8_e4m3_value (guint8 b)
+{
+  int sign = b >> 7, exp = (b >> 3) & 15, man = b & 7;
+  float v;
+
+  if (exp == 15 && man == 7)
+    return NAN;
+  v = exp == 0 ? ldexpf ((float) man, -9) : ldexpf ((float) (8 + man), exp - 10);
+  return sign ? -v : v;
+}
+
+/* The scales' block (rows, columns): config.json's
+ * quantization_config.weight_block_size, 128 x 128 when absent. */
+static void
+fp8_block (BlnHfDir *hf, int64_t *br, int64_t *bc)
+{
+  JsonObject *q = bln_hf_config_get_object (hf->config, "quantization_config");
+  JsonNode *node = q ? json_object_get_member (q, "weight_block_size") : NULL;
+
+  *br = *bc = 128;
+  if (node != NULL && JSON_NODE_HOLDS_ARRAY (node)
+      && json_array_get_length (json_node_get_array (node)) == 2)
+    {
+      JsonArray *a = json_node_get_array (node);
+      gint64 r = json_array_get_int_element (a, 0), c = json_array_get_int_element (a, 1);
+
+      if (r > 0 && c > 0 && r <= (1 << 20) && c <= (1 << 20))
+        *br = r, *bc = c;
+    }
+}
+
+/* The FP8 tensor of entry @e (@name) and its scales, checked: two
+ * dimensions, scales of shape [ceil(rows / br), ceil(cols / bc)] in F32,
+ * BF16 or F16. */
+static gboolean
+fp8_open (BlnHfDir *hf, const char *name, const Entry *e, int64_t *rows, int64_t *cols,
+          const BlnTensor **scales, GError **error)
+{
+  const BlnStTensorInfo *info = entry_info (e);
+  g_autofree char *sname = g_strconcat (name, FP8_SCALE_SUFFIX, NULL);
+  Entry *se = g_hash_table_lookup (hf->tensors, sname);
+  int64_t br, bc;
+  const BlnTensor *st;
+
+  if (info->n_dims != 2)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED,
+                   "%s: FP8 tensor '%s' has %d dimensions; only matrices are read", hf->path,
+                   name, info->n_dims);
+      return FALSE;
+    }
+  if (se == NULL)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED,
+                   "%s: FP8 tensor '%s' has no '%s' (only FP8 with block scales, as "
+                   "DeepSeek-V3 and R1 are published, can be read)", hf->path, name, sname);
+      return FALSE;
+    }
+  st = bln_safetensors_tensor (se->st, se->index, error);
+  if (st == NULL)
+    return FALSE;
+  fp8_block (hf, &br, &bc);
+  *rows = info->shape[0];
+  *cols = info->shape[1];
+  if (st->n_dims != 2 || st->ne[1] != (*rows + br - 1) / br || st->ne[0] != (*cols + bc - 1) / bc)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_CORRUPT,
+                   "%s: '%s' is not [%" G_GINT64_FORMAT ", %" G_GINT64_FORMAT "] (one scale per "
+                   "%" G_GINT64_FORMAT " x %" G_GINT64_FORMAT " block of '%s')", hf->path, sname,
+                   (*rows + br - 1) / br, (*cols + bc - 1) / bc, br, bc, name);
+      return FALSE;
+    }
+  *scales = st;
+  return TRUE;
+}
+
+static gboolean
+fp8_row (BlnHfDir *hf, const char *name, const Entry *e, int64_t r, float *out, GError **error)
+{
+  const BlnStTensorInfo *info = entry_info (e);
+  const BlnTensor *sc;
+  int64_t rows, cols, br, bc;
+  size_t srow_bytes;
+  const guint8 *q;
+  g_autofree float *s = NULL;
+
+  if (!fp8_open (hf, name, e, &rows, &cols, &sc, error))
+    return FALSE;
+  if (r < 0 || r >= rows)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "%s: row %" G_GINT64_FORMAT
+                   " of '%s' is out of range", hf->path, r, name);
+      return FALSE;
+    }
+  fp8_block (hf, &br, &bc);
+  s = g_new (float, sc->ne[0]);
+  if (!bln_type_row_bytes (sc->type, sc->ne[0], &srow_bytes)
+      || !bln_dequantize_row (sc->type, (const guint8 *) sc->data + (r / br) * srow_bytes, s,
+                              sc->ne[0]))
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED, "%s: the scales of '%s' cannot be "
+                   "read", hf->path, name);
+      return FALSE;
+    }
+  q = (const guint8 *) info->data + r * cols;
+  for (int64_t c = 0; c < cols; c++)
+    out[c] = fp8_e4m3_value (q[c]) * s[c / bc];
+  return TRUE;
+}
+
+/* The whole FP8 tensor decoded to an F32 BlnTensor, kept in @e. */
+static const BlnTensor *
+fp8_tensor (BlnHfDir *hf, const char *name, Entry *e, GError **error)
+{
+  const BlnTensor *sc;
+  int64_t rows, cols;
+  BlnTensor *t;
+  float *data;
+
+  if (e->fp8 != NULL)
+    return e->fp8;
+  if (!fp8_open (hf, name, e, &rows, &cols, &sc, error))
+    return NULL;
+  if ((guint64) rows * (guint64) cols > G_MAXSIZE / sizeof (float)
+      || !(data = g_try_malloc ((size_t) rows * cols * sizeof (float))))
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_NOMEM, "%s: no memory to decode FP8 tensor '%s' "
+                   "(%" G_GINT64_FORMAT " x %" G_GINT64_FORMAT ")", hf->path, name, rows, cols);
+      return NULL;
+    }
+  for (int64_t r = 0; r < rows; r++)
+    if (!fp8_row (hf, name, e, r, data + r * cols, error))
+      {
+        g_free (data);
+        return NULL;
+      }
+  t = g_new0 (BlnTensor, 1);
+  t->name = g_strdup (name);
+  t->type = BLN_TYPE_F32;
+  t->n_dims = 2;
+  t->ne[0] = cols;
+  t->ne[1] = rows;
+  t->ne[2] = t->ne[3] = 1;
+  t->nbytes = (size_t) rows * cols * sizeof (float);
+  t->owned = data;
+  t->data = data;
+  e->fp8 = t;
+  return t;
+}
+
 static int
 compare_names (gconstpointer a, gconstpointer b)
 {
@@ -279,7 +479,7 @@ bln_hfdir_open (const char *path, GError **error)
   hf = g_new0 (BlnHfDir, 1);
   hf->path = g_strdup (path);
   hf->shards = g_ptr_array_new_with_free_func ((GDestroyNotify) bln_safetensors_free);
-  hf->tensors = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, g_free);
+  hf->tensors = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, entry_free);
   hf->names = g_ptr_array_new ();
 
   if (!g_file_test (path, G_FILE_TEST_IS_DIR))
@@ -320,7 +520,8 @@ bln_hfdir_open (const char *path, GError **error)
 
   g_hash_table_iter_init (&it, hf->tensors);
   while (g_hash_table_iter_next (&it, &key, NULL))
-    g_ptr_array_add (hf->names, key);
+    if (!is_fp8_scale (hf, key))
+      g_ptr_array_add (hf->names, key);
   g_ptr_array_sort (hf->names, compare_names);
   return g_steal_pointer (&hf);
 }
@@ -405,7 +606,54 @@ bln_hfdir_get_tensor (BlnHfDir *hf, const char *name, GError **error)
                    name);
       return NULL;
     }
+  if (entry_info (e)->dtype == BLN_ST_F8_E4M3)
+    return fp8_tensor (hf, name, e, error);
   return bln_safetensors_tensor (e->st, e->index, error);
+}
+
+const BlnTensor *
+bln_hfdir_get_shape (BlnHfDir *hf, const char *name, GError **error)
+{
+  Entry *e = g_hash_table_lookup (hf->tensors, name);
+  const BlnTensor *sc;
+  int64_t rows, cols;
+
+  if (e == NULL || entry_info (e)->dtype != BLN_ST_F8_E4M3)
+    return bln_hfdir_get_tensor (hf, name, error);
+  if (e->shape != NULL)
+    return e->shape;
+  if (!fp8_open (hf, name, e, &rows, &cols, &sc, error))
+    return NULL;
+  e->shape = g_new0 (BlnTensor, 1);
+  e->shape->name = g_strdup (name);
+  e->shape->type = BLN_TYPE_F32;
+  e->shape->n_dims = 2;
+  e->shape->ne[0] = cols;
+  e->shape->ne[1] = rows;
+  e->shape->ne[2] = e->shape->ne[3] = 1;
+  return e->shape;
+}
+
+gboolean
+bln_hfdir_tensor_is_fp8 (BlnHfDir *hf, const char *name)
+{
+  Entry *e = g_hash_table_lookup (hf->tensors, name);
+
+  return e != NULL && entry_info (e)->dtype == BLN_ST_F8_E4M3;
+}
+
+gboolean
+bln_hfdir_fp8_row (BlnHfDir *hf, const char *name, int64_t r, float *out, GError **error)
+{
+  Entry *e = g_hash_table_lookup (hf->tensors, name);
+
+  if (e == NULL || entry_info (e)->dtype != BLN_ST_F8_E4M3)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "%s: '%s' is not an FP8 tensor",
+                   hf->path, name);
+      return FALSE;
+    }
+  return fp8_row (hf, name, e, r, out, error);
 }
 
 const BlnTensor *

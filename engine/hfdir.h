@@ -63,8 +63,25 @@ const BlnStTensorInfo *bln_hfdir_tensor_info (const BlnHfDir *hf, const char *na
 /* Tensor @name as a BlnTensor (ne[0] = the last file dimension; data borrowed
  * from the mapping), owned by @hf. Returns NULL with @error set:
  * BLN_ERROR_CORRUPT when there is no such tensor, BLN_ERROR_UNSUPPORTED for a
- * dtype other than F32/F16/BF16 or more than four dimensions. */
+ * dtype other than F32/F16/BF16 (or FP8 with block scales, see below) or more
+ * than four dimensions. */
 const BlnTensor *bln_hfdir_get_tensor (BlnHfDir *hf, const char *name, GError **error);
+
+/* FP8 checkpoints (DeepSeek-V3 / R1 as published): a weight stored as
+ * float8 e4m3 with a companion "<name>_scale_inv" (one float per block of
+ * quantization_config.weight_block_size, default 128 x 128) reads as its
+ * values times its block's scale. bln_hfdir_get_tensor() returns such a
+ * tensor decoded to F32 (kept until the directory is freed: for small
+ * models); the scale tensors are not listed among the names. Other FP8
+ * layouts are refused (BLN_ERROR_UNSUPPORTED). For large models read rows
+ * one at a time: bln_hfdir_fp8_row() decodes row @r (file order: shape[0]
+ * rows of shape[1] values) into @out. */
+gboolean bln_hfdir_tensor_is_fp8 (BlnHfDir *hf, const char *name);
+/* Tensor @name's type and shape (as bln_hfdir_get_tensor() gives them)
+ * without decoding an FP8 tensor: for those, a header whose data is NULL. */
+const BlnTensor *bln_hfdir_get_shape (BlnHfDir *hf, const char *name, GError **error);
+gboolean bln_hfdir_fp8_row (BlnHfDir *hf, const char *name, int64_t r, float *out,
+                            GError **error);
 
 /* Same, but quietly NULL for an absent or unusable tensor (optional weights). */
 const BlnTensor *bln_hfdir_find_tensor (BlnHfDir *hf, const char *name);

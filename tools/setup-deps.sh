@@ -37,9 +37,10 @@ fi
 # baleen-server's wire tests: the Prometheus text parser, the official Ollama
 # client and a WebSocket client; the gguf package reads GGUF files for test-gguf-write.
 # jinja2 renders the chat templates the Cherry conformance suite compares with;
-# jsonschema checks the output of response_format json_schema.
+# jsonschema checks the output of response_format json_schema; ml_dtypes rounds
+# and decodes float8 for the FP8 checkpoint import test.
 for mod in prometheus_client:prometheus-client ollama:ollama websockets:websockets gguf:gguf \
-           jinja2:jinja2 jsonschema:jsonschema; do
+           jinja2:jinja2 jsonschema:jsonschema ml_dtypes:ml-dtypes; do
   if ! "$PY" -c "import ${mod%%:*}" >/dev/null 2>&1; then
     "$PY" -m pip install -q "${mod#*:}" || \
       "$PY" -m pip install -q --break-system-packages "${mod#*:}"

@@ -139,7 +139,7 @@ plan_stacks (GPtrArray *entries, BlnHfDir *hf, const Dims *d, int il, const char
                          "%" G_GINT64_FORMAT ")", il, x, expert_proj[p], d->n_expert);
             return FALSE;
           }
-      if (!(t = bln_hfdir_get_tensor (hf, part[0], error)))
+      if (!(t = bln_hfdir_get_shape (hf, part[0], error)))
         return FALSE;
       ne[0] = t->ne[0];
       ne[1] = t->ne[1];
@@ -217,7 +217,7 @@ bln_convert_plan_deepseek2 (BlnHfDir *hf, GPtrArray *entries, GError **error)
 
       if (g_str_has_suffix (hn, "rotary_emb.inv_freq"))
         continue;   /* recomputed from the rope settings */
-      if (!(t = bln_hfdir_get_tensor (hf, hn, error)))
+      if (!(t = bln_hfdir_get_shape (hf, hn, error)))
         return FALSE;
       if (g_str_equal (hn, "model.embed_tokens.weight"))
         {
@@ -270,8 +270,8 @@ bln_convert_plan_deepseek2 (BlnHfDir *hf, GPtrArray *entries, GError **error)
         }
     unknown:
       g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED,
-                   "tensor “%s” has no GGUF name in a DeepSeek model (an FP8 checkpoint's "
-                   "scales, or a layout this converter does not know)", hn);
+                   "tensor “%s” has no GGUF name in a DeepSeek model (a layout this "
+                   "converter does not know)", hn);
       return FALSE;
     }
   for (gint64 il = 0; il < d.n_layer; il++)

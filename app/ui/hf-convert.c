@@ -509,19 +509,42 @@ typedef struct {
   gint64 last_report;
 } Job;
 
-/* Rows of a source tensor, for reading one at a time. */
+/* Rows of a source tensor, for reading one at a time: a tensor of the
+ * directory as it is, or an FP8 one (with block scales) decoded row by row,
+ * so that no whole FP8 tensor is expanded to floats. */
 typedef struct {
-  const BlnTensor *t;
+  BlnHfDir *hf;
+  const char *name;
+  const BlnTensor *t;   /* NULL for FP8 */
   size_t row_bytes;
-  int64_t n_rows;
+  int64_t width, n_rows;
 } Src;
 
 static gboolean
 src_open (BlnHfDir *hf, const char *name, Src *src, GError **error)
 {
+  src->hf = hf;
+  src->name = name;
+  src->t = NULL;
+  if (bln_hfdir_tensor_is_fp8 (hf, name))
+    {
+      const BlnStTensorInfo *info = bln_hfdir_tensor_info (hf, name);
+
+      if (info->n_dims != 2)
+        {
+          g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED, "%s: an FP8 tensor of %d "
+                       "dimensions", name, info->n_dims);
+          return FALSE;
+        }
+      src->width = info->shape[1];
+      src->n_rows = info->shape[0];
+      src->row_bytes = (size_t) src->width;
+      return TRUE;
+    }
   src->t = bln_hfdir_get_tensor (hf, name, error);
   if (!src->t)
     return FALSE;
+  src->width = src->t->ne[0];
   src->n_rows = src->t->ne[1] * src->t->ne[2] * src->t->ne[3];
   if (!bln_type_row_bytes (src->t->type, src->t->ne[0], &src->row_bytes))
     {
@@ -532,9 +555,17 @@ src_open (BlnHfDir *hf, const char *name, Src *src, GError **error)
   return TRUE;
 }
 
+static const char *
+src_type_name (const Src *src)
+{
+  return src->t ? bln_type_name (src->t->type) : "fp8";
+}
+
 static gboolean
 src_row (const Src *src, const char *name, int64_t r, float *out, GError **error)
 {
+  if (src->t == NULL)
+    return bln_hfdir_fp8_row (src->hf, src->name, r, out, error);
   if (r < 0 || r >= src->n_rows
       || !bln_dequantize_row (src->t->type, (const guint8 *) src->t->data + r * src->row_bytes,
                               out, src->t->ne[0]))
@@ -559,28 +590,28 @@ check_source (BlnHfDir *hf, const Entry *e, Src *first, GError **error)
   switch (e->source)
     {
     case BLN_CONVERT_ROWS:
-      ok = first->t->ne[0] == row && first->n_rows == n_rows;
+      ok = first->width == row && first->n_rows == n_rows;
       break;
     case BLN_CONVERT_GROUPED:
-      ok = first->t->ne[0] == row && e->group > 0 && e->take > 0 && e->offset >= 0
+      ok = first->width == row && e->group > 0 && e->take > 0 && e->offset >= 0
            && e->offset + e->take <= e->group && first->n_rows % e->group == 0
            && first->n_rows / e->group * e->take == n_rows;
       break;
     case BLN_CONVERT_STACK:
-      ok = e->parts != NULL && e->parts->len > 0 && first->t->ne[0] == row
+      ok = e->parts != NULL && e->parts->len > 0 && first->width == row
            && first->n_rows * (int64_t) e->parts->len == n_rows;
       for (guint i = 1; ok && i < e->parts->len; i++)
         {
           Src other;
           if (!src_open (hf, e->parts->pdata[i], &other, error))
             return FALSE;
-          ok = other.t->ne[0] == row && other.n_rows == first->n_rows;
+          ok = other.width == row && other.n_rows == first->n_rows;
         }
       break;
     case BLN_CONVERT_K_B:
       ok = e->group > 0 && e->take == row && e->take <= e->group
-           && first->n_rows % e->group == 0 && first->t->ne[0] == e->ne[1]
-           && first->n_rows / e->group * first->t->ne[0] == n_rows;
+           && first->n_rows % e->group == 0 && first->width == e->ne[1]
+           && first->n_rows / e->group * first->width == n_rows;
       break;
     }
   if (!ok)
@@ -612,7 +643,7 @@ write_tensor (Job *job, BlnHfDir *hf, const Entry *e, GError **error)
   if (e->source == BLN_CONVERT_K_B)
     {
       /* a transpose: read the whole source once */
-      int64_t width = src.t->ne[0];
+      int64_t width = src.width;
 
       full = g_try_new (float, (gsize) (src.n_rows * width));
       if (!full)
@@ -671,7 +702,7 @@ write_tensor (Job *job, BlnHfDir *hf, const Entry *e, GError **error)
           break;
         case BLN_CONVERT_K_B:
           {
-            int64_t width = src.t->ne[0], h = r / width, c = r % width;
+            int64_t width = src.width, h = r / width, c = r % width;
 
             for (int64_t i = 0; i < row; i++)
               f[i] = full[(h * e->group + i) * width + c];
@@ -681,7 +712,7 @@ write_tensor (Job *job, BlnHfDir *hf, const Entry *e, GError **error)
       if (!bln_quantize_row (e->type, f, q, row))
         {
           g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED, "%s: cannot store %s as %s",
-                       e->hf, bln_type_name (src.t->type), bln_type_name (e->type));
+                       e->hf, src_type_name (&src), bln_type_name (e->type));
           return FALSE;
         }
       if (!bln_gguf_writer_write (job->w, q, dst_row_bytes, error))
@@ -884,7 +915,7 @@ convert (const char *hf_dir, const char *part, BlnType type, Job *job, GError **
                        "tensor “%s” has no GGUF name in a %s model", hn, arch);
           goto out;
         }
-      if (!(t = bln_hfdir_get_tensor (hf, hn, error)))
+      if (!(t = bln_hfdir_get_shape (hf, hn, error)))
         goto out;
       n_dims = bln_convert_n_dims (t->ne);
       e = bln_convert_entry_new (gguf, hn, n_dims, t->ne);

@@ -13,9 +13,9 @@
  * Architectures: "llama" (LlamaForCausalLM: DeepSeek-LLM, DeepSeek-Coder 1.x,
  * R1-Distill-Llama without llama3 rope scaling, SmolLM2), "qwen2"
  * (R1-Distill-Qwen) and "deepseek2" (DeepSeek-V2, -V2-Lite, -V2.5, -V3, R1
- * in BF16/F16/F32: MLA's kv_b split into attn_k_b / attn_v_b, experts
- * stacked, yarn rope; FP8 checkpoints with weight_scale_inv tensors are
- * refused). GLib and the engine only (no GTK); the work is blocking, so run
+ * in BF16/F16/F32, and the FP8 checkpoints as published (float8 e4m3
+ * weights with a weight_scale_inv per block, decoded row by row): MLA's kv_b
+ * split into attn_k_b / attn_v_b, experts stacked, yarn rope). GLib and the engine only (no GTK); the work is blocking, so run
  * it on a worker thread.
  */
 #pragma once

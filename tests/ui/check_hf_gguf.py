@@ -17,6 +17,14 @@ with the gguf Python package, the reference reader and quantiser.
       mlp.experts.gate_up_proj [experts, 2 x ff, hidden] (each expert's gate
       rows, then its up rows) and one mlp.experts.down_proj [experts, hidden,
       ff].
+  check_hf_gguf.py make-fp8 DIR REF_DIR BAD_DIR SRC_DIR
+      writes DIR, a copy of the DeepSeek HF folder SRC_DIR in the FP8 layout
+      DeepSeek-V3 / R1 are published in: each projection weight of the layers
+      as float8 e4m3 (rounded by ml_dtypes, the reference implementation of the
+      format) with a float32 <name>_scale_inv per 16 x 32 block (amax / 448;
+      quantization_config.weight_block_size [16, 32]); REF_DIR, the same model
+      with those weights decoded by ml_dtypes (value x its block's scale) in
+      float32; BAD_DIR, DIR with one scale tensor left out.
   check_hf_gguf.py wide OUT.gguf DIR TYPE
       OUT's tensors, dequantised by gguf.quants.dequantize(), must match DIR's
       safetensors (query/key rows in GGUF's rotary order) within TYPE's
@@ -189,6 +197,80 @@ def make_fused(folder, src_dir):
     print(f"ok: wrote {folder} with {len(experts)} fused expert layers")
 
 
+def write_safetensors(path, tensors):
+    # tensors: name -> (safetensors dtype name, shape, raw bytes); the file
+    # layout: 8-byte little-endian header length, JSON header, data
+    header, blobs, off = {}, [], 0
+    for name, (dtype, shape, raw) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [off, off + len(raw)]}
+        blobs.append(raw)
+        off += len(raw)
+    header["__metadata__"] = {"format": "pt"}
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little"))
+        f.write(text)
+        for raw in blobs:
+            f.write(raw)
+
+
+def make_fp8(folder, ref_folder, bad_folder, src_dir):
+    try:
+        import ml_dtypes
+    except ImportError as e:
+        print(f"SKIP: {e}")
+        sys.exit(77)
+    br, bc = 16, 32
+    with open(os.path.join(src_dir, "config.json")) as f:
+        cfg = json.load(f)
+    src = load_file(os.path.join(src_dir, "model.safetensors"))
+    st_name = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16"}
+    fp8, ref = {}, {}
+    n_fp8 = 0
+    for name, w in src.items():
+        if name.startswith("model.layers.") and name.endswith("_proj.weight") and w.ndim == 2:
+            w = w.astype(np.float32)
+            rows, cols = w.shape
+            nr, nc = -(-rows // br), -(-cols // bc)
+            scale = np.zeros((nr, nc), np.float32)
+            q = np.zeros((rows, cols), ml_dtypes.float8_e4m3fn)
+            for i in range(nr):
+                for j in range(nc):
+                    blk = w[i * br:(i + 1) * br, j * bc:(j + 1) * bc]
+                    sc = np.float32(np.abs(blk).max() / 448.0) or np.float32(1.0)
+                    scale[i, j] = sc
+                    q[i * br:(i + 1) * br, j * bc:(j + 1) * bc] = (blk / sc).astype(
+                        ml_dtypes.float8_e4m3fn)
+            full = np.repeat(np.repeat(scale, br, axis=0), bc, axis=1)[:rows, :cols]
+            ref[name] = q.astype(np.float32) * full
+            fp8[name] = ("F8_E4M3", q.shape, q.view(np.uint8).tobytes())
+            fp8[name + "_scale_inv"] = ("F32", scale.shape, scale.tobytes())
+            n_fp8 += 1
+        else:
+            ref[name] = w
+            fp8[name] = (st_name[w.dtype], w.shape, np.ascontiguousarray(w).tobytes())
+    if n_fp8 == 0:
+        fail("no projection weights to store as FP8")
+    for d in (folder, ref_folder, bad_folder):
+        os.makedirs(d, exist_ok=True)
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(os.path.join(src_dir, name), d)
+    with open(os.path.join(ref_folder, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    cfg["quantization_config"] = {"activation_scheme": "dynamic", "fmt": "e4m3",
+                                  "quant_method": "fp8", "weight_block_size": [br, bc]}
+    for d in (folder, bad_folder):
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(cfg, f)
+    write_safetensors(os.path.join(folder, "model.safetensors"), fp8)
+    save_file(ref, os.path.join(ref_folder, "model.safetensors"))
+    bad = dict(fp8)
+    del bad[next(n for n in fp8 if n.endswith("_scale_inv"))]
+    write_safetensors(os.path.join(bad_folder, "model.safetensors"), bad)
+    print(f"ok: wrote {folder} with {n_fp8} FP8 weights, {ref_folder}, {bad_folder}")
+
+
 HF_OF = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
          "output.weight": "lm_head.weight", "attn_norm": "input_layernorm",
          "ffn_norm": "post_attention_layernorm", "attn_q": "self_attn.q_proj",
@@ -253,6 +335,8 @@ if __name__ == "__main__":
         make_wide(*sys.argv[2:4])
     elif cmd == "make-fused":
         make_fused(*sys.argv[2:4])
+    elif cmd == "make-fp8":
+        make_fp8(*sys.argv[2:6])
     elif cmd == "wide":
         wide(*sys.argv[2:5])
     else:

@@ -8,6 +8,7 @@
  * give the same logits as the folders; cancelling and unsupported folders
  * leave no file. */
 #include <math.h>
+#include <string.h>
 #include <unistd.h>
 #include <glib/gstdio.h>
 
@@ -201,6 +202,73 @@ test_deepseek2_fused (void)
   g_unlink (out);
 }
 
+/* DeepSeek-V3 / R1 as published: projection weights in float8 e4m3 with a
+ * float32 scale per block. check_hf_gguf.py writes such a copy of the tiny
+ * V3 folder (values rounded by ml_dtypes, 16 x 32 blocks so that every matrix
+ * has several) and the same model with the weights ml_dtypes decodes from it
+ * in float32. The engine must read the FP8 folder to the reference folder's
+ * logits, convert it to the same logits, and refuse a folder that lacks a
+ * scale tensor with a message naming it. */
+static void
+test_deepseek2_fp8 (void)
+{
+  g_autofree char *src_dir = g_build_filename (golden, "models", "deepseek2-v3", NULL);
+  g_autofree char *dir = g_build_filename (tmp, "deepseek2-v3-fp8", NULL);
+  g_autofree char *ref_dir = g_build_filename (tmp, "deepseek2-v3-fp8-ref", NULL);
+  g_autofree char *bad_dir = g_build_filename (tmp, "deepseek2-v3-fp8-bad", NULL);
+  g_autofree char *out = g_build_filename (tmp, "fp8-f32.gguf", NULL);
+  g_autofree char *bad_out = g_build_filename (tmp, "fp8-bad.gguf", NULL);
+  const char *make[] = { "make-fp8", dir, ref_dir, bad_dir, src_dir, NULL };
+  g_autoptr (GError) error = NULL;
+  g_autoptr (BlnModel) fp8 = NULL;
+  g_autoptr (BlnModel) ref = NULL;
+  g_autoptr (BlnModel) conv = NULL;
+  g_autoptr (BlnModel) orig = NULL;
+  g_autofree float *l_fp8 = NULL;
+  g_autofree float *l_ref = NULL;
+  g_autofree float *l_conv = NULL;
+  g_autofree float *l_orig = NULL;
+  int32_t ids[16];
+  int n_vocab;
+  double moved = 0;
+
+  if (!check (make))
+    return;
+  fp8 = bln_model_load (dir, &error);
+  g_assert_no_error (error);
+  ref = bln_model_load (ref_dir, &error);
+  g_assert_no_error (error);
+  orig = bln_model_load (src_dir, &error);
+  g_assert_no_error (error);
+  g_assert_true (bln_hf_convert (dir, out, BLN_TYPE_F32, NULL, NULL, NULL, &error));
+  g_assert_no_error (error);
+  conv = bln_model_load (out, &error);
+  g_assert_no_error (error);
+  n_vocab = bln_model_hparams (ref)->n_vocab;
+  for (guint i = 0; i < G_N_ELEMENTS (ids); i++)
+    ids[i] = (int32_t) (5 + (i * 53) % (n_vocab - 5));
+  l_fp8 = all_logits (fp8, ids, G_N_ELEMENTS (ids));
+  l_ref = all_logits (ref, ids, G_N_ELEMENTS (ids));
+  l_conv = all_logits (conv, ids, G_N_ELEMENTS (ids));
+  l_orig = all_logits (orig, ids, G_N_ELEMENTS (ids));
+  for (gsize i = 0; i < G_N_ELEMENTS (ids) * (gsize) n_vocab; i++)
+    {
+      g_assert_cmpfloat (fabs (l_fp8[i] - l_ref[i]), <=, 1e-5 * MAX (1.0, fabs (l_ref[i])));
+      g_assert_cmpfloat (fabs (l_conv[i] - l_ref[i]), <=, 1e-5 * MAX (1.0, fabs (l_ref[i])));
+      moved = MAX (moved, fabs (l_ref[i] - l_orig[i]));
+    }
+  /* FP8 rounding moved the logits: the folders really differ */
+  g_test_message ("FP8 rounding moved the logits by up to %.3g", moved);
+  g_assert_cmpfloat (moved, >, 1e-4);
+  g_unlink (out);
+
+  g_assert_false (bln_hf_convert (bad_dir, bad_out, BLN_TYPE_F32, NULL, NULL, NULL, &error));
+  g_assert_nonnull (error);
+  g_test_message ("without a scale: %s", error->message);
+  g_assert_nonnull (strstr (error->message, "_scale_inv"));
+  g_assert_false (g_file_test (bad_out, G_FILE_TEST_EXISTS));
+}
+
 /* Every type for llama; for the others the types whose rows differ in kind
  * (qwen2's 48-wide rows fall back to f16 for every quantised type). */
 static void
@@ -332,6 +400,7 @@ main (int argc, char **argv)
                         test_deepseek2);
   g_test_add_data_func ("/Baleen/HfConvert/deepseek2-v3", "deepseek2-v3", test_deepseek2);
   g_test_add_func ("/Baleen/HfConvert/deepseek2-fused-experts", test_deepseek2_fused);
+  g_test_add_func ("/Baleen/HfConvert/deepseek2-fp8", test_deepseek2_fp8);
   g_test_add_func ("/Baleen/HfConvert/wide-k-quants", test_wide_kquants);
   g_test_add_func ("/Baleen/HfConvert/cancel-and-refuse", test_cancel_and_refuse);
   rc = g_test_run ();
