@@ -465,6 +465,9 @@ test_matvec_type (gconstpointer data)
     { 256, 1 }, { 256, 7 }, { 512, 33 }, { 1024, 130 }, { 4096, 259 }, { 4096, 64 },
     /* rows of 14 and 74 K-quant blocks (the 7B model's widths), 6 (1.5B) */
     { 3584, 77 }, { 18944, 9 }, { 1536, 41 },
+    /* more than 512 float rows: long ones take a thread block per row
+     * (short ones too with BALEEN_CUDA_MV_LONG=2) */
+    { 18944, 520 }, { 3584, 600 },
   };
   static const int toks[] = { 1, 2, 3, 5, 8 };
   g_autoptr (GError) error = NULL;
@@ -1221,7 +1224,7 @@ static int
 run_bench (void)
 {
   static const int shapes[][2] = {   /* n_in, n_out */
-    { 4096, 4096 }, { 4096, 14336 }, { 14336, 4096 }, { 3584, 18944 },
+    { 4096, 4096 }, { 4096, 14336 }, { 14336, 4096 }, { 3584, 18944 }, { 18944, 3584 },
   };
   static const int toks[] = { 1, 2, 8 };
   g_autofree char *why = NULL;
