@@ -2375,8 +2375,11 @@ struct V6Q6_K
 
 /* The kernel. Warp w of block b owns rows (b * WARPS + w) * NR + 0..NR-1
  * (the last ones clamped to n_out - 1: read, never written). Lane l takes
- * units l + 32 k of each row, U at a time. */
-template <class T, int MAXTOK, int NR, int U, bool DB>
+ * units l + 32 k of each row, U at a time. With KS = WARPS (few, long rows)
+ * the warps of block b instead share rows b * NR + 0..NR-1 and split
+ * each row into WARPS runs of whole 32-unit groups, their sums meeting in
+ * shared memory: four times the warps stream a matrix of few rows. */
+template <class T, int MAXTOK, int NR, int U, bool DB, int KS = 1>
 __global__ void __launch_bounds__ (WARPS * 32)
 matvec_v6_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ hdr, int nb,
                   int n_in, int n_out, int n_tok, float *__restrict__ y, int accumulate, int ldy,
@@ -2384,10 +2387,16 @@ matvec_v6_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ h
 {
   constexpr int BPS = 32 / T::UPB;   /* weight blocks per 32 units */
   constexpr int XB = T::VPB / 32;    /* activation blocks per weight block */
-  const int lane = threadIdx.x & 31;
+  static_assert (KS == 1 || KS == WARPS, "K splits over the warps of a block or not at all");
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int s = lane % T::UPB, bl = lane / T::UPB;
-  const int row0 = (blockIdx.x * WARPS + (threadIdx.x >> 5)) * NR;
-  const int n_k = (nb * T::UPB - lane + 31) / 32;   /* units of this lane per row */
+  const int row0 = KS == 1 ? (blockIdx.x * WARPS + warp) * NR : blockIdx.x * NR;
+  /* this warp's 32-unit groups [g0, g1) of each row */
+  const int n_groups = (nb * T::UPB + 31) / 32, per = (n_groups + KS - 1) / KS;
+  const int g0 = KS == 1 ? 0 : min (n_groups, warp * per);
+  const int g1 = KS == 1 ? n_groups : min (n_groups, g0 + per);
+  /* units of this lane per row */
+  const int n_k = max (0, min (g1, (nb * T::UPB - lane + 31) / 32) - g0);
   const uint8_t *pk[NR];   /* the current group's first unit, per row */
   const uint8_t *hk[NR];
   /* two register buffers when DB (loads of the next group in flight while
@@ -2405,7 +2414,8 @@ matvec_v6_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ h
 #pragma unroll
     for (int r = 0; r < NR; r++)
       {
-        const size_t blk = (row_base + (size_t) min (row0 + r, n_out - 1)) * nb + bl;
+        const size_t blk = (row_base + (size_t) min (row0 + r, n_out - 1)) * nb + bl
+                           + (size_t) g0 * BPS;
         pk[r] = pay + blk * T::PAY;
         hk[r] = hdr + blk * T::HDR;
       }
@@ -2449,8 +2459,8 @@ matvec_v6_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ h
 
   {
     /* this lane's activations (run 0 of its first unit), token row 0 */
-    const int8_t *xq = g_xq + x_off + (size_t) bl * T::VPB + T::xq_off (s);
-    const float4 *xs = g_xs + x_off / 32 + (size_t) bl * XB + T::xs_off (s);
+    const int8_t *xq = g_xq + x_off + ((size_t) g0 * BPS + bl) * T::VPB + T::xq_off (s);
+    const float4 *xs = g_xs + x_off / 32 + ((size_t) g0 * BPS + bl) * XB + T::xs_off (s);
 
     /* multiplies group k0 held in buf, then moves the activations on */
     auto compute = [&] (const typename T::W (&buf)[NR][U], int k0) {
@@ -2501,6 +2511,32 @@ matvec_v6_kernel (const uint8_t *__restrict__ pay, const uint8_t *__restrict__ h
 #pragma unroll
       for (int off = 16; off > 0; off >>= 1)
         acc[r][t] += __shfl_xor_sync (0xffffffffu, acc[r][t], off);
+  if constexpr (KS > 1)
+    {
+      /* the warps' runs of the same rows, added in warp order */
+      __shared__ float part[KS][NR][MAXTOK];
+
+      if (lane == 0)
+#pragma unroll
+        for (int r = 0; r < NR; r++)
+#pragma unroll
+          for (int t = 0; t < MAXTOK; t++)
+            part[warp][r][t] = acc[r][t];
+      __syncthreads ();
+      if (warp != 0)
+        return;
+#pragma unroll
+      for (int r = 0; r < NR; r++)
+#pragma unroll
+        for (int t = 0; t < MAXTOK; t++)
+          {
+            float v = 0.f;
+#pragma unroll
+            for (int w = 0; w < KS; w++)
+              v += part[w][r][t];
+            acc[r][t] = v;
+          }
+    }
 #pragma unroll
   for (int r = 0; r < NR; r++)
 #pragma unroll
@@ -2536,6 +2572,29 @@ template <> struct V6Of<QTypeQ5_0> { typedef V6Q5_0 type; };
 template <> struct V6Of<QTypeQ4_K> { typedef V6Q4_K type; };
 template <> struct V6Of<QTypeQ6_K> { typedef V6Q6_K type; };
 
+/* Whether a plain product of one or two tokens splits K over the warps of
+ * a block: long rows (8192 values or more) in a matrix whose usual grid
+ * would give fewer than four blocks per SM (the 7B's down projection, 3584
+ * rows of 18944: 14 warps per SM). On an H200 (session 6, one token, % of
+ * the copy rate) 3584 x 18944 went Q4_K 50.7 -> 59.3, Q6_K 58.5 -> 63.6,
+ * Q8_0 53.2 -> 78.6; short rows lost (Q4_K 4096 x 4096 35.1 -> 22.0), so
+ * they keep the usual grid. BALEEN_CUDA_MV_KSPLIT=0 turns it off; read
+ * once. */
+static bool
+v6_ksplit (int n_out, int n_in)
+{
+  static int on = -1, sms = 0;
+
+  if (on < 0)
+    {
+      const char *env = std::getenv ("BALEEN_CUDA_MV_KSPLIT");
+
+      on = env != nullptr && std::strcmp (env, "0") == 0 ? 0 : 1;
+      sms = bln_sm_count ();
+    }
+  return on == 1 && n_in >= 8192 && n_out < 4 * sms * WARPS * BLN_MV6_NR;
+}
+
 template <class V, int MAXTOK, int U>
 void
 launch_v6_tok (const uint8_t *p, const uint8_t *h, int nb, int n_in, int n_out, int n_tok,
@@ -2546,6 +2605,14 @@ launch_v6_tok (const uint8_t *p, const uint8_t *h, int nb, int n_in, int n_out, 
   const dim3 grid ((unsigned) ((n_out + rows_per_block - 1) / rows_per_block),
                    sel.expert ? (unsigned) sel.n_sel : 1u);
 
+  if constexpr (MAXTOK <= 2)
+    if (sel.expert == nullptr && v6_ksplit (n_out, n_in))
+      {
+        (void) bln_launch (matvec_v6_kernel<V, MAXTOK, NR, U, BLN_MV6_DB != 0, WARPS>,
+                           dim3 ((unsigned) ((n_out + NR - 1) / NR)), dim3 (WARPS * 32), 0,
+                           stream, p, h, nb, n_in, n_out, n_tok, y, accumulate, ldy, sel);
+        return;
+      }
   (void) bln_launch (matvec_v6_kernel<V, MAXTOK, NR, U, BLN_MV6_DB != 0>, grid,
                      dim3 (WARPS * 32), 0, stream, p,
                      h, nb, n_in, n_out, n_tok, y, accumulate, ldy, sel);
