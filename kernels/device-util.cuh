@@ -8,6 +8,14 @@
 
 namespace {
 
+/* Asks for the line holding @p to be brought into L2: no register, no
+ * wait. */
+__device__ __forceinline__ void
+prefetch_l2 (const void *p)
+{
+  asm volatile ("prefetch.global.L2 [%0];" : : "l" (p));
+}
+
 /* Sum / maximum over the 32 lanes of a warp; every lane gets the result. */
 __device__ __forceinline__ float
 warp_sum (float v)

@@ -753,16 +753,6 @@ launch_dequant (const void *payload, const void *header, int n_in, int n_out, __
   return cudaGetLastError ();
 }
 
-/* Asks for the line holding @p to be brought into L2 (no register, no
- * wait): issued before bln_pdl_wait() by products whose weights need nothing
- * from the previous kernel, so that their first DRAM reads overlap its
- * tail. */
-__device__ __forceinline__ void
-prefetch_l2 (const void *p)
-{
-  asm volatile ("prefetch.global.L2 [%0];" : : "l" (p));
-}
-
 /* The kernel. Thread block = WARPS warps; warp w of block b owns rows
  * (b * WARPS + w) * ROWS + 0..ROWS-1. Lane l handles units l, l + 32, ... of
  * those rows (unit u = block u / UPB, part u % UPB). Rows past n_out (last
@@ -2577,11 +2567,12 @@ template <> struct V6Of<QTypeQ6_K> { typedef V6Q6_K type; };
  * would give fewer than four blocks per SM (the 7B's down projection, 3584
  * rows of 18944: 14 warps per SM). On an H200 (session 6, one token, % of
  * the copy rate) 3584 x 18944 went Q4_K 50.7 -> 59.3, Q6_K 58.5 -> 63.6,
- * Q8_0 53.2 -> 78.6; short rows lost (Q4_K 4096 x 4096 35.1 -> 22.0), so
- * they keep the usual grid. BALEEN_CUDA_MV_KSPLIT=0 turns it off; read
- * once. */
+ * Q8_0 53.2 -> 78.6; short rows lost for Q4_K and Q6_K (4096 x 4096 35.1
+ * -> 22.0 and 44.3 -> 36.8), so they keep the usual grid there, and gained
+ * for Q8_0 (42.5 -> 52.5), which splits them too. BALEEN_CUDA_MV_KSPLIT=0
+ * turns it off; read once. */
 static bool
-v6_ksplit (int n_out, int n_in)
+v6_ksplit (int n_out, int n_in, bool short_rows_too)
 {
   static int on = -1, sms = 0;
 
@@ -2592,7 +2583,7 @@ v6_ksplit (int n_out, int n_in)
       on = env != nullptr && std::strcmp (env, "0") == 0 ? 0 : 1;
       sms = bln_sm_count ();
     }
-  return on == 1 && n_in >= 8192 && n_out < 4 * sms * WARPS * BLN_MV6_NR;
+  return on == 1 && (n_in >= 8192 || short_rows_too) && n_out < 4 * sms * WARPS * BLN_MV6_NR;
 }
 
 template <class V, int MAXTOK, int U>
@@ -2606,7 +2597,7 @@ launch_v6_tok (const uint8_t *p, const uint8_t *h, int nb, int n_in, int n_out, 
                    sel.expert ? (unsigned) sel.n_sel : 1u);
 
   if constexpr (MAXTOK <= 2)
-    if (sel.expert == nullptr && v6_ksplit (n_out, n_in))
+    if (sel.expert == nullptr && v6_ksplit (n_out, n_in, std::is_same<V, V6Q8_0>::value))
       {
         (void) bln_launch (matvec_v6_kernel<V, MAXTOK, NR, U, BLN_MV6_DB != 0, WARPS>,
                            dim3 ((unsigned) ((n_out + NR - 1) / NR)), dim3 (WARPS * 32), 0,

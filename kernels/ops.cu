@@ -513,6 +513,23 @@ a2_target (bool q8)
   return q8 ? std::min (target, 264) : target;
 }
 
+/* Steps ahead whose K / V rows the kernel asks into L2 (0: none):
+ * BALEEN_CUDA_ATTN_PF, default 2; read once. */
+static int
+a2_prefetch ()
+{
+  static int pf = -1;
+
+  if (pf < 0)
+    {
+      const char *env = std::getenv ("BALEEN_CUDA_ATTN_PF");
+
+      pf = env != nullptr ? std::atoi (env) : 2;
+      pf = pf < 0 ? 0 : pf > 8 ? 8 : pf;
+    }
+  return pf;
+}
+
 /* splits wanted when each split takes @blocks_per_split blocks */
 static int
 a2_want (int blocks_per_split, bool q8)
@@ -605,7 +622,8 @@ attn_decode2_kernel (const float *__restrict__ q, int q_ld, const int *__restric
                      int n_tok, int H, int Hkv, float scale, const T *__restrict__ kc,
                      const T *__restrict__ vc, const __half *__restrict__ ks,
                      const __half *__restrict__ vs, int want, int zmax, float *part_acc,
-                     float *part_ml, unsigned *counters, float *__restrict__ out, A2Xq xo)
+                     float *part_ml, unsigned *counters, float *__restrict__ out, A2Xq xo,
+                     int pf)
 {
   constexpr int VE = 16 / (int) sizeof (T);   /* values per 16-byte load */
   constexpr int CH = D / VE;                  /* loads per row */
@@ -660,6 +678,25 @@ attn_decode2_kernel (const float *__restrict__ q, int q_ld, const int *__restric
       float ksc[A2_U][CPL], vsc[A2_U][CPL];   /* int8: the 32-value blocks' scales */
       float s[A2_U][G];
       bool ok[A2_U];
+
+      /* the rows this lane loads pf steps later, into L2 now: each step
+       * otherwise waits a whole DRAM round trip before its products */
+      if (pf > 0)
+#pragma unroll
+        for (int u = 0; u < A2_U; u++)
+          {
+            const int p = base + pf * (A2_WARPS * RPW * A2_U) + u * RPW + r;
+
+            if (p < end)
+#pragma unroll
+              for (int c = 0; c < CPL; c++)
+                {
+                  const size_t off = ((size_t) p * Hkv + kvh) * D + (size_t) (c * LR + li) * VE;
+
+                  prefetch_l2 (kc + off);
+                  prefetch_l2 (vc + off);
+                }
+          }
 
 #pragma unroll
       for (int u = 0; u < A2_U; u++)
@@ -924,7 +961,8 @@ launch_decode2 (const float *q, int q_ld, int n_tok, const int *d_pos, int H, in
   (void) bln_launch (attn_decode2_kernel<T, D, G>, grid, dim3 (A2_WARPS * 32), 0, stream, q,
                      q_ld, d_pos, n_tok, H, Hkv, scale, static_cast<const T *> (kc),
                      static_cast<const T *> (vc), static_cast<const __half *> (ks),
-                     static_cast<const __half *> (vs), want, zmax, part_acc, part_ml, ctr, out, xo);
+                     static_cast<const __half *> (vs), want, zmax, part_acc, part_ml, ctr, out, xo,
+                     a2_prefetch ());
 }
 
 template <class T, int D>
