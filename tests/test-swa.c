@@ -12,7 +12,8 @@
  *     to its window), each then decoding; blocks in use stay bounded, a pool
  *     far smaller than the sequence suffices, refcounts return to zero;
  *   - the scheduler: several requests of the same prompt, prefix cache on,
- *     must each produce transformers' greedy tokens.
+ *     must each produce transformers' greedy tokens;
+ *   - the 8-bit CPU pool, with test-kv8.c's bound (2e-2).
  * Each path is also run with the window off, which must miss the golden by
  * far (so the comparisons can fail). Finally the refusals: a negative
  * window, deepseek2, and a single GPU context (before any GPU work, so they
@@ -222,6 +223,57 @@ test_paged (gconstpointer data)
         g_assert_cmpint (used, ==, 2 * ((g.n + g.n_gen + bs - 1) / bs)
                                    - (prefix ? (g.n - 1) / bs : 0));
       }
+  golden_clear (&g);
+}
+
+/* The 8-bit CPU pool with the window: prompt and decode against the
+ * goldens within test-kv8.c's bound (2e-2 of the largest |logit|), and far
+ * from them without the window. */
+static void
+test_kv8 (gconstpointer data)
+{
+  Golden g;
+  int window;
+
+  golden_load (&g, data);
+  for (window = g.window; window >= 0; window -= g.window)
+    {
+      g_autoptr (GError) error = NULL;
+      g_autoptr (BlnKvCache) kv = NULL;
+      g_autofree float *lg = g_new (float, (size_t) g.n * g.n_vocab);
+      BlnContextOptions o;
+      BlnKvSeq *s;
+      BlnKvBatchItem it;
+      double err;
+      int t;
+
+      bln_context_options_init (&o);
+      o.kv_bits = 8;
+      kv = bln_kv_cache_new_with_options (g.m, g.pool,
+                                          64 * bln_kv_cache_block_bytes_for_bits (g.m, 4, 8), 4,
+                                          &o, &error);
+      g_assert_no_error (error);
+      g_assert_cmpint (bln_kv_cache_kv_bits (kv), ==, 8);
+      g_assert_true (bln_kv_cache_set_sliding_window (kv, window, &error));
+      s = bln_kv_seq_new (kv);
+      it = (BlnKvBatchItem) { s, g.ids, g.n, lg, TRUE };
+      g_assert_true (bln_kv_eval (kv, &it, 1, &error));
+      err = rel_err (lg, g.logits, g.n, g.n_vocab);
+      for (t = 0; t < g.n_gen; t++)
+        {
+          err = MAX (err, rel_err (lg + (size_t) (t == 0 ? g.n - 1 : 0) * g.n_vocab,
+                                   g.gen_logits + (size_t) t * g.n_vocab, 1, g.n_vocab));
+          it = (BlnKvBatchItem) { s, &g.ids[g.n + t], 1, lg, FALSE };
+          g_assert_true (bln_kv_eval (kv, &it, 1, &error));
+          g_assert_no_error (error);
+        }
+      g_test_message ("%s 8-bit pool, window %d: err %.3g", g.model, window, err);
+      if (window > 0)
+        g_assert_cmpfloat (err, <=, 2e-2);
+      else
+        g_assert_cmpfloat (err, >, 1e-1);
+      bln_kv_seq_free (s);
+    }
   golden_clear (&g);
 }
 
@@ -487,10 +539,12 @@ main (int argc, char **argv)
       g_autofree char *p1 = g_strdup_printf ("/Baleen/Swa/context/%s", models[i]);
       g_autofree char *p2 = g_strdup_printf ("/Baleen/Swa/paged/%s", models[i]);
       g_autofree char *p3 = g_strdup_printf ("/Baleen/Swa/sched/%s", models[i]);
+      g_autofree char *p4 = g_strdup_printf ("/Baleen/Swa/kv8/%s", models[i]);
 
       g_test_add_data_func (p1, models[i], test_context);
       g_test_add_data_func (p2, models[i], test_paged);
       g_test_add_data_func (p3, models[i], test_sched);
+      g_test_add_data_func (p4, models[i], test_kv8);
     }
   g_test_add_func ("/Baleen/Swa/long-decode", test_long_decode);
   g_test_add_func ("/Baleen/Swa/refusals", test_refusals);
