@@ -1430,8 +1430,9 @@ bln_context_new_with_options (BlnModel *model, int n_ctx, BlnPool *pool,
 
   g_return_val_if_fail (model != NULL && pool != NULL, NULL);
 
+  /* negative windows and deepseek2 first: those fail on every device */
   if (opts != NULL
-      && !bln_sliding_window_check (model, opts->sliding_window, opts->device, FALSE, error))
+      && !bln_sliding_window_check (model, opts->sliding_window, BLN_DEVICE_CPU, FALSE, error))
     return NULL;
   if (opts == NULL || opts->device == BLN_DEVICE_CPU)
     {
@@ -1441,6 +1442,21 @@ bln_context_new_with_options (BlnModel *model, int n_ctx, BlnPool *pool,
       return ctx;
     }
 #if BALEEN_HAVE_CUDA
+  if (opts->sliding_window > 0)
+    {
+      g_autofree char *why = NULL;
+
+      /* without a usable GPU this is the usual BLN_ERROR_BACKEND, so that
+       * bln_context_new_on_device falls back to the CPU (window and all);
+       * with one, the window is refused */
+      if (!bln_cuda_available (&why))
+        {
+          g_set_error (error, BLN_ERROR, BLN_ERROR_BACKEND, "%s", why ? why : "no usable GPU");
+          return NULL;
+        }
+      bln_sliding_window_check (model, opts->sliding_window, opts->device, FALSE, error);
+      return NULL;
+    }
   if (n_ctx <= 0)
     n_ctx = MIN (model->hp.n_ctx_train, 8192);
   if (n_ctx > (1 << 22))

@@ -170,8 +170,10 @@ gboolean bln_sliding_window_check (const BlnModel *model, int window, BlnDevice 
 void bln_context_options_init (BlnContextOptions *opts);
 
 /* As bln_context_new, on the device @opts names, with its sliding window
- * (checked first by bln_sliding_window_check, so a window on the GPU fails
- * before anything is allocated). For BLN_DEVICE_CUDA the
+ * (checked by bln_sliding_window_check before anything is allocated: on a
+ * usable GPU a window fails with BLN_ERROR_INVALID; without one the failure
+ * is BLN_ERROR_BACKEND / UNSUPPORTED as below, so the CPU fallback of
+ * bln_context_new_on_device keeps the window). For BLN_DEVICE_CUDA the
  * model's weights are uploaded to the GPU on the first such call (they stay
  * there until the model is freed), after a memory plan that checks weights,
  * KV cache and scratch against the device's free memory: when they do not fit

@@ -14,8 +14,8 @@
  * prompt with a window of 100 (several attention splits, some wholly before
  * the window, some cut by it) must match the CPU row for row, and differ
  * from the same prompt without a window. A single GPU context with a window
- * is refused before any GPU work (that part runs without a GPU too). Without
- * a usable GPU the rest skips with the reason.
+ * is refused (BLN_ERROR_INVALID, no CPU fallback). Without a usable GPU
+ * every case skips with the reason.
  */
 #include <math.h>
 #include <string.h>
@@ -232,17 +232,21 @@ test_long (gconstpointer data)
   golden_clear (&g);
 }
 
-/* A single GPU context has no windowed attention: refused before the GPU is
- * touched, with the setting named; also without a GPU. */
+/* A single GPU context has no windowed attention: refused with the setting
+ * named, and not turned into a CPU fallback. */
 static void
 test_single_context_refused (void)
 {
   g_autoptr (GError) error = NULL;
   g_autofree char *path = golden_path ("qwen2", "model.gguf");
-  g_autoptr (BlnModel) m = bln_model_load (path, &error);
-  BlnPool *pool = bln_pool_new (1, &error);
+  g_autoptr (BlnModel) m = NULL;
+  BlnPool *pool;
   BlnContextOptions o;
 
+  if (!need_gpu ())
+    return;
+  m = bln_model_load (path, &error);
+  pool = bln_pool_new (1, &error);
   g_assert_no_error (error);
   bln_context_options_init (&o);
   o.device = BLN_DEVICE_CUDA;
@@ -250,6 +254,9 @@ test_single_context_refused (void)
   g_assert_null (bln_context_new_with_options (m, 64, pool, &o, &error));
   g_assert_error (error, BLN_ERROR, BLN_ERROR_INVALID);
   g_assert_nonnull (strstr (error->message, "sliding"));
+  g_clear_error (&error);
+  g_assert_null (bln_context_new_on_device (m, 64, pool, &o, NULL, &error));
+  g_assert_error (error, BLN_ERROR, BLN_ERROR_INVALID);
   bln_pool_free (pool);
 }
 
