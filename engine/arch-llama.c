@@ -4,7 +4,10 @@
  *
  * Per layer: x += Wo · attn(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x)), then
  * x += Wd · (silu(Wg·n(x)) * Wu·n(x)), with RMSNorm n(). Keys are cached
- * after rotation; attention is causal over the cache with grouped KV heads.
+ * after rotation; attention is causal over the cache with grouped KV heads,
+ * limited to the last `window` positions when the batch has a sliding window
+ * (the rule of HF transformers' sliding-window attention; RoPE positions stay
+ * absolute).
  *
  * One pass may hold tokens of several sequences (a BlnBatch): the weight
  * matmuls run over all of them at once, so the weights are read once per
@@ -29,7 +32,7 @@ typedef struct {
  * position's key (then value) slice of head @kvh is dequantised into a
  * stack row and used as the F32 path uses the cached one. */
 static void
-attn_q8 (const BlnKvView *kv, const BlnHParams *hp, int layer, int len, int kvh,
+attn_q8 (const BlnKvView *kv, const BlnHParams *hp, int layer, int lo, int len, int kvh,
          const float *q, float *o, float *sc, float scale)
 {
   float row[BLN_KV_Q8_MAX_HEAD_DIM];
@@ -37,7 +40,7 @@ attn_q8 (const BlnKvView *kv, const BlnHParams *hp, int layer, int len, int kvh,
   size_t kw = (size_t) hp->n_head_kv * dk, vw = (size_t) hp->n_head_kv * dv;
   float mx = -INFINITY, sum = 0.0f;
 
-  for (j = 0; j < len; j++)
+  for (j = lo; j < len; j++)
     {
       size_t r = bln_kv_row (kv, L, layer, j);
 
@@ -46,13 +49,13 @@ attn_q8 (const BlnKvView *kv, const BlnHParams *hp, int layer, int len, int kvh,
       sc[j] = bln_cpu_dot (q, row, dk) * scale;
       mx = MAX (mx, sc[j]);
     }
-  for (j = 0; j < len; j++)
+  for (j = lo; j < len; j++)
     {
       sc[j] = expf (sc[j] - mx);
       sum += sc[j];
     }
   memset (o, 0, dv * sizeof (float));
-  for (j = 0; j < len; j++)
+  for (j = lo; j < len; j++)
     {
       size_t r = bln_kv_row (kv, L, layer, j);
 
@@ -83,36 +86,40 @@ attn_worker (void *p, int ith, int nth)
     {
       int t = item / H, h = item % H, kvh = h / group;
       const BlnKvView *kv = &b->kv[b->seq[t]];
-      int len = b->pos[t] + 1, bs = kv->block_size, j, j0;
+      int lo = bln_batch_first_pos (b, t), len = b->pos[t] + 1, bs = kv->block_size, j, j0;
       const float *q = job->q + (size_t) t * H * dk + (size_t) h * dk;
       float *o = job->out + (size_t) t * H * dv + (size_t) h * dv;
       float mx = -INFINITY, sum = 0.0f;
 
       if (kv->k8 != NULL)
         {
-          attn_q8 (kv, hp, job->layer, len, kvh, q, o, sc, scale);
+          attn_q8 (kv, hp, job->layer, lo, len, kvh, q, o, sc, scale);
           continue;
         }
-      /* positions j0 .. j0 + bs - 1 are consecutive rows of one block */
-      for (j0 = 0; j0 < len; j0 += bs)
+      /* positions MAX (j0, lo) .. j0 + bs - 1 are consecutive rows of one
+       * block; blocks wholly before @lo are never read (a sliding window
+       * may have released them) */
+      for (j0 = lo - lo % bs; j0 < len; j0 += bs)
         {
-          const float *k = kv->k + bln_kv_row (kv, L, job->layer, j0) * kw + (size_t) kvh * dk;
-          for (j = j0; j < MIN (len, j0 + bs); j++, k += kw)
+          int js = MAX (j0, lo);
+          const float *k = kv->k + bln_kv_row (kv, L, job->layer, js) * kw + (size_t) kvh * dk;
+          for (j = js; j < MIN (len, j0 + bs); j++, k += kw)
             {
               sc[j] = bln_cpu_dot (q, k, dk) * scale;
               mx = MAX (mx, sc[j]);
             }
         }
-      for (j = 0; j < len; j++)
+      for (j = lo; j < len; j++)
         {
           sc[j] = expf (sc[j] - mx);
           sum += sc[j];
         }
       memset (o, 0, dv * sizeof (float));
-      for (j0 = 0; j0 < len; j0 += bs)
+      for (j0 = lo - lo % bs; j0 < len; j0 += bs)
         {
-          const float *v = kv->v + bln_kv_row (kv, L, job->layer, j0) * vw + (size_t) kvh * dv;
-          for (j = j0; j < MIN (len, j0 + bs); j++, v += vw)
+          int js = MAX (j0, lo);
+          const float *v = kv->v + bln_kv_row (kv, L, job->layer, js) * vw + (size_t) kvh * dv;
+          for (j = js; j < MIN (len, j0 + bs); j++, v += vw)
             bln_cpu_axpy (o, sc[j] / sum, v, dv);
         }
     }

@@ -55,6 +55,7 @@ struct _BlnKvCache {
   BlnKvClockFn clock;      /* microseconds, monotonic */
   gpointer clock_data;
   guint64 expired;         /* blocks freed by bln_kv_cache_expire() */
+  int window;              /* sliding attention window in tokens (0: off) */
 };
 
 struct _BlnKvSeq {
@@ -62,6 +63,8 @@ struct _BlnKvSeq {
   GArray *table;           /* int32_t block indices */
   GArray *hashes;          /* guint64 chain hash of each full block */
   GArray *tokens;          /* int32_t ids of positions 0..len-1 */
+  guint released;          /* table entries 0..released-1 are NO_BLOCK: they lay wholly
+                            * before the sliding window and were given back */
 };
 
 /* ---------------------------------------------------------------------- */
@@ -647,6 +650,32 @@ bln_kv_cache_next_expiry (const BlnKvCache *kv)
   return kv->blocks[kv->lru_head].released_us + kv->ttl_us;
 }
 
+gboolean
+bln_kv_cache_set_sliding_window (BlnKvCache *kv, int window, GError **error)
+{
+  g_return_val_if_fail (kv != NULL, FALSE);
+
+  if (!bln_sliding_window_check (kv->model, window,
+                                 kv->gpu != NULL ? BLN_DEVICE_CUDA : BLN_DEVICE_CPU, TRUE,
+                                 error))
+    return FALSE;
+  if (kv->n_seqs > 0 && window != kv->window)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
+                   "the sliding window can only change while the cache has no sequence");
+      return FALSE;
+    }
+  kv->window = window;
+  return TRUE;
+}
+
+int
+bln_kv_cache_sliding_window (const BlnKvCache *kv)
+{
+  g_return_val_if_fail (kv != NULL, 0);
+  return kv->window;
+}
+
 void
 bln_kv_cache_set_prefix_cache (BlnKvCache *kv, gboolean enabled, int max_cached)
 {
@@ -682,8 +711,9 @@ bln_kv_seq_reset (BlnKvSeq *seq)
 
   /* release the newest blocks first, so the LRU evicts a chain's tail before
    * its head (a head without its tail is still useful, a tail alone is not) */
-  for (i = seq->table->len; i > 0; i--)
+  for (i = seq->table->len; i > seq->released; i--)
     block_unref (seq->kv, g_array_index (seq->table, int32_t, i - 1));
+  seq->released = 0;
   g_array_set_size (seq->table, 0);
   g_array_set_size (seq->hashes, 0);
   g_array_set_size (seq->tokens, 0);
@@ -803,6 +833,32 @@ register_full_blocks (BlnKvSeq *seq)
       bl->parent = parent;
       memcpy (kv->block_tokens + (size_t) b * bs, blk, (size_t) bs * sizeof (int32_t));
       g_hash_table_insert (kv->table, &bl->hash, GINT_TO_POINTER (b + 1));
+    }
+}
+
+/* With a sliding window of W, the next token (position len) attends from
+ * len - W + 1 on, and every later one from further on: blocks wholly before
+ * that are dead for this sequence and are given back. The sequence drops its
+ * reference only; a block shared with another sequence stays theirs, and a
+ * registered one goes to the LRU as any released block does, so a later
+ * request with the same prefix can still find it. Called after
+ * register_full_blocks(), so every such block is full and hashed already. */
+static void
+release_before_window (BlnKvSeq *seq)
+{
+  BlnKvCache *kv = seq->kv;
+  int first = (int) seq->tokens->len - kv->window + 1;
+  guint dead;
+
+  if (kv->window <= 0 || first <= 0)
+    return;
+  dead = MIN ((guint) (first / kv->block_size), seq->table->len);
+  for (; seq->released < dead; seq->released++)
+    {
+      int32_t *b = &g_array_index (seq->table, int32_t, seq->released);
+
+      block_unref (kv, *b);
+      *b = NO_BLOCK;
     }
 }
 
@@ -952,6 +1008,7 @@ bln_kv_eval (BlnKvCache *kv, const BlnKvBatchItem *items, int n_items, GError **
   b.out_rows = rows;
   b.n_out = n_out;
   b.logits = logits;
+  b.window = kv->window;
 #if BALEEN_HAVE_CUDA
   if (kv->gpu != NULL)
     {
@@ -998,6 +1055,7 @@ bln_kv_eval (BlnKvCache *kv, const BlnKvBatchItem *items, int n_items, GError **
     {
       g_array_append_vals (items[i].seq->tokens, items[i].ids, items[i].n);
       register_full_blocks (items[i].seq);
+      release_before_window (items[i].seq);
     }
   return TRUE;
 }

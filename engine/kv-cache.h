@@ -157,6 +157,22 @@ gint64 bln_kv_cache_next_expiry (const BlnKvCache *kv);
  * default is enabled, no bound. */
 void bln_kv_cache_set_prefix_cache (BlnKvCache *kv, gboolean enabled, int max_cached);
 
+/* Sets the sliding attention window of every batch on @kv (tokens; 0: off,
+ * the default): the token at position p attends to positions (p - @window,
+ * p] only, as BlnContextOptions.sliding_window says, on the CPU and on a GPU
+ * pool alike (kernels/paged.h). Memory follows: after
+ * each bln_kv_eval() a sequence gives back the blocks that lie wholly before
+ * the window of its next position (its block table keeps their slots, so
+ * positions and bln_kv_seq_n_blocks() count them still; pool statistics do
+ * not). A block shared with another sequence stays theirs; a registered one
+ * is released as at bln_kv_seq_free() (cached for prefix reuse, evictable).
+ * FALSE, with the window unchanged, as bln_sliding_window_check() fails (for
+ * deepseek2, for a negative window), or with BLN_ERROR_INVALID
+ * when it would change while sequences exist. */
+gboolean bln_kv_cache_set_sliding_window (BlnKvCache *kv, int window, GError **error);
+/* The window set above (0: off). */
+int bln_kv_cache_sliding_window (const BlnKvCache *kv);
+
 /* A new, empty sequence on @kv. Free it with bln_kv_seq_free(). */
 BlnKvSeq *bln_kv_seq_new (BlnKvCache *kv);
 /* Releases the sequence's blocks (full registered ones stay cached) and
@@ -169,7 +185,8 @@ int bln_kv_seq_length (const BlnKvSeq *seq);
 /* The token ids of those positions (bln_kv_seq_length() of them), owned by
  * the sequence, valid until it changes. */
 const int32_t *bln_kv_seq_tokens (const BlnKvSeq *seq);
-/* Blocks the sequence references. */
+/* Entries of the sequence's block table: the blocks it references, plus the
+ * slots of those given back to a sliding window. */
 int bln_kv_seq_n_blocks (const BlnKvSeq *seq);
 
 /* Releases every block of the sequence and empties it (length 0); used to

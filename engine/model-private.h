@@ -82,6 +82,9 @@ typedef struct {
    * cache and scratch live there, and k_cache / v_cache above are NULL */
   struct _BlnCudaCtx *cuda;
 
+  /* the sliding attention window of every batch the context runs (0: off) */
+  int window;
+
   /* the last row's logits of bln_context_eval_sample on the CPU (n_vocab) */
   float *sample_logits;
 
@@ -147,7 +150,8 @@ bln_kv_row (const BlnKvView *kv, int n_layer, int layer, int pos)
  * sequence's tokens in the batch have consecutive positions, and the cache
  * already holds its positions before the first of them. Every token's K/V
  * rows are written to its sequence's view, then each token attends over
- * positions 0..pos[i] of its own sequence. @max_len is max (pos[i]) + 1.
+ * positions 0..pos[i] of its own sequence (pos[i] - window + 1 .. pos[i]
+ * with a sliding window). @max_len is max (pos[i]) + 1.
  * Logits are computed for the tokens out_rows[0..n_out) into @logits
  * (n_out × n_vocab), when @logits is not NULL. The caller checks ids, room
  * and block tables before the call. */
@@ -162,7 +166,16 @@ typedef struct {
   const int32_t *out_rows;
   int n_out;
   float *logits;
+  int window;              /* sliding attention window: the token at position p attends to
+                            * positions (p - window, p] only; 0: to all of 0..p */
 } BlnBatch;
+
+/* The first position token @t of @b attends to (bln_batch's window rule). */
+static inline int
+bln_batch_first_pos (const BlnBatch *b, int t)
+{
+  return b->window > 0 ? MAX (0, b->pos[t] - b->window + 1) : 0;
+}
 
 /* Architecture entry points: one forward pass of @batch, with @ctx's
  * scratch buffers and thread pool (its own cache is used only through the

@@ -1387,6 +1387,41 @@ bln_context_options_init (BlnContextOptions *opts)
   opts->kv_bits = 16;
 }
 
+gboolean
+bln_sliding_window_check (const BlnModel *model, int window, BlnDevice device, gboolean paged,
+                          GError **error)
+{
+  g_return_val_if_fail (model != NULL, FALSE);
+
+  if (window < 0)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
+                   "the sliding attention window must be 0 (off) or a number of tokens, not %d",
+                   window);
+      return FALSE;
+    }
+  if (window == 0)
+    return TRUE;
+  if (model->hp.arch == BLN_ARCH_DEEPSEEK2)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED,
+                   "the sliding attention window (sliding_window %d) is not available for "
+                   "deepseek2 (MLA) models; set it to 0", window);
+      return FALSE;
+    }
+  if (device != BLN_DEVICE_CPU && !paged)
+    {
+      /* BLN_ERROR_INVALID, not UNSUPPORTED: callers fall back to the CPU on
+       * the latter, and a user who asked for the GPU should choose */
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
+                   "the sliding attention window (sliding_window %d) is not available on the "
+                   "single-sequence GPU path; set it to 0, or use the batched GPU path "
+                   "(more than one parallel sequence) or the CPU", window);
+      return FALSE;
+    }
+  return TRUE;
+}
+
 BlnContext *
 bln_context_new_with_options (BlnModel *model, int n_ctx, BlnPool *pool,
                               const BlnContextOptions *opts, GError **error)
@@ -1395,9 +1430,33 @@ bln_context_new_with_options (BlnModel *model, int n_ctx, BlnPool *pool,
 
   g_return_val_if_fail (model != NULL && pool != NULL, NULL);
 
+  /* negative windows and deepseek2 first: those fail on every device */
+  if (opts != NULL
+      && !bln_sliding_window_check (model, opts->sliding_window, BLN_DEVICE_CPU, FALSE, error))
+    return NULL;
   if (opts == NULL || opts->device == BLN_DEVICE_CPU)
-    return bln_context_new (model, n_ctx, pool, error);
+    {
+      ctx = bln_context_new (model, n_ctx, pool, error);
+      if (ctx != NULL && opts != NULL)
+        ctx->s.window = opts->sliding_window;
+      return ctx;
+    }
 #if BALEEN_HAVE_CUDA
+  if (opts->sliding_window > 0)
+    {
+      g_autofree char *why = NULL;
+
+      /* without a usable GPU this is the usual BLN_ERROR_BACKEND, so that
+       * bln_context_new_on_device falls back to the CPU (window and all);
+       * with one, the window is refused */
+      if (!bln_cuda_available (&why))
+        {
+          g_set_error (error, BLN_ERROR, BLN_ERROR_BACKEND, "%s", why ? why : "no usable GPU");
+          return NULL;
+        }
+      bln_sliding_window_check (model, opts->sliding_window, opts->device, FALSE, error);
+      return NULL;
+    }
   if (n_ctx <= 0)
     n_ctx = MIN (model->hp.n_ctx_train, 8192);
   if (n_ctx > (1 << 22))
@@ -1486,10 +1545,13 @@ bln_context_new_on_device (BlnModel *model, int n_ctx, BlnPool *pool,
       && (g_error_matches (local, BLN_ERROR, BLN_ERROR_UNSUPPORTED)
           || g_error_matches (local, BLN_ERROR, BLN_ERROR_BACKEND)))
     {
+      BlnContextOptions cpu = *opts;
+
       if (note != NULL)
         *note = g_strdup_printf ("running on the CPU: %s", local->message);
       g_clear_error (&local);
-      return bln_context_new (model, n_ctx, pool, error);
+      cpu.device = BLN_DEVICE_CPU;
+      return bln_context_new_with_options (model, n_ctx, pool, &cpu, error);
     }
   g_propagate_error (error, local);
   return NULL;
@@ -1624,6 +1686,7 @@ context_eval_cpu (BlnContext *ctx, const int32_t *ids, int n, float *logits,
   b.out_rows = all_logits ? rows : rows + n - 1;
   b.n_out = all_logits ? n : 1;
   b.logits = logits;
+  b.window = s->window;
   if (!bln_model_forward_batch (ctx, &b, error))
     return FALSE;
   s->n_past += n;
@@ -1709,7 +1772,12 @@ gboolean
 bln_model_forward_batch (BlnContext *ctx, const BlnBatch *batch, GError **error)
 {
   if (ctx->s.model->hp.arch == BLN_ARCH_DEEPSEEK2)
-    return bln_arch_deepseek2_forward (ctx, batch, error);
+    {
+      if (batch->window > 0)
+        return bln_sliding_window_check (ctx->s.model, batch->window, BLN_DEVICE_CPU, TRUE,
+                                         error);
+      return bln_arch_deepseek2_forward (ctx, batch, error);
+    }
   return bln_arch_llama_forward (ctx, batch, error);
 }
 

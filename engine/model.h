@@ -148,12 +148,32 @@ typedef struct {
    * scale per 32 values, about half F16's bytes; llama / qwen2 with head
    * dims 64, 128 or 256, single-sequence contexts). Ignored on the CPU. */
   int kv_bits;
+  /* Sliding attention window in tokens (0, the default: off). With W > 0
+   * the token at position p attends only to positions (p - W, p], the W
+   * most recent ones itself included, in every layer (HF transformers'
+   * sliding-window rule); RoPE positions stay absolute. llama and qwen2, on
+   * the CPU and on the GPU's paged pool (kv-cache.h); not on a single GPU
+   * context (see bln_sliding_window_check). */
+  int sliding_window;
 } BlnContextOptions;
+
+/* Whether @model can run with a sliding window of @window tokens (0: off,
+ * always fine) on @device, in a paged KV pool (@paged) or a single context.
+ * FALSE with BLN_ERROR_INVALID for a negative window or for a single GPU
+ * context (its attention has no window; the message names the setting, so
+ * the user can switch it off or choose another path), and with
+ * BLN_ERROR_UNSUPPORTED for deepseek2 (MLA). */
+gboolean bln_sliding_window_check (const BlnModel *model, int window, BlnDevice device,
+                                   gboolean paged, GError **error);
 
 /* Fills @opts with the defaults (CPU). */
 void bln_context_options_init (BlnContextOptions *opts);
 
-/* As bln_context_new, on the device @opts names. For BLN_DEVICE_CUDA the
+/* As bln_context_new, on the device @opts names, with its sliding window
+ * (checked by bln_sliding_window_check before anything is allocated: on a
+ * usable GPU a window fails with BLN_ERROR_INVALID; without one the failure
+ * is BLN_ERROR_BACKEND / UNSUPPORTED as below, so the CPU fallback of
+ * bln_context_new_on_device keeps the window). For BLN_DEVICE_CUDA the
  * model's weights are uploaded to the GPU on the first such call (they stay
  * there until the model is freed), after a memory plan that checks weights,
  * KV cache and scratch against the device's free memory: when they do not fit
@@ -173,7 +193,8 @@ BlnDevice bln_context_device (const BlnContext *ctx);
  * CPU) or NULL (= "auto"). FALSE with BLN_ERROR_INVALID for anything else. */
 gboolean bln_device_parse (const char *name, BlnContextOptions *opts, GError **error);
 
-/* bln_context_new_with_options, falling back to the CPU when the GPU cannot
+/* bln_context_new_with_options, falling back to the CPU (with the same
+ * sliding window) when the GPU cannot
  * be used: no CUDA backend in this build, no driver or device, or an
  * architecture the GPU path does not run yet. Then *@note (when not NULL)
  * receives a sentence saying why (free with g_free); it stays NULL otherwise.

@@ -162,6 +162,7 @@ publish_stats (BlnSched *s)
   st->blocks_cached = kst.blocks_cached;
   st->blocks_free = kst.blocks_free;
   st->block_size = kst.block_size;
+  st->sliding_window = bln_kv_cache_sliding_window (s->kv);
   st->prompt_tokens = s->prompt_tokens;
   st->cached_tokens = s->cached_tokens;
   st->lookup_tokens = kst.lookup_tokens;
@@ -667,11 +668,22 @@ bln_sched_new (BlnModel *model, BlnPool *pool, const BlnSchedOptions *opts, GErr
       cpu8.kv_bits = 8;
       o.device = &cpu8;
     }
+  /* before the pool: a window the device cannot run fails with nothing allocated */
+  if (!bln_sliding_window_check (model, o.sliding_window,
+                                 o.device != NULL ? o.device->device : BLN_DEVICE_CPU, TRUE,
+                                 error))
+    return NULL;
   s = g_new0 (BlnSched, 1);
   s->kv = bln_kv_cache_new_with_options (model, pool, o.kv_bytes, o.block_size, o.device,
                                          error);
   if (s->kv == NULL)
     {
+      g_free (s);
+      return NULL;
+    }
+  if (!bln_kv_cache_set_sliding_window (s->kv, o.sliding_window, error))
+    {
+      bln_kv_cache_free (s->kv);
       g_free (s);
       return NULL;
     }

@@ -81,6 +81,10 @@ typedef struct {
                         * follows device->kv_bits instead */
   int session_ttl_s;   /* cached prefix blocks unused for this many seconds are freed,
                         * checked between steps and when idle (0: never; kv-cache.h) */
+  int sliding_window;  /* attention window in tokens (0: off): each position attends to the
+                        * last this many, and a sequence gives back the KV blocks wholly
+                        * before its window (bln_kv_cache_set_sliding_window(); llama /
+                        * qwen2, CPU or GPU pool: bln_sched_new() fails otherwise) */
   BlnKvClockFn clock;  /* the TTL's clock (NULL: monotonic); for tests */
   gpointer clock_data;
 } BlnSchedOptions;
@@ -144,6 +148,7 @@ typedef struct {
   int blocks_cached;        /* unreferenced prefixes kept for reuse (evictable) */
   int blocks_free;
   int block_size;
+  int sliding_window;       /* the attention window in tokens (0: off) */
   guint64 prompt_tokens;    /* prompt tokens of admitted requests (first admission) */
   guint64 cached_tokens;    /* of those, taken from the prefix cache */
   guint64 lookup_tokens;    /* tokens looked up in the prefix cache (recomputes included) */

@@ -85,7 +85,9 @@ constexpr int PA_DMAX = 256;   /* largest head dim */
 /* Block (blockIdx.x, blockIdx.y, blockIdx.z): KV head kvh = blockIdx.x /
  * n_gc with its query heads kvh * group + gc * PA_GMAX + 0..gn-1 (gc =
  * blockIdx.x % n_gc), token blockIdx.y, positions [z * split, (z + 1) *
- * split) cut to the token's length d_pos[t] + 1. A warp takes 32 positions
+ * split) cut to the token's visible range [lo, d_pos[t] + 1), where lo is 0,
+ * or d_pos[t] + 1 - window with a sliding window (lane 0 of the first warp
+ * then still holds a visible position). A warp takes 32 positions
  * at a time, one a lane: the lane scores its position against the gn
  * queries (in shared memory, pre-scaled), the warp updates its running max
  * and sum, then every lane accumulates ND of the dv output values over the
@@ -98,7 +100,7 @@ paged_attn_kernel (const float *__restrict__ q, int q_ld, const int32_t *__restr
                    const int32_t *__restrict__ d_tab_off, const int32_t *__restrict__ d_tab,
                    int H, int Hkv, int dk, int dv, float scale, const T *__restrict__ k_pool,
                    const T *__restrict__ v_pool, int n_layer, int layer, int block_size,
-                   int split, float *__restrict__ part)
+                   int split, int window, float *__restrict__ part)
 {
   __shared__ float qs[PA_GMAX][PA_DMAX];
   __shared__ float ws_m[PA_WARPS][PA_GMAX], ws_l[PA_WARPS][PA_GMAX];
@@ -110,14 +112,15 @@ paged_attn_kernel (const float *__restrict__ q, int q_ld, const int32_t *__restr
   const int gn = min (PA_GMAX, group - gc * PA_GMAX);
   const int t = blockIdx.y, z = blockIdx.z, zmax = gridDim.z;
   const int len = d_pos[t] + 1;
-  const int start = z * split, end = min (len, start + split);
+  const int lo = window > 0 ? max (0, len - window) : 0;
+  const int start = max (z * split, lo), end = min (len, z * split + split);
   const int32_t *tab = d_tab + d_tab_off[t];
   const size_t k_ld = (size_t) Hkv * dk, v_ld = (size_t) Hkv * dv;
   float m[PA_GMAX], l[PA_GMAX], acc[PA_GMAX][ND];
 
-  if (start >= len)
+  if (start >= end)
     {
-      /* nothing to see in this split */
+      /* nothing to see in this split (past the token, or before its window) */
       for (int g = threadIdx.x; g < gn; g += blockDim.x)
         part[(((size_t) t * H + h0 + g) * zmax + z) * (dv + 2)] = -INFINITY;
       return;
@@ -297,15 +300,15 @@ template <class T, int ND>
 void
 launch_attn (const float *q, int q_ld, int n_tok, const int32_t *d_pos, const int32_t *d_tab_off,
              const int32_t *d_tab, int H, int Hkv, int dk, int dv, float scale, const void *kp,
-             const void *vp, int n_layer, int layer, int block_size, int split, int zmax,
-             float *part, float *out, cudaStream_t stream)
+             const void *vp, int n_layer, int layer, int block_size, int split, int window,
+             int zmax, float *part, float *out, cudaStream_t stream)
 {
   const int group = H / Hkv, n_gc = (group + PA_GMAX - 1) / PA_GMAX;
   const dim3 grid ((unsigned) (Hkv * n_gc), (unsigned) n_tok, (unsigned) zmax);
 
   paged_attn_kernel<T, ND><<<grid, PA_WARPS * 32, 0, stream>>> (
     q, q_ld, d_pos, d_tab_off, d_tab, H, Hkv, dk, dv, scale, static_cast<const T *> (kp),
-    static_cast<const T *> (vp), n_layer, layer, block_size, split, part);
+    static_cast<const T *> (vp), n_layer, layer, block_size, split, window, part);
   paged_combine_kernel<<<dim3 ((unsigned) H, (unsigned) n_tok), 128, 0, stream>>> (
     part, H, dv, zmax, out);
 }
@@ -315,21 +318,25 @@ void
 launch_attn_t (const float *q, int q_ld, int n_tok, const int32_t *d_pos,
                const int32_t *d_tab_off, const int32_t *d_tab, int H, int Hkv, int dk, int dv,
                float scale, const void *kp, const void *vp, int n_layer, int layer,
-               int block_size, int split, int zmax, float *part, float *out,
+               int block_size, int split, int window, int zmax, float *part, float *out,
                cudaStream_t stream)
 {
   if (dv <= 32)
     launch_attn<T, 1> (q, q_ld, n_tok, d_pos, d_tab_off, d_tab, H, Hkv, dk, dv, scale, kp, vp,
-                       n_layer, layer, block_size, split, zmax, part, out, stream);
+                       n_layer, layer, block_size, split, window, zmax, part, out,
+                       stream);
   else if (dv <= 64)
     launch_attn<T, 2> (q, q_ld, n_tok, d_pos, d_tab_off, d_tab, H, Hkv, dk, dv, scale, kp, vp,
-                       n_layer, layer, block_size, split, zmax, part, out, stream);
+                       n_layer, layer, block_size, split, window, zmax, part, out,
+                       stream);
   else if (dv <= 128)
     launch_attn<T, 4> (q, q_ld, n_tok, d_pos, d_tab_off, d_tab, H, Hkv, dk, dv, scale, kp, vp,
-                       n_layer, layer, block_size, split, zmax, part, out, stream);
+                       n_layer, layer, block_size, split, window, zmax, part, out,
+                       stream);
   else
     launch_attn<T, 8> (q, q_ld, n_tok, d_pos, d_tab_off, d_tab, H, Hkv, dk, dv, scale, kp, vp,
-                       n_layer, layer, block_size, split, zmax, part, out, stream);
+                       n_layer, layer, block_size, split, window, zmax, part, out,
+                       stream);
 }
 
 /* The split length and count of a launch. */
@@ -404,7 +411,8 @@ bln_kernels_paged_attn (const float *q, int q_ld, int n_tok, const int32_t *d_po
                         const int32_t *d_tab_off, const int32_t *d_tab, int max_len, int H,
                         int Hkv, int dk, int dv, float scale, const void *k_pool,
                         const void *v_pool, int kv_f16, int n_layer, int layer, int block_size,
-                        void *scratch, size_t scratch_bytes, float *out, cudaStream_t stream)
+                        int window, void *scratch, size_t scratch_bytes, float *out,
+                        cudaStream_t stream)
 {
   int split, zmax;
 
@@ -413,7 +421,7 @@ bln_kernels_paged_attn (const float *q, int q_ld, int n_tok, const int32_t *d_po
   if (!q || !d_pos || !d_tab_off || !d_tab || !k_pool || !v_pool || !scratch || !out
       || n_tok <= 0 || n_tok > 65535 || H <= 0 || Hkv <= 0 || H % Hkv != 0 || q_ld < H * dk
       || dk <= 0 || dk > PA_DMAX || dv <= 0 || dv > PA_DMAX || max_len <= 0 || n_layer <= 0
-      || layer < 0 || layer >= n_layer || block_size <= 0
+      || layer < 0 || layer >= n_layer || block_size <= 0 || window < 0
       || scratch_bytes < bln_kernels_paged_attn_scratch (n_tok, H, Hkv, dv, max_len))
     return cudaErrorInvalidValue;
   attn_shape (n_tok, H, Hkv, max_len, &split, &zmax);
@@ -421,11 +429,11 @@ bln_kernels_paged_attn (const float *q, int q_ld, int n_tok, const int32_t *d_po
     return cudaErrorInvalidValue;
   if (kv_f16)
     launch_attn_t<__half> (q, q_ld, n_tok, d_pos, d_tab_off, d_tab, H, Hkv, dk, dv, scale,
-                           k_pool, v_pool, n_layer, layer, block_size, split, zmax,
+                           k_pool, v_pool, n_layer, layer, block_size, split, window, zmax,
                            static_cast<float *> (scratch), out, stream);
   else
     launch_attn_t<float> (q, q_ld, n_tok, d_pos, d_tab_off, d_tab, H, Hkv, dk, dv, scale,
-                          k_pool, v_pool, n_layer, layer, block_size, split, zmax,
+                          k_pool, v_pool, n_layer, layer, block_size, split, window, zmax,
                           static_cast<float *> (scratch), out, stream);
   return cudaGetLastError ();
 }

@@ -89,7 +89,9 @@ size_t bln_kernels_paged_attn_scratch (int n_tok, int H, int Hkv, int dv, int ma
 
 /* Causal attention of @n_tok queries over their own sequences in layer
  * @layer of the pools: token t's query heads (row t of @q, [H][dk], q_ld
- * floats apart; 0 means H * dk) see positions 0 .. d_pos[t], with KV head h
+ * floats apart; 0 means H * dk) see positions 0 .. d_pos[t] (with a sliding
+ * @window > 0, only d_pos[t] - window + 1 .. d_pos[t]: table entries of
+ * blocks wholly before that are never read), with KV head h
  * / (H / Hkv) for query head h (H a multiple of Hkv) and softmax scale
  * @scale. @max_len must be at least max (d_pos[t]) + 1 (it sizes the
  * splits; the sequence is cut into splits of bln_paged_split_len()
@@ -100,8 +102,9 @@ cudaError_t bln_kernels_paged_attn (const float *q, int q_ld, int n_tok, const i
                                     const int32_t *d_tab_off, const int32_t *d_tab, int max_len,
                                     int H, int Hkv, int dk, int dv, float scale,
                                     const void *k_pool, const void *v_pool, int kv_f16,
-                                    int n_layer, int layer, int block_size, void *scratch,
-                                    size_t scratch_bytes, float *out, cudaStream_t stream);
+                                    int n_layer, int layer, int block_size, int window,
+                                    void *scratch, size_t scratch_bytes, float *out,
+                                    cudaStream_t stream);
 
 /* out[i][0..d) = x[d_rows[i] - row_base][0..d) for i < n_rows: the rows whose
  * logits are wanted, gathered before the output norm. @out must not overlap

@@ -141,11 +141,13 @@ check_device (const char *device, GError **error)
   return bln_device_parse (device, &o, error);
 }
 
-/* A context on @device ("cpu", "cuda", "cuda:N", "auto"/NULL), falling back
- * to the CPU with a note on stderr when the GPU cannot be used. */
+/* A context on @device ("cpu", "cuda", "cuda:N", "auto"/NULL) with a
+ * sliding attention window of @sliding_window tokens (0: off), falling back
+ * to the CPU with a note on stderr when the GPU cannot be used (a window on
+ * the GPU is an error, not a fallback). */
 static BlnContext *
 open_context (BlnModel *model, int n_ctx, BlnPool *pool, const char *device, int kv_bits,
-              GError **error)
+              int sliding_window, GError **error)
 {
   g_autofree char *note = NULL;
   BlnContextOptions o;
@@ -154,6 +156,7 @@ open_context (BlnModel *model, int n_ctx, BlnPool *pool, const char *device, int
   bln_context_options_init (&o);
   if (kv_bits != 0)
     o.kv_bits = kv_bits;
+  o.sliding_window = sliding_window;
   if (!bln_device_parse (device, &o, error))
     return NULL;
   ctx = bln_context_new_on_device (model, n_ctx, pool, &o, &note, error);
@@ -292,7 +295,7 @@ cmd_run (int argc, char **argv)
   g_autofree char *model_path = NULL, *prompt = NULL, *device = NULL, *quant = NULL;
   g_autofree char *system = NULL;
   gboolean chat = FALSE, verbose = FALSE;
-  int n_predict = 256, top_k = 40, threads = 0, n_ctx = 4096, kv_bits = 0;
+  int n_predict = 256, top_k = 40, threads = 0, n_ctx = 4096, kv_bits = 0, window = 0;
   double temp = 0.7, top_p = 0.95, min_p = 0.05, repeat_penalty = 1.0;
   gint64 seed = -1;
   GOptionEntry entries[] = {
@@ -311,6 +314,8 @@ cmd_run (int argc, char **argv)
     { "ctx", 'c', 0, G_OPTION_ARG_INT, &n_ctx, "Context size in tokens (default 4096)", "N" },
     { "device", 0, 0, G_OPTION_ARG_STRING, &device, "cpu, cuda, cuda:N or auto (default auto: the GPU when usable)", "DEV" },
     { "kv-bits", 0, 0, G_OPTION_ARG_INT, &kv_bits, "GPU KV cache precision: 16 (default), 8 or 32", "N" },
+    { "sliding-window", 0, 0, G_OPTION_ARG_INT, &window,
+      "Attend to the last N tokens only (default 0: all; CPU, llama/qwen2)", "N" },
     { "quant", 'q', 0, G_OPTION_ARG_STRING, &quant, "Convert an HF model's weights on load (q8_0, q4_K, q6_K...)", "TYPE" },
     { "verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "Print speed figures to stderr", NULL },
     { NULL }
@@ -337,7 +342,7 @@ cmd_run (int argc, char **argv)
     }
   if (!check_device (device, &error) || (model = load_model (model_path, quant, &error)) == NULL
       || (pool = bln_pool_new (threads, &error)) == NULL
-      || (ctx = open_context (model, n_ctx, pool, device, kv_bits, &error)) == NULL)
+      || (ctx = open_context (model, n_ctx, pool, device, kv_bits, window, &error)) == NULL)
     {
       bln_pool_free (pool);
       return fail (error);
@@ -641,7 +646,7 @@ static int
 cmd_logits (int argc, char **argv)
 {
   g_autofree char *path = NULL, *ids_json = NULL, *quant = NULL, *device = NULL;
-  int top = 0, threads = 0, kv_bits = 0;
+  int top = 0, threads = 0, kv_bits = 0, window = 0;
   gboolean all = FALSE;
   GOptionEntry entries[] = {
     { "model", 'm', 0, G_OPTION_ARG_FILENAME, &path, "Model: GGUF file or HF directory", "PATH" },
@@ -651,6 +656,8 @@ cmd_logits (int argc, char **argv)
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "CPU threads", "N" },
     { "device", 0, 0, G_OPTION_ARG_STRING, &device, "cpu (default), cuda, cuda:N or auto", "DEV" },
     { "kv-bits", 0, 0, G_OPTION_ARG_INT, &kv_bits, "GPU KV cache precision: 16 (default), 8 or 32", "N" },
+    { "sliding-window", 0, 0, G_OPTION_ARG_INT, &window,
+      "Attend to the last N tokens only (default 0: all; CPU, llama/qwen2)", "N" },
     { "quant", 'q', 0, G_OPTION_ARG_STRING, &quant, "Convert an HF model's weights on load", "TYPE" },
     { NULL }
   };
@@ -685,7 +692,8 @@ cmd_logits (int argc, char **argv)
     device = g_strdup ("cpu");
   if (!check_device (device, &error) || (model = load_model (path, quant, &error)) == NULL
       || (pool = bln_pool_new (threads, &error)) == NULL
-      || (ctx = open_context (model, (int) ids->len, pool, device, kv_bits, &error)) == NULL)
+      || (ctx = open_context (model, (int) ids->len, pool, device, kv_bits, window, &error))
+             == NULL)
     {
       bln_pool_free (pool);
       return fail (error);
@@ -818,7 +826,7 @@ static int
 cmd_perplexity (int argc, char **argv)
 {
   g_autofree char *path = NULL, *file = NULL, *text = NULL, *quant = NULL, *device = NULL;
-  int n_ctx = 512, threads = 0, kv_bits = 0;
+  int n_ctx = 512, threads = 0, kv_bits = 0, window = 0;
   GOptionEntry entries[] = {
     { "model", 'm', 0, G_OPTION_ARG_FILENAME, &path, "Model: GGUF file or HF directory", "PATH" },
     { "file", 'f', 0, G_OPTION_ARG_FILENAME, &file, "Text file", "FILE" },
@@ -826,6 +834,8 @@ cmd_perplexity (int argc, char **argv)
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "CPU threads", "N" },
     { "device", 0, 0, G_OPTION_ARG_STRING, &device, "cpu (default), cuda, cuda:N or auto", "DEV" },
     { "kv-bits", 0, 0, G_OPTION_ARG_INT, &kv_bits, "GPU KV cache precision: 16 (default), 8 or 32", "N" },
+    { "sliding-window", 0, 0, G_OPTION_ARG_INT, &window,
+      "Attend to the last N tokens only (default 0: all; CPU, llama/qwen2)", "N" },
     { "quant", 'q', 0, G_OPTION_ARG_STRING, &quant, "Convert an HF model's weights on load", "TYPE" },
     { NULL }
   };
@@ -853,7 +863,7 @@ cmd_perplexity (int argc, char **argv)
   if (!check_device (device, &error) || !g_file_get_contents (file, &text, &len, &error)
       || (model = load_model (path, quant, &error)) == NULL
       || (pool = bln_pool_new (threads, &error)) == NULL
-      || (ctx = open_context (model, n_ctx, pool, device, kv_bits, &error)) == NULL)
+      || (ctx = open_context (model, n_ctx, pool, device, kv_bits, window, &error)) == NULL)
     {
       bln_pool_free (pool);
       return fail (error);
@@ -1206,7 +1216,7 @@ cmd_bench (int argc, char **argv)
   if (!check_device (device, &error) || (model = load_model (path, quant, &error)) == NULL
       || (pool = bln_pool_new (threads, &error)) == NULL
       || (ctx = open_context (model, MAX (n_prompt, depth + n_gen) + 1, pool, device, kv_bits,
-                              &error)) == NULL)
+                              0, &error)) == NULL)
     {
       bln_pool_free (pool);
       return fail (error);

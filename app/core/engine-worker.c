@@ -902,6 +902,7 @@ make_sched (BlnModel *model, BlnPool *pool, const BlnEngineWorkerOptions *o,
   so.no_prefix_cache = o->no_prefix_cache;
   so.prefix_bytes = o->prefix_mib > 0 ? (size_t) o->prefix_mib << 20 : 0;
   so.session_ttl_s = MAX (o->session_ttl_s, 0);
+  so.sliding_window = o->sliding_window;
   return bln_sched_new (model, pool, &so, error);
 }
 
@@ -924,7 +925,8 @@ bln_engine_worker_new_with_options (const char *path, const BlnEngineWorkerOptio
   else
     bln_engine_worker_options_init (&o);
   if (o.n_threads < 0 || o.n_ctx < 0 || o.parallel < 0 || o.kv_mem_mib < 0 || o.max_queue < 0
-      || o.prefix_mib < 0 || (o.kv_bits != 0 && o.kv_bits != 8 && o.kv_bits != 32))
+      || o.prefix_mib < 0 || o.sliding_window < 0
+      || (o.kv_bits != 0 && o.kv_bits != 8 && o.kv_bits != 32))
     {
       g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "engine worker option out of range (negative, or KV bits not 8 or 32)");
       return NULL;
@@ -932,6 +934,7 @@ bln_engine_worker_new_with_options (const char *path, const BlnEngineWorkerOptio
   bln_context_options_init (&copts);
   if (!bln_device_parse (o.device != NULL ? o.device : "cpu", &copts, error))
     return NULL;
+  copts.sliding_window = o.sliding_window;
   model = bln_model_load (path, error);
   if (model == NULL)
     return NULL;
@@ -1155,6 +1158,7 @@ bln_engine_worker_get_stats (BlnEngineWorker *w, BlnEngineWorkerStats *stats)
       stats->prefix_hit_tokens = st.hit_tokens;
       stats->cache_clears = st.cache_clears;
       stats->cleared_blocks = st.cleared_blocks;
+      stats->sliding_window = st.sliding_window;
     }
 }
 

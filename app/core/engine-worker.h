@@ -90,6 +90,10 @@ typedef struct {
                         * its own default */
   int session_ttl_s;   /* CPU / batched pool: cached prefix blocks unused for this many
                         * seconds are freed (0: never) */
+  int sliding_window;  /* attention window in tokens, every layer (0: off; llama / qwen2
+                        * on the CPU or the batched GPU path: on the single-context GPU
+                        * path or for deepseek2 the worker is not made, with
+                        * BLN_ERROR_INVALID / UNSUPPORTED naming the setting) */
 } BlnEngineWorkerOptions;
 
 /* Fills @opts with zeros (the defaults). */
@@ -148,6 +152,7 @@ typedef struct {
   guint64 prefix_hit_tokens;     /* of those, found */
   guint64 cache_clears;     /* clears of the prefix cache done since the model was loaded */
   guint64 cleared_blocks;   /* blocks those clears freed, in all */
+  int sliding_window;       /* the attention window in tokens the engine runs (0: off) */
 } BlnEngineWorkerStats;
 
 /* Fills @stats; any thread. */

@@ -76,7 +76,7 @@ main (int argc, char **argv)
   g_autofree char *db = NULL, *device = NULL;
   g_autoptr (BlnSafety) safety = NULL;
   int port = 8080, threads = 0, n_ctx = 4096, parallel = 32, idle_ttl = 0, grace = 10;
-  int session_ttl = 0;
+  int session_ttl = 0, sliding_window = 0;
   int kv_mem = 0, max_queue = 256, kv_bits = 32;
   gboolean no_prefix_cache = FALSE;
   BlnEngineWorkerOptions wopts;
@@ -113,6 +113,10 @@ main (int argc, char **argv)
     { "session-ttl", 0, 0, G_OPTION_ARG_INT, &session_ttl,
       "CPU: free cached prompt-prefix KV blocks unused for this long (default 0: never)",
       "SECONDS" },
+    { "sliding-window", 0, 0, G_OPTION_ARG_INT, &sliding_window,
+      "llama/qwen2: each token attends to the last N tokens only, and KV blocks before that "
+      "are given back (default 0: the whole context; not with --device cuda --parallel 1)",
+      "N" },
     { "idle-ttl", 0, 0, G_OPTION_ARG_INT, &idle_ttl,
       "Unload a model unused for this long (default 0: never)", "SECONDS" },
     { "grace", 0, 0, G_OPTION_ARG_INT, &grace,
@@ -159,6 +163,19 @@ main (int argc, char **argv)
                   "'Authorization: Bearer KEY')\n", host);
       return 2;
     }
+  if (sliding_window < 0)
+    {
+      g_printerr ("baleen-server: --sliding-window must be 0 (off) or a number of tokens, "
+                  "not %d\n", sliding_window);
+      return 2;
+    }
+  if (sliding_window > 0 && device != NULL && g_str_equal (device, "cuda") && parallel == 1)
+    {
+      g_printerr ("baleen-server: --sliding-window is not available on the single-sequence GPU "
+                  "path (--device cuda --parallel 1); leave it out, or use --parallel 2 or "
+                  "more\n");
+      return 2;
+    }
   if (kv_bits != 8 && kv_bits != 32)
     {
       g_printerr ("baleen-server: --kv-bits must be 8 or 32\n");
@@ -176,6 +193,7 @@ main (int argc, char **argv)
   wopts.kv_bits = kv_bits;
   wopts.no_prefix_cache = no_prefix_cache;
   wopts.session_ttl_s = session_ttl;
+  wopts.sliding_window = sliding_window;
   wopts.max_queue = max_queue;
   wopts.device = device;
   bln_engine_worker_set_defaults (&wopts);

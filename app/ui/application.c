@@ -76,7 +76,7 @@ poll_loaded (gpointer user_data)
 }
 
 /* The engine settings a worker reads when it is made (engine-worker.h): the
- * KV pool, the prefix cache and the device. They apply to the next load. */
+ * KV pool, the prefix cache, the sliding window and the device. They apply to the next load. */
 static void
 apply_engine_options (BlnApplication *self)
 {
@@ -91,6 +91,7 @@ apply_engine_options (BlnApplication *self)
       o.prefix_mib = (int) bln_ui_settings_get_int (self->settings, "cache.prefix_mb");
       o.kv_bits = bln_ui_settings_get_bool (self->settings, "cache.kv_8bit") ? 8 : 0;
       o.session_ttl_s = (int) bln_ui_settings_get_int (self->settings, "cache.session_ttl_s");
+      o.sliding_window = (int) bln_ui_settings_get_int (self->settings, "cache.sliding_window");
       backend = bln_ui_settings_get_string (self->settings, "perf.backend");
       /* "auto", "cpu" or "cuda": the spec's choices are device names. Without
        * CUDA in the build "auto" is the CPU (skipping the GPU probe's
@@ -103,7 +104,7 @@ apply_engine_options (BlnApplication *self)
 
 static const char *const engine_option_keys[] = {
   "cache.kv_budget_mb", "cache.kv_8bit", "cache.prefix", "cache.prefix_mb", "perf.backend",
-  "cache.session_ttl_s",
+  "cache.session_ttl_s", "cache.sliding_window",
 };
 
 static void

@@ -102,8 +102,10 @@ static const Note notes[] = {
   { "cache.kv_8bit", TRUE,
     N_("Applies when a model is next loaded. CPU, llama and qwen2 models: about 3.5 times the "
        "tokens in the same budget, logits within about 1% (other models keep 32-bit rows).") },
-  { "cache.sliding_window", FALSE,
-    N_("Not available yet: attention always covers the whole context.") },
+  { "cache.sliding_window", TRUE,
+    N_("Applies when a model is next loaded. Each token attends to this many recent tokens "
+       "only, and older KV blocks are given back (0: the whole context). llama and qwen2 "
+       "models; a DeepSeek model, or the one-sequence GPU path, refuses to load with it.") },
   { "cache.session_ttl_s", TRUE,
     N_("Applies when a model is next loaded. Cached prompt prefixes unused this long are "
        "freed (0: kept until memory is needed).") },

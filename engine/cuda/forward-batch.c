@@ -290,7 +290,7 @@ norm_rows (BlnCudaCtx *c, const float *w, int n, GError **error)
  * matvec epilogue). */
 static gboolean
 enqueue_layers (BlnCudaBatch *b, int n, const int32_t *d_pos, const int32_t *d_toff,
-                const int32_t *d_tab, int max_len, GError **error)
+                const int32_t *d_tab, int max_len, int window, GError **error)
 {
   BlnCudaCtx *c = b->c;
   const BlnModel *m = c->model;
@@ -321,7 +321,8 @@ enqueue_layers (BlnCudaBatch *b, int n, const int32_t *d_pos, const int32_t *d_t
           || !KCHECK (bln_kernels_paged_attn (q, c->qkv_ld, n, d_pos, d_toff, d_tab, max_len, H,
                                               Hkv, dk, dv, m->attn_scale, b->k_pool, b->v_pool,
                                               b->kv_f16, hp->n_layer, il, b->block_size,
-                                              b->part->ptr, b->part->size, c->att, c->stream),
+                                              window, b->part->ptr, b->part->size, c->att,
+                                              c->stream),
                       error)
           || !project (c, L->wo, c->att, n, c->x, 0, acc, error)
           || (fl = norm_rows (c, L->ffn_norm, n, error)) < 0)
@@ -534,6 +535,14 @@ bln_cuda_batch_forward (BlnCudaBatch *b, const BlnBatch *batch, GError **error)
         }
       for (t = 0; t < need[i]; t++)
         {
+          /* -1: a block given back to the sliding window (kv-cache.c); the
+           * attention starts past it, so it stays -1 (a read would fault,
+           * not return another sequence's rows) */
+          if (kv->blocks[t] == -1 && batch->window > 0)
+            {
+              h_tab[seq_off[i] + t] = -1;
+              continue;
+            }
           if (kv->blocks[t] < 0 || kv->blocks[t] >= b->n_blocks)
             {
               g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
@@ -579,7 +588,7 @@ bln_cuda_batch_forward (BlnCudaBatch *b, const BlnBatch *batch, GError **error)
            && (!b->profile || BLN_CUDA_CHECK (cudaEventRecord (b->ev[0], c->stream), error))
            && enqueue_layers (b, nc, d_meta + c0, d_meta + n + c0, d_meta + 2 * (size_t) n
                                                                     + n_out,
-                              ml, error)
+                              ml, batch->window, error)
            && (!b->profile || BLN_CUDA_CHECK (cudaEventRecord (b->ev[1], c->stream), error))
            && (chunk_first[ch + 1] == chunk_first[ch]
                || enqueue_logits (b, batch, d_meta + 2 * (size_t) n + chunk_first[ch],

@@ -444,6 +444,57 @@ def test_session_ttl(exe, golden):
         srv.stop()
 
 
+def test_sliding_window(exe, golden):
+    """--sliding-window: a bad value is refused (exit 2, the flag named); with 5 the
+    tiny qwen2 model continues its 24-token golden prompt exactly as transformers'
+    Qwen2ForCausalLM with a 5-token window on every layer does
+    (tests/golden/swa/goldens.json, tools/gen_swa_golden.py), detokenised by the
+    `tokenizers` package; without the flag the continuation differs; a deepseek2
+    model with a window fails to load with a message naming the setting."""
+    import tokenizers
+    model_dir = os.path.join(golden, "models", "qwen2")
+    model = os.path.join(model_dir, "model.gguf")
+    for bad in ("-3", "many"):
+        p = subprocess.run([exe, "--model", model, "--port", "0", "--sliding-window", bad],
+                           capture_output=True, text=True, timeout=60)
+        tap_ok(p.returncode == 2 and "sliding-window" in p.stderr,
+               f"--sliding-window {bad}: refused with exit 2, the flag named",
+               (p.returncode, p.stderr))
+    p = subprocess.run([exe, "--model", model, "--port", "0", "--device", "cuda",
+                        "--parallel", "1", "--sliding-window", "5"],
+                       capture_output=True, text=True, timeout=60)
+    tap_ok(p.returncode == 2 and "sliding-window" in p.stderr,
+           "--sliding-window with the single-sequence GPU path: refused with exit 2",
+           (p.returncode, p.stderr))
+    ds2 = os.path.join(golden, "models", "deepseek2-v2lite", "model.gguf")
+    p = subprocess.run([exe, "--model", ds2, "--port", "0", "--sliding-window", "5"],
+                       capture_output=True, text=True, timeout=60)
+    tap_ok(p.returncode == 1 and "sliding" in p.stderr and "deepseek2" in p.stderr,
+           "--sliding-window with a deepseek2 model: the load fails, naming the setting",
+           (p.returncode, p.stderr))
+
+    with open(os.path.join(golden, "swa", "goldens.json")) as f:
+        ref = next(m for m in json.load(f)["models"] if m["model"] == "qwen2")
+    tok = tokenizers.Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+    want = tok.decode(ref["generated"], skip_special_tokens=False)
+    texts = {}
+    for flags in ((), ("--sliding-window", str(ref["window"]))):
+        srv = Server(exe, "--model", model, *flags)
+        try:
+            body = {"model": "any", "prompt": ref["ids"], "max_tokens": len(ref["generated"]),
+                    "temperature": 0}
+            st, _, out = raw(srv.url + "/v1/completions", "POST", json.dumps(body).encode(),
+                             {"Content-Type": "application/json"})
+            texts[flags] = json.loads(out)["choices"][0]["text"] if st == 200 else (st, out)
+        finally:
+            srv.stop()
+    got = texts[("--sliding-window", str(ref["window"]))]
+    tap_ok(got == want, "--sliding-window 5: transformers' sliding-window continuation",
+           (got, want))
+    tap_ok(texts[()] != want, "without --sliding-window the continuation differs",
+           (texts[()], want))
+
+
 def main():
     for mod in ("openai", "prometheus_client"):
         try:
@@ -456,7 +507,7 @@ def main():
     golden = os.environ.get("BALEEN_GOLDEN_DIR",
                             os.path.join(os.path.dirname(__file__), "..", "golden"))
     for t in (test_guard, test_metadata, test_library, test_sigterm, test_cors,
-              test_prefix_cache, test_session_ttl):
+              test_prefix_cache, test_session_ttl, test_sliding_window):
         try:
             t(exe, golden)
         except Exception as e:  # a crash is a failure, not a stop

@@ -89,6 +89,23 @@ def _():
     assert top[0]["id"] == max(range(v), key=lambda i: last[i])
 
 
+@case("logits --sliding-window: transformers' sliding-window logits; off, they differ")
+def _():
+    ref = next(m for m in json.load(open(f"{GOLDEN}/swa/goldens.json"))["models"]
+               if m["model"] == "qwen2")
+    n, v = ref["logits_shape"]
+    last = memoryview(base64.b64decode(ref["logits_f32_b64"])).cast("f")[(n - 1) * v:]
+    scale = max(abs(x) for x in last)
+    for flags, close in ((["--sliding-window", str(ref["window"])], True), ([], False)):
+        got = json.loads(run("logits", "-m", f"{GOLDEN}/models/qwen2/model.gguf",
+                             "--ids", json.dumps(ref["ids"]), *flags).stdout)
+        err = max(abs(a - b) for a, b in zip(got["positions"][0]["logits"], last)) / scale
+        assert (err < 1e-4) == close, (flags, err)
+    p = run("logits", "-m", f"{GOLDEN}/models/qwen2/model.gguf", "--ids", "[1, 2]",
+            "--sliding-window", "-1", check=False)
+    assert p.returncode not in (0, -6, -11, 134, 139) and b"sliding" in p.stderr, p
+
+
 @case("run: greedy generation equals transformers' continuation (DeepSeek-V3 style)")
 def _():
     d = f"{GOLDEN}/models/deepseek2-v3"

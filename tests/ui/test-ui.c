@@ -145,11 +145,11 @@ test_settings_persist (void)
   g_assert_true (GTK_IS_SWITCH (kv8));
   g_assert_true (GTK_IS_SWITCH (prefix));
   g_assert_true (GTK_IS_SPIN_BUTTON (rpm));
-  /* the 8-bit KV cache and the session TTL can be set (next load); what the
-   * engine cannot do yet (the sliding window) is shown, greyed out */
+  /* the 8-bit KV cache, the sliding window and the session TTL can be set
+   * (next load) */
   g_assert_true (gtk_widget_get_sensitive (kv8));
-  g_assert_false (gtk_widget_get_sensitive (
-                    bln_settings_page_get_editor (caches, "cache.sliding_window")));
+  g_assert_true (gtk_widget_get_sensitive (
+                   bln_settings_page_get_editor (caches, "cache.sliding_window")));
   g_assert_true (gtk_widget_get_sensitive (
                     bln_settings_page_get_editor (caches, "cache.session_ttl_s")));
   g_assert_true (gtk_switch_get_active (GTK_SWITCH (prefix)));
@@ -1086,6 +1086,67 @@ test_session_ttl_apply (void)
   g_assert_cmpint (chat_cached_tokens (long_prompt), >, 0);
 }
 
+/* The Caches page's sliding attention window: stored in SQLite (read back as
+ * a restarted app does), applied at the next load (the engine reports the
+ * window it runs with, and a chat is answered under it), and off again with
+ * 0. The CPU backend is chosen for the case: the GPU refuses a window. */
+static void
+test_sliding_window_apply (void)
+{
+  BlnSettingsPage *page = BLN_SETTINGS_PAGE (bln_window_get_page (window, "caches"));
+  GtkWidget *win = bln_settings_page_get_editor (page, "cache.sliding_window");
+  BlnUiSettings *live = bln_application_settings (app);
+  g_autofree char *path = g_build_filename (data_home, "baleen", "baleen.db", NULL);
+  g_autofree char *v_win = NULL;
+  g_autofree char *backend = bln_ui_settings_get_string (live, "perf.backend");
+  g_autoptr (BlnDb) db = NULL;
+  g_autoptr (BlnSettings) core = NULL;
+  g_autoptr (BlnUiSettings) ui = NULL;
+  g_autoptr (GError) error = NULL;
+  BlnEngineWorkerStats st;
+
+  g_assert_true (bln_ui_settings_set_text (live, "perf.backend", "cpu", &error));
+  g_assert_no_error (error);
+  bln_window_show_page (window, "caches");
+  g_assert_true (GTK_IS_SPIN_BUTTON (win));
+  g_assert_true (gtk_widget_get_sensitive (win));
+  reload_model ();
+  bln_engine_worker_get_stats (bln_application_worker (app), &st);
+  g_assert_cmpint (st.sliding_window, ==, 0);
+
+  bln_window_show_page (window, "caches");
+  gtk_spin_button_set_value (GTK_SPIN_BUTTON (win), 8);
+  v_win = sql_value ("cache.sliding_window");
+  g_assert_cmpstr (v_win, ==, "8");
+  db = bln_db_open (path, &error);
+  g_assert_no_error (error);
+  core = bln_settings_new (db, &error);
+  g_assert_no_error (error);
+  ui = bln_ui_settings_new (db, core, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (bln_ui_settings_get_int (ui, "cache.sliding_window"), ==, 8);
+  /* not before the next load */
+  bln_engine_worker_get_stats (bln_application_worker (app), &st);
+  g_assert_cmpint (st.sliding_window, ==, 0);
+
+  reload_model ();
+  bln_engine_worker_get_stats (bln_application_worker (app), &st);
+  g_assert_true (st.batching);
+  g_assert_cmpint (st.sliding_window, ==, 8);
+  chat_cached_tokens (long_prompt);
+
+  bln_window_show_page (window, "caches");
+  gtk_spin_button_set_value (GTK_SPIN_BUTTON (win), 0);
+  g_free (v_win);
+  v_win = sql_value ("cache.sliding_window");
+  g_assert_cmpstr (v_win, ==, "0");
+  g_assert_true (bln_ui_settings_set_text (live, "perf.backend", backend, &error));
+  g_assert_no_error (error);
+  reload_model ();
+  bln_engine_worker_get_stats (bln_application_worker (app), &st);
+  g_assert_cmpint (st.sliding_window, ==, 0);
+}
+
 static gboolean
 page_idle (gpointer data)
 {
@@ -1303,6 +1364,7 @@ main (int argc, char **argv)
   g_test_add_func ("/Baleen/UI/clear-cache", test_clear_cache);
   g_test_add_func ("/Baleen/UI/cache-settings-apply", test_cache_settings_apply);
   g_test_add_func ("/Baleen/UI/session-ttl-apply", test_session_ttl_apply);
+  g_test_add_func ("/Baleen/UI/sliding-window-apply", test_sliding_window_apply);
   g_test_add_func ("/Baleen/UI/safety-rules", test_rules);
   g_test_add_func ("/Baleen/UI/safety-rule-enforced", test_rule_enforced);
   g_test_add_func ("/Baleen/UI/safety-audit", test_audit);
