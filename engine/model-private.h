@@ -162,6 +162,10 @@ typedef struct {
   const int32_t *out_rows;
   int n_out;
   float *logits;
+  /* GPU only, may be NULL: out rows j with keep[j] stay on the device (kept
+   * rows in out order; bln_cuda_batch_compact) instead of being copied to
+   * logits row j (left unwritten). The CPU forward ignores it. */
+  const gboolean *keep;
 } BlnBatch;
 
 /* Architecture entry points: one forward pass of @batch, with @ctx's
