@@ -44,11 +44,10 @@ constexpr int WARPS = TPB / 32;
 __device__ __forceinline__ uint32_t
 key_of (float f)
 {
-  uint32_t b;
+  uint32_t b = __float_as_uint (f);
 
-  if (f == 0.0f)
-    f = 0.0f;
-  b = __float_as_uint (f);
+  if ((b & 0x7fffffffu) == 0)
+    b = 0;      /* -0 is +0 in the sampler's order */
   return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
 }
 

@@ -18,8 +18,11 @@
  *    min-p, penalties, seeds) gives bln_sampler_sample()'s token on the full
  *    row, generators in step;
  *  - /sched: the scheduler on the GPU, twelve seeded requests of mixed
- *    parameters, once with BALEEN_GPU_COMPACT_SAMPLING=0 and once with it
- *    on: the same tokens, and the second run made compact draws.
+ *    parameters (queued behind a gate request whose JSON-style logits
+ *    filter holds the first step, so both runs batch alike), once with
+ *    BALEEN_GPU_COMPACT_SAMPLING=0 and once with it on: the same tokens
+ *    for every request, no compact draw in the first run and some in the
+ *    second.
  * Without a usable GPU the cases skip with the reason.
  */
 #include <math.h>
@@ -444,11 +447,14 @@ test_kv (void)
 #define N_REQ 12
 #define MAX_TOK 24
 
+/* Request N_REQ is a gate: its logits filter holds the scheduler thread
+ * until every other request is queued, so that both runs batch alike. */
 typedef struct {
   GMutex lock;
   GCond cond;
   int ended;
-  GArray *tokens[N_REQ];
+  gboolean go;
+  GArray *tokens[N_REQ + 1];
 } Run;
 
 typedef struct {
@@ -475,8 +481,20 @@ on_end (const BlnSchedResult *res, gpointer data)
   g_assert_true (res->finish != BLN_SCHED_FINISH_ERROR);
   g_mutex_lock (&s->run->lock);
   s->run->ended++;
-  g_cond_signal (&s->run->cond);
+  g_cond_broadcast (&s->run->cond);
   g_mutex_unlock (&s->run->lock);
+}
+
+static gboolean
+gate_filter (float *logits, int n_vocab, int left, gpointer data)
+{
+  Slot *s = data;
+
+  g_mutex_lock (&s->run->lock);
+  while (!s->run->go)
+    g_cond_wait (&s->run->cond, &s->run->lock);
+  g_mutex_unlock (&s->run->lock);
+  return TRUE;
 }
 
 static guint64
@@ -485,7 +503,9 @@ sched_run (BlnModel *model, BlnPool *pool, Run *run)
   BlnSchedOptions o;
   BlnContextOptions dev;
   BlnSchedStats st;
-  Slot slots[N_REQ];
+  Slot slots[N_REQ + 1];
+  BlnSamplerParams gp;
+  int32_t gate_prompt[4] = { 1, 2, 3, 4 };
   GError *error = NULL;
   BlnSched *s;
   int n_vocab = bln_model_hparams (model)->n_vocab, i, t;
@@ -500,6 +520,14 @@ sched_run (BlnModel *model, BlnPool *pool, Run *run)
   g_mutex_init (&run->lock);
   g_cond_init (&run->cond);
   run->ended = 0;
+  run->go = FALSE;
+  run->tokens[N_REQ] = g_array_new (FALSE, FALSE, sizeof (int32_t));
+  slots[N_REQ].run = run;
+  slots[N_REQ].i = N_REQ;
+  mix_params (&gp, 0);
+  g_assert_cmpuint (bln_sched_submit_filtered (s, gate_prompt, 4, &gp, 4, 0, gate_filter,
+                                               on_token, on_end, &slots[N_REQ], &error), >, 0);
+  g_assert_no_error (error);
   rs = 4242;
   for (i = 0; i < N_REQ; i++)
     {
@@ -517,7 +545,9 @@ sched_run (BlnModel *model, BlnPool *pool, Run *run)
       g_assert_no_error (error);
     }
   g_mutex_lock (&run->lock);
-  while (run->ended < N_REQ)
+  run->go = TRUE;
+  g_cond_broadcast (&run->cond);
+  while (run->ended < N_REQ + 1)
     g_cond_wait (&run->cond, &run->lock);
   g_mutex_unlock (&run->lock);
   bln_sched_get_stats (s, &st);
@@ -550,7 +580,7 @@ test_sched (void)
   g_setenv ("BALEEN_GPU_COMPACT_SAMPLING", "1", TRUE);
   g_assert_cmpuint (sched_run (model, pool, &on), >, 0);
   g_unsetenv ("BALEEN_GPU_COMPACT_SAMPLING");
-  for (i = 0; i < N_REQ; i++)
+  for (i = 0; i <= N_REQ; i++)
     {
       g_assert_cmpuint (off.tokens[i]->len, ==, on.tokens[i]->len);
       g_assert_cmpmem (off.tokens[i]->data, off.tokens[i]->len * sizeof (int32_t),
