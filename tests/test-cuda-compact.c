@@ -453,7 +453,7 @@ typedef struct {
   GMutex lock;
   GCond cond;
   int ended;
-  gboolean go;
+  gboolean gated, go;
   GArray *tokens[N_REQ + 1];
 } Run;
 
@@ -491,6 +491,8 @@ gate_filter (float *logits, int n_vocab, int left, gpointer data)
   Slot *s = data;
 
   g_mutex_lock (&s->run->lock);
+  s->run->gated = TRUE;
+  g_cond_broadcast (&s->run->cond);
   while (!s->run->go)
     g_cond_wait (&s->run->cond, &s->run->lock);
   g_mutex_unlock (&s->run->lock);
@@ -520,7 +522,7 @@ sched_run (BlnModel *model, BlnPool *pool, Run *run)
   g_mutex_init (&run->lock);
   g_cond_init (&run->cond);
   run->ended = 0;
-  run->go = FALSE;
+  run->gated = run->go = FALSE;
   run->tokens[N_REQ] = g_array_new (FALSE, FALSE, sizeof (int32_t));
   slots[N_REQ].run = run;
   slots[N_REQ].i = N_REQ;
@@ -528,6 +530,11 @@ sched_run (BlnModel *model, BlnPool *pool, Run *run)
   g_assert_cmpuint (bln_sched_submit_filtered (s, gate_prompt, 4, &gp, 4, 0, gate_filter,
                                                on_token, on_end, &slots[N_REQ], &error), >, 0);
   g_assert_no_error (error);
+  /* the first step holds the gate alone */
+  g_mutex_lock (&run->lock);
+  while (!run->gated)
+    g_cond_wait (&run->cond, &run->lock);
+  g_mutex_unlock (&run->lock);
   rs = 4242;
   for (i = 0; i < N_REQ; i++)
     {
