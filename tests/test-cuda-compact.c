@@ -23,6 +23,10 @@
  *    BALEEN_GPU_COMPACT_SAMPLING=0 and once with it on: the same tokens
  *    for every request, no compact draw in the first run and some in the
  *    second.
+ * With BALEEN_CUDA_TEST_MODEL naming a real-shape llama / qwen2 GGUF,
+ * /kv-real-model runs /kv on it (152,064-token rows: records that are not
+ * complete). BALEEN_BENCH=1 adds /bench: one launch over 64 rows of 152,064
+ * logits against the copy of those rows to the host.
  * Without a usable GPU the cases skip with the reason.
  */
 #include <math.h>
@@ -323,9 +327,8 @@ mix_params (BlnSamplerParams *p, int i)
 }
 
 static void
-test_kv (void)
+kv_case (const char *path)
 {
-  g_autofree char *path = golden_path ("qwen2", "model.gguf");
   g_autoptr (BlnModel) model = NULL;
   GError *error = NULL;
   BlnContextOptions opts;
@@ -339,8 +342,6 @@ test_kv (void)
   float *rows;
   int n_vocab, i, step, decided = 0, draws = 0;
 
-  if (!need_gpu ())
-    return;
   model = bln_model_load (path, &error);
   g_assert_no_error (error);
   pool = bln_pool_new (2, &error);
@@ -439,6 +440,119 @@ test_kv (void)
   g_free (rows);
   bln_kv_cache_free (gpu);
   bln_pool_free (pool);
+}
+
+static void
+test_kv (void)
+{
+  g_autofree char *path = golden_path ("qwen2", "model.gguf");
+
+  if (need_gpu ())
+    kv_case (path);
+}
+
+/* The same on a real-shape model (BALEEN_CUDA_TEST_MODEL: a llama / qwen2
+ * GGUF, e.g. R1-Distill-Qwen-7B), whose 152,064-token rows make records
+ * that are not complete. */
+static void
+test_kv_real (void)
+{
+  const char *path = g_getenv ("BALEEN_CUDA_TEST_MODEL");
+
+  if (path == NULL)
+    {
+      g_test_skip ("BALEEN_CUDA_TEST_MODEL is not set");
+      return;
+    }
+  if (need_gpu ())
+    kv_case (path);
+}
+
+/* BALEEN_BENCH=1: microseconds for one launch over 64 rows of 152,064
+ * logits (K 256, half the rows with a 500-id history) against copying the
+ * same rows to pinned host memory, the cost the records replace. */
+static void
+test_bench (void)
+{
+  const int V = 152064, n = 64, K = 256, reps = 20;
+  g_autofree float *rows = g_new (float, (size_t) n * V);
+  g_autofree float *temp = g_new (float, n);
+  g_autofree int32_t *hoff = g_new (int32_t, n + 1);
+  g_autofree int32_t *hids = g_new (int32_t, (size_t) n * 500);
+  float *d_rows, *d_temp, *d_vals, *d_hv, *h_pinned;
+  int32_t *d_hoff, *d_hids, *d_ids;
+  BlnCompactStats *d_st;
+  void *d_scratch;
+  cudaEvent_t e0, e1;
+  float ms_k = 0, ms_c = 0;
+  int r, i, nh = 0;
+
+  if (!need_gpu ())
+    return;
+  rs = 7;
+  for (r = 0; r < n; r++)
+    {
+      make_row (rows + (size_t) r * V, V, 0);
+      temp[r] = r % 3 == 0 ? 0.0f : 0.7f;
+      hoff[r] = nh;
+      if (r % 2)
+        for (i = 0; i < 500; i++)
+          hids[nh++] = i * 300 + r;
+    }
+  hoff[n] = nh;
+  check_cuda (cudaMalloc ((void **) &d_rows, (size_t) n * V * sizeof (float)));
+  check_cuda (cudaMalloc ((void **) &d_temp, n * sizeof (float)));
+  check_cuda (cudaMalloc ((void **) &d_hoff, (n + 1) * sizeof (int32_t)));
+  check_cuda (cudaMalloc ((void **) &d_hids, (size_t) MAX (nh, 1) * sizeof (int32_t)));
+  check_cuda (cudaMalloc ((void **) &d_ids, (size_t) n * K * sizeof (int32_t)));
+  check_cuda (cudaMalloc ((void **) &d_vals, (size_t) n * K * sizeof (float)));
+  check_cuda (cudaMalloc ((void **) &d_st, n * sizeof (BlnCompactStats)));
+  check_cuda (cudaMalloc ((void **) &d_hv, (size_t) MAX (nh, 1) * sizeof (float)));
+  check_cuda (cudaMalloc (&d_scratch, bln_kernels_compact_scratch_bytes (n, V)));
+  check_cuda (cudaMallocHost ((void **) &h_pinned, (size_t) n * V * sizeof (float)));
+  check_cuda (cudaMemcpy (d_rows, rows, (size_t) n * V * sizeof (float),
+                          cudaMemcpyHostToDevice));
+  check_cuda (cudaMemcpy (d_temp, temp, n * sizeof (float), cudaMemcpyHostToDevice));
+  check_cuda (cudaMemcpy (d_hoff, hoff, (n + 1) * sizeof (int32_t), cudaMemcpyHostToDevice));
+  check_cuda (cudaMemcpy (d_hids, hids, (size_t) MAX (nh, 1) * sizeof (int32_t),
+                          cudaMemcpyHostToDevice));
+  check_cuda (cudaEventCreate (&e0));
+  check_cuda (cudaEventCreate (&e1));
+  for (i = 0; i < reps + 2; i++)
+    {
+      float ms;
+
+      check_cuda (cudaEventRecord (e0, NULL));
+      check_cuda (bln_kernels_compact (d_rows, (size_t) V, n, V, K, d_temp, d_hoff, d_hids,
+                                       d_ids, d_vals, d_st, d_hv, d_scratch, NULL));
+      check_cuda (cudaEventRecord (e1, NULL));
+      check_cuda (cudaEventSynchronize (e1));
+      check_cuda (cudaEventElapsedTime (&ms, e0, e1));
+      if (i >= 2)
+        ms_k += ms;
+      check_cuda (cudaEventRecord (e0, NULL));
+      check_cuda (cudaMemcpyAsync (h_pinned, d_rows, (size_t) n * V * sizeof (float),
+                                   cudaMemcpyDeviceToHost, NULL));
+      check_cuda (cudaEventRecord (e1, NULL));
+      check_cuda (cudaEventSynchronize (e1));
+      check_cuda (cudaEventElapsedTime (&ms, e0, e1));
+      if (i >= 2)
+        ms_c += ms;
+    }
+  g_test_message ("bench: 64 x 152064 rows: compact kernel %.1f us, full copy %.1f us",
+                  1e3 * ms_k / reps, 1e3 * ms_c / reps);
+  cudaEventDestroy (e0);
+  cudaEventDestroy (e1);
+  cudaFreeHost (h_pinned);
+  cudaFree (d_rows);
+  cudaFree (d_temp);
+  cudaFree (d_hoff);
+  cudaFree (d_hids);
+  cudaFree (d_ids);
+  cudaFree (d_vals);
+  cudaFree (d_st);
+  cudaFree (d_hv);
+  cudaFree (d_scratch);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -604,6 +718,9 @@ main (int argc, char **argv)
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/Baleen/CudaCompact/kernel", test_kernel);
   g_test_add_func ("/Baleen/CudaCompact/kv", test_kv);
+  g_test_add_func ("/Baleen/CudaCompact/kv-real-model", test_kv_real);
   g_test_add_func ("/Baleen/CudaCompact/sched", test_sched);
+  if (g_strcmp0 (g_getenv ("BALEEN_BENCH"), "1") == 0)
+    g_test_add_func ("/Baleen/CudaCompact/bench", test_bench);
   return g_test_run ();
 }
