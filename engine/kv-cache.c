@@ -910,6 +910,7 @@ bln_kv_fetch_logits (BlnKvCache *kv, int item, float *dst, GError **error)
 #if BALEEN_HAVE_CUDA
   return bln_cuda_batch_fetch_kept (kv->gpu, kv->cmp_slot[item], dst, error);
 #else
+  g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED, "this build has no CUDA backend");
   return FALSE;
 #endif
 }
