@@ -56,6 +56,11 @@ struct _BlnKvCache {
   gpointer clock_data;
   guint64 expired;         /* blocks freed by bln_kv_cache_expire() */
   int window;              /* sliding attention window in tokens (0: off) */
+  /* compact sampling records of the last bln_kv_eval: item -> kept slot
+   * (-1: none), and the records by slot */
+  int *cmp_slot;
+  int cmp_n_items;
+  BlnCompactRow *cmp_rows;
 };
 
 struct _BlnKvSeq {
@@ -487,6 +492,8 @@ bln_kv_cache_free (BlnKvCache *kv)
   g_free (kv->blocks);
   g_free (kv->block_tokens);
   g_free (kv->free_stack);
+  g_free (kv->cmp_slot);
+  g_free (kv->cmp_rows);
   g_free (kv);
 }
 
@@ -873,6 +880,7 @@ typedef struct {
   const size_t *src_row;   /* first row of each item in logits */
   const float *logits;
   int n_items, n_vocab;
+  const gboolean *kept;    /* per item: the row stayed on the device */
 } CopyJob;
 
 static void
@@ -886,10 +894,81 @@ copy_worker (void *p, int ith, int nth)
     {
       const BlnKvBatchItem *it = &job->items[i];
 
-      if (it->logits != NULL)
+      if (it->logits != NULL && !job->kept[i])
         memcpy (it->logits, job->logits + job->src_row[i] * job->n_vocab,
                 (size_t) (it->all_logits ? it->n : 1) * job->n_vocab * sizeof (float));
     }
+}
+
+#if BALEEN_HAVE_CUDA
+/* The compact records of the kept rows (slots in item order), one launch. */
+static gboolean
+compact_records (BlnKvCache *kv, const BlnKvBatchItem *items, int n_items,
+                 const gboolean *kept, int n_kept, GError **error)
+{
+  g_autofree float *temps = g_new (float, n_kept);
+  g_autofree int32_t *hist_off = g_new (int32_t, n_kept + 1);
+  g_autoptr (GArray) hist = g_array_new (FALSE, FALSE, sizeof (int32_t));
+  int i, slot = 0, k = 1;
+  gboolean any_hist = FALSE;
+
+  kv->cmp_slot = g_new (int, n_items);
+  kv->cmp_n_items = n_items;
+  kv->cmp_rows = g_renew (BlnCompactRow, kv->cmp_rows, n_kept);
+  for (i = 0; i < n_items; i++)
+    {
+      const BlnKvCompactAsk *a = items[i].compact;
+
+      kv->cmp_slot[i] = kept[i] ? slot : -1;
+      if (!kept[i])
+        continue;
+      temps[slot] = a->temperature;
+      hist_off[slot] = (int32_t) hist->len;
+      if (a->hist != NULL && a->n_hist > 0)
+        {
+          g_array_append_vals (hist, a->hist, (guint) a->n_hist);
+          any_hist = TRUE;
+        }
+      k = MAX (k, a->k);
+      slot++;
+    }
+  hist_off[slot] = (int32_t) hist->len;
+  if (!bln_cuda_batch_compact (kv->gpu, n_kept, k, temps, any_hist ? hist_off : NULL,
+                               (const int32_t *) (void *) hist->data, kv->cmp_rows, error))
+    {
+      g_clear_pointer (&kv->cmp_slot, g_free);
+      kv->cmp_n_items = 0;
+      return FALSE;
+    }
+  return TRUE;
+}
+#endif
+
+gboolean
+bln_kv_compact_row (BlnKvCache *kv, int item, BlnCompactRow *row)
+{
+  g_return_val_if_fail (kv != NULL && row != NULL, FALSE);
+  if (kv->cmp_slot == NULL || item < 0 || item >= kv->cmp_n_items || kv->cmp_slot[item] < 0)
+    return FALSE;
+  *row = kv->cmp_rows[kv->cmp_slot[item]];
+  return TRUE;
+}
+
+gboolean
+bln_kv_fetch_logits (BlnKvCache *kv, int item, float *dst, GError **error)
+{
+  g_return_val_if_fail (kv != NULL && dst != NULL, FALSE);
+  if (kv->cmp_slot == NULL || item < 0 || item >= kv->cmp_n_items || kv->cmp_slot[item] < 0)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "item %d kept no logits row", item);
+      return FALSE;
+    }
+#if BALEEN_HAVE_CUDA
+  return bln_cuda_batch_fetch_kept (kv->gpu, kv->cmp_slot[item], dst, error);
+#else
+  g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED, "this build has no CUDA backend");
+  return FALSE;
+#endif
 }
 
 gboolean
@@ -901,6 +980,8 @@ bln_kv_eval (BlnKvCache *kv, const BlnKvBatchItem *items, int n_items, GError **
   g_autofree BlnKvView *views = NULL;
   g_autofree float *own_logits = NULL;
   float *logits = NULL;    /* own_logits, or the GPU's pinned staging rows */
+  g_autofree gboolean *kept = NULL, *keep = NULL;
+  int n_kept = 0;
   BlnBatch b = { 0 };
 
   g_return_val_if_fail (kv != NULL && (items != NULL || n_items == 0), FALSE);
@@ -960,6 +1041,10 @@ bln_kv_eval (BlnKvCache *kv, const BlnKvBatchItem *items, int n_items, GError **
   seqi = g_try_new (int32_t, n_tok);
   rows = g_try_new (int32_t, MAX (n_out, 1));
   views = g_try_new (BlnKvView, n_items);
+  kept = g_new0 (gboolean, n_items);
+  keep = g_new0 (gboolean, MAX (n_out, 1));
+  g_clear_pointer (&kv->cmp_slot, g_free);
+  kv->cmp_n_items = 0;
 #if BALEEN_HAVE_CUDA
   if (kv->gpu != NULL && n_out > 0)
     logits = bln_cuda_batch_logits_buffer (kv->gpu, (size_t) n_out * n_vocab);
@@ -994,7 +1079,13 @@ bln_kv_eval (BlnKvCache *kv, const BlnKvBatchItem *items, int n_items, GError **
           pos[n_tok] = len + t;
           seqi[n_tok] = i;
           if (it->logits != NULL && (it->all_logits || t == it->n - 1))
-            rows[n_out++] = n_tok;
+            {
+              /* the GPU keeps a compact-sampling row on the device */
+              kept[i] = kv->gpu != NULL && it->compact != NULL && !it->all_logits;
+              keep[n_out] = kept[i];
+              n_kept += kept[i];
+              rows[n_out++] = n_tok;
+            }
           n_tok++;
         }
     }
@@ -1009,10 +1100,13 @@ bln_kv_eval (BlnKvCache *kv, const BlnKvBatchItem *items, int n_items, GError **
   b.n_out = n_out;
   b.logits = logits;
   b.window = kv->window;
+  b.keep = n_kept > 0 ? keep : NULL;
 #if BALEEN_HAVE_CUDA
   if (kv->gpu != NULL)
     {
       if (!bln_cuda_batch_forward (kv->gpu, &b, error))
+        return FALSE;
+      if (n_kept > 0 && !compact_records (kv, items, n_items, kept, n_kept, error))
         return FALSE;
     }
   else
@@ -1024,7 +1118,7 @@ bln_kv_eval (BlnKvCache *kv, const BlnKvBatchItem *items, int n_items, GError **
       && bln_pool_n_threads (kv->pool) > 1)
     {
       g_autofree size_t *src_row = g_new (size_t, n_items);
-      CopyJob job = { items, src_row, logits, n_items, n_vocab };
+      CopyJob job = { items, src_row, logits, n_items, n_vocab, kept };
       size_t r = 0;
 
       for (i = 0; i < n_items; i++)
@@ -1045,8 +1139,9 @@ bln_kv_eval (BlnKvCache *kv, const BlnKvBatchItem *items, int n_items, GError **
           if (it->logits != NULL)
             {
               int k = it->all_logits ? it->n : 1;
-              memcpy (it->logits, logits + (size_t) n_out * n_vocab,
-                      (size_t) k * n_vocab * sizeof (float));
+              if (!kept[i])
+                memcpy (it->logits, logits + (size_t) n_out * n_vocab,
+                        (size_t) k * n_vocab * sizeof (float));
               n_out += k;
             }
         }

@@ -37,6 +37,7 @@
 #include <glib.h>
 #include <stdint.h>
 #include "model.h"
+#include "sampler.h"
 
 G_BEGIN_DECLS
 
@@ -208,16 +209,31 @@ int bln_kv_seq_blocks_needed (const BlnKvSeq *seq, int n);
  * pool has too few blocks; the caller frees or preempts something. */
 gboolean bln_kv_seq_reserve (BlnKvSeq *seq, int n);
 
+/* What an item asks of its compact sampling record (see below). */
+typedef struct {
+  int k;                    /* record entries (bln_sampler_compact_k()) */
+  float temperature;        /* the draw's temperature (<= 0: greedy) */
+  const int32_t *hist;      /* the penalty history's distinct ids (bln_sampler_history()
+                             * order), when the penalties are on; else NULL */
+  int n_hist;
+} BlnKvCompactAsk;
+
 /* One sequence's part of a batch: @n (> 0) tokens @ids appended at the
  * sequence's next positions. When @logits is not NULL it receives the logits
  * of the last of them (n_vocab floats), or of each (n × n_vocab) when
- * @all_logits is TRUE. */
+ * @all_logits is TRUE. @compact (may be NULL): on a
+ * GPU cache, for an item with @logits and not @all_logits, the row stays on
+ * the device and a compact sampling record is made instead of the copy to
+ * @logits (docs/GPU-SAMPLING.md): bln_kv_compact_row() gives it after the
+ * step, bln_kv_fetch_logits() the full row when the record cannot decide.
+ * On a CPU cache it is ignored (the logits are copied as usual). */
 typedef struct {
   BlnKvSeq *seq;
   const int32_t *ids;
   int n;
   float *logits;
   gboolean all_logits;
+  const BlnKvCompactAsk *compact;
 } BlnKvBatchItem;
 
 /* Runs one forward pass over the tokens of all @items at once (the weight
@@ -232,5 +248,16 @@ typedef struct {
  * error. */
 gboolean bln_kv_eval (BlnKvCache *kv, const BlnKvBatchItem *items, int n_items,
                       GError **error);
+
+/* After bln_kv_eval: TRUE when item @item got a compact record, *@row then
+ * pointing into buffers owned by @kv (valid until the next bln_kv_eval);
+ * FALSE when it did not (no ask, or a CPU cache: its logits are in
+ * item->logits). */
+gboolean bln_kv_compact_row (BlnKvCache *kv, int item, BlnCompactRow *row);
+
+/* After bln_kv_eval: copies the full logits row of item @item, which got a
+ * compact record, to @dst (n_vocab floats). FALSE with @error when it has
+ * none (BLN_ERROR_INVALID) or on a CUDA failure. */
+gboolean bln_kv_fetch_logits (BlnKvCache *kv, int item, float *dst, GError **error);
 
 G_END_DECLS

@@ -168,6 +168,10 @@ typedef struct {
   float *logits;
   int window;              /* sliding attention window: the token at position p attends to
                             * positions (p - window, p] only; 0: to all of 0..p */
+  /* GPU only, may be NULL: out rows j with keep[j] stay on the device (kept
+   * rows in out order; bln_cuda_batch_compact) instead of being copied to
+   * logits row j (left unwritten). The CPU forward ignores it. */
+  const gboolean *keep;
 } BlnBatch;
 
 /* The first position token @t of @b attends to (bln_batch's window rule). */

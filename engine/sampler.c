@@ -335,11 +335,10 @@ apply_min_p (BlnCandidate *c, int n, double min_p)
   return kept > 0 ? kept : 1;   /* cannot happen (the max passes), but stay safe */
 }
 
-/* The logit of @id after the history penalties. */
+/* Raw logit @l of token @id after the history penalties. */
 static inline float
-penalised (const BlnSampler *s, const float *logits, int32_t id)
+penalise (const BlnSampler *s, float l, int32_t id)
 {
-  float l = logits[id];
   int32_t cnt = s->counts[id];
 
   if (cnt > 0)
@@ -353,14 +352,18 @@ penalised (const BlnSampler *s, const float *logits, int32_t id)
   return l;
 }
 
-/* The value token @id enters the filters with: penalised, divided by the
- * temperature, +inf clamped to the largest float (+inf would turn every
- * probability into NaN). FALSE for a token that can never be chosen. */
-static inline gboolean
-scaled_logit (const BlnSampler *s, const float *logits, int32_t id, float temp, float *out)
+/* The logit of @id after the history penalties. */
+static inline float
+penalised (const BlnSampler *s, const float *logits, int32_t id)
 {
-  float l = penalised (s, logits, id);
+  return penalise (s, logits[id], id);
+}
 
+/* A penalised logit @l divided by the temperature, +inf clamped to the
+ * largest float; FALSE for a value that can never be chosen. */
+static inline gboolean
+scale_value (float l, float temp, float *out)
+{
   if (isnan (l) || l == -INFINITY)
     return FALSE;
   if (temp != 1.0f)
@@ -371,6 +374,15 @@ scaled_logit (const BlnSampler *s, const float *logits, int32_t id, float temp, 
     }
   *out = l > FLT_MAX ? FLT_MAX : l;
   return TRUE;
+}
+
+/* The value token @id enters the filters with: penalised, divided by the
+ * temperature, +inf clamped to the largest float (+inf would turn every
+ * probability into NaN). FALSE for a token that can never be chosen. */
+static inline gboolean
+scaled_logit (const BlnSampler *s, const float *logits, int32_t id, float temp, float *out)
+{
+  return scale_value (penalised (s, logits, id), temp, out);
 }
 
 static void
@@ -432,12 +444,47 @@ kth_largest (BlnSampler *s, const float *logits, int k, float temp)
   return n < k ? -INFINITY : h[0];
 }
 
+/* The survivors' probabilities; returns @n. */
+static int
+normalise (BlnCandidate *c, int n)
+{
+  double mx, sum = 0.0;
+  int i;
+
+  mx = max_logit (c, n);
+  for (i = 0; i < n; i++)
+    sum += exp ((double) c[i].logit - mx);
+  for (i = 0; i < n; i++)
+    c[i].prob = (float) (exp ((double) c[i].logit - mx) / sum);
+  return n;
+}
+
+/* Steps 4-6 and the renormalisation over c[0..n), the usable scaled logits
+ * that reach the top-k floor, in id order (an empty set gives token 0). */
+static int
+finish_filters (BlnSampler *s, BlnCandidate *c, int n)
+{
+  const BlnSamplerParams *p = &s->params;
+
+  if (n == 0)
+    {
+      c[0].id = 0;
+      c[0].logit = 0.0f;
+      c[0].prob = 1.0f;
+      return 1;
+    }
+
+  n = apply_top_k (c, n, p->top_k);
+  n = apply_top_p (c, n, (double) p->top_p);
+  n = apply_min_p (c, n, (double) p->min_p);
+  return normalise (c, n);
+}
+
 int
 bln_sampler_filter (BlnSampler *s, const float *logits, const BlnCandidate **out)
 {
   const BlnSamplerParams *p;
   BlnCandidate *c;
-  double mx, sum = 0.0;
   float temp, floor_l;
   int i, n = 0;
 
@@ -484,24 +531,7 @@ bln_sampler_filter (BlnSampler *s, const float *logits, const BlnCandidate **out
       c[n].logit = l;
       n++;
     }
-  if (n == 0)
-    {
-      c[0].id = 0;
-      c[0].logit = 0.0f;
-      c[0].prob = 1.0f;
-      return 1;
-    }
-
-  n = apply_top_k (c, n, p->top_k);
-  n = apply_top_p (c, n, (double) p->top_p);
-  n = apply_min_p (c, n, (double) p->min_p);
-
-  mx = max_logit (c, n);
-  for (i = 0; i < n; i++)
-    sum += exp ((double) c[i].logit - mx);
-  for (i = 0; i < n; i++)
-    c[i].prob = (float) (exp ((double) c[i].logit - mx) / sum);
-  return n;
+  return finish_filters (s, c, n);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -587,36 +617,39 @@ fill_top (const float *logits, int n, double lse, BlnLogprob *top, int n_top)
     }
 }
 
+/* Step 7: one uniform number when more than one token survived. */
+static int32_t
+draw_from (BlnSampler *s, const BlnCandidate *c, int n)
+{
+  double u, cum = 0.0, total = 0.0;
+  int i;
+
+  if (n == 1)
+    return c[0].id;
+  for (i = 0; i < n; i++)
+    total += c[i].prob;
+  u = next_double (s) * total;
+  for (i = 0; i < n; i++)
+    {
+      cum += c[i].prob;
+      if (u < cum)
+        return c[i].id;
+    }
+  return c[n - 1].id;
+}
+
 int32_t
 bln_sampler_sample (BlnSampler *s, const float *logits, BlnLogprob *top, int n_top)
 {
   const BlnCandidate *c;
   int32_t chosen;
-  double u, cum = 0.0, total = 0.0;
-  int i, n;
+  int n;
 
   g_return_val_if_fail (s != NULL && logits != NULL, 0);
   g_return_val_if_fail (n_top >= 0, 0);
 
   n = bln_sampler_filter (s, logits, &c);
-  if (n == 1)
-    chosen = c[0].id;
-  else
-    {
-      for (i = 0; i < n; i++)
-        total += c[i].prob;
-      u = next_double (s) * total;
-      chosen = c[n - 1].id;
-      for (i = 0; i < n; i++)
-        {
-          cum += c[i].prob;
-          if (u < cum)
-            {
-              chosen = c[i].id;
-              break;
-            }
-        }
-    }
+  chosen = draw_from (s, c, n);
 
   if (top != NULL)
     {
@@ -665,4 +698,400 @@ bln_sampler_skip_uniform (BlnSampler *s)
 {
   g_return_if_fail (s != NULL);
   (void) xoshiro_next (s->rng);
+}
+
+/* ---------------------------------------------------------------------- */
+/* compact sampling (docs/GPU-SAMPLING.md)                                 */
+
+static gboolean
+penalties_on (const BlnSamplerParams *p)
+{
+  return (p->repetition_penalty > 0.0f && p->repetition_penalty != 1.0f)
+         || p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f;
+}
+
+gboolean
+bln_sampler_compact_needs_history (const BlnSampler *s)
+{
+  g_return_val_if_fail (s != NULL, FALSE);
+  return penalties_on (&s->params);
+}
+
+int
+bln_sampler_compact_k (const BlnSampler *s, int n_top)
+{
+  const BlnSamplerParams *p;
+  int need, k = 256;
+
+  g_return_val_if_fail (s != NULL, 0);
+  p = &s->params;
+  need = MAX (n_top, 0);
+  if (p->temperature > 0.0f)
+    {
+      if (p->top_k > 0)
+        {
+          if (p->top_k > s->n_vocab / 8)
+            return 0;
+          need = MAX (need, p->top_k);
+        }
+      else if (!(p->top_p < 1.0f) && !(p->min_p > 0.0f))
+        return 0;
+    }
+  if (need > BLN_COMPACT_MAX_K)
+    return 0;
+  while (k < need)
+    k *= 2;
+  return k;
+}
+
+static int
+compare_id (const void *pa, const void *pb)
+{
+  const BlnCandidate *a = pa, *b = pb;
+
+  return (a->id > b->id) - (a->id < b->id);
+}
+
+/* The raw logit of @id if the record holds it. */
+static gboolean
+compact_raw (const BlnCompactRow *row, const int32_t *hids, int n_h, int32_t id, float *out)
+{
+  int i;
+
+  for (i = 0; i < row->k; i++)
+    if (row->ids[i] == id)
+      {
+        *out = row->logits[i];
+        return TRUE;
+      }
+  for (i = 0; i < n_h && row->hist != NULL; i++)
+    if (hids[i] == id)
+      {
+        *out = row->hist[i];
+        return TRUE;
+      }
+  if (row->complete)
+    {
+      *out = NAN;   /* every non-NaN logit is listed */
+      return TRUE;
+    }
+  return FALSE;
+}
+
+/* The k-th largest value of c[0..n) (n >= k >= 1), via a sorted copy. */
+static float
+kth_of (const BlnCandidate *c, int n, int k)
+{
+  g_autofree BlnCandidate *t = g_memdup2 (c, (size_t) n * sizeof *c);
+
+  qsort (t, (size_t) n, sizeof *t, compare_cand);
+  return t[k - 1].logit;
+}
+
+/* Fills @c with the record's usable candidates (top entries and, with the
+ * penalties on, the history), penalised and scaled, in id order; returns
+ * how many. With @temp <= 0 the values are penalised only and nothing is
+ * dropped. *@n_listed gets how many came from the top entries (they come
+ * first before the sort). */
+static int
+compact_candidates (BlnSampler *s, const BlnCompactRow *row, gboolean pen, const int32_t *hids,
+                    int n_h, float temp, int *n_listed)
+{
+  BlnCandidate *c = s->cand;
+  int i, n = 0;
+
+  for (i = 0; i < row->k; i++)
+    {
+      int32_t id = row->ids[i];
+
+      if (pen && s->counts[id] > 0)
+        continue;     /* comes with the history */
+      c[n].id = id;
+      c[n].logit = row->logits[i];
+      n++;
+    }
+  *n_listed = n;
+  for (i = 0; pen && i < n_h; i++)
+    {
+      c[n].id = hids[i];
+      c[n].logit = penalise (s, row->hist[i], hids[i]);
+      n++;
+    }
+  if (temp > 0.0f)
+    {
+      int m = 0;
+
+      for (i = 0; i < n; i++)
+        {
+          float v;
+
+          if (scale_value (c[i].logit, temp, &v))
+            {
+              c[m].id = c[i].id;
+              c[m].logit = v;
+              m++;
+            }
+        }
+      n = m;
+      qsort (c, (size_t) n, sizeof *c, compare_id);
+    }
+  return n;
+}
+
+/* Greedy from the record: FALSE when a token outside it could tie or win. */
+static gboolean
+compact_greedy (BlnSampler *s, const BlnCompactRow *row, gboolean pen, const int32_t *hids,
+                int n_h, int32_t *out_id)
+{
+  BlnCandidate *c = s->cand;
+  int32_t best = 0;
+  float best_l = -INFINITY;
+  int i, best_i = -1, n_listed, n;
+
+  n = compact_candidates (s, row, pen, hids, n_h, 0.0f, &n_listed);
+  for (i = 0; i < n; i++)
+    if (c[i].logit > best_l || (c[i].logit == best_l && best_i >= 0 && c[i].id < best))
+      {
+        best_l = c[i].logit;
+        best = c[i].id;
+        best_i = i;
+      }
+  if (!row->complete && !(best_l > row->next))
+    {
+      /* outside tokens keep raw logits <= next and follow the listed ones
+       * in the total order: a listed, unpenalised best still wins a tie */
+      if (best_l == row->next && best_i >= 0 && best_i < n_listed)
+        ;
+      else if (!(best_i < 0 && row->next == -INFINITY))
+        return FALSE;
+    }
+  *out_id = best;
+  return TRUE;
+}
+
+gboolean
+bln_sampler_sample_compact (BlnSampler *s, const BlnCompactRow *row, BlnLogprob *top,
+                            int n_top, int32_t *out_id)
+{
+  const BlnSamplerParams *p;
+  const int32_t *hids = NULL, *counts = NULL;
+  BlnCandidate *c;
+  gboolean pen, bound_on;
+  float temp, bound = -INFINITY, raw;
+  int32_t chosen;
+  int i, n, n_h = 0, n_listed;
+
+  g_return_val_if_fail (s != NULL && row != NULL && out_id != NULL, FALSE);
+  g_return_val_if_fail (row->k >= 0 && (row->k == 0 || (row->ids && row->logits)), FALSE);
+  p = &s->params;
+  c = s->cand;
+  temp = p->temperature;
+  pen = penalties_on (p);
+  if (pen)
+    {
+      n_h = bln_sampler_history (s, &hids, &counts);
+      if (n_h > 0 && (row->hist == NULL || row->n_hist != n_h))
+        return FALSE;
+    }
+  if (top != NULL && n_top > row->k && !row->complete)
+    return FALSE;
+
+  if (!(temp > 0.0f))
+    {
+      if (!compact_greedy (s, row, pen, hids, n_h, &chosen))
+        return FALSE;
+      goto logprobs;
+    }
+
+  n = compact_candidates (s, row, pen, hids, n_h, temp, &n_listed);
+  /* a token outside the record is unpenalised with a raw logit <= next, so
+   * it enters the filters with at most scale (next) */
+  bound_on = !row->complete && scale_value (row->next, temp, &bound);
+  if (!bound_on)
+    {
+      /* the record holds every usable token: the CPU's own steps */
+      if (p->top_k > 0 && p->top_k <= s->n_vocab / 8)
+        {
+          float floor_l = n < p->top_k ? -INFINITY : kth_of (c, n, p->top_k);
+          int m = 0;
+
+          for (i = 0; i < n; i++)
+            if (c[i].logit >= floor_l)
+              c[m++] = c[i];
+          n = m;
+        }
+      n = finish_filters (s, c, n);
+    }
+  else if (p->top_k > 0)
+    {
+      float kth;
+      int m = 0;
+
+      /* the k-th largest is exact when it beats every outside value, and
+       * then the survivors (>= it) are all in the record */
+      if (p->top_k > s->n_vocab / 8 || n < p->top_k)
+        return FALSE;
+      kth = kth_of (c, n, p->top_k);
+      if (!(kth > bound))
+        return FALSE;
+      for (i = 0; i < n; i++)
+        if (c[i].logit >= kth)
+          c[m++] = c[i];
+      n = finish_filters (s, c, m);
+    }
+  else if (p->top_p < 1.0f)
+    {
+      double mx, total, target, cum = 0.0;
+      int m = -1;
+
+      if (n < 2)
+        return FALSE;
+      mx = max_logit (c, n);
+      if (mx < bound)
+        return FALSE;
+      qsort (c, (size_t) n, sizeof *c, compare_cand);
+      if (!(p->top_p > 0.0f))
+        m = 1;
+      else
+        {
+          /* the row's mass: the kernel's sum over the tokens outside the
+           * history plus the history's penalised terms (no cancellation) */
+          total = row->t_sum > 0.0 ? row->t_sum * exp (row->t_max - mx) : 0.0;
+          for (i = 0; pen && i < n_h; i++)
+            {
+              float v;
+
+              if (scale_value (penalise (s, row->hist[i], hids[i]), temp, &v))
+                total += exp ((double) v - mx);
+            }
+          if (!isfinite (total))
+            return FALSE;
+          target = (double) p->top_p * total;
+          for (i = 0; i < n; i++)
+            {
+              cum += exp ((double) c[i].logit - mx);
+              if (cum >= target)
+                {
+                  m = i + 1;
+                  break;
+                }
+            }
+        }
+      if (m < 0 || !(c[m - 1].logit > bound))
+        return FALSE;
+      n = apply_min_p (c, m, (double) p->min_p);
+      n = normalise (c, n);
+    }
+  else if (p->min_p > 0.0f)
+    {
+      double mx;
+
+      if (n < 2)
+        return FALSE;
+      mx = max_logit (c, n);
+      if (mx < bound || exp ((double) bound - mx) >= (double) p->min_p)
+        return FALSE;
+      n = apply_min_p (c, n, (double) p->min_p);
+      n = normalise (c, n);
+    }
+  else
+    return FALSE;     /* plain sampling: every token can be drawn */
+
+  if (top != NULL && n == 1 && !compact_raw (row, hids, n_h, c[0].id, &raw))
+    return FALSE;     /* token 0 of a row with nothing usable, not listed */
+  chosen = draw_from (s, c, n);
+
+logprobs:
+  if (top != NULL)
+    {
+      if (!compact_raw (row, hids, n_h, chosen, &raw))
+        return FALSE;   /* only before a draw: greedy's token 0 */
+      top[0].id = chosen;
+      top[0].logprob = logprob_of (row->raw_lse, raw);
+      for (i = 0; i < n_top; i++)
+        {
+          if (i < row->k)
+            {
+              top[1 + i].id = row->ids[i];
+              top[1 + i].logprob = logprob_of (row->raw_lse, row->logits[i]);
+            }
+          else
+            {
+              top[1 + i].id = -1;
+              top[1 + i].logprob = -INFINITY;
+            }
+        }
+    }
+  *out_id = chosen;
+  return TRUE;
+}
+
+void
+bln_compact_row_build (const BlnSampler *s, const float *logits, int k, BlnCompactRow *row)
+{
+  const BlnSamplerParams *p;
+  g_autofree BlnCandidate *all = NULL;
+  int i, n = 0;
+
+  g_return_if_fail (s != NULL && logits != NULL && k > 0 && row != NULL);
+  p = &s->params;
+  memset (row, 0, sizeof *row);
+  all = g_new (BlnCandidate, s->n_vocab);
+  for (i = 0; i < s->n_vocab; i++)
+    if (!isnan (logits[i]))
+      {
+        all[n].id = i;
+        all[n].logit = logits[i];
+        n++;
+      }
+  qsort (all, (size_t) n, sizeof *all, compare_cand);
+  row->k = MIN (k, n);
+  row->complete = n <= k;
+  row->next = row->complete ? -INFINITY : all[k].logit;
+  row->ids = g_new (int32_t, MAX (row->k, 1));
+  row->logits = g_new (float, MAX (row->k, 1));
+  for (i = 0; i < row->k; i++)
+    {
+      ((int32_t *) row->ids)[i] = all[i].id;
+      ((float *) row->logits)[i] = all[i].logit;
+    }
+  raw_lse (logits, s->n_vocab, &row->raw_max, &row->raw_lse);
+  row->t_max = -INFINITY;
+  row->t_sum = 0.0;
+  if (p->temperature > 0.0f)
+    {
+      gboolean pen = penalties_on (p);
+      float v;
+
+      for (i = 0; i < s->n_vocab; i++)
+        if (!(pen && s->counts[i] > 0) && scale_value (logits[i], p->temperature, &v)
+            && v > row->t_max)
+          row->t_max = v;
+      if (row->t_max > -INFINITY)
+        for (i = 0; i < s->n_vocab; i++)
+          if (!(pen && s->counts[i] > 0) && scale_value (logits[i], p->temperature, &v))
+            row->t_sum += exp ((double) v - row->t_max);
+    }
+  if (penalties_on (p))
+    {
+      const int32_t *ids, *counts;
+      int n_h = bln_sampler_history (s, &ids, &counts);
+      float *h = g_new (float, MAX (n_h, 1));
+
+      for (i = 0; i < n_h; i++)
+        h[i] = logits[ids[i]];
+      row->hist = h;
+      row->n_hist = n_h;
+    }
+}
+
+void
+bln_compact_row_clear (BlnCompactRow *row)
+{
+  if (row == NULL)
+    return;
+  g_free ((gpointer) row->ids);
+  g_free ((gpointer) row->logits);
+  g_free ((gpointer) row->hist);
+  memset (row, 0, sizeof *row);
 }

@@ -132,4 +132,63 @@ double bln_sampler_peek_uniform (const BlnSampler *sampler);
 /* Takes (discards) one number from the generator, as a draw does. */
 void bln_sampler_skip_uniform (BlnSampler *sampler);
 
+/* ---------------------------------------------------------------------- */
+/* Compact sampling (docs/GPU-SAMPLING.md)                                 */
+
+/* What a GPU kernel (kernels/sample-compact.h) reduces one logits row to, so
+ * that the draw can be made without copying the row. "Usable" means what the
+ * filters keep: not NaN, not -inf after scaling. */
+typedef struct {
+  int k;                  /* entries in ids / logits */
+  const int32_t *ids;     /* the k largest non-NaN raw logits' ids, in the sampler's
+                           * total order (larger logit first, smaller id on a tie) */
+  const float *logits;    /* their raw logits */
+  gboolean complete;      /* the entries are every non-NaN logit of the row */
+  float next;             /* the (k+1)-th largest non-NaN raw logit (when !complete) */
+  double raw_max;         /* the largest non-NaN raw logit (-inf when none) */
+  double raw_lse;         /* log-sum-exp of the raw logits (raw_max when not finite) */
+  double t_max;           /* the largest usable raw logit / T (clamped as the sampler
+                           * clamps; T = params.temperature) over the tokens outside
+                           * the penalty history (all tokens when no penalty is
+                           * on); -inf when none; unused when greedy */
+  double t_sum;           /* sum of exp (l / T - t_max) over the same tokens, in
+                           * double; 0 when none */
+  const float *hist;      /* raw logits of the history ids (bln_sampler_history's
+                           * order), n_hist of them; NULL when no penalty is on */
+  int n_hist;
+} BlnCompactRow;
+
+/* The largest top-k and record size bln_sampler_compact_k() ever asks for. */
+#define BLN_COMPACT_MAX_K 1024
+
+/* How many entries (K) a compact record for @sampler's next draw needs, with
+ * @n_top top logprobs: 256 or a larger power of two (up to
+ * BLN_COMPACT_MAX_K) that covers top_k and n_top; 0 when a compact record
+ * can never decide this draw (plain sampling: temperature > 0 with no
+ * top-k, top-p or min-p; a top-k above n_vocab / 8 or BLN_COMPACT_MAX_K),
+ * so the caller copies the full row instead. */
+int bln_sampler_compact_k (const BlnSampler *sampler, int n_top);
+
+/* TRUE when the penalties are on, i.e. a compact record needs the history's
+ * logits (BlnCompactRow.hist). */
+gboolean bln_sampler_compact_needs_history (const BlnSampler *sampler);
+
+/* bln_sampler_sample() from a compact record of the row: when it returns
+ * TRUE, *@out_id, @top and the generator are exactly what
+ * bln_sampler_sample() on the full row would give (logprobs up to the
+ * rounding of the record's raw_lse). FALSE when the record cannot decide
+ * (ties with the (k+1)-th value, a nucleus or min-p set reaching beyond the
+ * record, see docs/GPU-SAMPLING.md): nothing is changed, and the caller
+ * runs bln_sampler_sample() on the full row. Does not record the token. */
+gboolean bln_sampler_sample_compact (BlnSampler *sampler, const BlnCompactRow *row,
+                                     BlnLogprob *top, int n_top, int32_t *out_id);
+
+/* For tests: builds @row from a full row @logits the way the GPU kernel
+ * does (K = @k entries, penalty history gathered when the penalties are on),
+ * sums in id order. The arrays ids / logits / hist are allocated with
+ * g_new; free them with bln_compact_row_clear(). */
+void bln_compact_row_build (const BlnSampler *sampler, const float *logits, int k,
+                            BlnCompactRow *row);
+void bln_compact_row_clear (BlnCompactRow *row);
+
 G_END_DECLS

@@ -72,6 +72,13 @@ struct _BlnSched {
   BlnLogprob *tops;           /* max_seqs × (MAX_TOP + 1): each row's draw */
   int32_t *drawn;             /* max_seqs: the token drawn for each row */
   BlnKvBatchItem *items;      /* max_seqs */
+  /* compact sampling on the GPU (docs/GPU-SAMPLING.md; off with
+   * BALEEN_GPU_COMPACT_SAMPLING=0): each row's ask, and whether the record
+   * decided its draw (else the full row is fetched) */
+  gboolean compact;
+  BlnKvCompactAsk *asks;      /* max_seqs */
+  gboolean *need_row;         /* max_seqs: the record could not decide */
+  guint64 compact_draws, compact_fallbacks;
   guint64 computed, generated, steps, preemptions, prompt_tokens, cached_tokens, finished;
   guint64 clears, cleared;
 };
@@ -157,6 +164,8 @@ publish_stats (BlnSched *s)
   st->waiting = (int) s->waiting.length;
   st->running = (int) s->running->len;
   st->max_seqs = s->o.max_seqs;
+  st->compact_draws = s->compact_draws;
+  st->compact_fallbacks = s->compact_fallbacks;
   st->blocks_total = kst.n_blocks;
   st->blocks_used = kst.blocks_used;
   st->blocks_cached = kst.blocks_cached;
@@ -420,10 +429,47 @@ draw_worker (void *p, int ith, int nth)
     {
       Req *r = g_ptr_array_index (j->batch, i);
       float *lg = s->items[i].logits;
+      BlnLogprob *top = s->tops + (size_t) i * (MAX_TOP + 1);
+      BlnCompactRow row;
 
-      if (lg != NULL && r->filter == NULL)
-        j->ok[i] = draw (s, r, lg, s->tops + (size_t) i * (MAX_TOP + 1), &s->drawn[i]);
+      if (lg == NULL || r->filter != NULL)
+        continue;
+      if (s->items[i].compact != NULL && bln_kv_compact_row (s->kv, (int) i, &row))
+        {
+          /* the row is still on the device: draw from its record, or
+           * leave it to the scheduler thread to fetch */
+          s->need_row[i] = !bln_sampler_sample_compact (r->sampler, &row, top, r->n_top,
+                                                        &s->drawn[i]);
+          j->ok[i] = !s->need_row[i];
+          continue;
+        }
+      j->ok[i] = draw (s, r, lg, top, &s->drawn[i]);
     }
+}
+
+/* What a row asks of its compact record, or NULL for a full-row draw (JSON
+ * filters edit the row; plain sampling needs every token). */
+static const BlnKvCompactAsk *
+compact_ask (BlnSched *s, Req *r, BlnKvCompactAsk *ask)
+{
+  int k;
+
+  if (!s->compact || r->filter != NULL)
+    return NULL;
+  k = bln_sampler_compact_k (r->sampler, r->n_top);
+  if (k == 0)
+    return NULL;
+  ask->k = k;
+  ask->temperature = bln_sampler_params (r->sampler)->temperature;
+  ask->hist = NULL;
+  ask->n_hist = 0;
+  if (bln_sampler_compact_needs_history (r->sampler))
+    {
+      const int32_t *counts;
+
+      ask->n_hist = bln_sampler_history (r->sampler, &ask->hist, &counts);
+    }
+  return ask;
 }
 
 static void
@@ -452,8 +498,13 @@ step (BlnSched *s)
       it->n = r->chunk;
       it->all_logits = FALSE;
       it->logits = NULL;
+      it->compact = NULL;
       if (len + r->chunk == (int) r->tokens->len)
-        it->logits = s->logits + (size_t) n_out++ * s->n_vocab;
+        {
+          it->logits = s->logits + (size_t) n_out++ * s->n_vocab;
+          it->compact = compact_ask (s, r, &s->asks[n_items - 1]);
+        }
+      s->need_row[n_items - 1] = FALSE;
       total += r->chunk;
       g_ptr_array_add (batch, r);
     }
@@ -485,6 +536,27 @@ step (BlnSched *s)
       bln_pool_run (s->pool, draw_worker, &job);
     else
       draw_worker (&job, 0, 1);
+    /* rows whose record could not decide: the full row, the CPU sampler */
+    for (i = 0; i < batch->len; i++)
+      {
+        Req *r = g_ptr_array_index (batch, i);
+
+        if (s->items[i].compact == NULL || s->items[i].logits == NULL)
+          continue;
+        s->compact_draws++;
+        if (!s->need_row[i])
+          continue;
+        s->compact_fallbacks++;
+        if (!bln_kv_fetch_logits (s->kv, (int) i, s->items[i].logits, &error))
+          {
+            g_warning ("scheduler: fetching a logits row failed: %s", error->message);
+            ok[i] = FALSE;
+            g_clear_error (&error);
+            continue;
+          }
+        ok[i] = draw (s, r, s->items[i].logits, s->tops + (size_t) i * (MAX_TOP + 1),
+                      &s->drawn[i]);
+      }
     for (i = 0; i < batch->len; i++)
       {
         Req *r = g_ptr_array_index (batch, i);
@@ -703,6 +775,10 @@ bln_sched_new (BlnModel *model, BlnPool *pool, const BlnSchedOptions *opts, GErr
       return NULL;
     }
   s->items = g_new0 (BlnKvBatchItem, o.max_seqs);
+  s->asks = g_new0 (BlnKvCompactAsk, o.max_seqs);
+  s->need_row = g_new0 (gboolean, o.max_seqs);
+  s->compact = bln_kv_cache_device (s->kv) == BLN_DEVICE_CUDA
+               && g_strcmp0 (g_getenv ("BALEEN_GPU_COMPACT_SAMPLING"), "0") != 0;
   s->tops = g_new0 (BlnLogprob, (size_t) o.max_seqs * (MAX_TOP + 1));
   s->drawn = g_new0 (int32_t, o.max_seqs);
   if (o.no_prefix_cache || o.prefix_bytes > 0)
@@ -744,6 +820,8 @@ bln_sched_free (BlnSched *s)
   bln_kv_cache_free (s->kv);
   g_free (s->logits);
   g_free (s->items);
+  g_free (s->asks);
+  g_free (s->need_row);
   g_free (s->tops);
   g_free (s->drawn);
   g_mutex_clear (&s->lock);

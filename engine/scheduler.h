@@ -163,6 +163,9 @@ typedef struct {
   guint64 cache_clears;     /* drops of the cached blocks done (bln_sched_drop_cached()) */
   guint64 cleared_blocks;   /* blocks those drops freed, in all */
   guint64 expired_blocks;   /* cached blocks freed by the session TTL, in all */
+  guint64 compact_draws;    /* GPU draws that asked for a compact record
+                             * (docs/GPU-SAMPLING.md) */
+  guint64 compact_fallbacks; /* of those, the ones that fetched the full row */
 } BlnSchedStats;
 
 /* Makes a KV pool for @model from @opts (NULL: defaults) and starts the

@@ -14,6 +14,7 @@
 #include "kernels.h"
 #include "ops.h"
 #include "paged.h"
+#include "sample-compact.h"
 
 /* The workspace is a CUDA context of this many positions: the scratch is
  * sized for chunks of up to this many tokens (fewer when memory is short,
@@ -38,6 +39,13 @@ struct _BlnCudaBatch {
   BlnCudaBuffer *logits;    /* logits of up to MMF_LOGIT_ROWS rows (tensor-core path) */
   float *h_logits;          /* pinned staging for the logits (h_logits_cap floats) */
   size_t h_logits_cap;
+  /* compact sampling: the rows a step kept on the device, the kernel's
+   * inputs, outputs and scratch, and the pinned copy of the outputs */
+  BlnCudaBuffer *kept;
+  int n_kept;
+  BlnCudaBuffer *cmp_in, *cmp_out, *cmp_scratch;
+  void *h_cmp;
+  size_t h_cmp_cap;
   /* BALEEN_BATCH_PROFILE=1: where a step's time goes, printed on free */
   gboolean profile;
   cudaEvent_t ev[3];
@@ -148,6 +156,12 @@ bln_cuda_batch_free (BlnCudaBatch *b)
   bln_cuda_buffer_free (b->logits);
   if (b->h_logits != NULL)
     (void) cudaFreeHost (b->h_logits);
+  bln_cuda_buffer_free (b->kept);
+  bln_cuda_buffer_free (b->cmp_in);
+  bln_cuda_buffer_free (b->cmp_out);
+  bln_cuda_buffer_free (b->cmp_scratch);
+  if (b->h_cmp != NULL)
+    (void) cudaFreeHost (b->h_cmp);
   bln_cuda_ctx_free (b->c);
   (void) cudaGetLastError ();
   g_free (b);
@@ -372,7 +386,7 @@ enqueue_layers (BlnCudaBatch *b, int n, const int32_t *d_pos, const int32_t *d_t
  * batch->logits row perm[j]. */
 static gboolean
 enqueue_logits (BlnCudaBatch *b, const BlnBatch *batch, const int32_t *d_rows, const int *perm,
-                int n_rows, int c0, GError **error)
+                const int *kslot, int n_rows, int c0, GError **error)
 {
   BlnCudaCtx *c = b->c;
   const BlnHParams *hp = &c->model->hp;
@@ -407,16 +421,29 @@ enqueue_logits (BlnCudaBatch *b, const BlnBatch *batch, const int32_t *d_rows, c
         }
       else if (!bln_cuda_matvec (out, c->h, nr, d_logits, c->stream, error))
         return FALSE;
-      /* one copy per run of rows that are consecutive in the destination */
+      /* one copy per run of rows that are consecutive in the destination:
+       * the host rows, or the device rows kept for compact sampling */
       for (j = 0; j < nr; j += run)
         {
-          for (run = 1; j + run < nr && perm[j0 + j + run] == perm[j0 + j] + run; run++)
+          int o = perm[j0 + j], ks = kslot != NULL ? kslot[o] : -1;
+
+          for (run = 1; j + run < nr && perm[j0 + j + run] == o + run
+                        && (kslot != NULL ? kslot[o + run] : -1) == (ks < 0 ? -1 : ks + run);
+               run++)
             ;
-          if (!BLN_CUDA_CHECK (cudaMemcpyAsync (batch->logits + (size_t) perm[j0 + j]
-                                                                  * hp->n_vocab,
-                                                d_logits + (size_t) j * hp->n_vocab,
-                                                (size_t) run * row_bytes,
-                                                cudaMemcpyDeviceToHost, c->stream), error))
+          if (ks >= 0)
+            {
+              if (!BLN_CUDA_CHECK (cudaMemcpyAsync ((float *) b->kept->ptr
+                                                      + (size_t) ks * hp->n_vocab,
+                                                    d_logits + (size_t) j * hp->n_vocab,
+                                                    (size_t) run * row_bytes,
+                                                    cudaMemcpyDeviceToDevice, c->stream), error))
+                return FALSE;
+            }
+          else if (!BLN_CUDA_CHECK (cudaMemcpyAsync (batch->logits + (size_t) o * hp->n_vocab,
+                                                     d_logits + (size_t) j * hp->n_vocab,
+                                                     (size_t) run * row_bytes,
+                                                     cudaMemcpyDeviceToHost, c->stream), error))
             return FALSE;
         }
     }
@@ -432,7 +459,7 @@ bln_cuda_batch_forward (BlnCudaBatch *b, const BlnBatch *batch, GError **error)
   int n = batch->n_tokens, n_seqs = batch->n_seqs, bs = b->block_size;
   int rows = c->sp.rows, n_chunks, n_out, i, t, ch;
   g_autofree int *need = NULL, *seq_off = NULL, *chunk_first = NULL, *perm = NULL;
-  g_autofree int *chunk_len = NULL;
+  g_autofree int *chunk_len = NULL, *kslot = NULL;
   g_autofree int32_t *meta = NULL;
   int32_t *h_pos, *h_toff, *h_rows, *h_tab;
   const int32_t *d_meta;
@@ -449,6 +476,23 @@ bln_cuda_batch_forward (BlnCudaBatch *b, const BlnBatch *batch, GError **error)
     }
   if (!BLN_CUDA_CHECK (cudaSetDevice (c->device), error))
     return FALSE;
+
+  /* rows kept on the device for compact sampling: slots in out order */
+  b->n_kept = 0;
+  if (batch->keep != NULL && n_out > 0)
+    {
+      kslot = g_new (int, n_out);
+      for (i = 0; i < n_out; i++)
+        kslot[i] = batch->keep[i] ? b->n_kept++ : -1;
+      if (b->n_kept == 0)
+        g_clear_pointer (&kslot, g_free);
+      else if (!ensure_buffer (b, &b->kept, (size_t) b->n_kept * hp->n_vocab * sizeof (float),
+                               error))
+        {
+          b->n_kept = 0;
+          return FALSE;
+        }
+    }
 
   /* table entries each sequence needs: through its furthest position */
   need = g_new0 (int, n_seqs);
@@ -592,8 +636,8 @@ bln_cuda_batch_forward (BlnCudaBatch *b, const BlnBatch *batch, GError **error)
            && (!b->profile || BLN_CUDA_CHECK (cudaEventRecord (b->ev[1], c->stream), error))
            && (chunk_first[ch + 1] == chunk_first[ch]
                || enqueue_logits (b, batch, d_meta + 2 * (size_t) n + chunk_first[ch],
-                                  perm + chunk_first[ch], chunk_first[ch + 1] - chunk_first[ch],
-                                  c0, error))
+                                  perm + chunk_first[ch], kslot,
+                                  chunk_first[ch + 1] - chunk_first[ch], c0, error))
            && (!b->profile || BLN_CUDA_CHECK (cudaEventRecord (b->ev[2], c->stream), error));
       if (!ok)
         {
@@ -624,4 +668,131 @@ bln_cuda_batch_forward (BlnCudaBatch *b, const BlnBatch *batch, GError **error)
       b->prof_logits_ms += logits_ms;
     }
   return TRUE;
+}
+
+/* ---------------------------------------------------------------------- */
+/* compact sampling                                                        */
+
+G_STATIC_ASSERT (BLN_COMPACT_MAX_K == BLN_KERNELS_COMPACT_MAX_K);
+
+gboolean
+bln_cuda_batch_compact (BlnCudaBatch *b, int n_rows, int k, const float *temps,
+                        const int32_t *hist_off, const int32_t *hist_ids, BlnCompactRow *rows,
+                        GError **error)
+{
+  BlnCudaCtx *c = b->c;
+  int V = c->model->hp.n_vocab, n_hist = hist_off != NULL ? hist_off[n_rows] : 0, r;
+  size_t in_off_hist, in_ids, in_bytes, o_vals, o_stats, o_hist, out_bytes, scratch;
+  char *din, *dout, *h;
+  cudaError_t ke;
+
+  g_return_val_if_fail (b != NULL && temps != NULL && rows != NULL, FALSE);
+  if (n_rows <= 0 || n_rows > b->n_kept || k < 1 || k > BLN_KERNELS_COMPACT_MAX_K
+      || (k & (k - 1)) != 0 || n_hist < 0 || (n_hist > 0 && hist_ids == NULL))
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
+                   "compact sampling: %d rows (%d kept), K %d, %d history ids", n_rows,
+                   b->n_kept, k, n_hist);
+      return FALSE;
+    }
+
+  /* inputs: temperatures, history offsets, history ids; outputs: ids,
+   * values, stats, history values (one buffer each way, 256-byte parts) */
+  in_off_hist = align256 ((size_t) n_rows * sizeof (float));
+  in_ids = in_off_hist + align256 ((size_t) (n_rows + 1) * sizeof (int32_t));
+  in_bytes = in_ids + align256 ((size_t) MAX (n_hist, 1) * sizeof (int32_t));
+  o_vals = align256 ((size_t) n_rows * k * sizeof (int32_t));
+  o_stats = o_vals + align256 ((size_t) n_rows * k * sizeof (float));
+  o_hist = o_stats + align256 ((size_t) n_rows * sizeof (BlnCompactStats));
+  out_bytes = o_hist + align256 ((size_t) MAX (n_hist, 1) * sizeof (float));
+  scratch = bln_kernels_compact_scratch_bytes (n_rows, V);
+  if (!BLN_CUDA_CHECK (cudaSetDevice (c->device), error)
+      || !ensure_buffer (b, &b->cmp_in, in_bytes, error)
+      || !ensure_buffer (b, &b->cmp_out, out_bytes, error)
+      || !ensure_buffer (b, &b->cmp_scratch, scratch, error))
+    return FALSE;
+  if (b->h_cmp_cap < MAX (in_bytes, out_bytes))
+    {
+      if (b->h_cmp != NULL)
+        (void) cudaFreeHost (b->h_cmp);
+      b->h_cmp = NULL;
+      b->h_cmp_cap = 0;
+      if (!BLN_CUDA_CHECK (cudaHostAlloc (&b->h_cmp, MAX (in_bytes, out_bytes) * 2,
+                                          cudaHostAllocPortable), error))
+        {
+          b->h_cmp = NULL;
+          return FALSE;
+        }
+      b->h_cmp_cap = MAX (in_bytes, out_bytes) * 2;
+    }
+  h = b->h_cmp;
+  din = b->cmp_in->ptr;
+  dout = b->cmp_out->ptr;
+  memcpy (h, temps, (size_t) n_rows * sizeof (float));
+  if (hist_off != NULL)
+    {
+      memcpy (h + in_off_hist, hist_off, (size_t) (n_rows + 1) * sizeof (int32_t));
+      if (n_hist > 0)
+        memcpy (h + in_ids, hist_ids, (size_t) n_hist * sizeof (int32_t));
+    }
+  if (!BLN_CUDA_CHECK (cudaMemcpyAsync (din, h, in_bytes, cudaMemcpyHostToDevice, c->stream),
+                       error))
+    return FALSE;
+  ke = bln_kernels_compact (b->kept->ptr, (size_t) V, n_rows, V, k, (const float *) din,
+                            hist_off != NULL ? (const int32_t *) (din + in_off_hist) : NULL,
+                            (const int32_t *) (din + in_ids), (int32_t *) dout,
+                            (float *) (dout + o_vals), (BlnCompactStats *) (dout + o_stats),
+                            (float *) (dout + o_hist), b->cmp_scratch->ptr, c->stream);
+  /* the input copy reads h: wait for it before h takes the output */
+  if (!BLN_CUDA_CHECK (ke, error)
+      || !BLN_CUDA_CHECK (cudaStreamSynchronize (c->stream), error)
+      || !BLN_CUDA_CHECK (cudaMemcpyAsync (h, dout, out_bytes, cudaMemcpyDeviceToHost,
+                                           c->stream), error)
+      || !BLN_CUDA_CHECK (cudaStreamSynchronize (c->stream), error))
+    {
+      (void) cudaStreamSynchronize (c->stream);
+      return FALSE;
+    }
+  for (r = 0; r < n_rows; r++)
+    {
+      const BlnCompactStats *st = (const BlnCompactStats *) (h + o_stats) + r;
+      BlnCompactRow *row = &rows[r];
+
+      memset (row, 0, sizeof *row);
+      row->k = st->k;
+      row->ids = (const int32_t *) h + (size_t) r * k;
+      row->logits = (const float *) (h + o_vals) + (size_t) r * k;
+      row->complete = st->n_valid <= k;
+      row->next = st->next;
+      row->raw_max = st->raw_max;
+      row->raw_lse = st->raw_lse;
+      row->t_max = st->t_max;
+      row->t_sum = st->t_sum;
+      if (hist_off != NULL)
+        {
+          row->hist = (const float *) (h + o_hist) + hist_off[r];
+          row->n_hist = hist_off[r + 1] - hist_off[r];
+        }
+    }
+  return TRUE;
+}
+
+gboolean
+bln_cuda_batch_fetch_kept (BlnCudaBatch *b, int slot, float *dst, GError **error)
+{
+  BlnCudaCtx *c = b->c;
+  size_t row_bytes = (size_t) c->model->hp.n_vocab * sizeof (float);
+
+  g_return_val_if_fail (b != NULL && dst != NULL, FALSE);
+  if (slot < 0 || slot >= b->n_kept)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "kept row %d of %d", slot, b->n_kept);
+      return FALSE;
+    }
+  return BLN_CUDA_CHECK (cudaSetDevice (c->device), error)
+         && BLN_CUDA_CHECK (cudaMemcpyAsync (dst, (const char *) b->kept->ptr
+                                                    + (size_t) slot * row_bytes,
+                                             row_bytes, cudaMemcpyDeviceToHost, c->stream),
+                            error)
+         && BLN_CUDA_CHECK (cudaStreamSynchronize (c->stream), error);
 }

@@ -27,6 +27,7 @@
 
 #include <glib.h>
 #include "model-private.h"
+#include "sampler.h"
 
 G_BEGIN_DECLS
 
@@ -65,5 +66,22 @@ float *bln_cuda_batch_logits_buffer (BlnCudaBatch *b, size_t n_floats);
  * BLN_ERROR_INVALID for a batch that does not fit the pool); the cached
  * rows of the batch's positions are then unspecified. */
 gboolean bln_cuda_batch_forward (BlnCudaBatch *b, const BlnBatch *batch, GError **error);
+
+/* Compact sampling (docs/GPU-SAMPLING.md): after a bln_cuda_batch_forward
+ * whose batch->keep kept @n_rows rows on the device, makes their compact
+ * records with kernels/sample-compact.h in one launch and copies them back
+ * (one copy, then waits). Row r has temperature @temps[r] and history ids
+ * @hist_ids[hist_off[r] .. hist_off[r+1]) (@hist_off NULL: no histories);
+ * @k is K (a power of two <= BLN_COMPACT_MAX_K). @rows[r] gets pointers into
+ * buffers owned by @b, valid until the next forward or compact call.
+ * FALSE with @error (BLN_ERROR_INVALID for bad sizes, BLN_ERROR_BACKEND /
+ * BLN_ERROR_NOMEM from CUDA). */
+gboolean bln_cuda_batch_compact (BlnCudaBatch *b, int n_rows, int k, const float *temps,
+                                 const int32_t *hist_off, const int32_t *hist_ids,
+                                 BlnCompactRow *rows, GError **error);
+
+/* Copies kept row @slot of the last forward (n_vocab floats) to @dst and
+ * waits. FALSE with @error for a slot out of range or a CUDA failure. */
+gboolean bln_cuda_batch_fetch_kept (BlnCudaBatch *b, int slot, float *dst, GError **error);
 
 G_END_DECLS
