@@ -2562,8 +2562,8 @@ template <> struct V6Of<QTypeQ5_0> { typedef V6Q5_0 type; };
 template <> struct V6Of<QTypeQ4_K> { typedef V6Q4_K type; };
 template <> struct V6Of<QTypeQ6_K> { typedef V6Q6_K type; };
 
-/* Whether a plain product of one or two tokens splits K over the warps of
- * a block: long rows (8192 values or more) in a matrix whose usual grid
+/* Whether a plain product of one token splits K over the warps of a
+ * block: long rows (8192 values or more) in a matrix whose usual grid
  * would give fewer than four blocks per SM (the 7B's down projection, 3584
  * rows of 18944: 14 warps per SM). On an H200 (session 6, one token, % of
  * the copy rate) 3584 x 18944 went Q4_K 50.7 -> 59.3, Q6_K 58.5 -> 63.6,
@@ -2596,8 +2596,11 @@ launch_v6_tok (const uint8_t *p, const uint8_t *h, int nb, int n_in, int n_out, 
   const dim3 grid ((unsigned) ((n_out + rows_per_block - 1) / rows_per_block),
                    sel.expert ? (unsigned) sel.n_sel : 1u);
 
-  if constexpr (MAXTOK <= 2)
-    if (sel.expert == nullptr && v6_ksplit (n_out, n_in, std::is_same<V, V6Q8_0>::value))
+  /* one token only: an expert selection, and products of several tokens,
+   * keep the usual grid, so that they sum in the same order as each other */
+  if constexpr (MAXTOK == 1)
+    if (sel.expert == nullptr && n_tok == 1
+        && v6_ksplit (n_out, n_in, std::is_same<V, V6Q8_0>::value))
       {
         (void) bln_launch (matvec_v6_kernel<V, MAXTOK, NR, U, BLN_MV6_DB != 0, WARPS>,
                            dim3 ((unsigned) ((n_out + NR - 1) / NR)), dim3 (WARPS * 32), 0,

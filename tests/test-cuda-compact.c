@@ -137,11 +137,13 @@ compare_records (const BlnCompactRow *got, const BlnCompactRow *ref, gboolean sc
   if (!ref->complete)
     g_assert_cmpfloat (got->next, ==, ref->next);
   g_assert_cmpfloat (got->raw_max, ==, ref->raw_max);
-  assert_close (got->raw_lse, ref->raw_lse, 1e-12);
+  /* sums of up to 152,064 doubles, added in another order on the GPU: up to
+   * n x 2^-53 (1.7e-11) apart; the H200 showed 1.3e-12 on a 152,064 row */
+  assert_close (got->raw_lse, ref->raw_lse, 4e-11);
   if (scaled)
     {
       g_assert_cmpfloat (got->t_max, ==, ref->t_max);
-      assert_close (got->t_sum, ref->t_sum, 1e-12);
+      assert_close (got->t_sum, ref->t_sum, 4e-11);
     }
   g_assert_cmpint (got->n_hist, ==, ref->n_hist);
   for (i = 0; i < ref->n_hist; i++)

@@ -250,7 +250,7 @@ project (BlnCudaCtx *c, const BlnCudaTensor *w, const float *x, int n, float *y,
   if (ldy == 0)
     ldy = n_out;
   /* tensor-core products (read x in float: XQ_READY does not apply) */
-  if (!plain && n >= bln_cuda_mmf_min () && bln_cuda_mmf_enabled (w->type, n))
+  if (!plain && n >= bln_cuda_mmf_min () && bln_cuda_mmf_enabled (w, n))
     return KCHECK (bln_kernels_mmf ((int) w->type, w->payload->ptr,
                                     w->header ? w->header->ptr : NULL, n_in, n_out, x, n, y, ldy,
                                     flags & BLN_KERNELS_MATVEC_ACCUMULATE, c->stream), error);
@@ -395,8 +395,8 @@ enqueue_logits (BlnCudaBatch *b, const BlnBatch *batch, const int32_t *d_rows, c
   int j0, j, run, per = LOGIT_ROWS;
   float *d_logits = c->logits;
 
-  if (n_rows >= bln_cuda_mmf_min () && out->header != NULL
-      && bln_cuda_mmf_enabled (out->type, MIN (n_rows, MMF_LOGIT_ROWS)))
+  if (n_rows >= bln_cuda_mmf_min ()
+      && bln_cuda_mmf_enabled (out, MIN (n_rows, MMF_LOGIT_ROWS)))
     {
       per = MIN (MMF_LOGIT_ROWS, c->sp.rows);
       if (!ensure_buffer (b, &b->logits, (size_t) per * row_bytes, error))

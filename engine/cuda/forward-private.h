@@ -116,7 +116,7 @@ gboolean bln_cuda_linear (BlnCudaCtx *c, const BlnCudaTensor *w, const float *bi
 /* Whether n token rows of a @type weight go through bln_kernels_mmq
  * (opt-in: BALEEN_CUDA_MMQ=1; BALEEN_CUDA_MMQ_MAX=N limits it to n <= N). */
 gboolean bln_cuda_mmq_enabled (BlnType type, int n);
-gboolean bln_cuda_mmf_enabled (BlnType type, int n);
+gboolean bln_cuda_mmf_enabled (const BlnCudaTensor *w, int n);
 int bln_cuda_mmf_min (void);
 /* y = W x for n <= BLN_CUDA_MATVEC_MAX_TOK rows, with kernels.h matvec
  * flags. */

@@ -733,7 +733,8 @@ env_long (const char *name, long dflt)
 
 /* Whether products of quantised type @type with @n token rows go through
  * the F16 tensor-core kernel that decodes the weights in registers
- * (kernels/mmf.cu): for the types it has on this GPU and n up to
+ * (kernels/mmf.cu): for the types it has on this GPU, rows a multiple of
+ * 256 values and n up to
  * BALEEN_CUDA_MMF_MAX (default 128; above that dequantisation to F16 and
  * cuBLAS, which won from 512 rows on an H200 in session 6: Q4_K 18944 x
  * 3584 at 128 rows 105 against 138 us, at 512 rows 326 against 198 us);
@@ -741,7 +742,7 @@ env_long (const char *name, long dflt)
  * over BALEEN_CUDA_MMQ=1. The single-context path keeps the matvec up to 8
  * rows; the batched path from bln_cuda_mmf_min() rows. */
 gboolean
-bln_cuda_mmf_enabled (BlnType type, int n)
+bln_cuda_mmf_enabled (const BlnCudaTensor *w, int n)
 {
   static int state = -1;
   static long max_n;
@@ -753,7 +754,9 @@ bln_cuda_mmf_enabled (BlnType type, int n)
       max_n = env_long ("BALEEN_CUDA_MMF_MAX", 128);
       state = on != NULL && strcmp (on, "0") == 0 ? 0 : 1;
     }
-  return state == 1 && n <= max_n && bln_kernels_mmf_supports ((int) type);
+  /* the kernel takes rows of whole 256-value units */
+  return state == 1 && n <= max_n && w->n_in % 256 == 0 && w->header != NULL
+         && bln_kernels_mmf_supports ((int) w->type);
 }
 
 /* The fewest token rows the batched path sends through the F16 tensor-core
@@ -787,7 +790,7 @@ bln_cuda_linear (BlnCudaCtx *c, const BlnCudaTensor *w, const float *bias, const
                                           y, ldy, 0, c->stream), error))
         return FALSE;
     }
-  else if (bln_cuda_mmf_enabled (w->type, n))
+  else if (bln_cuda_mmf_enabled (w, n))
     {
       if (!KCHECK (bln_kernels_mmf ((int) w->type, w->payload->ptr,
                                     w->header ? w->header->ptr : NULL, n_in, n_out, x, n, y, ldy,
