@@ -8,6 +8,39 @@
 
 namespace {
 
+/* Weight loads that bypass L1 (each weight byte is used once; L1 keeps the
+ * activations): 16 and 8 bytes. */
+__device__ __forceinline__ uint4
+ldg_stream16 (const uint8_t *p)
+{
+  uint4 v;
+  asm volatile ("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                : "=r" (v.x), "=r" (v.y), "=r" (v.z), "=r" (v.w) : "l" (p));
+  return v;
+}
+
+__device__ __forceinline__ uint2
+ldg_stream8 (const uint8_t *p)
+{
+  uint2 v;
+  asm volatile ("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];"
+                : "=r" (v.x), "=r" (v.y) : "l" (p));
+  return v;
+}
+
+/* Aligned 4- and 2-byte loads through the read-only path (block headers). */
+__device__ __forceinline__ uint32_t
+ldg_u32 (const uint8_t *p)
+{
+  return __ldg (reinterpret_cast<const unsigned int *> (p));
+}
+
+__device__ __forceinline__ uint32_t
+ldg_u16 (const uint8_t *p)
+{
+  return __ldg (reinterpret_cast<const unsigned short *> (p));
+}
+
 /* Asks for the line holding @p to be brought into L2: no register, no
  * wait. */
 __device__ __forceinline__ void

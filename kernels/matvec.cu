@@ -2067,29 +2067,6 @@ launch_pipe_tok (const uint8_t *p, const uint8_t *h, int nb, int n_in, int n_out
 #define BLN_MV6_DB 0
 #endif
 
-/* A weight load that bypasses L1 (each weight byte is used once; L1 keeps
- * the activations). */
-__device__ __forceinline__ uint4
-ldg_stream16 (const uint8_t *p)
-{
-  uint4 v;
-  asm volatile ("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-                : "=r" (v.x), "=r" (v.y), "=r" (v.z), "=r" (v.w) : "l" (p));
-  return v;
-}
-
-__device__ __forceinline__ uint32_t
-ldg_u32 (const uint8_t *p)
-{
-  return __ldg (reinterpret_cast<const unsigned int *> (p));
-}
-
-__device__ __forceinline__ uint32_t
-ldg_u16 (const uint8_t *p)
-{
-  return __ldg (reinterpret_cast<const unsigned short *> (p));
-}
-
 /* Sum of the four products of unsigned bytes of a and signed bytes of b. */
 __device__ __forceinline__ int
 dp4a_us (uint32_t a, int b, int c)

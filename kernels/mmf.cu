@@ -51,7 +51,8 @@
  * Types: Q4_K, Q6_K, Q8_0, rows a multiple of 256 values (the Q4_K_M and
  * Q8_0 files of the 7B); the others return cudaErrorNotSupported and the
  * callers keep their other paths. Needs sm_80 (mma.m16n8k16 F16 with F32
- * accumulation; built for sm_75 as a stub that is never launched). */
+ * accumulation; for older GPUs the kernel is compiled without the mma and
+ * bln_kernels_mmf_supports() says no, so it is never launched there). */
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -62,6 +63,7 @@
 
 #include "kernels.h"
 #include "launch.cuh"
+#include "device-util.cuh"
 
 namespace {
 
@@ -111,29 +113,6 @@ h2_hi (uint32_t x)
 
 constexpr uint32_t H1024 = 0x64006400u;   /* F16 1024.0 twice */
 
-/* A weight load that bypasses L1 (each byte is used once; L1 keeps the
- * activations). */
-__device__ __forceinline__ uint2
-ldw8 (const uint8_t *p)
-{
-  uint2 v;
-  asm volatile ("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];"
-                : "=r" (v.x), "=r" (v.y) : "l" (p));
-  return v;
-}
-
-__device__ __forceinline__ uint32_t
-ldw4 (const uint8_t *p)
-{
-  return __ldg (reinterpret_cast<const unsigned int *> (p));
-}
-
-__device__ __forceinline__ uint32_t
-ldw2 (const uint8_t *p)
-{
-  return __ldg (reinterpret_cast<const unsigned short *> (p));
-}
-
 /* Four unsigned 4-bit (or up to 8-bit) values in bytes 0..3 of v (masked to
  * the low byte of each 16-bit lane by @m) as F16 pairs 1024 + value:
  * out[0] = bytes (0, 2), out[1] = bytes (1, 3). */
@@ -158,11 +137,11 @@ struct FQ4_K
   {
 #pragma unroll
     for (int j = 0; j < 4; j++)
-      r.q[j] = ldw8 (pay + 32 * j + 8 * t);
-    r.dd = ldw4 (hdr);
+      r.q[j] = ldg_stream8 (pay + 32 * j + 8 * t);
+    r.dd = ldg_u32 (hdr);
 #pragma unroll
     for (int j = 0; j < 4; j++)
-      r.sm[j] = ldw4 (hdr + 4 + 4 * j);
+      r.sm[j] = ldg_u32 (hdr + 4 + 4 * j);
   }
 
   /* lane t's values 8t .. 8t+7 of sub-blocks 2j and 2j+1 as F16 pairs in
@@ -224,14 +203,14 @@ struct FQ6_K
 #pragma unroll
     for (int n = 0; n < 2; n++)
       {
-        r.qa[n] = ldw8 (pay + 64 * n + 8 * t);
-        r.qb[n] = ldw8 (pay + 64 * n + 32 + 8 * t);
-        r.qh[n] = ldw8 (pay + 128 + 32 * n + 8 * t);
+        r.qa[n] = ldg_stream8 (pay + 64 * n + 8 * t);
+        r.qb[n] = ldg_stream8 (pay + 64 * n + 32 + 8 * t);
+        r.qh[n] = ldg_stream8 (pay + 128 + 32 * n + 8 * t);
         /* (scale for c = 0, c = 2) and (c = 1, c = 3) */
-        r.sc[n][0] = ldw2 (hdr + 2 * (4 * n + is));
-        r.sc[n][1] = ldw2 (hdr + 2 * (4 * n + is + 2));
+        r.sc[n][0] = ldg_u16 (hdr + 2 * (4 * n + is));
+        r.sc[n][1] = ldg_u16 (hdr + 2 * (4 * n + is + 2));
       }
-    r.d = ldw2 (hdr + 16);
+    r.d = ldg_u16 (hdr + 16);
   }
 
   /* sub-block s = 4 n + c */
@@ -274,10 +253,10 @@ struct FQ8_0
   {
 #pragma unroll
     for (int b = 0; b < 8; b++)
-      r.q[b] = ldw8 (pay + 32 * b + 8 * t);
+      r.q[b] = ldg_stream8 (pay + 32 * b + 8 * t);
 #pragma unroll
     for (int b = 0; b < 4; b++)
-      r.d[b] = ldw2 (hdr + 4 * b) | (ldw2 (hdr + 4 * b + 2) << 16);
+      r.d[b] = ldg_u16 (hdr + 4 * b) | (ldg_u16 (hdr + 4 * b + 2) << 16);
   }
 
   static __device__ void
