@@ -16,7 +16,11 @@ typedef struct {
   BlnSafetensors *st;   /* borrowed from shards */
   int64_t index;        /* in st */
   BlnTensor *fp8;       /* an FP8 tensor decoded to F32 on request (owned) */
-  BlnTensor *shape;     /* an FP8 tensor's type (F32) and shape, no data (owned) */
+  /* an FP8 tensor once checked (fp8_open): its type (F32) and shape with
+   * no data (owned), its scales (borrowed) and their block */
+  BlnTensor *shape;
+  const BlnTensor *scales;
+  int64_t br, bc;
 } Entry;
 
 static void
@@ -338,19 +342,22 @@ fp8_block (BlnHfDir *hf, int64_t *br, int64_t *bc)
     }
 }
 
-/* The FP8 tensor of entry @e (@name) and its scales, checked: two
+/* Checks the FP8 tensor of entry @e (@name) and its scales once: two
  * dimensions, scales of shape [ceil(rows / br), ceil(cols / bc)] in F32,
- * BF16 or F16. */
+ * BF16 or F16. Fills e->shape, e->scales, e->br and e->bc. */
 static gboolean
-fp8_open (BlnHfDir *hf, const char *name, const Entry *e, int64_t *rows, int64_t *cols,
-          const BlnTensor **scales, GError **error)
+fp8_open (BlnHfDir *hf, const char *name, Entry *e, GError **error)
 {
   const BlnStTensorInfo *info = entry_info (e);
-  g_autofree char *sname = g_strconcat (name, FP8_SCALE_SUFFIX, NULL);
-  Entry *se = g_hash_table_lookup (hf->tensors, sname);
-  int64_t br, bc;
+  g_autofree char *sname = NULL;
+  Entry *se;
+  int64_t rows, cols, br, bc;
   const BlnTensor *st;
 
+  if (e->scales != NULL)
+    return TRUE;
+  sname = g_strconcat (name, FP8_SCALE_SUFFIX, NULL);
+  se = g_hash_table_lookup (hf->tensors, sname);
   if (info->n_dims != 2)
     {
       g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED,
@@ -369,42 +376,52 @@ fp8_open (BlnHfDir *hf, const char *name, const Entry *e, int64_t *rows, int64_t
   if (st == NULL)
     return FALSE;
   fp8_block (hf, &br, &bc);
-  *rows = info->shape[0];
-  *cols = info->shape[1];
-  if (st->n_dims != 2 || st->ne[1] != (*rows + br - 1) / br || st->ne[0] != (*cols + bc - 1) / bc)
+  rows = info->shape[0];
+  cols = info->shape[1];
+  if (st->n_dims != 2 || st->ne[1] != (rows + br - 1) / br || st->ne[0] != (cols + bc - 1) / bc)
     {
       g_set_error (error, BLN_ERROR, BLN_ERROR_CORRUPT,
                    "%s: '%s' is not [%" G_GINT64_FORMAT ", %" G_GINT64_FORMAT "] (one scale per "
                    "%" G_GINT64_FORMAT " x %" G_GINT64_FORMAT " block of '%s')", hf->path, sname,
-                   (*rows + br - 1) / br, (*cols + bc - 1) / bc, br, bc, name);
+                   (rows + br - 1) / br, (cols + bc - 1) / bc, br, bc, name);
       return FALSE;
     }
-  *scales = st;
+  e->shape = g_new0 (BlnTensor, 1);
+  e->shape->name = g_strdup (name);
+  e->shape->type = BLN_TYPE_F32;
+  e->shape->n_dims = 2;
+  e->shape->ne[0] = cols;
+  e->shape->ne[1] = rows;
+  e->shape->ne[2] = e->shape->ne[3] = 1;
+  e->scales = st;
+  e->br = br;
+  e->bc = bc;
   return TRUE;
 }
 
 static gboolean
-fp8_row (BlnHfDir *hf, const char *name, const Entry *e, int64_t r, float *out, GError **error)
+fp8_row (BlnHfDir *hf, const char *name, Entry *e, int64_t r, float *out, GError **error)
 {
   const BlnStTensorInfo *info = entry_info (e);
   const BlnTensor *sc;
-  int64_t rows, cols, br, bc;
+  int64_t cols;
   size_t srow_bytes;
   const guint8 *q;
   g_autofree float *s = NULL;
 
-  if (!fp8_open (hf, name, e, &rows, &cols, &sc, error))
+  if (!fp8_open (hf, name, e, error))
     return FALSE;
-  if (r < 0 || r >= rows)
+  sc = e->scales;
+  cols = e->shape->ne[0];
+  if (r < 0 || r >= e->shape->ne[1])
     {
       g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "%s: row %" G_GINT64_FORMAT
                    " of '%s' is out of range", hf->path, r, name);
       return FALSE;
     }
-  fp8_block (hf, &br, &bc);
   s = g_new (float, sc->ne[0]);
   if (!bln_type_row_bytes (sc->type, sc->ne[0], &srow_bytes)
-      || !bln_dequantize_row (sc->type, (const guint8 *) sc->data + (r / br) * srow_bytes, s,
+      || !bln_dequantize_row (sc->type, (const guint8 *) sc->data + (r / e->br) * srow_bytes, s,
                               sc->ne[0]))
     {
       g_set_error (error, BLN_ERROR, BLN_ERROR_UNSUPPORTED, "%s: the scales of '%s' cannot be "
@@ -413,7 +430,7 @@ fp8_row (BlnHfDir *hf, const char *name, const Entry *e, int64_t r, float *out, 
     }
   q = (const guint8 *) info->data + r * cols;
   for (int64_t c = 0; c < cols; c++)
-    out[c] = fp8_e4m3_value (q[c]) * s[c / bc];
+    out[c] = fp8_e4m3_value (q[c]) * s[c / e->bc];
   return TRUE;
 }
 
@@ -421,15 +438,16 @@ fp8_row (BlnHfDir *hf, const char *name, const Entry *e, int64_t r, float *out, 
 static const BlnTensor *
 fp8_tensor (BlnHfDir *hf, const char *name, Entry *e, GError **error)
 {
-  const BlnTensor *sc;
   int64_t rows, cols;
   BlnTensor *t;
   float *data;
 
   if (e->fp8 != NULL)
     return e->fp8;
-  if (!fp8_open (hf, name, e, &rows, &cols, &sc, error))
+  if (!fp8_open (hf, name, e, error))
     return NULL;
+  rows = e->shape->ne[1];
+  cols = e->shape->ne[0];
   if ((guint64) rows * (guint64) cols > G_MAXSIZE / sizeof (float)
       || !(data = g_try_malloc ((size_t) rows * cols * sizeof (float))))
     {
@@ -615,23 +633,10 @@ const BlnTensor *
 bln_hfdir_get_shape (BlnHfDir *hf, const char *name, GError **error)
 {
   Entry *e = g_hash_table_lookup (hf->tensors, name);
-  const BlnTensor *sc;
-  int64_t rows, cols;
 
   if (e == NULL || entry_info (e)->dtype != BLN_ST_F8_E4M3)
     return bln_hfdir_get_tensor (hf, name, error);
-  if (e->shape != NULL)
-    return e->shape;
-  if (!fp8_open (hf, name, e, &rows, &cols, &sc, error))
-    return NULL;
-  e->shape = g_new0 (BlnTensor, 1);
-  e->shape->name = g_strdup (name);
-  e->shape->type = BLN_TYPE_F32;
-  e->shape->n_dims = 2;
-  e->shape->ne[0] = cols;
-  e->shape->ne[1] = rows;
-  e->shape->ne[2] = e->shape->ne[3] = 1;
-  return e->shape;
+  return fp8_open (hf, name, e, error) ? e->shape : NULL;
 }
 
 gboolean
