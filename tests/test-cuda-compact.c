@@ -43,66 +43,10 @@
 #include "kernels/sample-compact.h"
 #include "cuda-test-util.h"
 #include "model-test-util.h"
+#include "sampler-test-util.h"
 
-static guint64 rs;
-
-static guint64
-rnd (void)
-{
-  guint64 z = (rs += 0x9e3779b97f4a7c15ull);
-
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-static double
-unif (void)
-{
-  return (double) (rnd () >> 11) * (1.0 / 9007199254740992.0);
-}
-
-static double
-gauss (void)
-{
-  return sqrt (-2.0 * log (unif () + 1e-300)) * cos (2.0 * G_PI * unif ());
-}
-
-static void
-make_row (float *l, int n, int shape)
-{
-  int i;
-
-  for (i = 0; i < n; i++)
-    switch (shape)
-      {
-      case 0:
-        l[i] = (float) (2.5 * gauss () - 5.0);
-        break;
-      case 1:
-        l[i] = (float) gauss ();
-        break;
-      case 2:
-        l[i] = (float) (int) (unif () * 12.0) * 0.5f;
-        break;
-      case 3:
-        {
-          double u = unif ();
-
-          l[i] = u < 0.05 ? NAN : u < 0.15 ? -INFINITY : u < 0.16 ? -0.0f
-                                                                  : (float) (3.0 * gauss ());
-        }
-        break;
-      case 4:
-        l[i] = 0.75f;
-        break;
-      default:
-        l[i] = NAN;
-      }
-  if (shape == 0)
-    for (i = 0; i < 5; i++)
-      l[rnd () % (guint64) n] = (float) (10.0 + 6.0 * unif ());
-}
+/* the rows this test always drew: five spikes, and -0.0 among the holes */
+#define GPU_ROWS (ROW_FIVE_SPIKES | ROW_NEG_ZERO)
 
 static gboolean
 same_bits (float a, float b)
@@ -186,8 +130,8 @@ kernel_case (int V, int n, int K)
       int shape = (int) (rnd () % 16);
 
       /* mostly the ordinary shapes; all-equal and all-NaN now and then */
-      make_row (rows + (size_t) r * V, V, shape < 4 ? shape : shape < 14 ? (int) (rnd () % 4)
-                                                  : shape - 10);
+      make_row (rows + (size_t) r * V, V,
+                shape < 4 ? shape : shape < 14 ? (int) (rnd () % 4) : shape - 10, GPU_ROWS);
       bln_sampler_params_init (&p);
       p.temperature = temp[r] = temps[rnd () % 4];
       if (rnd () % 2)
@@ -278,7 +222,7 @@ test_kernel (void)
 
   if (!need_gpu ())
     return;
-  rs = g_test_rand_int ();
+  rng_seed (g_test_rand_int ());
   for (v = 0; v < G_N_ELEMENTS (vocabs); v++)
     for (c = 0; c < G_N_ELEMENTS (counts); c++)
       {
@@ -355,7 +299,7 @@ kv_case (const char *path)
                                        0, &opts, &error);
   g_assert_no_error (error);
   rows = g_new (float, (size_t) N_SEQS * n_vocab);
-  rs = 99;
+  rng_seed (99);
   for (i = 0; i < N_SEQS; i++)
     {
       BlnSamplerParams p;
@@ -491,10 +435,10 @@ test_bench (void)
 
   if (!need_gpu ())
     return;
-  rs = 7;
+  rng_seed (7);
   for (r = 0; r < n; r++)
     {
-      make_row (rows + (size_t) r * V, V, 0);
+      make_row (rows + (size_t) r * V, V, SHAPE_PEAKED, GPU_ROWS);
       temp[r] = r % 3 == 0 ? 0.0f : 0.7f;
       hoff[r] = nh;
       if (r % 2)
@@ -651,7 +595,7 @@ sched_run (BlnModel *model, BlnPool *pool, Run *run)
   while (!run->gated)
     g_cond_wait (&run->cond, &run->lock);
   g_mutex_unlock (&run->lock);
-  rs = 4242;
+  rng_seed (4242);
   for (i = 0; i < N_REQ; i++)
     {
       BlnSamplerParams p;

@@ -25,66 +25,10 @@
 #include <glib.h>
 
 #include "sampler.h"
+#include "sampler-test-util.h"
 
 #define VOCAB 5003          /* not a multiple of anything useful */
 #define MAX_NTOP 20
-
-static guint64 rs;
-
-static guint64
-rnd (void)
-{
-  guint64 z = (rs += 0x9e3779b97f4a7c15ull);
-
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-static double
-unif (void)
-{
-  return (double) (rnd () >> 11) * (1.0 / 9007199254740992.0);
-}
-
-static double
-gauss (void)
-{
-  double u = unif () + 1e-300, v = unif ();
-
-  return sqrt (-2.0 * log (u)) * cos (2.0 * G_PI * v);
-}
-
-enum { SHAPE_PEAKED, SHAPE_GAUSS, SHAPE_COARSE, SHAPE_HOLES, N_SHAPES };
-
-static void
-make_row (float *l, int n, int shape)
-{
-  int i;
-
-  for (i = 0; i < n; i++)
-    switch (shape)
-      {
-      case SHAPE_PEAKED:
-        l[i] = (float) (2.5 * gauss () - 5.0);
-        break;
-      case SHAPE_GAUSS:
-        l[i] = (float) gauss ();
-        break;
-      case SHAPE_COARSE:
-        l[i] = (float) (int) (unif () * 12.0) * 0.5f;
-        break;
-      default:
-        {
-          double u = unif ();
-
-          l[i] = u < 0.05 ? NAN : u < 0.15 ? -INFINITY : (float) (3.0 * gauss ());
-        }
-      }
-  if (shape == SHAPE_PEAKED)
-    for (i = 0; i < 1 + (int) (rnd () % 6); i++)
-      l[rnd () % (guint64) n] = (float) (10.0 + 6.0 * unif ());
-}
 
 typedef struct {
   const char *name;
@@ -231,17 +175,17 @@ test_random (void)
 {
   g_autofree float *row = g_new (float, VOCAB);
   int32_t hist[300];
-  Count count[N_MIXES][N_SHAPES] = { { { 0 } } };
+  Count count[N_MIXES][N_USUAL_SHAPES] = { { { 0 } } };
   int r, mi, sh;
 
-  rs = g_test_rand_int ();
+  rng_seed (g_test_rand_int ());
   for (r = 0; r < 6000; r++)
     {
       int n_hist;
 
-      sh = r % N_SHAPES;
-      mi = (r / N_SHAPES) % N_MIXES;
-      make_row (row, VOCAB, sh);
+      sh = r % N_USUAL_SHAPES;
+      mi = (r / N_USUAL_SHAPES) % N_MIXES;
+      make_row (row, VOCAB, sh, 0);
       n_hist = make_history (row, VOCAB, hist, (int) (rnd () % 300));
       count[mi][sh].draws++;
       if (check_row (row, VOCAB, &mixes[mi], hist, n_hist, rnd (), (int) (rnd () % 3)))
@@ -251,13 +195,13 @@ test_random (void)
     {
       g_autoptr (GString) line = g_string_new (NULL);
 
-      for (sh = 0; sh < N_SHAPES; sh++)
+      for (sh = 0; sh < N_USUAL_SHAPES; sh++)
         g_string_append_printf (line, " %" G_GUINT64_FORMAT "/%" G_GUINT64_FORMAT,
                                 count[mi][sh].decided, count[mi][sh].draws);
       g_test_message ("%-18s decided (peaked gauss coarse holes):%s", mixes[mi].name, line->str);
       if (mixes[mi].temperature == 0.0f && mixes[mi].rep == 1.0f && mixes[mi].pres == 0.0f
           && mixes[mi].freq == 0.0f)
-        for (sh = 0; sh < N_SHAPES; sh++)
+        for (sh = 0; sh < N_USUAL_SHAPES; sh++)
           g_assert_cmpuint (count[mi][sh].decided, ==, count[mi][sh].draws);
       if (mixes[mi].typical)
         g_assert_cmpuint (count[mi][SHAPE_PEAKED].decided * 100, >=,
@@ -275,7 +219,7 @@ test_adversarial (void)
   guint64 decided = 0, draws = 0;
   int r, i, mi;
 
-  rs = g_test_rand_int () ^ 0x1234;
+  rng_seed (g_test_rand_int () ^ 0x1234);
   for (r = 0; r < 1400; r++)
     {
       int n = VOCAB, n_hist = 0, kind = r % 10;
@@ -303,7 +247,7 @@ test_adversarial (void)
             row[i] = NAN;
           break;
         case 4:   /* +inf among ordinary values */
-          make_row (row, n, SHAPE_GAUSS);
+          make_row (row, n, SHAPE_GAUSS, 0);
           row[rnd () % (guint64) n] = INFINITY;
           if (unif () < 0.5)
             row[rnd () % (guint64) n] = INFINITY;
@@ -315,10 +259,10 @@ test_adversarial (void)
           break;
         case 6:   /* a vocabulary smaller than K */
           n = 100 + (int) (rnd () % 150);
-          make_row (row, n, (int) (rnd () % N_SHAPES));
+          make_row (row, n, (int) (rnd () % N_USUAL_SHAPES), 0);
           break;
         case 7:   /* the 300 largest all in the history, heavily penalised */
-          make_row (row, n, SHAPE_GAUSS);
+          make_row (row, n, SHAPE_GAUSS, 0);
           for (i = 0; i < 300; i++)
             {
               hist[i] = (int32_t) (i * 16);
@@ -333,7 +277,7 @@ test_adversarial (void)
             row[rnd () % (guint64) n] = 3.0f;
           break;
         default:  /* ties at the top, negative zero */
-          make_row (row, n, SHAPE_COARSE);
+          make_row (row, n, SHAPE_COARSE, 0);
           row[7] = row[3] = 7.0f;
           row[11] = -0.0f;
           break;
