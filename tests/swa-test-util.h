@@ -36,7 +36,6 @@ golden_load (Golden *g, const char *model)
 {
   g_autofree char *path = g_build_filename (g_getenv ("BALEEN_GOLDEN_DIR"), "swa",
                                             "goldens.json", NULL);
-  g_autofree char *mpath = golden_path (model, "model.gguf");
   g_autoptr (JsonParser) p = json_parser_new ();
   g_autoptr (GError) error = NULL;
   JsonArray *models;
@@ -56,8 +55,7 @@ golden_load (Golden *g, const char *model)
   g_assert_nonnull (o);
 
   g->model = model;
-  g->m = bln_model_load (mpath, &error);
-  g_assert_no_error (error);
+  g->m = golden_model_load (model, "model.gguf");
   g->n_vocab = bln_model_hparams (g->m)->n_vocab;
   g->window = (int) json_object_get_int_member (o, "window");
   ids = json_object_get_array_member (o, "ids");
@@ -73,8 +71,7 @@ golden_load (Golden *g, const char *model)
     g->ids[g->n + i] = (int32_t) json_array_get_int_element (gen, i);
   g->logits = decode_f32 (o, "logits_f32_b64", (gsize) g->n * g->n_vocab);
   g->gen_logits = decode_f32 (o, "gen_logits_f32_b64", (gsize) g->n_gen * g->n_vocab);
-  g->pool = bln_pool_new (2, &error);
-  g_assert_no_error (error);
+  g->pool = test_pool_new (2);
 }
 
 static inline void

@@ -187,10 +187,8 @@ static void
 test_batch (gconstpointer data)
 {
   const Case *cs = data;
-  g_autofree char *path = golden_path (cs->model, "model.gguf");
   g_autoptr (GRand) rnd = g_rand_new_with_seed (0xba1ee17);
   GError *error = NULL;
-  BlnContextOptions opts;
   Rig r = { 0 };
   enum { A, B, C, D, E, G, H };
   int32_t *ids[N_SEQ] = { 0 };
@@ -201,20 +199,13 @@ test_batch (gconstpointer data)
   if (!need_gpu ())
     return;
   r.cs = cs;
-  r.model = bln_model_load (path, &error);
-  g_assert_no_error (error);
-  r.pool = bln_pool_new (2, &error);
-  g_assert_no_error (error);
+  r.model = golden_model_load (cs->model, "model.gguf");
+  r.pool = test_pool_new (2);
   r.n_vocab = bln_model_hparams (r.model)->n_vocab;
   budget = 1024 * bln_kv_cache_block_bytes_for (r.model, cs->block_size);
   r.cpu = bln_kv_cache_new (r.model, r.pool, budget, cs->block_size, &error);
   g_assert_no_error (error);
-  bln_context_options_init (&opts);
-  opts.device = BLN_DEVICE_CUDA;
-  opts.kv_bits = cs->kv_bits;
-  r.gpu = bln_kv_cache_new_with_options (r.model, r.pool, budget, cs->block_size, &opts,
-                                         &error);
-  g_assert_no_error (error);
+  r.gpu = gpu_kv_cache (r.model, r.pool, budget, cs->block_size, cs->kv_bits);
   g_assert_cmpint (bln_kv_cache_device (r.gpu), ==, BLN_DEVICE_CUDA);
   g_assert_cmpint (bln_kv_cache_device (r.cpu), ==, BLN_DEVICE_CPU);
   g_assert_cmpuint (bln_kv_cache_block_bytes (r.gpu) * (32 / cs->kv_bits), ==,
@@ -333,7 +324,7 @@ test_batch (gconstpointer data)
 static void
 test_real_model (void)
 {
-  const char *path = g_getenv ("BALEEN_CUDA_TEST_MODEL");
+  const char *path = need_test_model ();
   static const int lens[] = { 97, 331, 150, 64, 20, 5, 77, 40, 13, 1, 33, 200 };
   g_autoptr (BlnModel) model = NULL;
   g_autoptr (GRand) rnd = g_rand_new_with_seed (77);
@@ -344,30 +335,19 @@ test_real_model (void)
   int32_t *ids[NR], next[NR];
   float *cl, *gl;
   GError *error = NULL;
-  BlnContextOptions opts;
   double kl_sum = 0;
   int n_kl = 0, n_vocab, i, k, agree = 0;
   size_t budget;
 
-  if (path == NULL)
-    {
-      g_test_skip ("BALEEN_CUDA_TEST_MODEL is not set");
-      return;
-    }
-  if (!need_gpu ())
+  if (path == NULL || !need_gpu ())
     return;
-  model = bln_model_load (path, &error);
-  g_assert_no_error (error);
-  pool = bln_pool_new (0, &error);
-  g_assert_no_error (error);
+  model = test_model_load (path);
+  pool = test_pool_new (0);
   n_vocab = bln_model_hparams (model)->n_vocab;
   budget = 256 * bln_kv_cache_block_bytes_for (model, 0);
   cpu = bln_kv_cache_new (model, pool, budget, 0, &error);
   g_assert_no_error (error);
-  bln_context_options_init (&opts);
-  opts.device = BLN_DEVICE_CUDA;
-  gpu = bln_kv_cache_new_with_options (model, NULL, budget, 0, &opts, &error);
-  g_assert_no_error (error);
+  gpu = gpu_kv_cache (model, NULL, budget, 0, 16);
   cl = g_new (float, NR * (size_t) n_vocab);
   gl = g_new (float, NR * (size_t) n_vocab);
   for (i = 0; i < NR; i++)
@@ -455,17 +435,14 @@ test_index_math (void)
 static void
 test_unsupported (void)
 {
-  g_autofree char *path = golden_path ("deepseek2-v2lite", "model.gguf");
   g_autoptr (BlnModel) model = NULL;
   GError *error = NULL;
   BlnContextOptions opts;
 
   if (!need_gpu ())
     return;
-  model = bln_model_load (path, &error);
-  g_assert_no_error (error);
-  bln_context_options_init (&opts);
-  opts.device = BLN_DEVICE_CUDA;
+  model = golden_model_load ("deepseek2-v2lite", "model.gguf");
+  gpu_options_init (&opts, 16);
   g_assert_null (bln_kv_cache_new_with_options (model, NULL,
                                                 64 * bln_kv_cache_block_bytes_for (model, 0), 0,
                                                 &opts, &error));

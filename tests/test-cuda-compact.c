@@ -277,7 +277,6 @@ kv_case (const char *path)
 {
   g_autoptr (BlnModel) model = NULL;
   GError *error = NULL;
-  BlnContextOptions opts;
   BlnKvCache *gpu;
   BlnPool *pool;
   BlnKvSeq *seq[N_SEQS];
@@ -288,16 +287,10 @@ kv_case (const char *path)
   float *rows;
   int n_vocab, i, step, decided = 0, draws = 0;
 
-  model = bln_model_load (path, &error);
-  g_assert_no_error (error);
-  pool = bln_pool_new (2, &error);
-  g_assert_no_error (error);
+  model = test_model_load (path);
+  pool = test_pool_new (2);
   n_vocab = bln_model_hparams (model)->n_vocab;
-  bln_context_options_init (&opts);
-  opts.device = BLN_DEVICE_CUDA;
-  gpu = bln_kv_cache_new_with_options (model, pool, 256 * bln_kv_cache_block_bytes_for (model, 0),
-                                       0, &opts, &error);
-  g_assert_no_error (error);
+  gpu = gpu_kv_cache (model, pool, 256 * bln_kv_cache_block_bytes_for (model, 0), 0, 16);
   rows = g_new (float, (size_t) N_SEQS * n_vocab);
   rng_seed (99);
   for (i = 0; i < N_SEQS; i++)
@@ -403,14 +396,9 @@ test_kv (void)
 static void
 test_kv_real (void)
 {
-  const char *path = g_getenv ("BALEEN_CUDA_TEST_MODEL");
+  const char *path = need_test_model ();
 
-  if (path == NULL)
-    {
-      g_test_skip ("BALEEN_CUDA_TEST_MODEL is not set");
-      return;
-    }
-  if (need_gpu ())
+  if (path != NULL && need_gpu ())
     kv_case (path);
 }
 
@@ -572,8 +560,7 @@ sched_run (BlnModel *model, BlnPool *pool, Run *run)
   BlnSched *s;
   int n_vocab = bln_model_hparams (model)->n_vocab, i, t;
 
-  bln_context_options_init (&dev);
-  dev.device = BLN_DEVICE_CUDA;
+  gpu_options_init (&dev, 16);
   bln_sched_options_init (&o);
   o.device = &dev;
   o.max_seqs = 8;
@@ -629,19 +616,15 @@ sched_run (BlnModel *model, BlnPool *pool, Run *run)
 static void
 test_sched (void)
 {
-  g_autofree char *path = golden_path ("qwen2", "model.gguf");
   g_autoptr (BlnModel) model = NULL;
-  GError *error = NULL;
   BlnPool *pool;
   Run off = { 0 }, on = { 0 };
   int i;
 
   if (!need_gpu ())
     return;
-  model = bln_model_load (path, &error);
-  g_assert_no_error (error);
-  pool = bln_pool_new (2, &error);
-  g_assert_no_error (error);
+  model = golden_model_load ("qwen2", "model.gguf");
+  pool = test_pool_new (2);
   g_setenv ("BALEEN_GPU_COMPACT_SAMPLING", "0", TRUE);
   g_assert_cmpuint (sched_run (model, pool, &off), ==, 0);
   g_setenv ("BALEEN_GPU_COMPACT_SAMPLING", "1", TRUE);

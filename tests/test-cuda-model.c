@@ -100,17 +100,6 @@ max_abs (const float *v, gsize n)
   return m;
 }
 
-static BlnContext *
-gpu_context (BlnModel *model, int n_ctx, int kv_bits, BlnPool *pool, GError **error)
-{
-  BlnContextOptions o;
-
-  bln_context_options_init (&o);
-  o.device = BLN_DEVICE_CUDA;
-  o.kv_bits = kv_bits;
-  return bln_context_new_with_options (model, n_ctx, pool, &o, error);
-}
-
 static void
 test_golden (gconstpointer data)
 {
@@ -135,8 +124,7 @@ test_golden (gconstpointer data)
   model = bln_model_load_with_options (path, &mo, &error);
   g_assert_no_error (error);
   n_vocab = bln_model_hparams (model)->n_vocab;
-  pool = bln_pool_new (1, &error);
-  g_assert_no_error (error);
+  pool = test_pool_new (1);
 
   for (si = 0; si < json_array_get_length (seqs); si++)
     {
@@ -227,7 +215,7 @@ test_golden (gconstpointer data)
 static void
 test_cpu_vs_gpu (void)
 {
-  const char *path = g_getenv ("BALEEN_CUDA_TEST_MODEL");
+  const char *path = need_test_model ();
   g_autoptr (GError) error = NULL;
   g_autoptr (BlnModel) model = NULL;
   g_autoptr (BlnContext) cpu = NULL, gpu = NULL;
@@ -239,18 +227,11 @@ test_cpu_vs_gpu (void)
   int n_vocab, i, t, agree = 0;
   double worst = 0, kl_sum = 0;
 
-  if (!need_gpu ())
+  if (path == NULL || !need_gpu ())
     return;
-  if (path == NULL || *path == '\0')
-    {
-      g_test_skip ("BALEEN_CUDA_TEST_MODEL is not set");
-      return;
-    }
-  model = bln_model_load (path, &error);
-  g_assert_no_error (error);
+  model = test_model_load (path);
   n_vocab = bln_model_hparams (model)->n_vocab;
-  pool = bln_pool_new (0, &error);
-  g_assert_no_error (error);
+  pool = test_pool_new (0);
   cpu = bln_context_new (model, n_prompt + n_steps + 1, pool, &error);
   g_assert_no_error (error);
   gpu = gpu_context (model, n_prompt + n_steps + 1, 16, pool, &error);
@@ -294,7 +275,6 @@ test_cpu_vs_gpu (void)
 static void
 test_plan (void)
 {
-  g_autofree char *path = golden_path ("llama", "model.gguf");
   g_autoptr (GError) error = NULL;
   g_autoptr (BlnModel) model = NULL;
   g_autoptr (BlnContext) ctx = NULL;
@@ -305,10 +285,8 @@ test_plan (void)
 
   if (!need_gpu ())
     return;
-  model = bln_model_load (path, &error);
-  g_assert_no_error (error);
-  pool = bln_pool_new (1, &error);
-  g_assert_no_error (error);
+  model = golden_model_load ("llama", "model.gguf");
+  pool = test_pool_new (1);
 
   g_assert_true (bln_cuda_plan (model, 4096, 16, &plan, &error));
   g_assert_no_error (error);
@@ -368,7 +346,6 @@ test_ds2_vs_cpu (gconstpointer data)
 {
   const Ds2Case *dc = data;
   const char *name = dc->model;
-  g_autofree char *path = golden_path (name, "model.gguf");
   g_autoptr (GError) error = NULL;
   g_autoptr (BlnModel) model = NULL;
   g_autoptr (BlnContext) cpu = NULL, gpu = NULL;
@@ -385,11 +362,9 @@ test_ds2_vs_cpu (gconstpointer data)
     return;
   for (s = 0; s < (int) G_N_ELEMENTS (steps); s++)
     n_total += steps[s];
-  model = bln_model_load (path, &error);
-  g_assert_no_error (error);
+  model = golden_model_load (name, "model.gguf");
   n_vocab = bln_model_hparams (model)->n_vocab;
-  pool = bln_pool_new (2, &error);
-  g_assert_no_error (error);
+  pool = test_pool_new (2);
   cpu = bln_context_new (model, n_total, pool, &error);
   g_assert_no_error (error);
   if (dc->steps)
@@ -464,7 +439,6 @@ test_ds2_vs_cpu (gconstpointer data)
 static void
 test_ds2_plan (void)
 {
-  g_autofree char *path = golden_path ("deepseek2-v2lite", "model.gguf");
   g_autoptr (GError) error = NULL;
   g_autoptr (BlnModel) model = NULL;
   const BlnHParams *hp;
@@ -472,8 +446,7 @@ test_ds2_plan (void)
 
   if (!need_gpu ())
     return;
-  model = bln_model_load (path, &error);
-  g_assert_no_error (error);
+  model = golden_model_load ("deepseek2-v2lite", "model.gguf");
   hp = bln_model_hparams (model);
   g_assert_true (bln_cuda_plan (model, 1000, 16, &plan, &error));
   g_assert_no_error (error);
@@ -492,7 +465,6 @@ test_ds2_plan (void)
 static void
 test_unsupported (void)
 {
-  g_autofree char *path = golden_path ("deepseek2-v2lite", "model.gguf");
   g_autoptr (GError) error = NULL;
   g_autoptr (BlnModel) model = NULL;
   BlnHParams *hp;
@@ -505,10 +477,8 @@ test_unsupported (void)
 
   if (!need_gpu ())
     return;
-  model = bln_model_load (path, &error);
-  g_assert_no_error (error);
-  pool = bln_pool_new (1, &error);
-  g_assert_no_error (error);
+  model = golden_model_load ("deepseek2-v2lite", "model.gguf");
+  pool = test_pool_new (1);
   /* the check looks at the shape only: no weight is touched */
   hp = (BlnHParams *) bln_model_hparams (model);
   saved = hp->kv_lora_rank;
@@ -556,7 +526,6 @@ test_eval_sample (void)
   for (guint mi = 0; mi < G_N_ELEMENTS (models); mi++)
     for (int mode = 0; mode < 2; mode++)
       {
-        g_autofree char *path = golden_path (models[mi], "model.gguf");
         g_autoptr (GError) error = NULL;
         g_autoptr (BlnModel) model = NULL;
         g_autoptr (BlnContext) a = NULL, b = NULL;
@@ -567,10 +536,8 @@ test_eval_sample (void)
         int n_vocab, step;
         int32_t prompt[12], ia, ib;
 
-        model = bln_model_load (path, &error);
-        g_assert_no_error (error);
-        pool = bln_pool_new (1, &error);
-        g_assert_no_error (error);
+        model = golden_model_load (models[mi], "model.gguf");
+        pool = test_pool_new (1);
         n_vocab = bln_model_hparams (model)->n_vocab;
         for (int i = 0; i < 12; i++)
           prompt[i] = (int32_t) ((i * 7919 + 13) % n_vocab);

@@ -43,16 +43,10 @@ static BlnKvCache *
 gpu_pool (BlnModel *m, BlnPool *pool, int kv_bits, int block_size, int n_blocks, int window)
 {
   g_autoptr (GError) error = NULL;
-  BlnContextOptions o;
-  BlnKvCache *kv;
+  BlnKvCache *kv = gpu_kv_cache (m, pool,
+                                 (size_t) n_blocks * bln_kv_cache_block_bytes_for (m, block_size),
+                                 block_size, kv_bits);
 
-  bln_context_options_init (&o);
-  o.device = BLN_DEVICE_CUDA;
-  o.kv_bits = kv_bits;
-  kv = bln_kv_cache_new_with_options (m, pool, (size_t) n_blocks
-                                               * bln_kv_cache_block_bytes_for (m, block_size),
-                                      block_size, &o, &error);
-  g_assert_no_error (error);
   g_assert_true (bln_kv_cache_set_sliding_window (kv, window, &error));
   g_assert_no_error (error);
   return kv;
@@ -238,18 +232,15 @@ static void
 test_single_context_refused (void)
 {
   g_autoptr (GError) error = NULL;
-  g_autofree char *path = golden_path ("qwen2", "model.gguf");
   g_autoptr (BlnModel) m = NULL;
   BlnPool *pool;
   BlnContextOptions o;
 
   if (!need_gpu ())
     return;
-  m = bln_model_load (path, &error);
-  pool = bln_pool_new (1, &error);
-  g_assert_no_error (error);
-  bln_context_options_init (&o);
-  o.device = BLN_DEVICE_CUDA;
+  m = golden_model_load ("qwen2", "model.gguf");
+  pool = test_pool_new (1);
+  gpu_options_init (&o, 16);
   o.sliding_window = 5;
   g_assert_null (bln_context_new_with_options (m, 64, pool, &o, &error));
   g_assert_error (error, BLN_ERROR, BLN_ERROR_INVALID);
