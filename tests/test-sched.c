@@ -23,129 +23,8 @@
 #include "model.h"
 #include "scheduler.h"
 #include "tokenizer.h"
-
-typedef struct {
-  GMutex *lock;
-  GCond *cond;
-  int *n_done;
-  GArray *got;               /* int32_t generated ids */
-  gboolean done;
-  BlnSchedResult res;
-  /* behaviour */
-  BlnSched *sched;
-  guint64 handle;
-  int cancel_at;             /* cancel itself when this many tokens came (0: never) */
-  int stop_at;               /* return FALSE at this many tokens (0: never) */
-  GMutex *gate_lock;         /* when set, the first token waits for *gate_open */
-  GCond *gate_cond;
-  gboolean *gate_open;
-  gboolean *gate_entered;
-} Collector;
-
-static GMutex lock;
-static GCond cond;
-
-static gboolean
-on_token (const BlnSchedToken *tok, gpointer data)
-{
-  Collector *c = data;
-
-  g_assert_cmpint (tok->index, ==, (int) c->got->len);
-  g_assert_false (c->done);
-  g_array_append_val (c->got, tok->id);
-  if (c->gate_lock != NULL)
-    {
-      g_mutex_lock (c->gate_lock);
-      *c->gate_entered = TRUE;
-      g_cond_broadcast (c->gate_cond);
-      while (!*c->gate_open)
-        g_cond_wait (c->gate_cond, c->gate_lock);
-      g_mutex_unlock (c->gate_lock);
-    }
-  if (c->cancel_at > 0 && (int) c->got->len == c->cancel_at)
-    g_assert_true (bln_sched_cancel (c->sched, c->handle));
-  return c->stop_at == 0 || (int) c->got->len < c->stop_at;
-}
-
-static void
-on_end (const BlnSchedResult *res, gpointer data)
-{
-  Collector *c = data;
-
-  g_mutex_lock (c->lock);
-  g_assert_false (c->done);
-  c->done = TRUE;
-  c->res = *res;
-  c->res.error = NULL;
-  (*c->n_done)++;
-  g_cond_broadcast (c->cond);
-  g_mutex_unlock (c->lock);
-}
-
-static Collector *
-collector_new (int *n_done)
-{
-  Collector *c = g_new0 (Collector, 1);
-
-  c->lock = &lock;
-  c->cond = &cond;
-  c->n_done = n_done;
-  c->got = g_array_new (FALSE, FALSE, sizeof (int32_t));
-  return c;
-}
-
-static void
-collector_free (Collector *c)
-{
-  g_array_unref (c->got);
-  g_free (c);
-}
-
-static void
-wait_done (int *n_done, int want)
-{
-  gint64 end = g_get_monotonic_time () + 120 * G_TIME_SPAN_SECOND;
-
-  g_mutex_lock (&lock);
-  while (*n_done < want)
-    if (!g_cond_wait_until (&cond, &lock, end))
-      g_error ("timed out waiting for %d requests (%d done)", want, *n_done);
-  g_mutex_unlock (&lock);
-}
-
-/* Waits until the scheduler has published the end of @n requests. */
-static void
-wait_stats (BlnSched *s, guint64 finished, BlnSchedStats *st)
-{
-  gint64 end = g_get_monotonic_time () + 30 * G_TIME_SPAN_SECOND;
-
-  for (;;)
-    {
-      bln_sched_get_stats (s, st);
-      if (st->finished >= finished)
-        return;
-      if (g_get_monotonic_time () > end)
-        g_error ("stats never showed %" G_GUINT64_FORMAT " finished", finished);
-      g_usleep (1000);
-    }
-}
-
-static char *
-model_path (const char *model, const char *file)
-{
-  return g_build_filename (g_getenv ("BALEEN_GOLDEN_DIR"), "models", model, file, NULL);
-}
-
-static int32_t
-argmax (const float *v, int n)
-{
-  int b = 0;
-
-  for (int i = 1; i < n; i++)
-    if (v[i] > v[b])
-      b = i;
-  return b;
-}
+#include "model-test-util.h"
+#include "sched-test-util.h"
 
 /* Truncates @ids at the first end-of-generation token (the scheduler ends a
  * request there without reporting the token). */
@@ -162,56 +41,6 @@ cut_at_eog (BlnModel *m, GArray *ids)
       }
 }
 
-/* Greedy decoding of @prompt alone through a plain context. */
-static GArray *
-solo (BlnModel *m, BlnPool *pool, const int32_t *prompt, int n, int max_tokens)
-{
-  g_autoptr (GError) error = NULL;
-  g_autoptr (BlnContext) ctx = bln_context_new (m, n + max_tokens + 1, pool, &error);
-  int n_vocab = bln_model_hparams (m)->n_vocab;
-  g_autofree float *logits = g_new (float, n_vocab);
-  GArray *out = g_array_new (FALSE, FALSE, sizeof (int32_t));
-  BlnTokenizer *tok = bln_model_tokenizer (m);
-
-  g_assert_no_error (error);
-  g_assert_true (bln_context_eval (ctx, prompt, n, logits, FALSE, &error));
-  while ((int) out->len < max_tokens)
-    {
-      int32_t id = argmax (logits, n_vocab);
-      if (tok != NULL && bln_tokenizer_is_eog (tok, id))
-        break;
-      g_array_append_val (out, id);
-      g_assert_true (bln_context_eval (ctx, &id, 1, logits, FALSE, &error));
-    }
-  return out;
-}
-
-static void
-assert_same (GArray *want, GArray *got, const char *what)
-{
-  if (want->len != got->len
-      || (want->len > 0 && memcmp (want->data, got->data, want->len * sizeof (int32_t)) != 0))
-    {
-      GString *s = g_string_new (NULL);
-      for (guint i = 0; i < MAX (want->len, got->len); i++)
-        g_string_append_printf (s, " %d/%d", i < want->len ? g_array_index (want, int32_t, i) : -1,
-                                i < got->len ? g_array_index (got, int32_t, i) : -1);
-      g_error ("%s: tokens differ (want/got):%s", what, s->str);
-    }
-}
-
-/* A deterministic prompt of @n ids in [3, n_vocab). */
-static int32_t *
-make_prompt (guint32 seed, int n, int n_vocab)
-{
-  g_autoptr (GRand) r = g_rand_new_with_seed (seed);
-  int32_t *p = g_new (int32_t, n);
-
-  for (int i = 0; i < n; i++)
-    p[i] = g_rand_int_range (r, 3, n_vocab);
-  return p;
-}
-
 typedef struct {
   int n;
   int32_t *ids;
@@ -224,7 +53,7 @@ typedef struct {
 static GArray *
 load_prompts (BlnModel *m, BlnPool *pool, const char *model, int n_extra, int extra_tokens)
 {
-  g_autofree char *path = model_path (model, "goldens.json");
+  g_autofree char *path = golden_path (model, "goldens.json");
   g_autoptr (JsonParser) p = json_parser_new ();
   g_autoptr (GError) error = NULL;
   GArray *out = g_array_new (FALSE, TRUE, sizeof (Prompt));
@@ -264,7 +93,7 @@ load_prompts (BlnModel *m, BlnPool *pool, const char *model, int n_extra, int ex
       Prompt pr;
 
       pr.n = 1 + (k * 13) % 41;
-      pr.ids = make_prompt (1000 + k, pr.n, n_vocab);
+      pr.ids = make_prompt (1000 + k, pr.n, 3, n_vocab);
       pr.max_tokens = extra_tokens + k % 5;
       pr.want = solo (m, pool, pr.ids, pr.n, pr.max_tokens);
       g_array_append_val (out, pr);
@@ -344,39 +173,45 @@ static const Case cases[] = {
   { "deepseek2-v3", "model.gguf" },
 };
 
+/* Runs @c's prompts (its goldens, then @n_extra others of @extra_tokens to
+ * @extra_tokens + 4 tokens) at once through a scheduler of 8 sequences,
+ * @step_tokens a step, and a pool of @n_blocks blocks of 4 positions:
+ * every output must be its reference, and no block may stay in use.
+ * *@st gets the statistics at the end. */
+static void
+run_case (const Case *c, int n_extra, int extra_tokens, int step_tokens, int n_blocks,
+          const char *what, BlnSchedStats *st)
+{
+  g_autoptr (BlnModel) m = golden_model_load (c->model, c->file);
+  BlnPool *pool = test_pool_new (2);
+  GArray *prompts = load_prompts (m, pool, c->model, n_extra, extra_tokens);
+  BlnSchedOptions o;
+  BlnSched *s;
+
+  sched_options_init (&o, m, 4, n_blocks);
+  o.max_seqs = 8;
+  o.step_tokens = step_tokens;
+  s = test_sched_new (m, pool, &o);
+  run_all (s, prompts, what);
+  assert_no_blocks_used (s, prompts->len);
+  bln_sched_get_stats (s, st);
+  bln_sched_free (s);
+  prompts_free (prompts);
+  bln_pool_free (pool);
+}
+
 /* 12 concurrent requests, 8 at a time, 16 tokens a step. */
 static void
 test_concurrent (gconstpointer data)
 {
   const Case *c = data;
-  g_autofree char *path = model_path (c->model, c->file);
-  g_autoptr (GError) error = NULL;
-  g_autoptr (BlnModel) m = bln_model_load (path, &error);
-  BlnPool *pool = bln_pool_new (2, &error);
-  BlnSchedOptions o;
-  BlnSched *s;
-  GArray *prompts;
   BlnSchedStats st;
 
-  g_assert_no_error (error);
-  prompts = load_prompts (m, pool, c->model, 9, 12);
-  bln_sched_options_init (&o);
-  o.block_size = 4;
-  o.max_seqs = 8;
-  o.step_tokens = 16;
-  o.kv_bytes = 256 * bln_kv_cache_block_bytes_for (m, 4);
-  s = bln_sched_new (m, pool, &o, &error);
-  g_assert_no_error (error);
-  run_all (s, prompts, c->model);
-  assert_no_blocks_used (s, prompts->len);
-  bln_sched_get_stats (s, &st);
+  run_case (c, 9, 12, 16, 256, c->model, &st);
   g_assert_cmpint (st.preemptions, ==, 0);
   g_assert_cmpint (st.max_seqs, ==, 8);
   g_test_message ("%s: %" G_GUINT64_FORMAT " steps, %" G_GUINT64_FORMAT " tokens computed",
                   c->model, st.steps, st.computed_tokens);
-  bln_sched_free (s);
-  prompts_free (prompts);
-  bln_pool_free (pool);
 }
 
 /* A pool of 20 blocks of 4 tokens for 8 requests of up to 60 tokens each:
@@ -385,34 +220,13 @@ static void
 test_preemption (gconstpointer data)
 {
   const Case *c = data;
-  g_autofree char *path = model_path (c->model, c->file);
-  g_autoptr (GError) error = NULL;
-  g_autoptr (BlnModel) m = bln_model_load (path, &error);
-  BlnPool *pool = bln_pool_new (2, &error);
-  BlnSchedOptions o;
-  BlnSched *s;
-  GArray *prompts;
   BlnSchedStats st;
 
-  g_assert_no_error (error);
-  prompts = load_prompts (m, pool, c->model, 5, 18);
-  bln_sched_options_init (&o);
-  o.block_size = 4;
-  o.max_seqs = 8;
-  o.step_tokens = 24;
-  o.kv_bytes = 20 * bln_kv_cache_block_bytes_for (m, 4);
-  s = bln_sched_new (m, pool, &o, &error);
-  g_assert_no_error (error);
-  run_all (s, prompts, "preemption");
-  assert_no_blocks_used (s, prompts->len);
-  bln_sched_get_stats (s, &st);
+  run_case (c, 5, 18, 24, 20, "preemption", &st);
   g_test_message ("%s: %" G_GUINT64_FORMAT " preemptions, %" G_GUINT64_FORMAT " evictions",
                   c->model, st.preemptions, st.evictions);
   g_assert_cmpuint (st.preemptions, >, 0);
   g_assert_cmpint (st.blocks_total, ==, 20);
-  bln_sched_free (s);
-  prompts_free (prompts);
-  bln_pool_free (pool);
 }
 
 /* Cancellation from the token callback, right after submit, and a stop
@@ -420,10 +234,9 @@ test_preemption (gconstpointer data)
 static void
 test_cancel (void)
 {
-  g_autofree char *path = model_path ("llama", "model.gguf");
   g_autoptr (GError) error = NULL;
-  g_autoptr (BlnModel) m = bln_model_load (path, &error);
-  BlnPool *pool = bln_pool_new (2, &error);
+  g_autoptr (BlnModel) m = golden_model_load ("llama", "model.gguf");
+  BlnPool *pool = test_pool_new (2);
   g_autoptr (GPtrArray) cols = g_ptr_array_new_with_free_func ((GDestroyNotify) collector_free);
   BlnSchedOptions o;
   BlnSched *s;
@@ -431,15 +244,11 @@ test_cancel (void)
   int n_done = 0;
   guint i;
 
-  g_assert_no_error (error);
   prompts = load_prompts (m, pool, NULL, 6, 30);
-  bln_sched_options_init (&o);
-  o.block_size = 4;
+  sched_options_init (&o, m, 4, 128);
   o.max_seqs = 4;
   o.step_tokens = 8;
-  o.kv_bytes = 128 * bln_kv_cache_block_bytes_for (m, 4);
-  s = bln_sched_new (m, pool, &o, &error);
-  g_assert_no_error (error);
+  s = test_sched_new (m, pool, &o);
   for (i = 0; i < prompts->len; i++)
     {
       Prompt *p = &g_array_index (prompts, Prompt, i);
@@ -498,10 +307,9 @@ test_cancel (void)
 static void
 test_queue_full (void)
 {
-  g_autofree char *path = model_path ("llama", "model.gguf");
   g_autoptr (GError) error = NULL;
-  g_autoptr (BlnModel) m = bln_model_load (path, &error);
-  BlnPool *pool = bln_pool_new (1, &error);
+  g_autoptr (BlnModel) m = golden_model_load ("llama", "model.gguf");
+  BlnPool *pool = test_pool_new (1);
   GMutex gate_lock;
   GCond gate_cond;
   gboolean open = FALSE, entered = FALSE;
@@ -512,15 +320,12 @@ test_queue_full (void)
   BlnSched *s;
   int n_done = 0, i;
 
-  g_assert_no_error (error);
   g_mutex_init (&gate_lock);
   g_cond_init (&gate_cond);
-  bln_sched_options_init (&o);
+  sched_options_init (&o, m, 0, 64);
   o.max_seqs = 1;
   o.max_queue = 2;
-  o.kv_bytes = 64 * bln_kv_cache_block_bytes_for (m, 0);
-  s = bln_sched_new (m, pool, &o, &error);
-  g_assert_no_error (error);
+  s = test_sched_new (m, pool, &o);
   for (i = 0; i < 4; i++)
     cols[i] = collector_new (&n_done);
   cols[0]->gate_lock = &gate_lock;
@@ -572,34 +377,13 @@ test_queue_full (void)
   bln_pool_free (pool);
 }
 
-/* Runs one request alone and returns its tokens; *@res gets its result. */
-static GArray *
-run_one (BlnSched *s, const int32_t *ids, int n, int max_tokens, BlnSchedResult *res)
-{
-  g_autoptr (GError) error = NULL;
-  int n_done = 0;
-  Collector *c = collector_new (&n_done);
-  GArray *out;
-
-  g_assert_cmpuint (bln_sched_submit (s, ids, n, NULL, max_tokens, 0, on_token, on_end, c,
-                                      &error), >, 0);
-  g_assert_no_error (error);
-  wait_done (&n_done, 1);
-  *res = c->res;
-  out = g_array_ref (c->got);
-  collector_free (c);
-  return out;
-}
-
 /* Prefix reuse in cached tokens, and a multi-turn conversation whose second
  * turn computes only its new part (to within a block). */
 static void
 test_prefix_reuse (void)
 {
-  g_autofree char *path = model_path ("llama", "model.gguf");
-  g_autoptr (GError) error = NULL;
-  g_autoptr (BlnModel) m = bln_model_load (path, &error);
-  BlnPool *pool = bln_pool_new (2, &error);
+  g_autoptr (BlnModel) m = golden_model_load ("llama", "model.gguf");
+  BlnPool *pool = test_pool_new (2);
   int n_vocab = bln_model_hparams (m)->n_vocab, bs = 4;
   g_autofree int32_t *p1 = NULL, *u2 = NULL;
   g_autoptr (GArray) r1 = NULL, r1b = NULL, r2 = NULL, want2 = NULL;
@@ -610,14 +394,10 @@ test_prefix_reuse (void)
   BlnSched *s;
   int cached, computed;
 
-  g_assert_no_error (error);
-  bln_sched_options_init (&o);
-  o.block_size = bs;
-  o.kv_bytes = 256 * bln_kv_cache_block_bytes_for (m, bs);
-  s = bln_sched_new (m, pool, &o, &error);
-  g_assert_no_error (error);
-  p1 = make_prompt (77, 30, n_vocab);
-  u2 = make_prompt (78, 7, n_vocab);
+  sched_options_init (&o, m, bs, 256);
+  s = test_sched_new (m, pool, &o);
+  p1 = make_prompt (77, 30, 3, n_vocab);
+  u2 = make_prompt (78, 7, 3, n_vocab);
 
   /* turn 1: nothing cached */
   r1 = run_one (s, p1, 30, 10, &res);
@@ -663,10 +443,8 @@ test_prefix_reuse (void)
 static void
 test_drop_cached (void)
 {
-  g_autofree char *path = model_path ("llama", "model.gguf");
-  g_autoptr (GError) error = NULL;
-  g_autoptr (BlnModel) m = bln_model_load (path, &error);
-  BlnPool *pool = bln_pool_new (2, &error);
+  g_autoptr (BlnModel) m = golden_model_load ("llama", "model.gguf");
+  BlnPool *pool = test_pool_new (2);
   int n_vocab = bln_model_hparams (m)->n_vocab, bs = 4;
   g_autofree int32_t *p1 = NULL;
   g_autoptr (GArray) want = NULL, r1 = NULL, r2 = NULL, r3 = NULL, r4 = NULL;
@@ -676,13 +454,9 @@ test_drop_cached (void)
   BlnSched *s;
   int freed;
 
-  g_assert_no_error (error);
-  bln_sched_options_init (&o);
-  o.block_size = bs;
-  o.kv_bytes = 64 * bln_kv_cache_block_bytes_for (m, bs);
-  s = bln_sched_new (m, pool, &o, &error);
-  g_assert_no_error (error);
-  p1 = make_prompt (91, 30, n_vocab);
+  sched_options_init (&o, m, bs, 64);
+  s = test_sched_new (m, pool, &o);
+  p1 = make_prompt (91, 30, 3, n_vocab);
   want = solo (m, pool, p1, 30, 6);
 
   /* nothing to drop yet */
@@ -731,8 +505,7 @@ test_drop_cached (void)
 
   /* the prefix cache off */
   o.no_prefix_cache = TRUE;
-  s = bln_sched_new (m, pool, &o, &error);
-  g_assert_no_error (error);
+  s = test_sched_new (m, pool, &o);
   g_clear_pointer (&r1, g_array_unref);
   r1 = run_one (s, p1, 30, 6, &res);
   r4 = run_one (s, p1, 30, 6, &res);
@@ -748,8 +521,7 @@ test_drop_cached (void)
   /* a bound of 2 blocks of cached prefix */
   o.no_prefix_cache = FALSE;
   o.prefix_bytes = 2 * bln_kv_cache_block_bytes_for (m, bs);
-  s = bln_sched_new (m, pool, &o, &error);
-  g_assert_no_error (error);
+  s = test_sched_new (m, pool, &o);
   g_clear_pointer (&r1, g_array_unref);
   r1 = run_one (s, p1, 30, 6, &res);
   wait_stats (s, 1, &st);
@@ -762,35 +534,6 @@ test_drop_cached (void)
   bln_pool_free (pool);
 }
 
-/* Sampling (temperature, top-p, seeds) through a plain context. */
-static GArray *
-solo_sampled (BlnModel *m, BlnPool *pool, const int32_t *prompt, int n, int max_tokens,
-              const BlnSamplerParams *params)
-{
-  g_autoptr (GError) error = NULL;
-  g_autoptr (BlnContext) ctx = bln_context_new (m, n + max_tokens + 1, pool, &error);
-  int n_vocab = bln_model_hparams (m)->n_vocab;
-  g_autoptr (BlnSampler) smp = bln_sampler_new (params, n_vocab);
-  g_autofree float *logits = g_new (float, n_vocab);
-  GArray *out = g_array_new (FALSE, FALSE, sizeof (int32_t));
-  BlnTokenizer *tok = bln_model_tokenizer (m);
-
-  g_assert_no_error (error);
-  for (int i = 0; i < n; i++)
-    bln_sampler_accept (smp, prompt[i]);
-  g_assert_true (bln_context_eval (ctx, prompt, n, logits, FALSE, &error));
-  while ((int) out->len < max_tokens)
-    {
-      int32_t id = bln_sampler_sample (smp, logits, NULL, 0);
-      if (tok != NULL && bln_tokenizer_is_eog (tok, id))
-        break;
-      bln_sampler_accept (smp, id);
-      g_array_append_val (out, id);
-      g_assert_true (bln_context_eval (ctx, &id, 1, logits, FALSE, &error));
-    }
-  return out;
-}
-
 #define N_STRESS 40
 
 /* 40 requests with seeded sampling into a pool of 12 blocks, a few at a
@@ -800,10 +543,9 @@ solo_sampled (BlnModel *m, BlnPool *pool, const int32_t *prompt, int n, int max_
 static void
 test_stress (void)
 {
-  g_autofree char *path = model_path ("llama", "model.gguf");
   g_autoptr (GError) error = NULL;
-  g_autoptr (BlnModel) m = bln_model_load (path, &error);
-  BlnPool *pool = bln_pool_new (2, &error);
+  g_autoptr (BlnModel) m = golden_model_load ("llama", "model.gguf");
+  BlnPool *pool = test_pool_new (2);
   g_autoptr (GPtrArray) cols = g_ptr_array_new_with_free_func ((GDestroyNotify) collector_free);
   g_autoptr (GRand) rnd = g_rand_new_with_seed (4242);
   int n_vocab = bln_model_hparams (m)->n_vocab, n_done = 0, n_req = N_STRESS, i;
@@ -816,17 +558,14 @@ test_stress (void)
   BlnSchedStats st;
   BlnSched *s;
 
-  g_assert_no_error (error);
-  bln_sched_options_init (&o);
-  o.block_size = 4;
+  sched_options_init (&o, m, 4, 12);
   o.max_seqs = 6;
   o.step_tokens = 7;
-  o.kv_bytes = 12 * bln_kv_cache_block_bytes_for (m, 4);
   /* the references first: the pool runs one thing at a time */
   for (i = 0; i < n_req; i++)
     {
       int n = g_rand_int_range (rnd, 1, 25), max_tokens = g_rand_int_range (rnd, 1, 21);
-      int32_t *prompt = make_prompt (500 + i, n, n_vocab);
+      int32_t *prompt = make_prompt (500 + i, n, 3, n_vocab);
 
       bln_sampler_params_init (&params[i]);
       params[i].temperature = 0.9f;
@@ -835,16 +574,15 @@ test_stress (void)
       /* share prefixes now and then: copy the start of an earlier prompt */
       if (i % 3 == 2)
         {
-          g_autofree int32_t *earlier = make_prompt (500 + i - 1, 24, n_vocab);
+          g_autofree int32_t *earlier = make_prompt (500 + i - 1, 24, 3, n_vocab);
           memcpy (prompt, earlier, MIN (n, 12) * sizeof (int32_t));
         }
       g_ptr_array_add (prompts, prompt);
       n_prompt[i] = n;
       n_max[i] = max_tokens;
-      g_ptr_array_add (wants, solo_sampled (m, pool, prompt, n, max_tokens, &params[i]));
+      g_ptr_array_add (wants, solo_with (m, pool, prompt, n, max_tokens, &params[i], NULL));
     }
-  s = bln_sched_new (m, pool, &o, &error);
-  g_assert_no_error (error);
+  s = test_sched_new (m, pool, &o);
   for (i = 0; i < n_req; i++)
     {
       Collector *c = collector_new (&n_done);
@@ -908,9 +646,8 @@ test_smollm2 (void)
       g_test_skip ("BALEEN_DEFAULT_MODEL is not set (tools/test.sh sets it)");
       return;
     }
-  m = bln_model_load (path, &error);
-  g_assert_no_error (error);
-  pool = bln_pool_new (2, &error);
+  m = test_model_load (path);
+  pool = test_pool_new (2);
   prompts = g_array_new (FALSE, TRUE, sizeof (Prompt));
   for (guint i = 0; i < G_N_ELEMENTS (texts); i++)
     {
@@ -925,11 +662,9 @@ test_smollm2 (void)
       p.want = solo (m, pool, p.ids, p.n, p.max_tokens);
       g_array_append_val (prompts, p);
     }
-  bln_sched_options_init (&o);
+  sched_options_init (&o, m, 0, 64);
   o.step_tokens = 32;
-  o.kv_bytes = 64 * bln_kv_cache_block_bytes_for (m, 0);
-  s = bln_sched_new (m, pool, &o, &error);
-  g_assert_no_error (error);
+  s = test_sched_new (m, pool, &o);
   run_all (s, prompts, "smollm2");
   assert_no_blocks_used (s, prompts->len);
   bln_sched_free (s);
@@ -950,6 +685,15 @@ typedef struct {
   FilterData f;
 } Filtered;
 
+/* Keeps only the ids that are multiples of 3. */
+static void
+mult3_mask (float *logits, int n_vocab)
+{
+  for (int i = 0; i < n_vocab; i++)
+    if (i % 3 != 0)
+      logits[i] = -INFINITY;
+}
+
 static gboolean
 mult3_filter (float *logits, int n_vocab, int left, gpointer data)
 {
@@ -960,9 +704,7 @@ mult3_filter (float *logits, int n_vocab, int left, gpointer data)
   fd->f.last_left = left;
   if (++fd->f.calls == fd->f.refuse_at)
     return FALSE;
-  for (int i = 0; i < n_vocab; i++)
-    if (i % 3 != 0)
-      logits[i] = -INFINITY;
+  mult3_mask (logits, n_vocab);
   return TRUE;
 }
 
@@ -978,46 +720,15 @@ filtered_end (const BlnSchedResult *res, gpointer data)
   on_end (res, ((Filtered *) data)->c);
 }
 
-/* Greedy decoding of @prompt alone through a plain context, with the
- * multiple-of-3 mask applied by hand. */
-static GArray *
-solo_mult3 (BlnModel *m, BlnPool *pool, const int32_t *prompt, int n, int max_tokens)
-{
-  g_autoptr (GError) error = NULL;
-  g_autoptr (BlnContext) ctx = bln_context_new (m, n + max_tokens + 1, pool, &error);
-  int n_vocab = bln_model_hparams (m)->n_vocab;
-  g_autofree float *logits = g_new (float, n_vocab);
-  GArray *out = g_array_new (FALSE, FALSE, sizeof (int32_t));
-  BlnTokenizer *tok = bln_model_tokenizer (m);
-
-  g_assert_no_error (error);
-  g_assert_true (bln_context_eval (ctx, prompt, n, logits, FALSE, &error));
-  while ((int) out->len < max_tokens)
-    {
-      int32_t id;
-
-      for (int i = 0; i < n_vocab; i++)
-        if (i % 3 != 0)
-          logits[i] = -INFINITY;
-      id = argmax (logits, n_vocab);
-      if (tok != NULL && bln_tokenizer_is_eog (tok, id))
-        break;
-      g_array_append_val (out, id);
-      g_assert_true (bln_context_eval (ctx, &id, 1, logits, FALSE, &error));
-    }
-  return out;
-}
-
 /* Filtered requests (constrained decoding) run in the batch with plain
  * ones: each gets exactly what it gets alone, the filter sees the budget
  * shrink by one per token, and a filter that refuses ends its request. */
 static void
 test_filter (void)
 {
-  g_autofree char *path = model_path ("llama", "model.gguf");
   g_autoptr (GError) error = NULL;
-  g_autoptr (BlnModel) m = bln_model_load (path, &error);
-  BlnPool *pool = bln_pool_new (2, &error);
+  g_autoptr (BlnModel) m = golden_model_load ("llama", "model.gguf");
+  BlnPool *pool = test_pool_new (2);
   int n_vocab = bln_model_hparams (m)->n_vocab, n_done = 0, i;
   const int n_req = 8, max_tokens = 12;
   Filtered fds[8];
@@ -1025,16 +736,14 @@ test_filter (void)
   BlnSchedOptions o;
   BlnSched *s;
 
-  g_assert_no_error (error);
   bln_sched_options_init (&o);
   o.step_tokens = 16;
-  s = bln_sched_new (m, pool, &o, &error);
-  g_assert_no_error (error);
+  s = test_sched_new (m, pool, &o);
   for (i = 0; i < n_req; i++)
     {
       gboolean filtered = i % 2 == 0;
 
-      prompts[i] = make_prompt (200 + i, 5 + 3 * i, n_vocab);
+      prompts[i] = make_prompt (200 + i, 5 + 3 * i, 3, n_vocab);
       memset (&fds[i], 0, sizeof fds[i]);
       fds[i].c = collector_new (&n_done);
       fds[i].f.left_ok = TRUE;
@@ -1049,8 +758,8 @@ test_filter (void)
   for (i = 0; i < n_req; i++)
     {
       gboolean filtered = i % 2 == 0;
-      g_autoptr (GArray) want = filtered ? solo_mult3 (m, pool, prompts[i], 5 + 3 * i, max_tokens)
-                                         : solo (m, pool, prompts[i], 5 + 3 * i, max_tokens);
+      g_autoptr (GArray) want = solo_with (m, pool, prompts[i], 5 + 3 * i, max_tokens, NULL,
+                                           filtered ? mult3_mask : NULL);
       g_autofree char *what = g_strdup_printf ("request %d (%s)", i,
                                                filtered ? "filtered" : "plain");
 
