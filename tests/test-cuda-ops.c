@@ -30,9 +30,17 @@
  * checked output by output against the same float64 reference and 8-bit
  * bound, with a strided output, poisoned padding and the accumulate flag.
  *
+ * The fused one-token RoPE + KV store + decode attention
+ * (bln_kernels_attn_decode_rope) must write, byte for byte, the output, its
+ * 8-bit rounding and the caches that bln_kernels_rope_store followed by
+ * bln_kernels_attn_decode_round write.
+ *
  * `test-cuda-ops --bench-mmq` times it in the 7B shapes for 8 .. 2048 rows
  * next to the F16 tensor-core product (bln_kernels_mmf) and the dequantise
  * + cublasGemmEx path; `--bench-mmf` the latter two for 2 .. 256 rows.
+ *
+ * `--bench-rope-attn` times the one-token attention step (RoPE, KV store,
+ * attention) of a 7B layer as two launches and as the fused one.
  *
  * `test-cuda-ops --bench` skips the tests and prints the weight streaming
  * rate (GB/s of GGUF-layout bytes) of each type's matvec in decode shapes,
@@ -1703,6 +1711,119 @@ run_bench_attn (void)
   return 0;
 }
 
+/* --bench-rope-attn: the one-token attention step of a 7B qwen2 layer (28
+ * query heads, 4 KV heads, head dim 128, q / k / v biases, F16 cache) over
+ * n_pos positions: bln_kernels_rope_store then
+ * bln_kernels_attn_decode_round against bln_kernels_attn_decode_rope, each
+ * over n_copies layers' caches (past the L2) launched back to back, as the
+ * decode step does. Median time per layer of 25 rounds. */
+static int
+bench_rope_attn_one (int n_pos, int fused)
+{
+  const int H = 28, Hkv = 4, d = 128, ld = (H + 2 * Hkv) * d, pos0 = n_pos - 1, reps = 25;
+  const size_t layer = (size_t) n_pos * Hkv * d * 2;
+  const int n_copies = (int) CLAMP (((size_t) 512 << 20) / layer + 1, 2, 1024);
+  size_t scr = bln_kernels_attn_decode_scratch (8, H, Hkv, d);
+  g_autofree float *qkv = g_new (float, ld);
+  g_autoptr (BlnCudaBuffer) d_qkv = NULL;
+  g_autoptr (BlnCudaBuffer) d_b = NULL;
+  g_autoptr (BlnCudaBuffer) d_inv = NULL;
+  g_autoptr (BlnCudaBuffer) d_k = NULL;
+  g_autoptr (BlnCudaBuffer) d_v = NULL;
+  g_autoptr (BlnCudaBuffer) d_pos = NULL;
+  g_autoptr (BlnCudaBuffer) d_out = NULL;
+  g_autoptr (BlnCudaBuffer) d_scr = NULL;
+  GError *error = NULL;
+  cudaEvent_t e0, e1;
+  float ms = 0, times[25], inv[64];
+  int rounded = 0;
+
+  for (int i = 0; i < ld; i++)
+    qkv[i] = rng_float ();
+  for (int i = 0; i < 64; i++)
+    inv[i] = powf (1e6f, -(float) i / 64.0f);
+  d_qkv = bln_cuda_buffer_new_from_host (qkv, ld * sizeof (float), &error);
+  d_b = d_qkv ? bln_cuda_buffer_new_from_host (qkv, ld * sizeof (float), &error) : NULL;
+  d_inv = d_b ? bln_cuda_buffer_new_from_host (inv, sizeof inv, &error) : NULL;
+  d_k = d_inv ? bln_cuda_buffer_new (layer * n_copies, &error) : NULL;
+  d_v = d_k ? bln_cuda_buffer_new (layer * n_copies, &error) : NULL;
+  d_pos = d_v ? bln_cuda_buffer_new_from_host (&pos0, sizeof (int), &error) : NULL;
+  d_out = d_pos ? bln_cuda_buffer_new ((size_t) H * d * sizeof (float), &error) : NULL;
+  d_scr = d_out ? bln_cuda_buffer_new (scr, &error) : NULL;
+  if (!d_scr)
+    {
+      g_printerr ("bench: %s\n", error->message);
+      return 1;
+    }
+  BENCH_CHECK (cudaMemset (d_k->ptr, 0x1c, layer * n_copies));
+  BENCH_CHECK (cudaMemset (d_v->ptr, 0x1c, layer * n_copies));
+  BENCH_CHECK (cudaMemset (d_scr->ptr, 0, scr));
+  BENCH_CHECK (cudaEventCreate (&e0));
+  BENCH_CHECK (cudaEventCreate (&e1));
+  for (int r = -1; r < reps; r++)
+    {
+      BENCH_CHECK (cudaEventRecord (e0, 0));
+      for (int c = 0; c < n_copies; c++)
+        {
+          char *kc = (char *) d_k->ptr + layer * c, *vc = (char *) d_v->ptr + layer * c;
+          float *q = d_qkv->ptr;
+          const float *b = d_b->ptr;
+
+          if (fused)
+            BENCH_CHECK (bln_kernels_attn_decode_rope (q, q + H * d, q + (H + Hkv) * d, b,
+                                                       b + H * d, b + (H + Hkv) * d, d_pos->ptr,
+                                                       H, Hkv, d, d, d, 1, d_inv->ptr, 1.0f,
+                                                       0.088f, kc, vc, 1, d_scr->ptr,
+                                                       d_out->ptr, &rounded, 0));
+          else
+            {
+              BENCH_CHECK (bln_kernels_rope_store (q, q + H * d, q + (H + Hkv) * d, b, b + H * d,
+                                                   b + (H + Hkv) * d, 1, ld, d_pos->ptr, H, Hkv,
+                                                   d, d, d, 1, d_inv->ptr, 1.0f, kc, vc, 1,
+                                                   NULL, 0));
+              BENCH_CHECK (bln_kernels_attn_decode_round (q, ld, 1, d_pos->ptr, H, Hkv, d, d,
+                                                          0.088f, kc, vc, 1, d_scr->ptr,
+                                                          d_out->ptr, &rounded, 0));
+            }
+        }
+      BENCH_CHECK (cudaEventRecord (e1, 0));
+      BENCH_CHECK (cudaEventSynchronize (e1));
+      BENCH_CHECK (cudaGetLastError ());
+      BENCH_CHECK (cudaEventElapsedTime (&ms, e0, e1));
+      if (r >= 0)
+        times[r] = ms / n_copies;
+    }
+  qsort (times, reps, sizeof (float), cmp_float);
+  g_print ("%6d %-26s %9.2f   (min %.2f us, max %.2f us, %d caches)\n", n_pos,
+           fused ? "attn_decode_rope" : "rope_store + attn_round", times[reps / 2] * 1e3,
+           times[0] * 1e3, times[reps - 1] * 1e3, n_copies);
+  cudaEventDestroy (e0);
+  cudaEventDestroy (e1);
+  return 0;
+}
+
+static int
+run_bench_rope_attn (void)
+{
+  static const int positions[] = { 128, 1024, 4096, 32768 };
+  g_autofree char *why = NULL;
+
+  if (!bln_cuda_available (&why))
+    {
+      g_print ("bench: no GPU: %s\n", why);
+      return 0;
+    }
+  rng_state = 0x3f84d5b5b5470917ULL;
+  g_print ("one-token attention step, 7B qwen2 layer (28 / 4 heads, head dim 128, biases, F16 "
+           "KV): median us per layer over 25 rounds\n");
+  g_print ("%6s %-26s %9s\n", "n_pos", "path", "us");
+  for (guint p = 0; p < G_N_ELEMENTS (positions); p++)
+    for (int fused = 0; fused < 2; fused++)
+      if (bench_rope_attn_one (positions[p], fused) != 0)
+        return 1;
+  return 0;
+}
+
 /* --bench-mmq: the tensor-core product in the 7B (qwen2) shapes against the
  * prefill path it replaces (dequantise to F16, convert x, cublasGemmEx),
  * for 8 .. 2048 token rows. Weight copies rotate so that one round streams
@@ -1881,6 +2002,8 @@ main (int argc, char **argv)
       return run_bench ();
     else if (strcmp (argv[i], "--bench-attn") == 0)
       return run_bench_attn ();
+    else if (strcmp (argv[i], "--bench-rope-attn") == 0)
+      return run_bench_rope_attn ();
     else if (strcmp (argv[i], "--bench-mmq") == 0)
       return run_bench_mmq (FALSE);
     else if (strcmp (argv[i], "--bench-mmf") == 0)
