@@ -479,7 +479,8 @@ launch_decode_t (const float *q, int q_ld, int n_tok, const int *d_pos, int H, i
  * one that holds pos0, also rotates the new key, rounds it and the new value
  * to the cache's type into shared memory, and reads that row from there
  * instead of from the cache — no block reads row pos0 from the cache, which
- * the first block of the KV head's group chunk 0 writes in the same launch.
+ * the last split's block of the KV head's first group chunk (gc 0) writes in
+ * the same launch.
  * The rotation is rope_rotate, operation for operation, and the row goes
  * through the same loads, products and merges at the same lane and step as
  * in the plain kernel, so the outputs, their rounding and the cache row are
