@@ -180,10 +180,15 @@ rope_rotate (float x, const float *xs, int j, int rope_dim, bool neox, int pos,
   const float y = xs[partner];
   float sn, cs;
 
-  sincosf ((float) pos * inv_freq[i], &sn, &cs);
-  cs *= af;
-  sn *= af;
-  return first ? x * cs - y * sn : y * sn + x * cs;
+  /* every operation spelt out (no contraction left to the compiler), so
+   * that each kernel inlining this rotates bit for bit alike: the fused
+   * decode attention (ops.cu) must reproduce rope_store_kernel's values.
+   * The forms are those ptxas chose for the plain expressions
+   * (x * cs - y * sn, y * sn + x * cs) before they were pinned. */
+  sincosf (__fmul_rn ((float) pos, inv_freq[i]), &sn, &cs);
+  cs = __fmul_rn (cs, af);
+  sn = __fmul_rn (sn, af);
+  return first ? __fmaf_rn (x, cs, -__fmul_rn (y, sn)) : __fmaf_rn (y, sn, __fmul_rn (x, cs));
 }
 
 } /* namespace */

@@ -470,7 +470,22 @@ launch_decode_t (const float *q, int q_ld, int n_tok, const int *d_pos, int H, i
  * row groups and warps merge at the end of the split. The block that
  * finishes a (token, group) last — the splits count on a per-(token, group)
  * counter that atomicInc wraps back to 0, so a replayed graph finds it
- * reset — merges the splits in the same launch. */
+ * reset — merges the splits in the same launch.
+ *
+ * The fused variant (ROPE, one token at position pos0 = *d_pos) also does
+ * rope_store_kernel's work, so the decode step saves that launch per layer:
+ * every block adds the biases to and rotates its own query heads (staged in
+ * sm_acc, which is free until the merge); the block of the last split, the
+ * one that holds pos0, also rotates the new key, rounds it and the new value
+ * to the cache's type into shared memory, and reads that row from there
+ * instead of from the cache — no block reads row pos0 from the cache, which
+ * the last split's block of the KV head's first group chunk (gc 0) writes in
+ * the same launch.
+ * The rotation is rope_rotate, operation for operation, and the row goes
+ * through the same loads, products and merges at the same lane and step as
+ * in the plain kernel, so the outputs, their rounding and the cache row are
+ * bit for bit those of rope_store_kernel followed by the plain kernel. q, k
+ * and v are only read (not rotated in place). */
 constexpr int A2_WARPS = 4;
 constexpr int A2_U = 4;          /* row groups per warp and step */
 constexpr int A2_ZMAX = 400;     /* the most splits (static shared memory: the 8-head,
@@ -565,6 +580,21 @@ struct A2Xq
   float4 *s = nullptr;
 };
 
+/* What the fused variant (ROPE, bln_kernels_attn_decode_rope) needs beyond
+ * the plain kernel: the new token's un-rotated k and v rows ([Hkv][D] each;
+ * q is the kernel's q argument), the biases (each may be null), the RoPE
+ * parameters of rope_store_kernel, and the caches again, writable, for the
+ * new row. */
+struct A2Rope
+{
+  const float *k = nullptr, *v = nullptr;
+  const float *bq = nullptr, *bk = nullptr, *bv = nullptr;
+  const float *inv_freq = nullptr;
+  int rope_dim = 0, neox = 0;
+  float af = 1.f;
+  void *k_out = nullptr, *v_out = nullptr;
+};
+
 /* 16 bytes of the cache as floats */
 template <class T> __device__ __forceinline__ void a2_unpack (const uint4 &r, float *f);
 
@@ -617,14 +647,14 @@ a2_weight (float a, float b)
   return a == -INFINITY ? 0.f : exp2f (a - b);
 }
 
-template <class T, int D, int G>
+template <class T, int D, int G, bool ROPE>
 __global__ void __launch_bounds__ (A2_WARPS * 32)
 attn_decode2_kernel (const float *__restrict__ q, int q_ld, const int *__restrict__ d_pos,
                      int n_tok, int H, int Hkv, float scale, const T *__restrict__ kc,
                      const T *__restrict__ vc, const __half *__restrict__ ks,
                      const __half *__restrict__ vs, int want, int zmax, float *part_acc,
                      float *part_ml, unsigned *counters, float *__restrict__ out, A2Xq xo,
-                     int pf)
+                     int pf, A2Rope rp)
 {
   constexpr int VE = 16 / (int) sizeof (T);   /* values per 16-byte load */
   constexpr int CH = D / VE;                  /* loads per row */
@@ -638,6 +668,8 @@ attn_decode2_kernel (const float *__restrict__ q, int q_ld, const int *__restric
   __shared__ float sm_w[G][A2_ZMAX];
   __shared__ float sm_lsum[G];
   __shared__ int sm_last;
+  /* ROPE: the new token's key, then its value, in the cache's type */
+  __shared__ __align__ (16) T sm_new[ROPE ? 2 * D : 1];
 
   bln_pdl_wait ();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -655,17 +687,88 @@ attn_decode2_kernel (const float *__restrict__ q, int q_ld, const int *__restric
   if (z >= n_split)
     return;   /* past this token's reach: neither counted nor merged */
 
+  if constexpr (ROPE)
+    {
+      /* rope_store_kernel's work for the block's heads (t = 0, n_tok = 1):
+       * rows 0 .. gn - 1 the queries, row gn the key (last split only),
+       * biased in xs, rotated into xr (both in sm_acc: 2 (G + 1) D floats
+       * of its A2_WARPS G D) */
+      float *xs = &sm_acc[0][0][0], *xr = xs + (G + 1) * D;
+      const bool owns_new = z == n_split - 1;
+      const int n_rows = gn + (owns_new ? 1 : 0);
+
+      for (int j = threadIdx.x; j < n_rows * D; j += blockDim.x)
+        {
+          const int g = j / D, i = j % D;
+          const size_t o = g < gn ? (size_t) (h0 + g) * D + i : (size_t) kvh * D + i;
+          const float *bias = g < gn ? rp.bq : rp.bk;
+          float x = g < gn ? q[o] : rp.k[o];
+
+          if (bias != nullptr)
+            x += bias[o];
+          xs[j] = x;
+        }
+      __syncthreads ();
+      for (int j = threadIdx.x; j < n_rows * D; j += blockDim.x)
+        {
+          const int g = j / D, i = j % D;
+          float x = xs[j];
+
+          if (i < rp.rope_dim)
+            x = rope_rotate (x, xs + g * D, i, rp.rope_dim, rp.neox, pos0, rp.inv_freq, rp.af);
+          if (g < gn)
+            xr[j] = x;
+          else
+            sm_new[i] = from_f<T> (x);
+        }
+      if (owns_new)
+        for (int i = threadIdx.x; i < D; i += blockDim.x)
+          {
+            float x = rp.v[(size_t) kvh * D + i];
+
+            if (rp.bv != nullptr)
+              x += rp.bv[(size_t) kvh * D + i];
+            sm_new[D + i] = from_f<T> (x);
+          }
+      __syncthreads ();
+      /* the new row into the caches, once per KV head */
+      if (owns_new && gc == 0)
+        {
+          const size_t row = ((size_t) pos0 * Hkv + kvh) * D;
+
+          for (int i = threadIdx.x; i < D; i += blockDim.x)
+            {
+              static_cast<T *> (rp.k_out)[row + i] = sm_new[i];
+              static_cast<T *> (rp.v_out)[row + i] = sm_new[D + i];
+            }
+        }
+#pragma unroll
+      for (int g = 0; g < G; g++)
+        {
+#pragma unroll
+          for (int c = 0; c < CPL; c++)
+#pragma unroll
+            for (int u = 0; u < VE; u++)
+              qv[g][c * VE + u] = g < gn ? xr[g * D + (c * LR + li) * VE + u] * scale
+                                             * 1.4426950408889634f
+                                         : 0.f;
+        }
+      /* the warps write sm_acc when their loop is done, which may be before
+       * another warp has read its queries */
+      __syncthreads ();
+    }
   /* the lane's values of the scaled queries, in the exp2 domain */
 #pragma unroll
   for (int g = 0; g < G; g++)
     {
+      if constexpr (!ROPE)
 #pragma unroll
-      for (int c = 0; c < CPL; c++)
+        for (int c = 0; c < CPL; c++)
 #pragma unroll
-        for (int u = 0; u < VE; u++)
-          qv[g][c * VE + u] = g < gn ? q[(size_t) t * q_ld + (size_t) (h0 + g) * D
-                                         + (c * LR + li) * VE + u] * scale * 1.4426950408889634f
-                                     : 0.f;
+          for (int u = 0; u < VE; u++)
+            qv[g][c * VE + u] = g < gn ? q[(size_t) t * q_ld + (size_t) (h0 + g) * D
+                                           + (c * LR + li) * VE + u] * scale * 1.4426950408889634f
+                                       : 0.f;
       m[g] = -INFINITY;
       l[g] = 0.f;
 #pragma unroll
@@ -711,6 +814,17 @@ attn_decode2_kernel (const float *__restrict__ q, int q_ld, const int *__restric
             {
               const size_t off = row + (size_t) (c * LR + li) * VE;
 
+              if constexpr (ROPE)
+                if (p == pos0)
+                  {
+                    /* the new row, from shared memory (the same 16 bytes the
+                     * cache will hold) */
+                    kr[u][c] = *reinterpret_cast<const uint4 *> (sm_new + (c * LR + li) * VE);
+                    vr[u][c] = *reinterpret_cast<const uint4 *> (sm_new + D
+                                                                 + (c * LR + li) * VE);
+                    ksc[u][c] = vsc[u][c] = 1.f;
+                    continue;
+                  }
               kr[u][c] = ok[u] ? __ldg (reinterpret_cast<const uint4 *> (kc + off))
                                : make_uint4 (0, 0, 0, 0);
               vr[u][c] = ok[u] ? __ldg (reinterpret_cast<const uint4 *> (vc + off))
@@ -947,11 +1061,12 @@ a2_zmax (int n_tok, int H, int Hkv)
   return (size_t) a2_want (Hkv * n_gc * n_tok, false);
 }
 
-template <class T, int D, int G>
+template <class T, int D, int G, bool ROPE>
 void
 launch_decode2 (const float *q, int q_ld, int n_tok, const int *d_pos, int H, int Hkv,
                 float scale, const void *kc, const void *vc, const void *ks, const void *vs,
-                void *part, unsigned *ctr, float *out, A2Xq xo, cudaStream_t stream)
+                void *part, unsigned *ctr, float *out, A2Xq xo, const A2Rope &rp,
+                cudaStream_t stream)
 {
   const int n_gc = (H / Hkv + G - 1) / G;
   const int want = a2_want (Hkv * n_gc * n_tok, sizeof (T) == 1), zmax = want;
@@ -959,51 +1074,55 @@ launch_decode2 (const float *q, int q_ld, int n_tok, const int *d_pos, int H, in
   float *part_ml = part_acc + (size_t) n_tok * H * zmax * D;
   dim3 grid ((unsigned) zmax, (unsigned) (Hkv * n_gc), (unsigned) n_tok);
 
-  (void) bln_launch (attn_decode2_kernel<T, D, G>, grid, dim3 (A2_WARPS * 32), 0, stream, q,
-                     q_ld, d_pos, n_tok, H, Hkv, scale, static_cast<const T *> (kc),
+  (void) bln_launch (attn_decode2_kernel<T, D, G, ROPE>, grid, dim3 (A2_WARPS * 32), 0, stream,
+                     q, q_ld, d_pos, n_tok, H, Hkv, scale, static_cast<const T *> (kc),
                      static_cast<const T *> (vc), static_cast<const __half *> (ks),
                      static_cast<const __half *> (vs), want, zmax, part_acc, part_ml, ctr, out, xo,
-                     a2_prefetch ());
+                     a2_prefetch (), rp);
 }
 
-template <class T, int D>
+template <class T, int D, bool ROPE>
 void
 launch_decode2_g (const float *q, int q_ld, int n_tok, const int *d_pos, int H, int Hkv,
                   float scale, const void *kc, const void *vc, const void *ks, const void *vs,
-                  void *part, unsigned *ctr, float *out, A2Xq xo, cudaStream_t stream)
+                  void *part, unsigned *ctr, float *out, A2Xq xo, const A2Rope &rp,
+                  cudaStream_t stream)
 {
   switch (a2_heads (H / Hkv))
     {
     case 1:
-      launch_decode2<T, D, 1> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, ks, vs, part, ctr,
-                               out, xo, stream);
+      launch_decode2<T, D, 1, ROPE> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, ks, vs, part,
+                                     ctr, out, xo, rp, stream);
       break;
     case 4:
-      launch_decode2<T, D, 4> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, ks, vs, part, ctr,
-                               out, xo, stream);
+      launch_decode2<T, D, 4, ROPE> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, ks, vs, part,
+                                     ctr, out, xo, rp, stream);
       break;
     default:
-      launch_decode2<T, D, 8> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, ks, vs, part, ctr,
-                               out, xo, stream);
+      launch_decode2<T, D, 8, ROPE> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, ks, vs, part,
+                                     ctr, out, xo, rp, stream);
       break;
     }
 }
 
-template <class T>
+/* The v2 kernel for head dim d (64, 128 or 256); ROPE: the fused variant
+ * (one token; rp says what it needs). */
+template <class T, bool ROPE = false>
 void
 launch_decode2_t (const float *q, int q_ld, int n_tok, const int *d_pos, int H, int Hkv, int d,
                   float scale, const void *kc, const void *vc, const void *ks, const void *vs,
-                  void *part, unsigned *ctr, float *out, A2Xq xo, cudaStream_t stream)
+                  void *part, unsigned *ctr, float *out, A2Xq xo, cudaStream_t stream,
+                  const A2Rope &rp = A2Rope ())
 {
   if (d == 64)
-    launch_decode2_g<T, 64> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, ks, vs, part, ctr,
-                             out, xo, stream);
+    launch_decode2_g<T, 64, ROPE> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, ks, vs, part,
+                                   ctr, out, xo, rp, stream);
   else if (d == 128)
-    launch_decode2_g<T, 128> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, ks, vs, part, ctr,
-                              out, xo, stream);
+    launch_decode2_g<T, 128, ROPE> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, ks, vs, part,
+                                    ctr, out, xo, rp, stream);
   else
-    launch_decode2_g<T, 256> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, ks, vs, part, ctr,
-                              out, xo, stream);
+    launch_decode2_g<T, 256, ROPE> (q, q_ld, n_tok, d_pos, H, Hkv, scale, kc, vc, ks, vs, part,
+                                    ctr, out, xo, rp, stream);
 }
 
 /* 8-bit KV store: a block per (token, KV head, K or V), a thread per value,
@@ -1215,6 +1334,27 @@ attn_version (int n_tok, int dk, int dv, const void *k_cache, const void *v_cach
   return 2;
 }
 
+/* Where v2 leaves its output rounded for the matvecs: the matvec scratch
+ * when @rounded is not null, n_tok <= BLN_KERNELS_MATVEC_MAX_TOK, the heads
+ * are whole 32-value blocks and the scratch holds H dv values per token
+ * (then *rounded = 1), else nowhere. */
+static A2Xq
+a2_xq (int n_tok, int H, int dv, int *rounded)
+{
+  BlnKernelsXq xq;
+  A2Xq xo;
+
+  if (rounded != nullptr && n_tok <= BLN_KERNELS_MATVEC_MAX_TOK && dv % 32 == 0
+      && bln_kernels_xq_scratch (&xq) == cudaSuccess && H * dv <= xq.max_values)
+    {
+      xo.q = static_cast<int8_t *> (xq.q);
+      xo.d = static_cast<float2 *> (xq.d);
+      xo.s = static_cast<float4 *> (xq.s);
+      *rounded = 1;
+    }
+  return xo;
+}
+
 } /* namespace */
 
 extern "C" size_t
@@ -1261,17 +1401,8 @@ bln_kernels_attn_decode_round (const float *q, int q_ld, int n_tok, const int *d
   if (attn_version (n_tok, dk, dv, k_cache, v_cache) == 2)
     {
       unsigned *ctr = static_cast<unsigned *> (scratch);
-      BlnKernelsXq xq;
 
-      if (rounded != nullptr && n_tok <= BLN_KERNELS_MATVEC_MAX_TOK && dv % 32 == 0
-          && bln_kernels_xq_scratch (&xq) == cudaSuccess && H * dv <= xq.max_values)
-        {
-          xo.q = static_cast<int8_t *> (xq.q);
-          xo.d = static_cast<float2 *> (xq.d);
-          xo.s = static_cast<float4 *> (xq.s);
-          *rounded = 1;
-        }
-
+      xo = a2_xq (n_tok, H, dv, rounded);
       if (kv_f16)
         launch_decode2_t<__half> (q, q_ld, n_tok, d_pos, H, Hkv, dk, scale, k_cache, v_cache,
                                   nullptr, nullptr, part, ctr, out, xo, stream);
@@ -1295,6 +1426,59 @@ bln_kernels_attn_decode (const float *q, int q_ld, int n_tok, const int *d_pos, 
 {
   return bln_kernels_attn_decode_round (q, q_ld, n_tok, d_pos, H, Hkv, dk, dv, scale, k_cache,
                                         v_cache, kv_f16, scratch, out, nullptr, stream);
+}
+
+extern "C" int
+bln_kernels_attn_decode_rope_supports (int H, int Hkv, int dk, int dv, int rope_dim,
+                                       const void *k_cache, const void *v_cache)
+{
+  return H > 0 && Hkv > 0 && H % Hkv == 0 && rope_dim >= 0 && rope_dim <= dk
+         && (rope_dim & 1) == 0 && k_cache != nullptr && v_cache != nullptr
+         && attn_version (1, dk, dv, k_cache, v_cache) == 2;
+}
+
+extern "C" cudaError_t
+bln_kernels_attn_decode_rope (const float *q, const float *k, const float *v, const float *bq,
+                              const float *bk, const float *bv, const int *d_pos, int H, int Hkv,
+                              int dk, int dv, int rope_dim, int neox, const float *inv_freq,
+                              float attn_factor, float scale, void *k_cache, void *v_cache,
+                              int kv_f16, void *scratch, float *out, int *rounded,
+                              cudaStream_t stream)
+{
+  A2Rope rp;
+  A2Xq xo;
+  void *part;
+
+  if (rounded != nullptr)
+    *rounded = 0;
+  if (!q || !k || !v || !d_pos || !inv_freq || !k_cache || !v_cache || !scratch || !out
+      || H <= 0 || Hkv <= 0 || H % Hkv != 0 || dk <= 0 || dk > AD_DMAX || dv <= 0
+      || dv > AD_DMAX || rope_dim < 0 || rope_dim > dk || (rope_dim & 1))
+    return cudaErrorInvalidValue;
+  if (!bln_kernels_attn_decode_rope_supports (H, Hkv, dk, dv, rope_dim, k_cache, v_cache))
+    return cudaErrorNotSupported;
+  rp.k = k;
+  rp.v = v;
+  rp.bq = bq;
+  rp.bk = bk;
+  rp.bv = bv;
+  rp.inv_freq = inv_freq;
+  rp.rope_dim = rope_dim;
+  rp.neox = neox;
+  rp.af = attn_factor;
+  rp.k_out = k_cache;
+  rp.v_out = v_cache;
+  part = static_cast<char *> (scratch) + a2_counter_bytes (H);
+  xo = a2_xq (1, H, dv, rounded);
+  if (kv_f16)
+    launch_decode2_t<__half, true> (q, H * dk, 1, d_pos, H, Hkv, dk, scale, k_cache, v_cache,
+                                    nullptr, nullptr, part, static_cast<unsigned *> (scratch),
+                                    out, xo, stream, rp);
+  else
+    launch_decode2_t<float, true> (q, H * dk, 1, d_pos, H, Hkv, dk, scale, k_cache, v_cache,
+                                   nullptr, nullptr, part, static_cast<unsigned *> (scratch),
+                                   out, xo, stream, rp);
+  return cudaGetLastError ();
 }
 
 extern "C" cudaError_t

@@ -113,6 +113,35 @@ cudaError_t bln_kernels_attn_decode_round (const float *q, int q_ld, int n_tok, 
                                            void *scratch, float *out, int *rounded,
                                            cudaStream_t stream);
 
+/* Whether bln_kernels_attn_decode_rope serves this shape and these caches
+ * (a host-side test, no CUDA call): the one-launch kernel's shapes (dk ==
+ * dv, 64, 128 or 256; caches 16-byte aligned), H a multiple of Hkv, an even
+ * rope_dim <= dk, and BALEEN_CUDA_ATTN not "v1". 1 or 0. */
+int bln_kernels_attn_decode_rope_supports (int H, int Hkv, int dk, int dv, int rope_dim,
+                                           const void *k_cache, const void *v_cache);
+
+/* bln_kernels_rope_store followed by bln_kernels_attn_decode_round in one
+ * launch, for one token at position *d_pos over an F16 (kv_f16) or F32
+ * cache: the un-rotated q ([H][dk]), k ([Hkv][dk]) and v ([Hkv][dv]) rows
+ * of the token, the biases (each may be NULL) and the RoPE parameters as
+ * for bln_kernels_rope_store; @scale, @scratch, @out and @rounded as for
+ * bln_kernels_attn_decode_round. Writes the rotated k and the biased v
+ * into the caches at row *d_pos and the attention output (and, where
+ * *rounded says so, its 8-bit rounding for the output matvec), all bit for
+ * bit what the two calls write. Unlike bln_kernels_rope_store it leaves q,
+ * k and v as they were (nothing rotated in place). cudaErrorInvalidValue
+ * for bad arguments (as the two calls check them), cudaErrorNotSupported
+ * where bln_kernels_attn_decode_rope_supports() says no: the caller then
+ * makes the two calls. The 8-bit cache and several tokens are not served
+ * here. */
+cudaError_t bln_kernels_attn_decode_rope (const float *q, const float *k, const float *v,
+                                          const float *bq, const float *bk, const float *bv,
+                                          const int *d_pos, int H, int Hkv, int dk, int dv,
+                                          int rope_dim, int neox, const float *inv_freq,
+                                          float attn_factor, float scale, void *k_cache,
+                                          void *v_cache, int kv_f16, void *scratch, float *out,
+                                          int *rounded, cudaStream_t stream);
+
 /* bln_kernels_attn_decode over an 8-bit cache (above): head dim d (64, 128
  * or 256) for K and V, n_tok <= 16, the value arrays 16-byte aligned; the
  * same scratch (bln_kernels_attn_decode_scratch (n_tok, H, Hkv, d) bytes,

@@ -30,9 +30,17 @@
  * checked output by output against the same float64 reference and 8-bit
  * bound, with a strided output, poisoned padding and the accumulate flag.
  *
+ * The fused one-token RoPE + KV store + decode attention
+ * (bln_kernels_attn_decode_rope) must write, byte for byte, the output, its
+ * 8-bit rounding and the caches that bln_kernels_rope_store followed by
+ * bln_kernels_attn_decode_round write.
+ *
  * `test-cuda-ops --bench-mmq` times it in the 7B shapes for 8 .. 2048 rows
  * next to the F16 tensor-core product (bln_kernels_mmf) and the dequantise
  * + cublasGemmEx path; `--bench-mmf` the latter two for 2 .. 256 rows.
+ *
+ * `--bench-rope-attn` times the one-token attention step (RoPE, KV store,
+ * attention) of a 7B layer as two launches and as the fused one.
  *
  * `test-cuda-ops --bench` skips the tests and prints the weight streaming
  * rate (GB/s of GGUF-layout bytes) of each type's matvec in decode shapes,
@@ -258,6 +266,43 @@ test_arguments (void)
 
   for (guint i = 0; i < G_N_ELEMENTS (matvec_types); i++)
     g_assert_true (bln_cuda_matvec_supports (matvec_types[i]));
+
+  /* the fused RoPE + attention: what it serves, and refusals before any
+   * CUDA call (bad arguments; valid ones it does not serve) */
+  {
+    float *p = (float *) 0x10000;
+    void *kc = (void *) 0x20000, *vc = (void *) 0x30000;
+    const char *v = g_getenv ("BALEEN_CUDA_ATTN");
+    int rounded = -1;
+
+    if (v == NULL || strcmp (v, "v1") != 0)
+      {
+        g_assert_true (bln_kernels_attn_decode_rope_supports (28, 4, 128, 128, 128, kc, vc));
+        g_assert_true (bln_kernels_attn_decode_rope_supports (32, 8, 64, 64, 32, kc, vc));
+      }
+    g_assert_false (bln_kernels_attn_decode_rope_supports (28, 4, 96, 96, 96, kc, vc));
+    g_assert_false (bln_kernels_attn_decode_rope_supports (28, 4, 128, 64, 128, kc, vc));
+    g_assert_false (bln_kernels_attn_decode_rope_supports (28, 3, 128, 128, 128, kc, vc));
+    g_assert_false (bln_kernels_attn_decode_rope_supports (28, 4, 128, 128, 127, kc, vc));
+    g_assert_false (bln_kernels_attn_decode_rope_supports (28, 4, 128, 128, 128,
+                                                           (char *) kc + 8, vc));
+    g_assert_false (bln_kernels_attn_decode_rope_supports (28, 4, 128, 128, 128, kc, NULL));
+    g_assert_cmpint (bln_kernels_attn_decode_rope (NULL, p, p, NULL, NULL, NULL, (int *) p, 28,
+                                                   4, 128, 128, 128, 1, p, 1.0f, 0.088f, kc, vc,
+                                                   1, p, p, &rounded, 0), ==,
+                     cudaErrorInvalidValue);
+    g_assert_cmpint (rounded, ==, 0);
+    g_assert_cmpint (bln_kernels_attn_decode_rope (p, p, p, NULL, NULL, NULL, (int *) p, 28, 4,
+                                                   128, 128, 130, 1, p, 1.0f, 0.088f, kc, vc, 1,
+                                                   p, p, NULL, 0), ==, cudaErrorInvalidValue);
+    g_assert_cmpint (bln_kernels_attn_decode_rope (p, p, p, NULL, NULL, NULL, (int *) p, 28, 4,
+                                                   512, 512, 128, 1, p, 1.0f, 0.088f, kc, vc, 1,
+                                                   p, p, NULL, 0), ==, cudaErrorInvalidValue);
+    g_assert_cmpint (bln_kernels_attn_decode_rope (p, p, p, NULL, NULL, NULL, (int *) p, 28, 4,
+                                                   96, 96, 96, 1, p, 1.0f, 0.088f, kc, vc, 1, p,
+                                                   p, &rounded, 0), ==, cudaErrorNotSupported);
+    g_assert_cmpint (rounded, ==, 0);
+  }
 }
 
 /* ---------------------------------------------------------------------------
@@ -1004,6 +1049,281 @@ test_attn_decode (gconstpointer data)
         }
 }
 
+/* ---------------------------------------------------------------------------
+ * The fused RoPE + KV store + decode attention (bln_kernels_attn_decode_rope)
+ * against bln_kernels_rope_store then bln_kernels_attn_decode_round
+ * ------------------------------------------------------------------------- */
+
+/* Copies @n bytes of device memory at @dev into a new host block. */
+static void *
+dev_copy (const void *dev, size_t n)
+{
+  void *h = g_malloc (n);
+
+  g_assert_cmpint (cudaMemcpy (h, dev, n, cudaMemcpyDeviceToHost), ==, cudaSuccess);
+  return h;
+}
+
+static void
+assert_same_bytes (const void *a, const void *b, size_t n, const char *what, const char *which)
+{
+  if (memcmp (a, b, n) != 0)
+    {
+      size_t i = 0;
+
+      while (((const uint8_t *) a)[i] == ((const uint8_t *) b)[i])
+        i++;
+      g_error ("%s: %s differs from the two-kernel path at byte %zu of %zu", which, what, i, n);
+    }
+}
+
+/* The matvec's 8-bit scratch for one token of @n values: poisoned, or read
+ * back (values, then the float2 and float4 scales of each 32). */
+static void
+xq_poison (const BlnKernelsXq *xq, int n)
+{
+  g_assert_cmpint (cudaMemset (xq->q, 0xff, (size_t) n), ==, cudaSuccess);
+  g_assert_cmpint (cudaMemset (xq->d, 0xff, (size_t) n / 32 * 8), ==, cudaSuccess);
+  g_assert_cmpint (cudaMemset (xq->s, 0xff, (size_t) n / 32 * 16), ==, cudaSuccess);
+}
+
+static uint8_t *
+xq_read (const BlnKernelsXq *xq, int n)
+{
+  uint8_t *h = g_malloc ((size_t) n + (size_t) n / 32 * 24);
+
+  g_assert_cmpint (cudaMemcpy (h, xq->q, (size_t) n, cudaMemcpyDeviceToHost), ==, cudaSuccess);
+  g_assert_cmpint (cudaMemcpy (h + n, xq->d, (size_t) n / 32 * 8, cudaMemcpyDeviceToHost), ==,
+                   cudaSuccess);
+  g_assert_cmpint (cudaMemcpy (h + n + (size_t) n / 32 * 8, xq->s, (size_t) n / 32 * 16,
+                               cudaMemcpyDeviceToHost), ==, cudaSuccess);
+  return h;
+}
+
+/* One token at position pos0 over a cache of F16 (kv_f16) or F32 values
+ * whose rows 0 .. pos0 - 1 hold random values (rows pos0 and pos0 + 1
+ * poisoned with 0xff bytes), H query heads over Hkv KV heads of head dim d,
+ * the first rope_dim values rotated; for NeoX and normal RoPE, with and
+ * without q / k / v biases. The two-kernel path runs on one copy of the
+ * q / k / v row and the caches, the fused kernel (twice, on one scratch, to
+ * see the split counters left at 0 and the step repeatable) on another,
+ * outputs and the 8-bit scratch poisoned before each run: the attention
+ * output, the 8-bit rounding (when the kernels write it), the whole caches
+ * must match byte for byte, and the fused kernel must leave q / k / v as
+ * they were. */
+static void
+rope_attn_case (int H, int Hkv, int d, int rope_dim, int pos0, int kv_f16)
+{
+  const int ld = (H + 2 * Hkv) * d, n_rows = pos0 + 2;
+  const size_t esz = kv_f16 ? 2 : 4, n_c = (size_t) n_rows * Hkv * d;
+  const size_t c_bytes = n_c * esz, o_bytes = (size_t) H * d * sizeof (float);
+  const float scale = 1.0f / sqrtf ((float) d);
+  g_autofree float *qkv = g_new (float, ld);
+  g_autofree float *bias = g_new (float, ld);
+  g_autofree float *inv_freq = g_new (float, MAX (rope_dim / 2, 1));
+  g_autofree uint8_t *kraw = g_malloc (c_bytes);
+  g_autofree uint8_t *vraw = g_malloc (c_bytes);
+  g_autoptr (BlnCudaBuffer) d_qkv_a = NULL;
+  g_autoptr (BlnCudaBuffer) d_qkv_b = NULL;
+  g_autoptr (BlnCudaBuffer) d_bias = NULL;
+  g_autoptr (BlnCudaBuffer) d_inv = NULL;
+  g_autoptr (BlnCudaBuffer) d_pos = NULL;
+  g_autoptr (BlnCudaBuffer) d_k_a = NULL;
+  g_autoptr (BlnCudaBuffer) d_v_a = NULL;
+  g_autoptr (BlnCudaBuffer) d_k_b = NULL;
+  g_autoptr (BlnCudaBuffer) d_v_b = NULL;
+  g_autoptr (BlnCudaBuffer) d_out_a = NULL;
+  g_autoptr (BlnCudaBuffer) d_out_b = NULL;
+  g_autoptr (BlnCudaBuffer) d_scr = NULL;
+  size_t scr = bln_kernels_attn_decode_scratch (8, H, Hkv, d);
+  BlnKernelsXq xq;
+  GError *error = NULL;
+
+  g_assert_cmpint (bln_kernels_xq_scratch (&xq), ==, cudaSuccess);
+  g_assert_cmpint (H * d, <=, xq.max_values);
+  for (int i = 0; i < ld; i++)
+    {
+      qkv[i] = 2.0f * rng_float ();
+      bias[i] = 0.5f * rng_float ();
+    }
+  /* the models' table, theta 1e6 (qwen2) */
+  for (int i = 0; i < rope_dim / 2; i++)
+    inv_freq[i] = powf (1e6f, -2.0f * (float) i / (float) rope_dim);
+  if (rope_dim == 0)
+    inv_freq[0] = 1.0f;
+  for (size_t i = 0; i < n_c; i++)
+    {
+      const float kf = rng_float (), vf = rng_float ();
+
+      if (i >= (size_t) pos0 * Hkv * d)
+        {
+          memset (kraw + i * esz, 0xff, esz);
+          memset (vraw + i * esz, 0xff, esz);
+        }
+      else if (kv_f16)
+        {
+          ((bln_half *) kraw)[i] = bln_float_to_half (kf);
+          ((bln_half *) vraw)[i] = bln_float_to_half (vf);
+        }
+      else
+        {
+          ((float *) kraw)[i] = kf;
+          ((float *) vraw)[i] = vf;
+        }
+    }
+  g_assert_cmpuint (scr, >, 0);
+  d_qkv_a = bln_cuda_buffer_new (ld * sizeof (float), &error);
+  g_assert_no_error (error);
+  d_qkv_b = bln_cuda_buffer_new (ld * sizeof (float), &error);
+  g_assert_no_error (error);
+  /* the biases side by side as q / k / v are: bq, then bk, then bv */
+  d_bias = bln_cuda_buffer_new_from_host (bias, ld * sizeof (float), &error);
+  g_assert_no_error (error);
+  d_inv = bln_cuda_buffer_new_from_host (inv_freq, MAX (rope_dim / 2, 1) * sizeof (float),
+                                         &error);
+  g_assert_no_error (error);
+  d_pos = bln_cuda_buffer_new_from_host (&pos0, sizeof (int), &error);
+  g_assert_no_error (error);
+  d_k_a = bln_cuda_buffer_new (c_bytes, &error);
+  g_assert_no_error (error);
+  d_v_a = bln_cuda_buffer_new (c_bytes, &error);
+  g_assert_no_error (error);
+  d_k_b = bln_cuda_buffer_new (c_bytes, &error);
+  g_assert_no_error (error);
+  d_v_b = bln_cuda_buffer_new (c_bytes, &error);
+  g_assert_no_error (error);
+  d_out_a = bln_cuda_buffer_new (o_bytes, &error);
+  g_assert_no_error (error);
+  d_out_b = bln_cuda_buffer_new (o_bytes, &error);
+  g_assert_no_error (error);
+  d_scr = bln_cuda_buffer_new (scr, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (cudaMemset (d_scr->ptr, 0, scr), ==, cudaSuccess);
+  g_assert_true (bln_kernels_attn_decode_rope_supports (H, Hkv, d, d, rope_dim, d_k_b->ptr,
+                                                        d_v_b->ptr));
+
+  for (int neox = 0; neox < 2; neox++)
+    for (int with_bias = 0; with_bias < 2; with_bias++)
+      {
+        const float *bq = with_bias ? (const float *) d_bias->ptr : NULL;
+        const float *bk = with_bias ? bq + (size_t) H * d : NULL;
+        const float *bv = with_bias ? bq + (size_t) (H + Hkv) * d : NULL;
+        const float af = with_bias ? 1.0f : 1.0986123f;   /* attention factor, YaRN-like */
+        float *qa = d_qkv_a->ptr, *qb = d_qkv_b->ptr;
+        g_autofree char *which = g_strdup_printf ("H %d Hkv %d d %d rope %d pos %d %s %s%s", H,
+                                                  Hkv, d, rope_dim, pos0,
+                                                  kv_f16 ? "f16" : "f32",
+                                                  neox ? "neox" : "normal",
+                                                  with_bias ? " biases" : "");
+        g_autofree float *out_a = NULL;
+        g_autofree uint8_t *xq_a = NULL;
+        g_autofree void *k_a = NULL, *v_a = NULL, *k_b = NULL, *v_b = NULL, *qkv_b = NULL;
+        int rounded_a = -1;
+
+        g_assert_cmpint (cudaMemcpy (qa, qkv, ld * sizeof (float), cudaMemcpyHostToDevice), ==,
+                         cudaSuccess);
+        g_assert_cmpint (cudaMemcpy (qb, qkv, ld * sizeof (float), cudaMemcpyHostToDevice), ==,
+                         cudaSuccess);
+        g_assert_cmpint (cudaMemcpy (d_k_a->ptr, kraw, c_bytes, cudaMemcpyHostToDevice), ==,
+                         cudaSuccess);
+        g_assert_cmpint (cudaMemcpy (d_v_a->ptr, vraw, c_bytes, cudaMemcpyHostToDevice), ==,
+                         cudaSuccess);
+        g_assert_cmpint (cudaMemcpy (d_k_b->ptr, kraw, c_bytes, cudaMemcpyHostToDevice), ==,
+                         cudaSuccess);
+        g_assert_cmpint (cudaMemcpy (d_v_b->ptr, vraw, c_bytes, cudaMemcpyHostToDevice), ==,
+                         cudaSuccess);
+
+        /* the two kernels */
+        g_assert_cmpint (cudaMemset (d_out_a->ptr, 0xff, o_bytes), ==, cudaSuccess);
+        xq_poison (&xq, H * d);
+        g_assert_cmpint (bln_kernels_rope_store (qa, qa + H * d, qa + (H + Hkv) * d, bq, bk, bv,
+                                                 1, ld, d_pos->ptr, H, Hkv, d, d, rope_dim, neox,
+                                                 d_inv->ptr, af, d_k_a->ptr, d_v_a->ptr, kv_f16,
+                                                 NULL, 0), ==, cudaSuccess);
+        g_assert_cmpint (bln_kernels_attn_decode_round (qa, ld, 1, d_pos->ptr, H, Hkv, d, d,
+                                                        scale, d_k_a->ptr, d_v_a->ptr, kv_f16,
+                                                        d_scr->ptr, d_out_a->ptr, &rounded_a,
+                                                        0), ==, cudaSuccess);
+        g_assert_cmpint (cudaDeviceSynchronize (), ==, cudaSuccess);
+        out_a = dev_copy (d_out_a->ptr, o_bytes);
+        xq_a = xq_read (&xq, H * d);
+        for (int i = 0; i < H * d; i++)
+          g_assert_true (isfinite (out_a[i]));
+
+        /* the fused kernel, twice */
+        for (int run = 0; run < 2; run++)
+          {
+            g_autofree float *out_b = NULL;
+            g_autofree uint8_t *xq_b = NULL;
+            int rounded_b = -1;
+
+            g_assert_cmpint (cudaMemset (d_out_b->ptr, 0xff, o_bytes), ==, cudaSuccess);
+            xq_poison (&xq, H * d);
+            g_assert_cmpint (bln_kernels_attn_decode_rope (qb, qb + H * d, qb + (H + Hkv) * d,
+                                                           bq, bk, bv, d_pos->ptr, H, Hkv, d, d,
+                                                           rope_dim, neox, d_inv->ptr, af, scale,
+                                                           d_k_b->ptr, d_v_b->ptr, kv_f16,
+                                                           d_scr->ptr, d_out_b->ptr, &rounded_b,
+                                                           0), ==, cudaSuccess);
+            g_assert_cmpint (cudaDeviceSynchronize (), ==, cudaSuccess);
+            out_b = dev_copy (d_out_b->ptr, o_bytes);
+            xq_b = xq_read (&xq, H * d);
+            g_assert_cmpint (rounded_b, ==, rounded_a);
+            assert_same_bytes (out_a, out_b, o_bytes, "the attention output", which);
+            if (rounded_a)
+              assert_same_bytes (xq_a, xq_b, (size_t) H * d + (size_t) H * d / 32 * 24,
+                                 "the 8-bit rounding", which);
+          }
+        k_a = dev_copy (d_k_a->ptr, c_bytes);
+        v_a = dev_copy (d_v_a->ptr, c_bytes);
+        k_b = dev_copy (d_k_b->ptr, c_bytes);
+        v_b = dev_copy (d_v_b->ptr, c_bytes);
+        qkv_b = dev_copy (qb, ld * sizeof (float));
+        assert_same_bytes (k_a, k_b, c_bytes, "the K cache", which);
+        assert_same_bytes (v_a, v_b, c_bytes, "the V cache", which);
+        assert_same_bytes (qkv, qkv_b, ld * sizeof (float), "q / k / v (changed)", which);
+        /* the new row was written (and nothing after it) */
+        g_assert_cmpint (memcmp ((uint8_t *) k_b + (size_t) pos0 * Hkv * d * esz,
+                                 kraw + (size_t) pos0 * Hkv * d * esz, (size_t) Hkv * d * esz),
+                         !=, 0);
+        g_assert_cmpint (memcmp ((uint8_t *) k_b + (size_t) (pos0 + 1) * Hkv * d * esz,
+                                 kraw + (size_t) (pos0 + 1) * Hkv * d * esz,
+                                 (size_t) Hkv * d * esz), ==, 0);
+      }
+}
+
+static void
+test_attn_decode_rope (gconstpointer data)
+{
+  /* H, Hkv, head dim, rope dim: the 7B (qwen2) shape, other groups (6: 4 +
+   * 2 heads a block; 4; 1; 8 with head dim 256) and a partial rotation */
+  static const int shapes[][4] = {
+    { 28, 4, 128, 128 }, { 12, 2, 128, 128 }, { 32, 8, 64, 64 }, { 8, 8, 64, 64 },
+    { 16, 2, 256, 256 }, { 14, 2, 128, 64 },
+  };
+  /* 0 and 1; inside the first split; the last of one split and the first
+   * of a second (split 32); a few splits; the first of a new split and one
+   * past several (split 128 at 7B: 4992 = 39 * 128); a long context (7B
+   * shape only) */
+  static const int positions[] = { 0, 1, 17, 31, 32, 100, 4992, 5000, 33000 };
+  const int kv_f16 = GPOINTER_TO_INT (data);
+  const char *v = g_getenv ("BALEEN_CUDA_ATTN");
+
+  if (skip_without_gpu ())
+    return;
+  if (v != NULL && strcmp (v, "v1") == 0)
+    {
+      g_test_skip ("BALEEN_CUDA_ATTN=v1: the fused kernel is not used");
+      return;
+    }
+  rng_state = 0xbe5466cf34e90c6cULL ^ (uint64_t) kv_f16;
+  for (guint s = 0; s < G_N_ELEMENTS (shapes); s++)
+    for (guint p = 0; p < G_N_ELEMENTS (positions); p++)
+      if (positions[p] < 10000 || s == 0)
+        rope_attn_case (shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], positions[p],
+                        kv_f16);
+}
+
 /* A head dim and token count outside the one-launch kernel's shapes: the
  * first kernel pair, through the same entry point. */
 static void
@@ -1391,6 +1711,119 @@ run_bench_attn (void)
   return 0;
 }
 
+/* --bench-rope-attn: the one-token attention step of a 7B qwen2 layer (28
+ * query heads, 4 KV heads, head dim 128, q / k / v biases, F16 cache) over
+ * n_pos positions: bln_kernels_rope_store then
+ * bln_kernels_attn_decode_round against bln_kernels_attn_decode_rope, each
+ * over n_copies layers' caches (past the L2) launched back to back, as the
+ * decode step does. Median time per layer of 25 rounds. */
+static int
+bench_rope_attn_one (int n_pos, int fused)
+{
+  const int H = 28, Hkv = 4, d = 128, ld = (H + 2 * Hkv) * d, pos0 = n_pos - 1, reps = 25;
+  const size_t layer = (size_t) n_pos * Hkv * d * 2;
+  const int n_copies = (int) CLAMP (((size_t) 512 << 20) / layer + 1, 2, 1024);
+  size_t scr = bln_kernels_attn_decode_scratch (8, H, Hkv, d);
+  g_autofree float *qkv = g_new (float, ld);
+  g_autoptr (BlnCudaBuffer) d_qkv = NULL;
+  g_autoptr (BlnCudaBuffer) d_b = NULL;
+  g_autoptr (BlnCudaBuffer) d_inv = NULL;
+  g_autoptr (BlnCudaBuffer) d_k = NULL;
+  g_autoptr (BlnCudaBuffer) d_v = NULL;
+  g_autoptr (BlnCudaBuffer) d_pos = NULL;
+  g_autoptr (BlnCudaBuffer) d_out = NULL;
+  g_autoptr (BlnCudaBuffer) d_scr = NULL;
+  GError *error = NULL;
+  cudaEvent_t e0, e1;
+  float ms = 0, times[25], inv[64];
+  int rounded = 0;
+
+  for (int i = 0; i < ld; i++)
+    qkv[i] = rng_float ();
+  for (int i = 0; i < 64; i++)
+    inv[i] = powf (1e6f, -(float) i / 64.0f);
+  d_qkv = bln_cuda_buffer_new_from_host (qkv, ld * sizeof (float), &error);
+  d_b = d_qkv ? bln_cuda_buffer_new_from_host (qkv, ld * sizeof (float), &error) : NULL;
+  d_inv = d_b ? bln_cuda_buffer_new_from_host (inv, sizeof inv, &error) : NULL;
+  d_k = d_inv ? bln_cuda_buffer_new (layer * n_copies, &error) : NULL;
+  d_v = d_k ? bln_cuda_buffer_new (layer * n_copies, &error) : NULL;
+  d_pos = d_v ? bln_cuda_buffer_new_from_host (&pos0, sizeof (int), &error) : NULL;
+  d_out = d_pos ? bln_cuda_buffer_new ((size_t) H * d * sizeof (float), &error) : NULL;
+  d_scr = d_out ? bln_cuda_buffer_new (scr, &error) : NULL;
+  if (!d_scr)
+    {
+      g_printerr ("bench: %s\n", error->message);
+      return 1;
+    }
+  BENCH_CHECK (cudaMemset (d_k->ptr, 0x1c, layer * n_copies));
+  BENCH_CHECK (cudaMemset (d_v->ptr, 0x1c, layer * n_copies));
+  BENCH_CHECK (cudaMemset (d_scr->ptr, 0, scr));
+  BENCH_CHECK (cudaEventCreate (&e0));
+  BENCH_CHECK (cudaEventCreate (&e1));
+  for (int r = -1; r < reps; r++)
+    {
+      BENCH_CHECK (cudaEventRecord (e0, 0));
+      for (int c = 0; c < n_copies; c++)
+        {
+          char *kc = (char *) d_k->ptr + layer * c, *vc = (char *) d_v->ptr + layer * c;
+          float *q = d_qkv->ptr;
+          const float *b = d_b->ptr;
+
+          if (fused)
+            BENCH_CHECK (bln_kernels_attn_decode_rope (q, q + H * d, q + (H + Hkv) * d, b,
+                                                       b + H * d, b + (H + Hkv) * d, d_pos->ptr,
+                                                       H, Hkv, d, d, d, 1, d_inv->ptr, 1.0f,
+                                                       0.088f, kc, vc, 1, d_scr->ptr,
+                                                       d_out->ptr, &rounded, 0));
+          else
+            {
+              BENCH_CHECK (bln_kernels_rope_store (q, q + H * d, q + (H + Hkv) * d, b, b + H * d,
+                                                   b + (H + Hkv) * d, 1, ld, d_pos->ptr, H, Hkv,
+                                                   d, d, d, 1, d_inv->ptr, 1.0f, kc, vc, 1,
+                                                   NULL, 0));
+              BENCH_CHECK (bln_kernels_attn_decode_round (q, ld, 1, d_pos->ptr, H, Hkv, d, d,
+                                                          0.088f, kc, vc, 1, d_scr->ptr,
+                                                          d_out->ptr, &rounded, 0));
+            }
+        }
+      BENCH_CHECK (cudaEventRecord (e1, 0));
+      BENCH_CHECK (cudaEventSynchronize (e1));
+      BENCH_CHECK (cudaGetLastError ());
+      BENCH_CHECK (cudaEventElapsedTime (&ms, e0, e1));
+      if (r >= 0)
+        times[r] = ms / n_copies;
+    }
+  qsort (times, reps, sizeof (float), cmp_float);
+  g_print ("%6d %-26s %9.2f   (min %.2f us, max %.2f us, %d caches)\n", n_pos,
+           fused ? "attn_decode_rope" : "rope_store + attn_round", times[reps / 2] * 1e3,
+           times[0] * 1e3, times[reps - 1] * 1e3, n_copies);
+  cudaEventDestroy (e0);
+  cudaEventDestroy (e1);
+  return 0;
+}
+
+static int
+run_bench_rope_attn (void)
+{
+  static const int positions[] = { 128, 1024, 4096, 32768 };
+  g_autofree char *why = NULL;
+
+  if (!bln_cuda_available (&why))
+    {
+      g_print ("bench: no GPU: %s\n", why);
+      return 0;
+    }
+  rng_state = 0x3f84d5b5b5470917ULL;
+  g_print ("one-token attention step, 7B qwen2 layer (28 / 4 heads, head dim 128, biases, F16 "
+           "KV): median us per layer over 25 rounds\n");
+  g_print ("%6s %-26s %9s\n", "n_pos", "path", "us");
+  for (guint p = 0; p < G_N_ELEMENTS (positions); p++)
+    for (int fused = 0; fused < 2; fused++)
+      if (bench_rope_attn_one (positions[p], fused) != 0)
+        return 1;
+  return 0;
+}
+
 /* --bench-mmq: the tensor-core product in the 7B (qwen2) shapes against the
  * prefill path it replaces (dequantise to F16, convert x, cublasGemmEx),
  * for 8 .. 2048 token rows. Weight copies rotate so that one round streams
@@ -1569,6 +2002,8 @@ main (int argc, char **argv)
       return run_bench ();
     else if (strcmp (argv[i], "--bench-attn") == 0)
       return run_bench_attn ();
+    else if (strcmp (argv[i], "--bench-rope-attn") == 0)
+      return run_bench_rope_attn ();
     else if (strcmp (argv[i], "--bench-mmq") == 0)
       return run_bench_mmq (FALSE);
     else if (strcmp (argv[i], "--bench-mmf") == 0)
@@ -1610,6 +2045,10 @@ main (int argc, char **argv)
   g_test_add_data_func ("/Baleen/CudaOps/attn-decode/q8", GINT_TO_POINTER (2),
                         test_attn_decode);
   g_test_add_func ("/Baleen/CudaOps/attn-decode/other-shapes", test_attn_decode_other);
+  g_test_add_data_func ("/Baleen/CudaOps/attn-decode-rope/f32", GINT_TO_POINTER (0),
+                        test_attn_decode_rope);
+  g_test_add_data_func ("/Baleen/CudaOps/attn-decode-rope/f16", GINT_TO_POINTER (1),
+                        test_attn_decode_rope);
   g_test_add_func ("/Baleen/CudaOps/kv-store-q8", test_kv_store_q8);
   g_test_add_func ("/Baleen/CudaOps/kv8-model", test_kv8_model);
   return g_test_run ();

@@ -11,7 +11,8 @@
 #   baleen-cli bench --device cuda -p 2048 -n 128 -r 3 --json
 # (prompt processing of 2,048 tokens, and decode of 128 tokens at batch 1 from
 # an empty cache), and for R1-Distill-Qwen-7B Q4_K_M also decode at 32k tokens
-# of context and decode without CUDA graphs. Each JSON line carries the
+# of context, decode without CUDA graphs and decode with RoPE and the KV store
+# in their own kernel again (BALEEN_CUDA_ROPE_ATTN=0). Each JSON line carries the
 # bandwidth ceiling (copy rate measured in the same run / bytes read per
 # token). JSON lines go to $OUT/bench.jsonl, a table is printed last.
 # `quick` only runs the 1.5B model (a smoke test).
@@ -41,6 +42,8 @@ run_model () {   # model type [extra bench runs...]
   if [ "$m-$t" = "r1-qwen-7b-q4_k_m" ]; then
     BALEEN_CUDA_GRAPHS=0 timeout 300 $CLI bench -m "$f" --device cuda -p 16 -n 128 -r 3 --json \
       | sed "s/^{/{\"synth\": \"$m-$t\", \"graphs\": false, /" | tee -a "$OUT/bench.jsonl"
+    BALEEN_CUDA_ROPE_ATTN=0 timeout 300 $CLI bench -m "$f" --device cuda -p 16 -n 128 -r 3 --json \
+      | sed "s/^{/{\"synth\": \"$m-$t\", \"rope_attn\": false, /" | tee -a "$OUT/bench.jsonl"
     timeout 400 $CLI bench -m "$f" --device cuda -p 16 -d 32768 -n 64 -r 2 --json \
       | sed "s/^{/{\"synth\": \"$m-$t\", /" | tee -a "$OUT/bench.jsonl"
   fi
@@ -71,7 +74,8 @@ for line in open(sys.argv[1]):
     if not line.startswith("{"):
         continue
     r = json.loads(line)
-    tag = r["synth"] + ("" if r.get("graphs", True) else " (no graphs)")
+    tag = r["synth"] + ("" if r.get("graphs", True) else " (no graphs)") \
+          + ("" if r.get("rope_attn", True) else " (rope apart)")
     print(f'{tag:28s} pp{r["n_prompt"]:<5d} {r["pp_tok_s"]:9.0f}  tg{r["n_gen"]}@d{r["depth"]:<6d}'
           f' {r["tg_tok_s"]:7.1f}  ceiling {r.get("tg_ceiling_tok_s", 0):7.0f}'
           f'  {100 * r.get("tg_fraction", 0):5.1f}%')

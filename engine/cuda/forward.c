@@ -940,6 +940,55 @@ rope_store_layer (BlnCudaCtx *c, const CudaLayer *L, int n, uint8_t *kc, uint8_t
                                              c->stream), error);
 }
 
+/* Whether one-token decode steps over an F16 / F32 cache rotate, store and
+ * attend in one kernel (bln_kernels_attn_decode_rope) instead of
+ * bln_kernels_rope_store then the decode attention: on unless
+ * BALEEN_CUDA_ROPE_ATTN=0 (read once). Both give the same bits. */
+static gboolean
+rope_attn_enabled (void)
+{
+  static int state = -1;
+
+  if (state < 0)
+    state = g_strcmp0 (g_getenv ("BALEEN_CUDA_ROPE_ATTN"), "0") == 0 ? 0 : 1;
+  return state == 1;
+}
+
+/* Biases, RoPE, the KV store and the attention of layer @L's n decode
+ * tokens into c->att; *@rounded says whether the attention also left its
+ * output rounded for the output matvec. One kernel where
+ * rope_attn_enabled() and the fused kernel serves the step, else two (three
+ * over the 8-bit cache). */
+static gboolean
+decode_attention (BlnCudaCtx *c, const CudaLayer *L, int n, uint8_t *kc, uint8_t *vc,
+                  int *rounded, GError **error)
+{
+  const BlnModel *m = c->model;
+  const BlnHParams *hp = &m->hp;
+  int H = hp->n_head, Hkv = hp->n_head_kv, dk = hp->head_dim_k, dv = hp->head_dim_v;
+
+  *rounded = 0;
+  if (n == 1 && !c->kv_q8 && rope_attn_enabled ()
+      && bln_kernels_attn_decode_rope_supports (H, Hkv, dk, dv, hp->rope_dim, kc, vc))
+    return KCHECK (bln_kernels_attn_decode_rope (c->qkv, c->qkv + H * dk,
+                                                 c->qkv + (H + Hkv) * dk, L->bq, L->bk, L->bv,
+                                                 c->d_pos, H, Hkv, dk, dv, hp->rope_dim,
+                                                 hp->rope_neox, c->cm->inv_freq,
+                                                 m->rope_attn_factor, m->attn_scale, kc, vc,
+                                                 c->kv_f16, c->part, c->att, rounded,
+                                                 c->stream), error);
+  if (!rope_store_layer (c, L, n, kc, vc, NULL, error))
+    return FALSE;
+  if (c->kv_q8)
+    return KCHECK (bln_kernels_attn_decode_q8 (c->qkv, c->qkv_ld, n, c->d_pos, H, Hkv, dk,
+                                               m->attn_scale, kc, kc + q8_vals (c, dk), vc,
+                                               vc + q8_vals (c, dv), c->part, c->att,
+                                               c->stream), error);
+  return KCHECK (bln_kernels_attn_decode_round (c->qkv, c->qkv_ld, n, c->d_pos, H, Hkv, dk, dv,
+                                                m->attn_scale, kc, vc, c->kv_f16, c->part,
+                                                c->att, rounded, c->stream), error);
+}
+
 /* y = W x for n <= BLN_CUDA_MATVEC_MAX_TOK rows, with kernels/kernels.h
  * matvec flags (accumulate, activations already rounded). */
 gboolean
@@ -976,10 +1025,9 @@ enqueue_decode_layers (BlnCudaCtx *c, int n, GError **error)
   const BlnModel *m = c->model;
   const BlnHParams *hp = &m->hp;
   const BlnCudaModel *cm = c->cm;
-  int H = hp->n_head, Hkv = hp->n_head_kv, dk = hp->head_dim_k, dv = hp->head_dim_v;
   int ff = hp->n_ff, il, fl, i, rounded;
-  size_t k_layer = kv_layer (m, c->n_ctx, c->kv_elem, dk);
-  size_t v_layer = kv_layer (m, c->n_ctx, c->kv_elem, dv);
+  size_t k_layer = kv_layer (m, c->n_ctx, c->kv_elem, hp->head_dim_k);
+  size_t v_layer = kv_layer (m, c->n_ctx, c->kv_elem, hp->head_dim_v);
   const int acc = BLN_KERNELS_MATVEC_ACCUMULATE;
 
   if (c->ds2 != NULL)
@@ -997,17 +1045,7 @@ enqueue_decode_layers (BlnCudaCtx *c, int n, GError **error)
         if (!bln_cuda_mv (c, L->qkv[i], c->h, n, c->qkv + L->qkv_col[i], c->qkv_ld, fl, error))
           return FALSE;
       /* the attention may leave its output rounded for the output matvec */
-      rounded = 0;
-      if (!rope_store_layer (c, L, n, kc, vc, NULL, error)
-          || !(c->kv_q8
-               ? KCHECK (bln_kernels_attn_decode_q8 (c->qkv, c->qkv_ld, n, c->d_pos, H, Hkv, dk,
-                                                     m->attn_scale, kc, kc + q8_vals (c, dk), vc,
-                                                     vc + q8_vals (c, dv), c->part, c->att,
-                                                     c->stream), error)
-               : KCHECK (bln_kernels_attn_decode_round (c->qkv, c->qkv_ld, n, c->d_pos, H, Hkv,
-                                                        dk, dv, m->attn_scale, kc, vc, c->kv_f16,
-                                                        c->part, c->att, &rounded, c->stream),
-                         error))
+      if (!decode_attention (c, L, n, kc, vc, &rounded, error)
           || !bln_cuda_mv (c, L->wo, c->att, n, c->x, 0,
                            acc | (rounded ? BLN_KERNELS_MATVEC_XQ_READY : 0), error)
           || (fl = bln_cuda_norm_for_matvec (c, L->ffn_norm, n, error)) < 0)
