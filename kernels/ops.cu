@@ -504,12 +504,41 @@ a2_env (const char *name, int dflt)
 }
 
 __host__ __device__ __forceinline__ int
-a2_split (int n_kv, int want)
+a2_split (int n_kv, int want, int smin)
 {
   int split = (n_kv + want - 1) / want;
 
   split = (split + 31) / 32 * 32;
-  return split < A2_SPLIT_MIN ? A2_SPLIT_MIN : split;
+  return split < smin ? smin : split;
+}
+
+/* Whether the kernel lets the next one launch as soon as all its blocks
+ * have started (so that the output projection's blocks can fetch their
+ * weights while the attention finishes): BALEEN_CUDA_ATTN_TRIGGER=1; read
+ * once. */
+static int
+a2_trigger ()
+{
+  static int trig = -1;
+
+  if (trig < 0)
+    trig = a2_env ("BALEEN_CUDA_ATTN_TRIGGER", 0) == 1 ? 1 : 0;
+  return trig;
+}
+
+/* The shortest split (positions): BALEEN_CUDA_ATTN_SPLIT_MIN, a multiple
+ * of 32, default A2_SPLIT_MIN; read once. */
+static int
+a2_split_min ()
+{
+  static int smin = 0;
+
+  if (smin == 0)
+    {
+      smin = a2_env ("BALEEN_CUDA_ATTN_SPLIT_MIN", A2_SPLIT_MIN);
+      smin = (smin + 31) / 32 * 32;
+    }
+  return smin;
 }
 
 /* Blocks a launch aims for: 3 per SM of an H100 / H200 (the F16 / F32
@@ -654,7 +683,7 @@ attn_decode2_kernel (const float *__restrict__ q, int q_ld, const int *__restric
                      const T *__restrict__ vc, const __half *__restrict__ ks,
                      const __half *__restrict__ vs, int want, int zmax, float *part_acc,
                      float *part_ml, unsigned *counters, float *__restrict__ out, A2Xq xo,
-                     int pf, A2Rope rp)
+                     int pf, int smin, int trig, A2Rope rp)
 {
   constexpr int VE = 16 / (int) sizeof (T);   /* values per 16-byte load */
   constexpr int CH = D / VE;                  /* loads per row */
@@ -671,6 +700,10 @@ attn_decode2_kernel (const float *__restrict__ q, int q_ld, const int *__restric
   /* ROPE: the new token's key, then its value, in the cache's type */
   __shared__ __align__ (16) T sm_new[ROPE ? 2 * D : 1];
 
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (trig)
+    cudaTriggerProgrammaticLaunchCompletion ();
+#endif
   bln_pdl_wait ();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int r = lane / LR, li = lane % LR;
@@ -679,7 +712,7 @@ attn_decode2_kernel (const float *__restrict__ q, int q_ld, const int *__restric
   const int h0 = kvh * group + gc * G, gn = min (G, group - gc * G);
   const int t = blockIdx.z, z = blockIdx.x;
   const int pos0 = *d_pos, len = pos0 + t + 1;
-  const int split = a2_split (pos0 + n_tok, want);
+  const int split = a2_split (pos0 + n_tok, want, smin);
   const int n_split = (len + split - 1) / split;
   const int start = z * split, end = min (len, start + split);
   float qv[G][NV], m[G], l[G], acc[G][NV];
@@ -1078,7 +1111,7 @@ launch_decode2 (const float *q, int q_ld, int n_tok, const int *d_pos, int H, in
                      q, q_ld, d_pos, n_tok, H, Hkv, scale, static_cast<const T *> (kc),
                      static_cast<const T *> (vc), static_cast<const __half *> (ks),
                      static_cast<const __half *> (vs), want, zmax, part_acc, part_ml, ctr, out, xo,
-                     a2_prefetch (), rp);
+                     a2_prefetch (), a2_split_min (), a2_trigger (), rp);
 }
 
 template <class T, int D, bool ROPE>
