@@ -513,16 +513,22 @@ a2_split (int n_kv, int want, int smin)
 }
 
 /* Whether the kernel lets the next one launch as soon as all its blocks
- * have started (so that the output projection's blocks can fetch their
- * weights while the attention finishes): BALEEN_CUDA_ATTN_TRIGGER=1; read
- * once. */
+ * have started, so that the output projection's blocks can ask for their
+ * weights while the attention finishes. On an H200 (session 7, same calls,
+ * three alternations): 7B Q4_K_M tg128 507.1-507.8 -> 517.1-517.3 tok/s,
+ * Q8_0 and BF16 unchanged (391.2-393.0, 233.5-233.8 either way). On unless
+ * BALEEN_CUDA_ATTN_TRIGGER=0; read once. */
 static int
 a2_trigger ()
 {
   static int trig = -1;
 
   if (trig < 0)
-    trig = a2_env ("BALEEN_CUDA_ATTN_TRIGGER", 0) == 1 ? 1 : 0;
+    {
+      const char *env = std::getenv ("BALEEN_CUDA_ATTN_TRIGGER");
+
+      trig = env != nullptr && std::strcmp (env, "0") == 0 ? 0 : 1;
+    }
   return trig;
 }
 
