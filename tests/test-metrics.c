@@ -86,6 +86,40 @@ test_escaping_and_gauges (void)
   g_assert_nonnull (strstr (text, "baleen_model_loaded{model=\"we\\\"ird\\\\model\\n\"} 1\n"));
 }
 
+/* The engine's counters come in through BlnMetricsGauges but are counters:
+ * HELP, TYPE counter and one sample each, exact integers (no exponent), 0
+ * rendered (the CPU engine's value), negative left out. */
+static void
+test_engine_counters (void)
+{
+  g_autoptr (BlnMetrics) m = bln_metrics_new ();
+  g_autofree char *text = NULL;
+  BlnMetricsGauges g = { -1, -1, -1, -1, NULL, -1, -1, -1, -1,
+                         .gpu_compact_draws = 123456789012.0, .gpu_compact_fallbacks = 0 };
+
+  text = bln_metrics_render (m, &g);
+  g_assert_nonnull (strstr (text, "# HELP baleen_gpu_compact_draws_total GPU "));
+  g_assert_nonnull (strstr (text, "# TYPE baleen_gpu_compact_draws_total counter\n"
+                                  "baleen_gpu_compact_draws_total 123456789012\n"));
+  g_assert_nonnull (strstr (text, "# HELP baleen_gpu_compact_fallbacks_total GPU "));
+  g_assert_nonnull (strstr (text, "# TYPE baleen_gpu_compact_fallbacks_total counter\n"
+                                  "baleen_gpu_compact_fallbacks_total 0\n"));
+  g_assert_cmpfloat (value_of (text, "baleen_gpu_compact_draws_total"), ==, 123456789012.0);
+  g_assert_cmpfloat (value_of (text, "baleen_gpu_compact_fallbacks_total"), ==, 0);
+  g_clear_pointer (&text, g_free);
+
+  g.gpu_compact_draws = 40;
+  g.gpu_compact_fallbacks = 3;
+  text = bln_metrics_render (m, &g);
+  g_assert_cmpfloat (value_of (text, "baleen_gpu_compact_draws_total"), ==, 40);
+  g_assert_cmpfloat (value_of (text, "baleen_gpu_compact_fallbacks_total"), ==, 3);
+  g_clear_pointer (&text, g_free);
+
+  g.gpu_compact_draws = g.gpu_compact_fallbacks = -1;
+  text = bln_metrics_render (m, &g);
+  g_assert_null (strstr (text, "baleen_gpu_compact_"));
+}
+
 static void
 test_ids (void)
 {
@@ -272,6 +306,7 @@ main (int argc, char **argv)
   g_test_add_func ("/Baleen/Metrics/counters", test_counters);
   g_test_add_func ("/Baleen/Metrics/histogram", test_histogram);
   g_test_add_func ("/Baleen/Metrics/escaping-and-gauges", test_escaping_and_gauges);
+  g_test_add_func ("/Baleen/Metrics/engine-counters", test_engine_counters);
   g_test_add_func ("/Baleen/ModelLibrary/ids", test_ids);
   g_test_add_func ("/Baleen/ModelLibrary/unique-ids", test_unique_ids);
   return g_test_run ();

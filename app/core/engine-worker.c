@@ -1159,6 +1159,8 @@ bln_engine_worker_get_stats (BlnEngineWorker *w, BlnEngineWorkerStats *stats)
       stats->cache_clears = st.cache_clears;
       stats->cleared_blocks = st.cleared_blocks;
       stats->sliding_window = st.sliding_window;
+      stats->compact_draws = st.compact_draws;
+      stats->compact_fallbacks = st.compact_fallbacks;
     }
 }
 

@@ -153,6 +153,9 @@ typedef struct {
   guint64 cache_clears;     /* clears of the prefix cache done since the model was loaded */
   guint64 cleared_blocks;   /* blocks those clears freed, in all */
   int sliding_window;       /* the attention window in tokens the engine runs (0: off) */
+  guint64 compact_draws;    /* GPU draws from a compact record (docs/GPU-SAMPLING.md) since
+                             * the model was loaded; 0 on the CPU and the single-context path */
+  guint64 compact_fallbacks; /* of those, the ones that fetched the full logits row */
 } BlnEngineWorkerStats;
 
 /* Fills @stats; any thread. */

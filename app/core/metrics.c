@@ -285,6 +285,14 @@ bln_metrics_render (BlnMetrics *m, const BlnMetricsGauges *g)
       if (g->engine_running >= 0)
         scalar (out, "engine_sequences_running", "gauge",
                 "Sequences the engine is running (prompt or generating).", g->engine_running);
+      if (g->gpu_compact_draws >= 0)
+        scalar (out, "gpu_compact_draws_total", "counter",
+                "GPU sampling draws that asked for a compact record of the logits row, "
+                "since the model was loaded.", g->gpu_compact_draws);
+      if (g->gpu_compact_fallbacks >= 0)
+        scalar (out, "gpu_compact_fallbacks_total", "counter",
+                "GPU sampling draws whose compact record could not decide the token, "
+                "so the full logits row was fetched.", g->gpu_compact_fallbacks);
       if (g->models_installed >= 0)
         scalar (out, "models_installed", "gauge", "Models found in the library.",
                 g->models_installed);

@@ -14,7 +14,9 @@
  *   inter_token_latency_seconds            histogram
  *   request_duration_seconds               histogram, whole generations
  *   prefix_cache_hit_ratio                 gauge, cached / prompt tokens since start
- *   plus the gauges of BlnMetricsGauges, sampled when rendering.
+ *   plus the values of BlnMetricsGauges, sampled when rendering: gauges, and
+ *   the engine's own counters (gpu_compact_draws_total,
+ *   gpu_compact_fallbacks_total), which start again from 0 with each model load.
  */
 #pragma once
 
@@ -24,7 +26,8 @@ G_BEGIN_DECLS
 
 typedef struct _BlnMetrics BlnMetrics;
 
-/* Values sampled at render time; a negative value leaves the metric out. */
+/* Values sampled at render time; a negative value leaves the metric out.
+ * Most are gauges; the engine's counters are rendered as counters. */
 typedef struct {
   double requests_running;   /* baleen_requests_running: generations in flight */
   double queue_depth;        /* baleen_queue_depth: requests waiting (for the engine or a model) */
@@ -35,6 +38,10 @@ typedef struct {
   double kv_blocks_cached;   /* baleen_kv_blocks_cached: unreferenced prefixes kept for reuse */
   double kv_prefix_hit_ratio; /* baleen_kv_prefix_hit_ratio: the scheduler's prefix lookups */
   double engine_running;     /* baleen_engine_sequences_running: admitted by the engine */
+  double gpu_compact_draws;  /* baleen_gpu_compact_draws_total (counter): GPU draws that asked
+                              * for a compact record of the logits row (docs/GPU-SAMPLING.md) */
+  double gpu_compact_fallbacks; /* baleen_gpu_compact_fallbacks_total (counter): of those, the
+                                 * ones that fetched the full logits row */
 } BlnMetricsGauges;
 
 /* A new, empty set. Free with bln_metrics_free(). */

@@ -1385,12 +1385,17 @@ handle_metrics (BlnServer *srv, SoupServerMessage *msg)
                   + (worker ? bln_engine_worker_queue_length (worker) : 0);
   g.kv_blocks_used = g.kv_blocks_total = g.kv_blocks_cached = -1;
   g.kv_prefix_hit_ratio = g.engine_running = -1;
+  /* counters stay in the exposition when no model is loaded (0: a reset,
+   * which rate() handles), so that a dashboard's series do not vanish */
+  g.gpu_compact_draws = g.gpu_compact_fallbacks = 0;
   if (worker != NULL)
     {
       BlnEngineWorkerStats st;
 
       bln_engine_worker_get_stats (worker, &st);
       g.engine_running = st.running;
+      g.gpu_compact_draws = (double) st.compact_draws;
+      g.gpu_compact_fallbacks = (double) st.compact_fallbacks;
       if (st.batching)   /* the single-context path has no block pool */
         {
           g.kv_blocks_used = st.kv_blocks_used;

@@ -254,6 +254,14 @@ def test_metrics(url):
     ratio = sample(fams, "baleen_prefix_cache_hit_ratio")
     tap_ok(abs(ratio - hits / prompt) < 1e-9, "hit ratio = cached / prompt tokens",
            (ratio, hits, prompt))
+    # the GPU compact-sampling counters: one unlabelled _total sample each,
+    # 0 on the CPU engine however many requests it served
+    for fam in ("baleen_gpu_compact_draws", "baleen_gpu_compact_fallbacks"):
+        f = fams.get(fam)
+        tap_ok(f is not None and f.type == "counter" and f.documentation
+               and [(s.name, s.labels, s.value) for s in f.samples] == [(fam + "_total", {}, 0)],
+               f"{fam}_total: a counter with HELP, 0 on the CPU engine",
+               f and (f.type, f.documentation, f.samples))
 
 
 def test_metadata(exe, golden):
