@@ -51,12 +51,6 @@ typedef struct {
   double *scale;      /* n */
 } Golden;
 
-static char *
-model_dir (const char *model)
-{
-  return g_build_filename (g_getenv ("BALEEN_GOLDEN_DIR"), "models", model, NULL);
-}
-
 /* Reads the golden sequences of @model: prompt + greedy continuation, the
  * last generated token dropped (its logits are not recorded). Prompt
  * positions are measured against the largest |logit| of the whole prompt,
@@ -130,13 +124,7 @@ rel_err (const Golden *g, int first, int n, const float *logits, int n_vocab)
 static BlnModel *
 load_case (const Case *c)
 {
-  g_autofree char *dir = model_dir (c->model);
-  g_autofree char *path = c->file ? g_build_filename (dir, c->file, NULL) : g_strdup (dir);
-  g_autoptr (GError) error = NULL;
-  BlnModel *m = bln_model_load (path, &error);
-
-  g_assert_no_error (error);
-  return m;
+  return golden_model_load (c->model, c->file);
 }
 
 static void
