@@ -78,28 +78,6 @@ static const Case cases[] = {
   { "deepseek2-v3", NULL, 16, 6e-2, FALSE, BLN_TYPE_Q8_0, 1 },
 };
 
-static float *
-decode_f32 (JsonObject *seq, const char *member, gsize *n)
-{
-  gsize len = 0;
-  guchar *raw = g_base64_decode (json_object_get_string_member (seq, member), &len);
-
-  g_assert_cmpuint (len % 4, ==, 0);
-  *n = len / 4;
-  return (float *) raw;
-}
-
-static double
-max_abs (const float *v, gsize n)
-{
-  double m = 0;
-  gsize i;
-
-  for (i = 0; i < n; i++)
-    m = MAX (m, fabs (v[i]));
-  return m;
-}
-
 static void
 test_golden (gconstpointer data)
 {
@@ -142,7 +120,7 @@ test_golden (gconstpointer data)
 
       for (i = 0; i < n; i++)
         ids[i] = (int32_t) json_array_get_int_element (ids_a, i);
-      ref = decode_f32 (seq, "logits_f32_b64", &nref);
+      ref = golden_f32 (seq, "logits_f32_b64", &nref);
       g_assert_cmpuint (nref, ==, (gsize) n * n_vocab);
       scale = max_abs (ref, nref);
 
@@ -176,7 +154,7 @@ test_golden (gconstpointer data)
         }
 
       /* greedy continuation, following the reference's tokens */
-      gref = decode_f32 (seq, "gen_logits_f32_b64", &ngref);
+      gref = golden_f32 (seq, "gen_logits_f32_b64", &ngref);
       g_assert_cmpuint (ngref, ==, (gsize) n_gen * n_vocab);
       for (t = 0; t < n_gen; t++)
         {

@@ -17,11 +17,11 @@
 #include <math.h>
 #include <string.h>
 #include <glib.h>
-#include <json-glib/json-glib.h>
 
 #include "bln-error.h"
 #include "kv-cache.h"
 #include "model.h"
+#include "model-test-util.h"
 
 #define BOUND 1e-4
 
@@ -51,33 +51,6 @@ typedef struct {
   double *scale;      /* n */
 } Golden;
 
-static char *
-model_dir (const char *model)
-{
-  return g_build_filename (g_getenv ("BALEEN_GOLDEN_DIR"), "models", model, NULL);
-}
-
-static float *
-decode_f32 (JsonObject *o, const char *member, gsize *n)
-{
-  gsize len = 0;
-  guchar *raw = g_base64_decode (json_object_get_string_member (o, member), &len);
-
-  g_assert_cmpuint (len % 4, ==, 0);
-  *n = len / 4;
-  return (float *) raw;
-}
-
-static double
-max_abs (const float *v, gsize n)
-{
-  double m = 0;
-
-  for (gsize i = 0; i < n; i++)
-    m = MAX (m, fabs (v[i]));
-  return m;
-}
-
 /* Reads the golden sequences of @model: prompt + greedy continuation, the
  * last generated token dropped (its logits are not recorded). Prompt
  * positions are measured against the largest |logit| of the whole prompt,
@@ -85,43 +58,23 @@ max_abs (const float *v, gsize n)
 static GArray *
 load_goldens (const char *model, int n_vocab)
 {
-  g_autofree char *dir = model_dir (model);
-  g_autofree char *path = g_build_filename (dir, "goldens.json", NULL);
-  g_autoptr (JsonParser) p = json_parser_new ();
-  g_autoptr (GError) error = NULL;
+  g_autoptr (GArray) seqs = golden_seqs_load (model, n_vocab);
   GArray *out = g_array_new (FALSE, TRUE, sizeof (Golden));
-  JsonArray *seqs;
 
-  json_parser_load_from_file (p, path, &error);
-  g_assert_no_error (error);
-  seqs = json_object_get_array_member (json_node_get_object (json_parser_get_root (p)),
-                                       "sequences");
-  for (guint si = 0; si < json_array_get_length (seqs); si++)
+  for (guint si = 0; si < seqs->len; si++)
     {
-      JsonObject *seq = json_array_get_object_element (seqs, si);
-      JsonArray *ids_a = json_object_get_array_member (seq, "ids");
-      JsonArray *gen_a = json_object_get_array_member (seq, "generated");
-      int n = (int) json_array_get_length (ids_a), n_gen = (int) json_array_get_length (gen_a);
-      g_autofree float *pre = NULL, *gen = NULL;
-      gsize npre, ngen;
-      double pscale;
+      const GoldenSeq *s = &g_array_index (seqs, GoldenSeq, si);
+      int n = s->n_prompt, n_gen = s->n_gen;
+      double pscale = max_abs (s->pre, (gsize) n * n_vocab);
       Golden g;
       int i;
 
-      pre = decode_f32 (seq, "logits_f32_b64", &npre);
-      gen = decode_f32 (seq, "gen_logits_f32_b64", &ngen);
-      g_assert_cmpuint (npre, ==, (gsize) n * n_vocab);
-      g_assert_cmpuint (ngen, ==, (gsize) n_gen * n_vocab);
-      pscale = max_abs (pre, npre);
       g.n = n + n_gen - 1;
       g.ids = g_new (int32_t, g.n);
       g.ref = g_new (float, (size_t) g.n * n_vocab);
       g.scale = g_new (double, g.n);
-      for (i = 0; i < n; i++)
-        g.ids[i] = (int32_t) json_array_get_int_element (ids_a, i);
-      for (i = 0; i < n_gen - 1; i++)
-        g.ids[n + i] = (int32_t) json_array_get_int_element (gen_a, i);
-      memcpy (g.ref, pre, (size_t) n * n_vocab * sizeof (float));
+      memcpy (g.ids, s->ids, (size_t) g.n * sizeof (int32_t));
+      memcpy (g.ref, s->pre, (size_t) n * n_vocab * sizeof (float));
       for (i = 0; i < n; i++)
         g.scale[i] = pscale;
       /* gen step t predicts generated[t] after prompt + generated[0..t):
@@ -129,7 +82,7 @@ load_goldens (const char *model, int n_vocab)
        * prompt's last position, which keeps its prompt-wide scale */
       for (i = 1; i < n_gen; i++)
         {
-          const float *row = gen + (size_t) i * n_vocab;
+          const float *row = s->gen + (size_t) i * n_vocab;
           memcpy (g.ref + (size_t) (n - 1 + i) * n_vocab, row, n_vocab * sizeof (float));
           g.scale[n - 1 + i] = max_abs (row, n_vocab);
         }
@@ -171,13 +124,7 @@ rel_err (const Golden *g, int first, int n, const float *logits, int n_vocab)
 static BlnModel *
 load_case (const Case *c)
 {
-  g_autofree char *dir = model_dir (c->model);
-  g_autofree char *path = c->file ? g_build_filename (dir, c->file, NULL) : g_strdup (dir);
-  g_autoptr (GError) error = NULL;
-  BlnModel *m = bln_model_load (path, &error);
-
-  g_assert_no_error (error);
-  return m;
+  return golden_model_load (c->model, c->file);
 }
 
 static void

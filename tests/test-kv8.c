@@ -27,7 +27,6 @@
 #include <math.h>
 #include <string.h>
 #include <glib.h>
-#include <json-glib/json-glib.h>
 
 #include "bln-error.h"
 #include "kv-cache.h"
@@ -52,97 +51,10 @@ static const Case cases[] = {
   { "qwen2", NULL },
 };
 
-/* One golden sequence: prompt, transformers' greedy continuation, and the
- * reference logits of prompt positions and generation steps. */
-typedef struct {
-  int n_prompt, n_gen;
-  int32_t *ids;       /* n_prompt + n_gen */
-  float *pre;         /* n_prompt × n_vocab */
-  float *gen;         /* n_gen × n_vocab: the logits that chose generated[t] */
-} Golden;
-
-static float *
-decode_f32 (JsonObject *o, const char *member, gsize *n)
-{
-  gsize len = 0;
-  guchar *raw = g_base64_decode (json_object_get_string_member (o, member), &len);
-
-  g_assert_cmpuint (len % 4, ==, 0);
-  *n = len / 4;
-  return (float *) raw;  /* little-endian float32 */
-}
-
-static double
-max_abs (const float *v, gsize n)
-{
-  double m = 0;
-
-  for (gsize i = 0; i < n; i++)
-    m = MAX (m, fabs (v[i]));
-  return m;
-}
-
-static GArray *
-load_goldens (const char *model, int n_vocab)
-{
-  g_autofree char *path = golden_path (model, "goldens.json");
-  g_autoptr (JsonParser) p = json_parser_new ();
-  g_autoptr (GError) error = NULL;
-  GArray *out = g_array_new (FALSE, TRUE, sizeof (Golden));
-  JsonArray *seqs;
-
-  json_parser_load_from_file (p, path, &error);
-  g_assert_no_error (error);
-  seqs = json_object_get_array_member (json_node_get_object (json_parser_get_root (p)),
-                                       "sequences");
-  for (guint si = 0; si < json_array_get_length (seqs); si++)
-    {
-      JsonObject *seq = json_array_get_object_element (seqs, si);
-      JsonArray *ids_a = json_object_get_array_member (seq, "ids");
-      JsonArray *gen_a = json_object_get_array_member (seq, "generated");
-      gsize npre, ngen;
-      Golden g;
-      int i;
-
-      g.n_prompt = (int) json_array_get_length (ids_a);
-      g.n_gen = (int) json_array_get_length (gen_a);
-      g.ids = g_new (int32_t, g.n_prompt + g.n_gen);
-      for (i = 0; i < g.n_prompt; i++)
-        g.ids[i] = (int32_t) json_array_get_int_element (ids_a, i);
-      for (i = 0; i < g.n_gen; i++)
-        g.ids[g.n_prompt + i] = (int32_t) json_array_get_int_element (gen_a, i);
-      g.pre = decode_f32 (seq, "logits_f32_b64", &npre);
-      g.gen = decode_f32 (seq, "gen_logits_f32_b64", &ngen);
-      g_assert_cmpuint (npre, ==, (gsize) g.n_prompt * n_vocab);
-      g_assert_cmpuint (ngen, ==, (gsize) g.n_gen * n_vocab);
-      g_array_append_val (out, g);
-    }
-  return out;
-}
-
-static void
-goldens_free (GArray *a)
-{
-  for (guint i = 0; i < a->len; i++)
-    {
-      Golden *g = &g_array_index (a, Golden, i);
-      g_free (g->ids);
-      g_free (g->pre);
-      g_free (g->gen);
-    }
-  g_array_unref (a);
-}
-
 static BlnModel *
 load_case (const Case *c)
 {
-  g_autofree char *path = c->file ? golden_path (c->model, c->file)
-                                  : golden_path (c->model, NULL);
-  g_autoptr (GError) error = NULL;
-  BlnModel *m = bln_model_load (path, &error);
-
-  g_assert_no_error (error);
-  return m;
+  return golden_model_load (c->model, c->file);
 }
 
 static BlnKvCache *
@@ -198,7 +110,7 @@ test_golden (gconstpointer data)
   g_autoptr (BlnModel) m = load_case (c);
   g_autoptr (GError) error = NULL;
   int n_vocab = bln_model_hparams (m)->n_vocab;
-  GArray *goldens = load_goldens (c->model, n_vocab);
+  GArray *goldens = golden_seqs_load (c->model, n_vocab);
   BlnPool *pool = bln_pool_new (2, &error);
   BlnKvCache *kv8, *kv32;
   double worst = 0;
@@ -209,7 +121,7 @@ test_golden (gconstpointer data)
   kv32 = new_pool (m, pool, 32, 4 << 20, 4);
   for (guint si = 0; si < goldens->len; si++)
     {
-      const Golden *g = &g_array_index (goldens, Golden, si);
+      const GoldenSeq *g = &g_array_index (goldens, GoldenSeq, si);
       g_autofree float *out = g_new (float, (size_t) g->n_prompt * n_vocab);
       g_autofree float *l8 = g_new (float, n_vocab), *l32 = g_new (float, n_vocab);
       BlnKvSeq *s8 = bln_kv_seq_new (kv8), *s32 = bln_kv_seq_new (kv32);
@@ -266,7 +178,7 @@ test_golden (gconstpointer data)
   bln_kv_cache_free (kv8);
   bln_kv_cache_free (kv32);
   bln_pool_free (pool);
-  goldens_free (goldens);
+  g_array_unref (goldens);
 }
 
 /* The documented group: the largest divisor of @dim that is at most 32. */
@@ -330,8 +242,8 @@ test_prefix (void)
   g_autoptr (BlnModel) m = load_case (&cases[0]);
   g_autoptr (GError) error = NULL;
   int n_vocab = bln_model_hparams (m)->n_vocab;
-  GArray *goldens = load_goldens ("llama", n_vocab);
-  const Golden *g = &g_array_index (goldens, Golden, 0);
+  GArray *goldens = golden_seqs_load ("llama", n_vocab);
+  const GoldenSeq *g = &g_array_index (goldens, GoldenSeq, 0);
   BlnPool *pool = bln_pool_new (2, &error);
   int n, hit;
   g_autofree float *a = NULL, *b = NULL;
@@ -341,8 +253,8 @@ test_prefix (void)
 
   g_assert_no_error (error);
   for (guint i = 1; i < goldens->len; i++)
-    if (g_array_index (goldens, Golden, i).n_prompt > g->n_prompt)
-      g = &g_array_index (goldens, Golden, i);
+    if (g_array_index (goldens, GoldenSeq, i).n_prompt > g->n_prompt)
+      g = &g_array_index (goldens, GoldenSeq, i);
   n = g->n_prompt;
   g_assert_cmpint (n, >, 8);
   a = g_new (float, (size_t) n * n_vocab);
@@ -364,7 +276,7 @@ test_prefix (void)
   bln_kv_seq_free (s);
   bln_kv_cache_free (kv);
   bln_pool_free (pool);
-  goldens_free (goldens);
+  g_array_unref (goldens);
 }
 
 /* The stored values round as Q8_0 does (engine/quant.c), and a stored row

@@ -84,28 +84,6 @@ load_goldens (const char *model)
   return json_node_copy (json_parser_get_root (p));
 }
 
-static float *
-decode_f32 (JsonObject *seq, const char *member, gsize *n)
-{
-  gsize len = 0;
-  guchar *raw = g_base64_decode (json_object_get_string_member (seq, member), &len);
-
-  g_assert_cmpuint (len % 4, ==, 0);
-  *n = len / 4;
-  return (float *) raw;  /* little-endian float32, as on x86-64 */
-}
-
-static double
-max_abs (const float *v, gsize n)
-{
-  double m = 0;
-  gsize i;
-
-  for (i = 0; i < n; i++)
-    m = MAX (m, fabs (v[i]));
-  return m;
-}
-
 static void
 test_case (gconstpointer data)
 {
@@ -145,7 +123,7 @@ test_case (gconstpointer data)
 
       for (i = 0; i < n; i++)
         ids[i] = (int32_t) json_array_get_int_element (ids_a, i);
-      ref = decode_f32 (seq, "logits_f32_b64", &nref);
+      ref = golden_f32 (seq, "logits_f32_b64", &nref);
       g_assert_cmpuint (nref, ==, (gsize) n * n_vocab);
       scale = max_abs (ref, nref);
 
@@ -180,7 +158,7 @@ test_case (gconstpointer data)
         }
 
       /* greedy decoding one token at a time through the cache */
-      gref = decode_f32 (seq, "gen_logits_f32_b64", &ngref);
+      gref = golden_f32 (seq, "gen_logits_f32_b64", &ngref);
       g_assert_cmpuint (ngref, ==, (gsize) n_gen * n_vocab);
       bln_context_truncate (ctx, 0);
       g_assert_true (bln_context_eval (ctx, ids, n, out, FALSE, &error));

@@ -16,7 +16,6 @@
 #include <math.h>
 #include <string.h>
 #include <glib.h>
-#include <json-glib/json-glib.h>
 
 #include "bln-error.h"
 #include "kv-cache.h"
@@ -53,37 +52,24 @@ typedef struct {
 static GArray *
 load_prompts (BlnModel *m, BlnPool *pool, const char *model, int n_extra, int extra_tokens)
 {
-  g_autofree char *path = golden_path (model, "goldens.json");
-  g_autoptr (JsonParser) p = json_parser_new ();
-  g_autoptr (GError) error = NULL;
   GArray *out = g_array_new (FALSE, TRUE, sizeof (Prompt));
   int n_vocab = bln_model_hparams (m)->n_vocab;
-  JsonArray *seqs;
 
   if (model != NULL)
     {
-      json_parser_load_from_file (p, path, &error);
-      g_assert_no_error (error);
-      seqs = json_object_get_array_member (json_node_get_object (json_parser_get_root (p)),
-                                           "sequences");
-      for (guint si = 0; si < json_array_get_length (seqs); si++)
+      g_autoptr (GArray) seqs = golden_seqs_load (model, n_vocab);
+
+      for (guint si = 0; si < seqs->len; si++)
         {
-          JsonObject *seq = json_array_get_object_element (seqs, si);
-          JsonArray *ids = json_object_get_array_member (seq, "ids");
-          JsonArray *gen = json_object_get_array_member (seq, "generated");
+          const GoldenSeq *g = &g_array_index (seqs, GoldenSeq, si);
           Prompt pr;
 
-          pr.n = (int) json_array_get_length (ids);
+          pr.n = g->n_prompt;
           pr.ids = g_new (int32_t, pr.n);
-          for (int i = 0; i < pr.n; i++)
-            pr.ids[i] = (int32_t) json_array_get_int_element (ids, i);
-          pr.max_tokens = (int) json_array_get_length (gen);
+          memcpy (pr.ids, g->ids, (size_t) pr.n * sizeof (int32_t));
+          pr.max_tokens = g->n_gen;
           pr.want = g_array_new (FALSE, FALSE, sizeof (int32_t));
-          for (int i = 0; i < pr.max_tokens; i++)
-            {
-              int32_t id = (int32_t) json_array_get_int_element (gen, i);
-              g_array_append_val (pr.want, id);
-            }
+          g_array_append_vals (pr.want, g->ids + g->n_prompt, pr.max_tokens);
           cut_at_eog (m, pr.want);
           g_array_append_val (out, pr);
         }
