@@ -49,6 +49,64 @@ prefetch_l2 (const void *p)
   asm volatile ("prefetch.global.L2 [%0];" : : "l" (p));
 }
 
+/* Asynchronous copies into shared memory (sm_80 and newer; before that a
+ * plain copy): 16 or 4 bytes, committed as a group, waited for by count. */
+__device__ __forceinline__ void
+cp_async16 (void *dst, const void *src)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile ("cp.async.cg.shared.global [%0], [%1], 16;\n"
+                :: "r" ((unsigned) __cvta_generic_to_shared (dst)), "l" (src) : "memory");
+#else
+  *reinterpret_cast<uint4 *> (dst) = *reinterpret_cast<const uint4 *> (src);
+#endif
+}
+
+__device__ __forceinline__ void
+cp_async4 (void *dst, const void *src)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile ("cp.async.ca.shared.global [%0], [%1], 4;\n"
+                :: "r" ((unsigned) __cvta_generic_to_shared (dst)), "l" (src) : "memory");
+#else
+  *reinterpret_cast<uint32_t *> (dst) = *reinterpret_cast<const uint32_t *> (src);
+#endif
+}
+
+__device__ __forceinline__ void
+cp_commit ()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile ("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+
+/* Waits until at most N of this thread's committed copy groups are pending. */
+template <int N>
+__device__ __forceinline__ void
+cp_wait ()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile ("cp.async.wait_group %0;\n" :: "n" (N) : "memory");
+#endif
+}
+
+/* d += a · b on the tensor cores: one m16n8k16 product of F16 fragments,
+ * F32 accumulators (sm_80 and newer; nothing before). */
+__device__ __forceinline__ void
+mma16816 (float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+          uint32_t b1)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile ("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                : "+f" (c[0]), "+f" (c[1]), "+f" (c[2]), "+f" (c[3])
+                : "r" (a0), "r" (a1), "r" (a2), "r" (a3), "r" (b0), "r" (b1));
+#else
+  (void) c, (void) a0, (void) a1, (void) a2, (void) a3, (void) b0, (void) b1;
+#endif
+}
+
 /* Sum / maximum over the 32 lanes of a warp; every lane gets the result. */
 __device__ __forceinline__ float
 warp_sum (float v)

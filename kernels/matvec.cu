@@ -1673,46 +1673,6 @@ struct Pipe
   static constexpr int ROW_BYTES = PAY_STEP + HDR_AREA;  /* per row per stage */
 };
 
-__device__ __forceinline__ void
-cp_async16 (void *dst, const void *src)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile ("cp.async.cg.shared.global [%0], [%1], 16;\n"
-                :: "r" ((unsigned) __cvta_generic_to_shared (dst)), "l" (src) : "memory");
-#else
-  *reinterpret_cast<uint4 *> (dst) = *reinterpret_cast<const uint4 *> (src);
-#endif
-}
-
-__device__ __forceinline__ void
-cp_async4 (void *dst, const void *src)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile ("cp.async.ca.shared.global [%0], [%1], 4;\n"
-                :: "r" ((unsigned) __cvta_generic_to_shared (dst)), "l" (src) : "memory");
-#else
-  *reinterpret_cast<uint32_t *> (dst) = *reinterpret_cast<const uint32_t *> (src);
-#endif
-}
-
-__device__ __forceinline__ void
-cp_commit ()
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile ("cp.async.commit_group;\n" ::: "memory");
-#endif
-}
-
-/* Waits until at most N of this thread's committed copy groups are pending. */
-template <int N>
-__device__ __forceinline__ void
-cp_wait ()
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile ("cp.async.wait_group %0;\n" :: "n" (N) : "memory");
-#endif
-}
-
 /* Issues the copies of step @step of row group @group into stage @st, as one
  * commit group (empty when the group has no rows left). Row r's payload
  * lands at st + r * ROW_BYTES, its headers PAY_STEP bytes further, starting

@@ -275,20 +275,6 @@ struct FQ8_0
   }
 };
 
-__device__ __forceinline__ void
-mma16816 (float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-          uint32_t b1)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile ("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-                "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-                : "+f" (c[0]), "+f" (c[1]), "+f" (c[2]), "+f" (c[3])
-                : "r" (a0), "r" (a1), "r" (a2), "r" (a3), "r" (b0), "r" (b1));
-#else
-  (void) c, (void) a0, (void) a1, (void) a2, (void) a3, (void) b0, (void) b1;
-#endif
-}
-
 /* Converts n_tok rows of n_in floats (n_in a multiple of 8) to F16 in
  * fragment order: one thread per group of 8. */
 __global__ void

@@ -58,6 +58,7 @@
 #include "cpu/cpu.h"
 #include "cuda/cuda.h"
 #include "kernels/kernels.h"
+#include "kernels/flash.h"
 #include "kernels/ops.h"
 #include "model.h"
 #include "model-test-util.h"
@@ -943,6 +944,113 @@ attn_case (int d, int ratio, int Hkv, int n_tok, int n_pos, int kv)
  * |q scale - x| <= scale / 2 but where the F16 scale rounded down, at the
  * block's largest value); rows with an outlier channel, K and V of two
  * tokens at position 5. */
+/* The flash prefill attention against float64 on the same F16 values:
+ * every row of every head, positions pos0 .. pos0 + n - 1 over a cache of
+ * pos0 + n rows, GQA groups of 1-7, output poisoned first. The bound allows
+ * for the probabilities' F16 rounding (the cuBLAS path rounds them too). */
+static void
+test_flash_prefill (void)
+{
+  static const struct { int H, Hkv, d, n, pos0; } cases[] = {
+    { 4, 2, 16, 17, 0 },  { 4, 2, 16, 130, 37 }, { 8, 8, 64, 100, 5 },  { 2, 1, 64, 64, 64 },
+    { 28, 4, 128, 1, 0 }, { 28, 4, 128, 64, 0 }, { 28, 4, 128, 200, 333 }, { 7, 1, 128, 65, 63 },
+  };
+  GError *error = NULL;
+
+  if (skip_without_gpu ())
+    return;
+  g_assert_cmpint (bln_kernels_flash_prefill_supports (28, 4, 128, 128), ==, 1);
+  g_assert_cmpint (bln_kernels_flash_prefill_supports (28, 4, 128, 64), ==, 0);
+  g_assert_cmpint (bln_kernels_flash_prefill_supports (28, 5, 128, 128), ==, 0);
+  g_assert_cmpint (bln_kernels_flash_prefill_supports (4, 2, 12, 12), ==, 0);
+  g_assert_cmpint (bln_kernels_flash_prefill (NULL, 1, 0, 4, 2, 16, 1.f, (void *) 16,
+                                              (void *) 16, (float *) 16, 0), ==,
+                   cudaErrorInvalidValue);
+  g_assert_cmpint (bln_kernels_flash_prefill ((void *) 16, 0, 0, 4, 2, 16, 1.f, (void *) 16,
+                                              (void *) 16, (float *) 16, 0), ==,
+                   cudaErrorInvalidValue);
+  g_assert_cmpint (bln_kernels_flash_prefill ((void *) 16, 1, 0, 4, 2, 32, 1.f, (void *) 16,
+                                              (void *) 16, (float *) 16, 0), ==,
+                   cudaErrorInvalidValue);
+  rng_state = 0x3c6ef372fe94f82bULL;
+  for (guint ci = 0; ci < G_N_ELEMENTS (cases); ci++)
+    {
+      const int H = cases[ci].H, Hkv = cases[ci].Hkv, d = cases[ci].d, n = cases[ci].n;
+      const int pos0 = cases[ci].pos0, P = pos0 + n, group = H / Hkv;
+      const size_t nq = (size_t) n * H * d, nkv = (size_t) P * Hkv * d;
+      const float scale = 1.0f / sqrtf ((float) d);
+      g_autofree bln_half *q = g_new (bln_half, nq);
+      g_autofree bln_half *k = g_new (bln_half, nkv);
+      g_autofree bln_half *v = g_new (bln_half, nkv);
+      g_autofree float *out = g_new (float, nq);
+      g_autofree double *w = g_new (double, P);
+      g_autoptr (BlnCudaBuffer) d_q = NULL;
+      g_autoptr (BlnCudaBuffer) d_k = NULL;
+      g_autoptr (BlnCudaBuffer) d_v = NULL;
+      g_autoptr (BlnCudaBuffer) d_o = NULL;
+      double worst = 0, vmax = 0;
+
+      /* queries scaled up so that some rows are sharply peaked */
+      for (size_t i = 0; i < nq; i++)
+        q[i] = bln_float_to_half (rng_float () * (i % 5 == 0 ? 6.0f : 2.0f));
+      for (size_t i = 0; i < nkv; i++)
+        {
+          k[i] = bln_float_to_half (rng_float () * 2.0f);
+          v[i] = bln_float_to_half (rng_float ());
+          vmax = MAX (vmax, fabs (bln_half_to_float (v[i])));
+        }
+      for (size_t i = 0; i < nq; i++)
+        out[i] = NAN;
+      d_q = bln_cuda_buffer_new_from_host (q, nq * 2, &error);
+      g_assert_no_error (error);
+      d_k = bln_cuda_buffer_new_from_host (k, nkv * 2, &error);
+      g_assert_no_error (error);
+      d_v = bln_cuda_buffer_new_from_host (v, nkv * 2, &error);
+      g_assert_no_error (error);
+      d_o = bln_cuda_buffer_new_from_host (out, nq * sizeof (float), &error);
+      g_assert_no_error (error);
+      g_assert_cmpint (bln_kernels_flash_prefill (d_q->ptr, n, pos0, H, Hkv, d, scale, d_k->ptr,
+                                                  d_v->ptr, d_o->ptr, 0), ==, cudaSuccess);
+      g_assert_cmpint (cudaDeviceSynchronize (), ==, cudaSuccess);
+      g_assert_cmpint (cudaMemcpy (out, d_o->ptr, nq * sizeof (float), cudaMemcpyDeviceToHost),
+                       ==, cudaSuccess);
+      for (int t = 0; t < n; t++)
+        for (int h = 0; h < H; h++)
+          {
+            const bln_half *qr = q + ((size_t) t * H + h) * d;
+            const int hk = h / group, last = pos0 + t;
+            double mx = -INFINITY, sum = 0;
+
+            for (int j = 0; j <= last; j++)
+              {
+                const bln_half *kr = k + ((size_t) j * Hkv + hk) * d;
+                double dot = 0;
+
+                for (int i = 0; i < d; i++)
+                  dot += (double) bln_half_to_float (qr[i]) * bln_half_to_float (kr[i]);
+                w[j] = dot * scale;
+                mx = MAX (mx, w[j]);
+              }
+            for (int j = 0; j <= last; j++)
+              sum += (w[j] = exp (w[j] - mx));
+            for (int i = 0; i < d; i++)
+              {
+                double ref = 0;
+                const float got = out[((size_t) t * H + h) * d + i];
+
+                for (int j = 0; j <= last; j++)
+                  ref += w[j] * bln_half_to_float (v[((size_t) j * Hkv + hk) * d + i]);
+                ref /= sum;
+                g_assert_true (isfinite (got));
+                worst = MAX (worst, fabs (got - ref));
+              }
+          }
+      g_test_message ("flash prefill H %d Hkv %d d %d n %d pos0 %d: worst %.3g of max |v| %.3g",
+                      H, Hkv, d, n, pos0, worst, vmax);
+      g_assert_cmpfloat (worst, <=, 2e-3 * vmax);
+    }
+}
+
 static void
 test_kv_store_q8 (void)
 {
@@ -2050,6 +2158,7 @@ main (int argc, char **argv)
   g_test_add_data_func ("/Baleen/CudaOps/attn-decode-rope/f16", GINT_TO_POINTER (1),
                         test_attn_decode_rope);
   g_test_add_func ("/Baleen/CudaOps/kv-store-q8", test_kv_store_q8);
+  g_test_add_func ("/Baleen/CudaOps/flash-prefill", test_flash_prefill);
   g_test_add_func ("/Baleen/CudaOps/kv8-model", test_kv8_model);
   return g_test_run ();
 }

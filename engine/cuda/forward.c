@@ -8,6 +8,7 @@
 #include "cpu/cpu.h"
 #include "cuda.h"
 #include "forward-deepseek2.h"
+#include "flash.h"
 #include "forward-private.h"
 #include "kernels.h"
 #include "ops.h"
@@ -852,10 +853,24 @@ q8_vals (const BlnCudaCtx *c, int head_dim)
   return (size_t) c->n_ctx * c->model->hp.n_head_kv * head_dim;
 }
 
+/* Whether the prefill attention may run as one flash kernel
+ * (kernels/flash.h) where it serves the shape: BALEEN_CUDA_FLASH_PREFILL=0
+ * keeps the cuBLAS path below. Read once. */
+static gboolean
+flash_prefill_enabled (void)
+{
+  static int state = -1;
+
+  if (state < 0)
+    state = g_strcmp0 (g_getenv ("BALEEN_CUDA_FLASH_PREFILL"), "0") != 0;
+  return state == 1;
+}
+
 /* Prefill attention of layer @il for n tokens at pos0 (q_kv holds the rotated
- * queries in the cache's type): per query block, scores = K·q on cuBLAS (one
- * strided batch per position in the head group, batched over KV heads), the
- * masked softmax, then V·p into att. */
+ * queries in the cache's type): over an F16 cache (or the F16 copies of an
+ * 8-bit one), one flash kernel where it serves the heads; else per query
+ * block, scores = K·q on cuBLAS (one strided batch per position in the head
+ * group, batched over KV heads), the masked softmax, then V·p into att. */
 static gboolean
 attn_prefill (BlnCudaCtx *c, const void *kc, const void *vc, int n, int pos0, GError **error)
 {
@@ -880,6 +895,10 @@ attn_prefill (BlnCudaCtx *c, const void *kc, const void *vc, int n, int pos0, GE
       kc = kd;
       vc = vd;
     }
+  if (c->kv_f16 && flash_prefill_enabled () && bln_kernels_flash_prefill_supports (H, Hkv, dk, dv))
+    return KCHECK (bln_kernels_flash_prefill (c->qkv16, n, pos0, H, Hkv, dk,
+                                              c->model->attn_scale, kc, vc, c->att, c->stream),
+                   error);
   for (q0 = 0; q0 < n; q0 += c->sp.qblock)
     {
       int nq = MIN (c->sp.qblock, n - q0);
