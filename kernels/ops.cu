@@ -54,19 +54,17 @@ block_max (float v, float *red)
 
 /* ---------------------------------------------------------------------- */
 
-/* The sum of squares is accumulated in double, as on the CPU. */
-__global__ void
-rmsnorm_kernel (const float *__restrict__ x, const float *__restrict__ w, float *y, int d,
-                float eps)
+/* The sum of squares of row @xr (d values) is accumulated in double, as on
+ * the CPU; returns 1 / sqrt (mean + eps), the same in every thread. The
+ * summation order follows blockDim.x, so every RMSNorm launch of a width
+ * uses the same block size (rmsnorm_threads). @red: 32 doubles of shared
+ * memory. */
+__device__ __forceinline__ float
+rmsnorm_scale (const float *__restrict__ xr, int d, float eps, double *red)
 {
-  bln_pdl_wait ();
-  __shared__ double red[32];
-  const float *xr = x + (size_t) blockIdx.x * d;
-  float *yr = y + (size_t) blockIdx.x * d;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int n_warps = (blockDim.x + 31) >> 5;
   double ss = 0.0;
-  float scale;
 
   for (int i = threadIdx.x; i < d; i += blockDim.x)
     ss += (double) xr[i] * (double) xr[i];
@@ -80,9 +78,69 @@ rmsnorm_kernel (const float *__restrict__ x, const float *__restrict__ w, float 
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1)
     ss += __shfl_xor_sync (0xffffffffu, ss, off);
-  scale = 1.0f / sqrtf ((float) (ss / (double) d) + eps);
+  return 1.0f / sqrtf ((float) (ss / (double) d) + eps);
+}
+
+/* One normalised value: the float every RMSNorm kernel stores or rounds. */
+__device__ __forceinline__ float
+rmsnorm_value (float w, float x, float scale)
+{
+  return w * (x * scale);
+}
+
+/* A float rounded to nearest as F16 or BF16: what the convert kernels store,
+ * shared by the kernels that produce cuBLAS's 16-bit activations directly. */
+__device__ __forceinline__ __half
+round16 (float v, __half *)
+{
+  return __float2half_rn (v);
+}
+
+__device__ __forceinline__ __nv_bfloat16
+round16 (float v, __nv_bfloat16 *)
+{
+  return __float2bfloat16_rn (v);
+}
+
+__global__ void
+rmsnorm_kernel (const float *__restrict__ x, const float *__restrict__ w, float *y, int d,
+                float eps)
+{
+  bln_pdl_wait ();
+  __shared__ double red[32];
+  const float *xr = x + (size_t) blockIdx.x * d;
+  float *yr = y + (size_t) blockIdx.x * d;
+  const float scale = rmsnorm_scale (xr, d, eps, red);
+
   for (int i = threadIdx.x; i < d; i += blockDim.x)
-    yr[i] = w[i] * (xr[i] * scale);
+    yr[i] = rmsnorm_value (w[i], xr[i], scale);
+}
+
+/* rmsnorm_kernel writing the row rounded to T (F16 or BF16) into y16, and
+ * the float row into y unless it is NULL: a block per row, the same
+ * reduction and value, so y16 holds what rmsnorm_kernel then
+ * convert_*_kernel would. The float row is read back by nobody else here, so
+ * y may equal x as for rmsnorm_kernel (each thread reads its values before
+ * writing them). */
+template <class T>
+__global__ void
+rmsnorm16_kernel (const float *x, const float *__restrict__ w, float *y, T *__restrict__ y16,
+                  int d, float eps)
+{
+  bln_pdl_wait ();
+  __shared__ double red[32];
+  const float *xr = x + (size_t) blockIdx.x * d;
+  T *zr = y16 + (size_t) blockIdx.x * d;
+  const float scale = rmsnorm_scale (xr, d, eps, red);
+
+  for (int i = threadIdx.x; i < d; i += blockDim.x)
+    {
+      const float v = rmsnorm_value (w[i], xr[i], scale);
+
+      if (y != nullptr)
+        y[(size_t) blockIdx.x * d + i] = v;
+      zr[i] = round16 (v, zr);
+    }
 }
 
 __global__ void
@@ -103,6 +161,13 @@ add_bias_kernel (float *y, const float *__restrict__ b, size_t n, int width)
     y[i] += b[i % width];
 }
 
+/* SwiGLU's value: silu (g) * u, in float32 with an accurate expf. */
+__device__ __forceinline__ float
+silu_mul_value (float gv, float uv)
+{
+  return gv / (1.0f + expf (-gv)) * uv;
+}
+
 __global__ void
 silu_mul_kernel (const float *__restrict__ g, int g_stride, const float *__restrict__ u,
                  int u_stride, float *__restrict__ out, size_t n, int ff)
@@ -112,8 +177,23 @@ silu_mul_kernel (const float *__restrict__ g, int g_stride, const float *__restr
   if (i < n)
     {
       size_t t = i / ff, j = i % ff;
-      float gv = g[t * g_stride + j], uv = u[t * u_stride + j];
-      out[i] = gv / (1.0f + expf (-gv)) * uv;
+      out[i] = silu_mul_value (g[t * g_stride + j], u[t * u_stride + j]);
+    }
+}
+
+/* silu_mul_kernel with the product rounded to T (F16 or BF16) as
+ * convert_*_kernel rounds it: a thread per output value. */
+template <class T>
+__global__ void
+silu_mul16_kernel (const float *__restrict__ g, int g_stride, const float *__restrict__ u,
+                   int u_stride, T *__restrict__ out, size_t n, int ff)
+{
+  bln_pdl_wait ();
+  size_t i = (size_t) blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n)
+    {
+      size_t t = i / ff, j = i % ff;
+      out[i] = round16 (silu_mul_value (g[t * g_stride + j], u[t * u_stride + j]), out);
     }
 }
 
@@ -1237,7 +1317,7 @@ convert_f16_kernel (const float *__restrict__ x, __half *__restrict__ y, size_t 
   bln_pdl_wait ();
   size_t i = (size_t) blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n)
-    y[i] = __float2half_rn (x[i]);
+    y[i] = round16 (x[i], y);
 }
 
 __global__ void
@@ -1246,13 +1326,21 @@ convert_bf16_kernel (const float *__restrict__ x, __nv_bfloat16 *__restrict__ y,
   bln_pdl_wait ();
   size_t i = (size_t) blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n)
-    y[i] = __float2bfloat16_rn (x[i]);
+    y[i] = round16 (x[i], y);
 }
 
 unsigned
 blocks_for (size_t n, int per)
 {
   return (unsigned) ((n + per - 1) / per);
+}
+
+/* Threads of an RMSNorm block for rows of d values: the reduction order, so
+ * the same for every RMSNorm launcher. */
+unsigned
+rmsnorm_threads (int d)
+{
+  return d >= 1024 ? 1024 : (unsigned) ((d + 31) / 32) * 32;
 }
 
 } /* namespace */
@@ -1263,8 +1351,23 @@ bln_kernels_rmsnorm (const float *x, const float *w, float *y, int n_rows, int d
 {
   if (!x || !w || !y || n_rows <= 0 || d <= 0)
     return cudaErrorInvalidValue;
-  (void) bln_launch (rmsnorm_kernel, dim3 (n_rows), dim3 (d >= 1024 ? 1024 : ((d + 31) / 32) * 32),
-                      0, stream, x, w, y, d, eps);
+  (void) bln_launch (rmsnorm_kernel, dim3 (n_rows), dim3 (rmsnorm_threads (d)), 0, stream, x, w,
+                      y, d, eps);
+  return cudaGetLastError ();
+}
+
+extern "C" cudaError_t
+bln_kernels_rmsnorm_f16 (const float *x, const float *w, float *y, void *y16, int n_rows, int d,
+                         float eps, int to_bf16, cudaStream_t stream)
+{
+  if (!x || !w || !y16 || n_rows <= 0 || d <= 0 || (to_bf16 != 0 && to_bf16 != 1))
+    return cudaErrorInvalidValue;
+  if (to_bf16)
+    (void) bln_launch (rmsnorm16_kernel<__nv_bfloat16>, dim3 (n_rows), dim3 (rmsnorm_threads (d)),
+                        0, stream, x, w, y, static_cast<__nv_bfloat16 *> (y16), d, eps);
+  else
+    (void) bln_launch (rmsnorm16_kernel<__half>, dim3 (n_rows), dim3 (rmsnorm_threads (d)), 0,
+                        stream, x, w, y, static_cast<__half *> (y16), d, eps);
   return cudaGetLastError ();
 }
 
@@ -1299,6 +1402,25 @@ bln_kernels_silu_mul (const float *g, int g_stride, const float *u, int u_stride
     return cudaErrorInvalidValue;
   (void) bln_launch (silu_mul_kernel, dim3 (blocks_for (n, 256)), dim3 (256), 0, stream, g,
                       g_stride, u, u_stride, out, n, ff);
+  return cudaGetLastError ();
+}
+
+extern "C" cudaError_t
+bln_kernels_silu_mul_f16 (const float *g, int g_stride, const float *u, int u_stride, void *out,
+                          int n_rows, int ff, int to_bf16, cudaStream_t stream)
+{
+  size_t n = (size_t) n_rows * ff;
+
+  if (!g || !u || !out || n_rows <= 0 || ff <= 0 || g_stride < ff || u_stride < ff
+      || (to_bf16 != 0 && to_bf16 != 1))
+    return cudaErrorInvalidValue;
+  if (to_bf16)
+    (void) bln_launch (silu_mul16_kernel<__nv_bfloat16>, dim3 (blocks_for (n, 256)), dim3 (256),
+                        0, stream, g, g_stride, u, u_stride, static_cast<__nv_bfloat16 *> (out),
+                        n, ff);
+  else
+    (void) bln_launch (silu_mul16_kernel<__half>, dim3 (blocks_for (n, 256)), dim3 (256), 0,
+                        stream, g, g_stride, u, u_stride, static_cast<__half *> (out), n, ff);
   return cudaGetLastError ();
 }
 

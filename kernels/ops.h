@@ -21,6 +21,17 @@ extern "C" {
 cudaError_t bln_kernels_rmsnorm (const float *x, const float *w, float *y, int n_rows, int d,
                                  float eps, cudaStream_t stream);
 
+/* bln_kernels_rmsnorm with the result also rounded to nearest as F16
+ * (to_bf16 = 0) or BF16 (to_bf16 = 1) into y16 (dense [n_rows][d]): y16
+ * holds, bit for bit, what bln_kernels_rmsnorm then bln_kernels_convert
+ * would write (same reduction, same value, same rounding). The float rows
+ * still go to y unless it is NULL (pass it when a consumer needs them); y
+ * may equal x. For the cuBLAS products of prefill, whose activations are
+ * F16 or BF16. */
+cudaError_t bln_kernels_rmsnorm_f16 (const float *x, const float *w, float *y, void *y16,
+                                     int n_rows, int d, float eps, int to_bf16,
+                                     cudaStream_t stream);
+
 /* x[i] += y[i] for i < n. */
 cudaError_t bln_kernels_add (float *x, const float *y, size_t n, cudaStream_t stream);
 
@@ -34,6 +45,15 @@ cudaError_t bln_kernels_add_bias (float *y, const float *b, int n_rows, int widt
  * out may not overlap g or u. */
 cudaError_t bln_kernels_silu_mul (const float *g, int g_stride, const float *u, int u_stride,
                                   float *out, int n_rows, int ff, cudaStream_t stream);
+
+/* bln_kernels_silu_mul with the products rounded to nearest as F16
+ * (to_bf16 = 0) or BF16 (to_bf16 = 1) into out (dense [n_rows][ff], 2 bytes
+ * a value): bit for bit what bln_kernels_silu_mul then bln_kernels_convert
+ * would write, without the float round trip. Same arguments and overlap
+ * rule as bln_kernels_silu_mul. */
+cudaError_t bln_kernels_silu_mul_f16 (const float *g, int g_stride, const float *u,
+                                      int u_stride, void *out, int n_rows, int ff, int to_bf16,
+                                      cudaStream_t stream);
 
 /* Biases, rotary embedding and the KV store for n_tok tokens at positions
  * *d_pos, *d_pos + 1, ... (the position is read on the device, so a captured

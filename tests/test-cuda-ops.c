@@ -35,6 +35,14 @@
  * 8-bit rounding and the caches that bln_kernels_rope_store followed by
  * bln_kernels_attn_decode_round write.
  *
+ * The producers of the prefill's 16-bit cuBLAS activations
+ * (bln_kernels_rmsnorm_f16, bln_kernels_silu_mul_f16) must write, byte for
+ * byte, what the float kernel followed by bln_kernels_convert writes (F16
+ * and BF16, 1..130 rows, widths 32..4864 and one not a multiple of 32); and
+ * cuBLAS adding its product into the residual (beta = 1) must leave the bytes
+ * of a product into scratch then bln_kernels_add (what the prefill's
+ * BALEEN_CUDA_PREFILL_FUSED path relies on).
+ *
  * `test-cuda-ops --bench-mmq` times it in the 7B shapes for 8 .. 2048 rows
  * next to the F16 tensor-core product (bln_kernels_mmf) and the dequantise
  * + cublasGemmEx path; `--bench-mmf` the latter two for 2 .. 256 rows.
@@ -267,6 +275,42 @@ test_arguments (void)
 
   for (guint i = 0; i < G_N_ELEMENTS (matvec_types); i++)
     g_assert_true (bln_cuda_matvec_supports (matvec_types[i]));
+
+  /* the producers of prefill's 16-bit activations refuse bad arguments
+   * before any CUDA call */
+  {
+    float *p = (float *) 0x10000;
+    void *o = (void *) 0x20000;
+
+    g_assert_cmpint (bln_kernels_rmsnorm_f16 (NULL, p, p, o, 3, 96, 1e-6f, 0, 0), ==,
+                     cudaErrorInvalidValue);
+    g_assert_cmpint (bln_kernels_rmsnorm_f16 (p, NULL, p, o, 3, 96, 1e-6f, 0, 0), ==,
+                     cudaErrorInvalidValue);
+    g_assert_cmpint (bln_kernels_rmsnorm_f16 (p, p, p, NULL, 3, 96, 1e-6f, 1, 0), ==,
+                     cudaErrorInvalidValue);
+    g_assert_cmpint (bln_kernels_rmsnorm_f16 (p, p, NULL, o, 0, 96, 1e-6f, 0, 0), ==,
+                     cudaErrorInvalidValue);
+    g_assert_cmpint (bln_kernels_rmsnorm_f16 (p, p, NULL, o, 3, 0, 1e-6f, 0, 0), ==,
+                     cudaErrorInvalidValue);
+    g_assert_cmpint (bln_kernels_rmsnorm_f16 (p, p, NULL, o, 3, 96, 1e-6f, 2, 0), ==,
+                     cudaErrorInvalidValue);
+    g_assert_cmpint (bln_kernels_silu_mul_f16 (NULL, 96, p, 96, o, 3, 96, 0, 0), ==,
+                     cudaErrorInvalidValue);
+    g_assert_cmpint (bln_kernels_silu_mul_f16 (p, 96, NULL, 96, o, 3, 96, 0, 0), ==,
+                     cudaErrorInvalidValue);
+    g_assert_cmpint (bln_kernels_silu_mul_f16 (p, 96, p, 96, NULL, 3, 96, 1, 0), ==,
+                     cudaErrorInvalidValue);
+    g_assert_cmpint (bln_kernels_silu_mul_f16 (p, 95, p, 96, o, 3, 96, 0, 0), ==,
+                     cudaErrorInvalidValue);
+    g_assert_cmpint (bln_kernels_silu_mul_f16 (p, 192, p, 95, o, 3, 96, 0, 0), ==,
+                     cudaErrorInvalidValue);
+    g_assert_cmpint (bln_kernels_silu_mul_f16 (p, 96, p, 96, o, 0, 96, 0, 0), ==,
+                     cudaErrorInvalidValue);
+    g_assert_cmpint (bln_kernels_silu_mul_f16 (p, 96, p, 96, o, 3, 0, 0, 0), ==,
+                     cudaErrorInvalidValue);
+    g_assert_cmpint (bln_kernels_silu_mul_f16 (p, 96, p, 96, o, 3, 96, -1, 0), ==,
+                     cudaErrorInvalidValue);
+  }
 
   /* the fused RoPE + attention: what it serves, and refusals before any
    * CUDA call (bad arguments; valid ones it does not serve) */
@@ -1444,6 +1488,197 @@ test_attn_decode_other (void)
   attn_case (128, 7, 1, 20, 700, 1);
 }
 
+/* ---------------------------------------------------------------------------
+ * The producers of prefill's 16-bit activations (bln_kernels_rmsnorm_f16,
+ * bln_kernels_silu_mul_f16) against the float kernel then
+ * bln_kernels_convert, byte for byte, and the residual add by cuBLAS (beta =
+ * 1) against a product into scratch then bln_kernels_add
+ * ------------------------------------------------------------------------- */
+
+static const int act16_rows[] = { 1, 3, 17, 130 };
+static const int act16_widths[] = { 32, 96, 100, 4864 };
+
+/* A device buffer of @n random floats in [-scale, scale), every 53rd value
+ * a hundred times larger (F16 overflows and SiLU's saturated tails too). */
+static BlnCudaBuffer *
+random_dev_floats (size_t n, float scale)
+{
+  g_autofree float *h = g_new (float, n);
+  GError *error = NULL;
+  BlnCudaBuffer *b;
+
+  for (size_t i = 0; i < n; i++)
+    h[i] = rng_float () * scale * (i % 53 == 7 ? 100.0f : 1.0f);
+  b = bln_cuda_buffer_new_from_host (h, n * sizeof (float), &error);
+  g_assert_no_error (error);
+  return b;
+}
+
+static BlnCudaBuffer *
+poisoned_dev (size_t bytes)
+{
+  GError *error = NULL;
+  BlnCudaBuffer *b = bln_cuda_buffer_new (bytes, &error);
+
+  g_assert_no_error (error);
+  g_assert_cmpint (cudaMemset (b->ptr, 0xff, bytes), ==, cudaSuccess);
+  return b;
+}
+
+static void
+rmsnorm_f16_case (int n_rows, int d, int to_bf16)
+{
+  const size_t n = (size_t) n_rows * d;
+  const char *which = to_bf16 ? "rmsnorm bf16" : "rmsnorm f16";
+  g_autoptr (BlnCudaBuffer) x = random_dev_floats (n, 3.0f);
+  g_autoptr (BlnCudaBuffer) w = random_dev_floats ((size_t) d, 1.5f);
+  g_autoptr (BlnCudaBuffer) y_ref = poisoned_dev (n * sizeof (float));
+  g_autoptr (BlnCudaBuffer) z_ref = poisoned_dev (n * 2);
+  g_autoptr (BlnCudaBuffer) y = poisoned_dev (n * sizeof (float));
+  g_autoptr (BlnCudaBuffer) z = poisoned_dev (n * 2);
+  g_autoptr (BlnCudaBuffer) z_only = poisoned_dev (n * 2);
+  g_autofree void *h_yref = NULL;
+  g_autofree void *h_zref = NULL;
+  g_autofree void *h_y = NULL;
+  g_autofree void *h_z = NULL;
+  g_autofree void *h_zo = NULL;
+
+  g_assert_cmpint (bln_kernels_rmsnorm (x->ptr, w->ptr, y_ref->ptr, n_rows, d, 1e-6f, 0), ==,
+                   cudaSuccess);
+  g_assert_cmpint (bln_kernels_convert (y_ref->ptr, z_ref->ptr, n, to_bf16, 0), ==,
+                   cudaSuccess);
+  g_assert_cmpint (bln_kernels_rmsnorm_f16 (x->ptr, w->ptr, y->ptr, z->ptr, n_rows, d, 1e-6f,
+                                            to_bf16, 0), ==, cudaSuccess);
+  g_assert_cmpint (bln_kernels_rmsnorm_f16 (x->ptr, w->ptr, NULL, z_only->ptr, n_rows, d, 1e-6f,
+                                            to_bf16, 0), ==, cudaSuccess);
+  g_assert_cmpint (cudaDeviceSynchronize (), ==, cudaSuccess);
+  h_yref = dev_copy (y_ref->ptr, n * sizeof (float));
+  h_zref = dev_copy (z_ref->ptr, n * 2);
+  h_y = dev_copy (y->ptr, n * sizeof (float));
+  h_z = dev_copy (z->ptr, n * 2);
+  h_zo = dev_copy (z_only->ptr, n * 2);
+  assert_same_bytes (h_y, h_yref, n * sizeof (float), "the float rows", which);
+  assert_same_bytes (h_z, h_zref, n * 2, "the 16-bit rows", which);
+  assert_same_bytes (h_zo, h_zref, n * 2, "the 16-bit rows (no float rows)", which);
+}
+
+/* bln_kernels_rmsnorm_f16 (data: to_bf16) writes what bln_kernels_rmsnorm
+ * then bln_kernels_convert write, with and without the float rows. */
+static void
+test_rmsnorm_f16 (gconstpointer data)
+{
+  if (skip_without_gpu ())
+    return;
+  rng_state = 0x5deece66d1234567ULL;
+  for (guint r = 0; r < G_N_ELEMENTS (act16_rows); r++)
+    for (guint k = 0; k < G_N_ELEMENTS (act16_widths); k++)
+      rmsnorm_f16_case (act16_rows[r], act16_widths[k], GPOINTER_TO_INT (data));
+}
+
+static void
+silu_mul_f16_case (int n_rows, int ff, gboolean stacked, int to_bf16)
+{
+  const size_t n = (size_t) n_rows * ff;
+  const char *which = to_bf16 ? "silu_mul bf16" : "silu_mul f16";
+  g_autoptr (BlnCudaBuffer) gu = random_dev_floats (2 * n, 6.0f);
+  g_autoptr (BlnCudaBuffer) o_ref = poisoned_dev (n * sizeof (float));
+  g_autoptr (BlnCudaBuffer) z_ref = poisoned_dev (n * 2);
+  g_autoptr (BlnCudaBuffer) z = poisoned_dev (n * 2);
+  g_autofree void *h_zref = NULL;
+  g_autofree void *h_z = NULL;
+  /* stacked: row t holds gate then up; separate: n rows of gate, then up */
+  const float *g = gu->ptr;
+  const float *u = stacked ? g + ff : g + n;
+  const int stride = stacked ? 2 * ff : ff;
+
+  g_assert_cmpint (bln_kernels_silu_mul (g, stride, u, stride, o_ref->ptr, n_rows, ff, 0), ==,
+                   cudaSuccess);
+  g_assert_cmpint (bln_kernels_convert (o_ref->ptr, z_ref->ptr, n, to_bf16, 0), ==,
+                   cudaSuccess);
+  g_assert_cmpint (bln_kernels_silu_mul_f16 (g, stride, u, stride, z->ptr, n_rows, ff, to_bf16,
+                                             0), ==, cudaSuccess);
+  g_assert_cmpint (cudaDeviceSynchronize (), ==, cudaSuccess);
+  h_zref = dev_copy (z_ref->ptr, n * 2);
+  h_z = dev_copy (z->ptr, n * 2);
+  assert_same_bytes (h_z, h_zref, n * 2, stacked ? "the stacked product" : "the product", which);
+}
+
+/* bln_kernels_silu_mul_f16 (data: to_bf16) writes what bln_kernels_silu_mul
+ * then bln_kernels_convert write, gate and up stacked or separate. */
+static void
+test_silu_mul_f16 (gconstpointer data)
+{
+  if (skip_without_gpu ())
+    return;
+  rng_state = 0x2545f4914f6cdd1dULL;
+  for (guint r = 0; r < G_N_ELEMENTS (act16_rows); r++)
+    for (guint k = 0; k < G_N_ELEMENTS (act16_widths); k++)
+      for (int stacked = 0; stacked < 2; stacked++)
+        silu_mul_f16_case (act16_rows[r], act16_widths[k], stacked, GPOINTER_TO_INT (data));
+}
+
+/* The residual add of the prefill's output and down projections: cuBLAS
+ * (F16 or BF16 operands, float32 compute and output, as bln_cuda_linear
+ * calls it) adding into x with beta = 1 must leave the bytes that the
+ * product into scratch (beta = 0) then bln_kernels_add leave. This holds only
+ * while cuBLAS picks the same accumulation order for both betas, which is
+ * what this checks on the GPU at hand (data: to_bf16). */
+static void
+test_gemm_accumulate (gconstpointer data)
+{
+  static const int shapes[][3] = {   /* rows, n_in, n_out */
+    { 17, 896, 512 }, { 130, 4864, 896 }, { 512, 3584, 3584 }, { 2048, 18944, 3584 },
+  };
+  const int to_bf16 = GPOINTER_TO_INT (data);
+  const cudaDataType_t t16 = to_bf16 ? CUDA_R_16BF : CUDA_R_16F;
+  cublasHandle_t blas = NULL;
+
+  if (skip_without_gpu ())
+    return;
+  rng_state = 0x9e3779b97f4a7c15ULL;
+  g_assert_cmpint (cublasCreate (&blas), ==, CUBLAS_STATUS_SUCCESS);
+  for (guint s = 0; s < G_N_ELEMENTS (shapes); s++)
+    {
+      const int n = shapes[s][0], n_in = shapes[s][1], n_out = shapes[s][2];
+      const size_t ny = (size_t) n * n_out;
+      const float one = 1.0f, zero = 0.0f;
+      g_autoptr (BlnCudaBuffer) wf = random_dev_floats ((size_t) n_in * n_out, 0.05f);
+      g_autoptr (BlnCudaBuffer) af = random_dev_floats ((size_t) n * n_in, 2.0f);
+      g_autoptr (BlnCudaBuffer) w16 = poisoned_dev ((size_t) n_in * n_out * 2);
+      g_autoptr (BlnCudaBuffer) a16 = poisoned_dev ((size_t) n * n_in * 2);
+      g_autoptr (BlnCudaBuffer) x0 = random_dev_floats (ny, 4.0f);
+      g_autoptr (BlnCudaBuffer) x_ref = poisoned_dev (ny * sizeof (float));
+      g_autoptr (BlnCudaBuffer) x_acc = poisoned_dev (ny * sizeof (float));
+      g_autoptr (BlnCudaBuffer) tmp = poisoned_dev (ny * sizeof (float));
+      g_autofree void *h_ref = NULL;
+      g_autofree void *h_acc = NULL;
+
+      g_assert_cmpint (bln_kernels_convert (wf->ptr, w16->ptr, (size_t) n_in * n_out, to_bf16,
+                                            0), ==, cudaSuccess);
+      g_assert_cmpint (bln_kernels_convert (af->ptr, a16->ptr, (size_t) n * n_in, to_bf16, 0),
+                       ==, cudaSuccess);
+      g_assert_cmpint (cudaMemcpy (x_ref->ptr, x0->ptr, ny * sizeof (float),
+                                   cudaMemcpyDeviceToDevice), ==, cudaSuccess);
+      g_assert_cmpint (cudaMemcpy (x_acc->ptr, x0->ptr, ny * sizeof (float),
+                                   cudaMemcpyDeviceToDevice), ==, cudaSuccess);
+      g_assert_cmpint (cublasGemmEx (blas, CUBLAS_OP_T, CUBLAS_OP_N, n_out, n, n_in, &one,
+                                     w16->ptr, t16, n_in, a16->ptr, t16, n_in, &zero, tmp->ptr,
+                                     CUDA_R_32F, n_out, CUBLAS_COMPUTE_32F,
+                                     CUBLAS_GEMM_DEFAULT), ==, CUBLAS_STATUS_SUCCESS);
+      g_assert_cmpint (bln_kernels_add (x_ref->ptr, tmp->ptr, ny, 0), ==, cudaSuccess);
+      g_assert_cmpint (cublasGemmEx (blas, CUBLAS_OP_T, CUBLAS_OP_N, n_out, n, n_in, &one,
+                                     w16->ptr, t16, n_in, a16->ptr, t16, n_in, &one,
+                                     x_acc->ptr, CUDA_R_32F, n_out, CUBLAS_COMPUTE_32F,
+                                     CUBLAS_GEMM_DEFAULT), ==, CUBLAS_STATUS_SUCCESS);
+      g_assert_cmpint (cudaDeviceSynchronize (), ==, cudaSuccess);
+      h_ref = dev_copy (x_ref->ptr, ny * sizeof (float));
+      h_acc = dev_copy (x_acc->ptr, ny * sizeof (float));
+      assert_same_bytes (h_acc, h_ref, ny * sizeof (float), "the residual",
+                         to_bf16 ? "gemm beta 1 bf16" : "gemm beta 1 f16");
+    }
+  g_assert_cmpint (cublasDestroy (blas), ==, CUBLAS_STATUS_SUCCESS);
+}
+
 /* The 8-bit KV cache end to end (BALEEN_DEFAULT_MODEL, SmolLM2-135M: head
  * dim 64, 9 query heads over 3 KV heads): a 300-token prompt (the prefill
  * path: cuBLAS over F16 copies of the 8-bit cache), 12 one-token steps and a
@@ -2159,6 +2394,17 @@ main (int argc, char **argv)
                         test_attn_decode_rope);
   g_test_add_func ("/Baleen/CudaOps/kv-store-q8", test_kv_store_q8);
   g_test_add_func ("/Baleen/CudaOps/flash-prefill", test_flash_prefill);
+  g_test_add_data_func ("/Baleen/CudaOps/rmsnorm-f16/f16", GINT_TO_POINTER (0), test_rmsnorm_f16);
+  g_test_add_data_func ("/Baleen/CudaOps/rmsnorm-f16/bf16", GINT_TO_POINTER (1),
+                        test_rmsnorm_f16);
+  g_test_add_data_func ("/Baleen/CudaOps/silu-mul-f16/f16", GINT_TO_POINTER (0),
+                        test_silu_mul_f16);
+  g_test_add_data_func ("/Baleen/CudaOps/silu-mul-f16/bf16", GINT_TO_POINTER (1),
+                        test_silu_mul_f16);
+  g_test_add_data_func ("/Baleen/CudaOps/gemm-accumulate/f16", GINT_TO_POINTER (0),
+                        test_gemm_accumulate);
+  g_test_add_data_func ("/Baleen/CudaOps/gemm-accumulate/bf16", GINT_TO_POINTER (1),
+                        test_gemm_accumulate);
   g_test_add_func ("/Baleen/CudaOps/kv8-model", test_kv8_model);
   return g_test_run ();
 }

@@ -113,6 +113,23 @@ BlnCudaTensor *bln_cuda_upload_stacked (BlnCudaModel *cm, const BlnTensor *const
  * expanded to F16 into c->deq). @ldy 0 means n_out. */
 gboolean bln_cuda_linear (BlnCudaCtx *c, const BlnCudaTensor *w, const float *bias,
                           const float *x, int n, float *y, int ldy, GError **error);
+/* Whether bln_cuda_linear would run the product of @n rows with @w on
+ * cuBLAS over 16-bit activations (converted into c->act16): 0 when it wants
+ * F16 activations (F16 or quantised weights), 1 for BF16 (BF16 weights), -1
+ * when it reads the float rows instead (n <= BLN_CUDA_MATVEC_MAX_TOK, the
+ * MMF or MMQ kernels, F32 weights). A producer may then write c->act16
+ * itself (bln_kernels_rmsnorm_f16, bln_kernels_silu_mul_f16) and call
+ * bln_cuda_linear_x16. */
+int bln_cuda_linear_act16 (const BlnCudaTensor *w, int n);
+/* bln_cuda_linear's cuBLAS branch on the activations the caller left in
+ * c->act16 (n rows of w->n_in values, of the type bln_cuda_linear_act16
+ * names; c->act16 holds n × max (n_embd, n_ff) of them): y[n][ldy] =
+ * act16 · Wᵀ, or y += act16 · Wᵀ with @accumulate (cuBLAS beta = 1: each
+ * float32 sum added to y once, as bln_kernels_add would). No bias. @ldy 0
+ * means n_out. FALSE with @error (BLN_ERROR_INVALID) when
+ * bln_cuda_linear_act16 says -1, or on a CUDA / cuBLAS failure. */
+gboolean bln_cuda_linear_x16 (BlnCudaCtx *c, const BlnCudaTensor *w, int n, float *y, int ldy,
+                              gboolean accumulate, GError **error);
 /* Whether n token rows of a @type weight go through bln_kernels_mmq
  * (opt-in: BALEEN_CUDA_MMQ=1; BALEEN_CUDA_MMQ_MAX=N limits it to n <= N). */
 gboolean bln_cuda_mmq_enabled (BlnType type, int n);

@@ -429,6 +429,9 @@ scratch_plan (const BlnModel *m, int n_ctx, size_t kv_elem, int chunk, ScratchPl
   sp->ffo = align256 (rows * ff * f);
   sp->logits = align256 ((size_t) LOGIT_ROWS * hp->n_vocab * f);
   sp->qkv16 = align256 (rows * H * dk * kv_elem);
+  /* the activations of a cuBLAS product as F16 / BF16: bln_cuda_linear's
+   * conversion, or the prefill's RMSNorms (n_embd wide) and SwiGLU (n_ff)
+   * writing them directly; max_in covers both */
   sp->act16 = align256 (rows * max_in * 2);
   sp->deq = align256 (max_expand_values (m) * 2);
   /* scores (F32) and probabilities (KV type) of one query block */
@@ -774,6 +777,47 @@ bln_cuda_mmf_min (void)
   return (int) min_n;
 }
 
+/* The type of activations bln_cuda_linear converts x to for @w and @n rows
+ * (its cuBLAS F16 / BF16 branch): 1 for BF16 (BF16 weights), 0 for F16
+ * (F16 and quantised weights, expanded to F16), -1 when another branch reads
+ * the float rows (the matvec, MMF, MMQ, F32 weights). The order of the tests
+ * is bln_cuda_linear's. */
+int
+bln_cuda_linear_act16 (const BlnCudaTensor *w, int n)
+{
+  if (n <= BLN_CUDA_MATVEC_MAX_TOK || bln_cuda_mmf_enabled (w, n)
+      || bln_cuda_mmq_enabled (w->type, n) || w->type == BLN_TYPE_F32)
+    return -1;
+  return w->type == BLN_TYPE_BF16 ? 1 : 0;
+}
+
+/* The cuBLAS branch's product of the activations already in c->act16 (of
+ * the type bln_cuda_linear_act16 names): y = act16 · Wᵀ + beta y, beta 0
+ * or 1. */
+static gboolean
+linear_gemm16 (BlnCudaCtx *c, const BlnCudaTensor *w, int n, float *y, int ldy, float beta,
+               GError **error)
+{
+  const float one = 1.0f;
+  int n_in = (int) w->n_in, n_out = (int) w->n_out;
+  gboolean bf16 = w->type == BLN_TYPE_BF16;
+  const void *wp = w->payload->ptr;
+
+  if (w->type != BLN_TYPE_F16 && !bf16)
+    {
+      if (!KCHECK (bln_kernels_dequant_f16 ((int) w->type, w->payload->ptr,
+                                            w->header ? w->header->ptr : NULL, n_in, n_out,
+                                            c->deq, c->stream), error))
+        return FALSE;
+      wp = c->deq;
+    }
+  return bln_cuda_blas_check (cublasGemmEx (c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n_out, n, n_in,
+                                            &one, wp, bf16 ? CUDA_R_16BF : CUDA_R_16F, n_in,
+                                            c->act16, bf16 ? CUDA_R_16BF : CUDA_R_16F, n_in,
+                                            &beta, y, CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F,
+                                            CUBLAS_GEMM_DEFAULT), "gemm", error);
+}
+
 /* y[n][n_out] = x[n][n_in] · Wᵀ (+ bias) */
 gboolean
 bln_cuda_linear (BlnCudaCtx *c, const BlnCudaTensor *w, const float *bias, const float *x,
@@ -812,29 +856,10 @@ bln_cuda_linear (BlnCudaCtx *c, const BlnCudaTensor *w, const float *bias, const
                                              ldy), "sgemm", error))
         return FALSE;
     }
-  else
-    {
-      gboolean bf16 = w->type == BLN_TYPE_BF16;
-      const void *wp = w->payload->ptr;
-
-      if (w->type != BLN_TYPE_F16 && !bf16)
-        {
-          if (!KCHECK (bln_kernels_dequant_f16 ((int) w->type, w->payload->ptr,
-                                                w->header ? w->header->ptr : NULL, n_in, n_out,
-                                                c->deq, c->stream), error))
-            return FALSE;
-          wp = c->deq;
-        }
-      if (!KCHECK (bln_kernels_convert (x, c->act16, (size_t) n * n_in, bf16, c->stream), error))
-        return FALSE;
-      if (!bln_cuda_blas_check (cublasGemmEx (c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n_out, n, n_in,
-                                              &one,
-                                     wp, bf16 ? CUDA_R_16BF : CUDA_R_16F, n_in,
-                                     c->act16, bf16 ? CUDA_R_16BF : CUDA_R_16F, n_in, &zero,
-                                     y, CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F,
-                                     CUBLAS_GEMM_DEFAULT), "gemm", error))
-        return FALSE;
-    }
+  else if (!KCHECK (bln_kernels_convert (x, c->act16, (size_t) n * n_in,
+                                         w->type == BLN_TYPE_BF16, c->stream), error)
+           || !linear_gemm16 (c, w, n, y, ldy, zero, error))
+    return FALSE;
   if (bias != NULL && (ldy != n_out
                        || !KCHECK (bln_kernels_add_bias (y, bias, n, n_out, c->stream), error)))
     {
@@ -843,6 +868,21 @@ bln_cuda_linear (BlnCudaCtx *c, const BlnCudaTensor *w, const float *bias, const
       return FALSE;
     }
   return TRUE;
+}
+
+gboolean
+bln_cuda_linear_x16 (BlnCudaCtx *c, const BlnCudaTensor *w, int n, float *y, int ldy,
+                     gboolean accumulate, GError **error)
+{
+  if (bln_cuda_linear_act16 (w, n) < 0 || (size_t) n * w->n_in * 2 > c->sp.act16)
+    {
+      g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID,
+                   "%s: the product of %d rows does not run on 16-bit activations in c->act16",
+                   G_STRFUNC, n);
+      return FALSE;
+    }
+  return linear_gemm16 (c, w, n, y, ldy == 0 ? (int) w->n_out : ldy, accumulate ? 1.0f : 0.0f,
+                        error);
 }
 
 /* Bytes of the int8 values of one layer's 8-bit K (head_dim dk) or V (dv)
@@ -1104,6 +1144,123 @@ enqueue_decode_layers (BlnCudaCtx *c, int n, GError **error)
   return TRUE;
 }
 
+/* Whether the prefill layers let the producers of cuBLAS's 16-bit
+ * activations write them directly (bln_kernels_rmsnorm_f16,
+ * bln_kernels_silu_mul_f16) and add the output and down projections into
+ * the residual by cuBLAS (beta = 1), instead of float rows, conversion
+ * passes and bln_kernels_add: the same bits, fewer passes over memory.
+ * BALEEN_CUDA_PREFILL_FUSED=0 restores the separate kernels, to compare.
+ * Read once. */
+static gboolean
+prefill_fused (void)
+{
+  static int state = -1;
+
+  if (state < 0)
+    state = g_strcmp0 (g_getenv ("BALEEN_CUDA_PREFILL_FUSED"), "0") == 0 ? 0 : 1;
+  return state == 1;
+}
+
+/* The 16-bit activation type (bln_cuda_linear_act16) that those of the @nw
+ * weights @ws whose products run on cuBLAS share, -1 when none do; sets
+ * *@need_float when some read the float rows. Weights wanting F16 and BF16
+ * both: -1 and *@need_float, all through bln_cuda_linear (its conversions
+ * would overwrite each other's c->act16). */
+static int
+shared_act16 (BlnCudaTensor *const *ws, int nw, int n, gboolean *need_float)
+{
+  int t = -1, i;
+
+  *need_float = FALSE;
+  for (i = 0; i < nw; i++)
+    {
+      int ti = bln_cuda_linear_act16 (ws[i], n);
+
+      if (ti < 0)
+        *need_float = TRUE;
+      else if (t < 0)
+        t = ti;
+      else if (t != ti)
+        {
+          *need_float = TRUE;
+          return -1;
+        }
+    }
+  return t;
+}
+
+/* RMSNorm of the n rows of c->x with @norm, then ys[i][n][ldy] = norm ·
+ * ws[i]ᵀ for the @nw weights. Fused: the norm writes the 16-bit activations
+ * of the cuBLAS products itself (and c->h only when another product reads
+ * floats). The other products, and all of them unfused, go through
+ * bln_cuda_linear on c->h. */
+static gboolean
+norm_project (BlnCudaCtx *c, const float *norm, BlnCudaTensor *const *ws, float *const *ys,
+              int ldy, int nw, int n, GError **error)
+{
+  const BlnHParams *hp = &c->model->hp;
+  gboolean need_float = TRUE;
+  int t = prefill_fused () ? shared_act16 (ws, nw, n, &need_float) : -1, i;
+
+  if (t < 0)
+    {
+      if (!KCHECK (bln_kernels_rmsnorm (c->x, norm, c->h, n, hp->n_embd, hp->norm_eps,
+                                        c->stream), error))
+        return FALSE;
+    }
+  else if (!KCHECK (bln_kernels_rmsnorm_f16 (c->x, norm, need_float ? c->h : NULL, c->act16, n,
+                                             hp->n_embd, hp->norm_eps, t, c->stream), error))
+    return FALSE;
+  for (i = 0; i < nw; i++)
+    {
+      gboolean ok;
+
+      if (t >= 0 && bln_cuda_linear_act16 (ws[i], n) == t)
+        ok = bln_cuda_linear_x16 (c, ws[i], n, ys[i], ldy, FALSE, error);
+      else
+        ok = bln_cuda_linear (c, ws[i], NULL, c->h, n, ys[i], ldy, error);
+      if (!ok)
+        return FALSE;
+    }
+  return TRUE;
+}
+
+/* c->x += @x · Wᵀ for n rows (the output projection): fused and on cuBLAS,
+ * the conversion then a product that adds into c->x (beta = 1, each float
+ * sum added once, as bln_kernels_add adds it); otherwise the product into
+ * c->tmp and bln_kernels_add. */
+static gboolean
+project_residual (BlnCudaCtx *c, const BlnCudaTensor *w, const float *x, int n, GError **error)
+{
+  int t = prefill_fused () ? bln_cuda_linear_act16 (w, n) : -1;
+
+  if (t >= 0)
+    return KCHECK (bln_kernels_convert (x, c->act16, (size_t) n * w->n_in, t, c->stream), error)
+           && bln_cuda_linear_x16 (c, w, n, c->x, 0, TRUE, error);
+  return bln_cuda_linear (c, w, NULL, x, n, c->tmp, 0, error)
+         && KCHECK (bln_kernels_add (c->x, c->tmp, (size_t) n * c->model->hp.n_embd, c->stream),
+                    error);
+}
+
+/* SwiGLU of the gate and up rows (g, u, their strides) and the down
+ * projection added into c->x: fused and on cuBLAS, the SwiGLU writes the
+ * 16-bit activations and the product adds into c->x; otherwise c->ffo,
+ * c->tmp and bln_kernels_add. */
+static gboolean
+swiglu_down (BlnCudaCtx *c, const BlnCudaTensor *wd, const float *g, const float *u, int stride,
+             int n, GError **error)
+{
+  int ff = c->model->hp.n_ff;
+  int t = prefill_fused () ? bln_cuda_linear_act16 (wd, n) : -1;
+
+  if (t >= 0)
+    return KCHECK (bln_kernels_silu_mul_f16 (g, stride, u, stride, c->act16, n, ff, t,
+                                             c->stream), error)
+           && bln_cuda_linear_x16 (c, wd, n, c->x, 0, TRUE, error);
+  return KCHECK (bln_kernels_silu_mul (g, stride, u, stride, c->ffo, n, ff, c->stream), error)
+         && project_residual (c, wd, c->ffo, n, error);
+}
+
 /* The layers for a prefill chunk (n > BLN_CUDA_MATVEC_MAX_TOK): tensor-core
  * products on cuBLAS. */
 static gboolean
@@ -1112,7 +1269,6 @@ enqueue_prefill_layers (BlnCudaCtx *c, int n, int pos0, GError **error)
   const BlnModel *m = c->model;
   const BlnHParams *hp = &m->hp;
   const BlnCudaModel *cm = c->cm;
-  int d = hp->n_embd;
   int dk = hp->head_dim_k, dv = hp->head_dim_v, ff = hp->n_ff, il, i;
   size_t k_layer = kv_layer (m, c->n_ctx, c->kv_elem, dk);
   size_t v_layer = kv_layer (m, c->n_ctx, c->kv_elem, dv);
@@ -1125,36 +1281,35 @@ enqueue_prefill_layers (BlnCudaCtx *c, int n, int pos0, GError **error)
       const CudaLayer *L = &cm->layers[il];
       uint8_t *kc = (uint8_t *) c->k_cache->ptr + (size_t) il * k_layer;
       uint8_t *vc = (uint8_t *) c->v_cache->ptr + (size_t) il * v_layer;
+      float *qkv_out[3];
 
-      if (!KCHECK (bln_kernels_rmsnorm (c->x, L->attn_norm, c->h, n, d, hp->norm_eps, c->stream),
-                   error))
-        return FALSE;
       for (i = 0; i < L->n_qkv; i++)
-        if (!bln_cuda_linear (c, L->qkv[i], NULL, c->h, n, c->qkv + L->qkv_col[i], c->qkv_ld,
-                              error))
-          return FALSE;
-      if (!rope_store_layer (c, L, n, kc, vc, c->qkv16, error)
+        qkv_out[i] = c->qkv + L->qkv_col[i];
+      if (!norm_project (c, L->attn_norm, L->qkv, qkv_out, c->qkv_ld, L->n_qkv, n, error)
+          || !rope_store_layer (c, L, n, kc, vc, c->qkv16, error)
           || !attn_prefill (c, kc, vc, n, pos0, error)
-          || !bln_cuda_linear (c, L->wo, NULL, c->att, n, c->tmp, 0, error)
-          || !KCHECK (bln_kernels_add (c->x, c->tmp, (size_t) n * d, c->stream), error)
-          || !KCHECK (bln_kernels_rmsnorm (c->x, L->ffn_norm, c->h, n, d, hp->norm_eps,
-                                           c->stream), error))
+          || !project_residual (c, L->wo, c->att, n, error))
         return FALSE;
+      /* stacked: row t holds gate then up (stride 2 ff); separate: n rows of
+       * gate, then n rows of up (stride ff) */
       if (L->wgu != NULL)
         {
-          if (!bln_cuda_linear (c, L->wgu, NULL, c->h, n, c->gu, 0, error)
-              || !KCHECK (bln_kernels_silu_mul (c->gu, 2 * ff, c->gu + ff, 2 * ff, c->ffo, n, ff,
-                                                c->stream), error))
+          BlnCudaTensor *ws[1] = { L->wgu };
+          float *ys[1] = { c->gu };
+
+          if (!norm_project (c, L->ffn_norm, ws, ys, 0, 1, n, error)
+              || !swiglu_down (c, L->wd, c->gu, c->gu + ff, 2 * ff, n, error))
             return FALSE;
         }
-      else if (!bln_cuda_linear (c, L->wg, NULL, c->h, n, c->gu, 0, error)
-               || !bln_cuda_linear (c, L->wu, NULL, c->h, n, c->gu + (size_t) n * ff, 0, error)
-               || !KCHECK (bln_kernels_silu_mul (c->gu, ff, c->gu + (size_t) n * ff, ff,
-                                                 c->ffo, n, ff, c->stream), error))
-        return FALSE;
-      if (!bln_cuda_linear (c, L->wd, NULL, c->ffo, n, c->tmp, 0, error)
-          || !KCHECK (bln_kernels_add (c->x, c->tmp, (size_t) n * d, c->stream), error))
-        return FALSE;
+      else
+        {
+          BlnCudaTensor *ws[2] = { L->wg, L->wu };
+          float *ys[2] = { c->gu, c->gu + (size_t) n * ff };
+
+          if (!norm_project (c, L->ffn_norm, ws, ys, 0, 2, n, error)
+              || !swiglu_down (c, L->wd, ys[0], ys[1], ff, n, error))
+            return FALSE;
+        }
     }
   return TRUE;
 }
