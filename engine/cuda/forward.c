@@ -403,6 +403,32 @@ align256 (size_t n)
   return (n + 255) & ~(size_t) 255;
 }
 
+/* Whether the prefill attention may run as one flash kernel
+ * (kernels/flash.h) where it serves the shape: BALEEN_CUDA_FLASH_PREFILL=0
+ * keeps the cuBLAS path below. Read once. */
+static gboolean
+flash_prefill_enabled (void)
+{
+  static int state = -1;
+
+  if (state < 0)
+    state = g_strcmp0 (g_getenv ("BALEEN_CUDA_FLASH_PREFILL"), "0") != 0;
+  return state == 1;
+}
+
+/* Whether the flash kernel serves @m's prefill attention over a cache of
+ * @kv_elem bytes a value (F16, or the F16 copies of the 8-bit cache; not
+ * F32) on the current device: then no score buffers are planned. */
+static gboolean
+flash_serves (const BlnModel *m, size_t kv_elem)
+{
+  const BlnHParams *hp = &m->hp;
+
+  return kv_elem != 4 && flash_prefill_enabled ()
+         && bln_kernels_flash_prefill_supports (hp->n_head, hp->n_head_kv, hp->head_dim_k,
+                                                hp->head_dim_v);
+}
+
 /* @kv_elem: bytes per cached value (1: the 8-bit cache, whose prefill
  * buffers are F16). */
 static void
@@ -434,11 +460,15 @@ scratch_plan (const BlnModel *m, int n_ctx, size_t kv_elem, int chunk, ScratchPl
    * writing them directly; max_in covers both */
   sp->act16 = align256 (rows * max_in * 2);
   sp->deq = align256 (max_expand_values (m) * 2);
-  /* scores (F32) and probabilities (KV type) of one query block */
+  /* scores (F32) and probabilities (KV type) of one query block, unless
+   * the flash kernel serves the attention */
   per_row_scores = H * (size_t) n_ctx * (f + kv_elem);
   sp->qblock = (int) CLAMP (SCORES_BUDGET / MAX (per_row_scores, 1), 1, rows);
-  sp->scores = align256 ((size_t) sp->qblock * H * n_ctx * f);
-  sp->probs = align256 ((size_t) sp->qblock * H * n_ctx * kv_elem);
+  if (!flash_serves (m, q8 ? 1 : kv_elem))
+    {
+      sp->scores = align256 ((size_t) sp->qblock * H * n_ctx * f);
+      sp->probs = align256 ((size_t) sp->qblock * H * n_ctx * kv_elem);
+    }
   sp->part = align256 (bln_kernels_attn_decode_scratch (BLN_CUDA_MATVEC_MAX_TOK, (int) H,
                                                         (int) Hkv, (int) dv));
   sp->kdq = q8 ? 2 * align256 ((size_t) n_ctx * Hkv * MAX (dk, dv) * 2) : 0;
@@ -893,19 +923,6 @@ q8_vals (const BlnCudaCtx *c, int head_dim)
   return (size_t) c->n_ctx * c->model->hp.n_head_kv * head_dim;
 }
 
-/* Whether the prefill attention may run as one flash kernel
- * (kernels/flash.h) where it serves the shape: BALEEN_CUDA_FLASH_PREFILL=0
- * keeps the cuBLAS path below. Read once. */
-static gboolean
-flash_prefill_enabled (void)
-{
-  static int state = -1;
-
-  if (state < 0)
-    state = g_strcmp0 (g_getenv ("BALEEN_CUDA_FLASH_PREFILL"), "0") != 0;
-  return state == 1;
-}
-
 /* Prefill attention of layer @il for n tokens at pos0 (q_kv holds the rotated
  * queries in the cache's type): over an F16 cache (or the F16 copies of an
  * 8-bit one), one flash kernel where it serves the heads; else per query
@@ -935,7 +952,7 @@ attn_prefill (BlnCudaCtx *c, const void *kc, const void *vc, int n, int pos0, GE
       kc = kd;
       vc = vd;
     }
-  if (c->kv_f16 && flash_prefill_enabled () && bln_kernels_flash_prefill_supports (H, Hkv, dk, dv))
+  if (flash_serves (c->model, c->kv_elem))
     return KCHECK (bln_kernels_flash_prefill (c->qkv16, n, pos0, H, Hkv, dk,
                                               c->model->attn_scale, kc, vc, c->att, c->stream),
                    error);
