@@ -24,6 +24,7 @@
 #include "flash.h"
 #include "launch.cuh"
 #include "device-util.cuh"
+#include "paged.h"
 
 namespace {
 
@@ -71,13 +72,47 @@ ldmatrix_x4_trans (uint32_t (&r)[4], const __half *p)
 #endif
 }
 
+/* Where the keys and values are: a plain cache (position p at row p) or a
+ * paged pool (kernels/paged.h: row bln_paged_row (tab, ...)). Rows of ld
+ * elements. */
+struct FlashKv
+{
+  const __half *k, *v;
+  int ld;
+  const int32_t *tab;   /* null: a plain cache */
+  int n_layer, layer, block_size;
+};
+
+__device__ __forceinline__ size_t
+kv_row (const FlashKv &kv, int pos)
+{
+  return kv.tab ? bln_paged_row (kv.tab, kv.n_layer, kv.layer, kv.block_size, pos)
+                : (size_t) pos;
+}
+
+/* Two query values as an F16 pair: from F16 rows, or rounded from float. */
+__device__ __forceinline__ uint32_t
+ld_q2 (const __half *p)
+{
+  return ld_h2 (p);
+}
+
+__device__ __forceinline__ uint32_t
+ld_q2 (const float *p)
+{
+  const float2 f = *reinterpret_cast<const float2 *> (p);
+  const __half2 h = __floats2half2_rn (f.x, f.y);
+
+  return *reinterpret_cast<const uint32_t *> (&h);
+}
+
 /* Block (query tile, head): blockIdx.x counts tiles from the last, so that
- * the longest rows (most positions) start first. @sl2 = scale · log2 e. */
-template <int D>
+ * the longest rows (most positions) start first. Query row t, head h at q +
+ * t * q_ld + h * D. @sl2 = scale · log2 e. */
+template <int D, class QT>
 __global__ void __launch_bounds__ (FA_WARPS * 32)
-flash_prefill_kernel (const __half *__restrict__ q, int n, int pos0, int H, int group, float sl2,
-                      const __half *__restrict__ kc, const __half *__restrict__ vc, int kv_ld,
-                      float *__restrict__ out)
+flash_prefill_kernel (const QT *__restrict__ q, int q_ld, int n, int pos0, int H, int group,
+                      float sl2, FlashKv kv, float *__restrict__ out)
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   constexpr int LD = fa_ld<D> ();
@@ -105,10 +140,10 @@ flash_prefill_kernel (const __half *__restrict__ q, int n, int pos0, int H, int 
     for (int c = threadIdx.x; c < FA_BN * (D / 8); c += FA_WARPS * 32)
       {
         const int r = c / (D / 8), e = (c % (D / 8)) * 8;
-        const size_t src = (size_t) min (j * FA_BN + r, n_keys - 1) * kv_ld + hk * D + e;
+        const size_t src = kv_row (kv, min (j * FA_BN + r, n_keys - 1)) * kv.ld + hk * D + e;
 
-        cp_async16 (ks + (st * FA_BN + r) * LD + e, kc + src);
-        cp_async16 (vs + (st * FA_BN + r) * LD + e, vc + src);
+        cp_async16 (ks + (st * FA_BN + r) * LD + e, kv.k + src);
+        cp_async16 (vs + (st * FA_BN + r) * LD + e, kv.v + src);
       }
     cp_commit ();
   };
@@ -116,16 +151,16 @@ flash_prefill_kernel (const __half *__restrict__ q, int n, int pos0, int H, int 
   load_tile (0, 0);
   {
     /* rows past the chunk read its last row; their output is dropped */
-    const __half *qa = q + ((size_t) min (ra, n - 1) * H + h) * D;
-    const __half *qb = q + ((size_t) min (rb, n - 1) * H + h) * D;
+    const QT *qa = q + (size_t) min (ra, n - 1) * q_ld + h * D;
+    const QT *qb = q + (size_t) min (rb, n - 1) * q_ld + h * D;
 
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++)
       {
-        qf[kk][0] = ld_h2 (qa + kk * 16 + c2);
-        qf[kk][1] = ld_h2 (qb + kk * 16 + c2);
-        qf[kk][2] = ld_h2 (qa + kk * 16 + c2 + 8);
-        qf[kk][3] = ld_h2 (qb + kk * 16 + c2 + 8);
+        qf[kk][0] = ld_q2 (qa + kk * 16 + c2);
+        qf[kk][1] = ld_q2 (qb + kk * 16 + c2);
+        qf[kk][2] = ld_q2 (qa + kk * 16 + c2 + 8);
+        qf[kk][3] = ld_q2 (qb + kk * 16 + c2 + 8);
       }
   }
 #pragma unroll
@@ -254,28 +289,41 @@ flash_prefill_kernel (const __half *__restrict__ q, int n, int pos0, int H, int 
           = make_float2 (o[nd][2] * ib, o[nd][3] * ib);
     }
 #else
-  (void) q, (void) n, (void) pos0, (void) H, (void) group, (void) sl2, (void) kc, (void) vc;
-  (void) kv_ld, (void) out;
+  (void) q, (void) q_ld, (void) n, (void) pos0, (void) H, (void) group, (void) sl2, (void) kv;
+  (void) out;
 #endif
 }
 
-template <int D>
+template <int D, class QT>
 cudaError_t
-launch_flash (const __half *q, int n, int pos0, int H, int Hkv, float scale, const __half *k,
-              const __half *v, float *out, cudaStream_t stream)
+launch_d (const QT *q, int q_ld, int n, int pos0, int H, int Hkv, float scale, FlashKv kv,
+          float *out, cudaStream_t stream)
 {
   /* the dynamic shared memory past 48 KiB (per device: asked every time) */
-  cudaError_t err = cudaFuncSetAttribute (flash_prefill_kernel<D>,
+  cudaError_t err = cudaFuncSetAttribute (flash_prefill_kernel<D, QT>,
                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           (int) fa_smem<D> ());
 
   if (err != cudaSuccess)
     return err;
-  (void) bln_launch (flash_prefill_kernel<D>, dim3 ((unsigned) ((n + FA_BM - 1) / FA_BM),
-                                                    (unsigned) H),
-                     dim3 (FA_WARPS * 32), fa_smem<D> (), stream, q, n, pos0, H, H / Hkv,
-                     (float) (scale * 1.4426950408889634), k, v, Hkv * D, out);
+  (void) bln_launch (flash_prefill_kernel<D, QT>,
+                     dim3 ((unsigned) ((n + FA_BM - 1) / FA_BM), (unsigned) H),
+                     dim3 (FA_WARPS * 32), fa_smem<D> (), stream, q, q_ld, n, pos0, H, H / Hkv,
+                     (float) (scale * 1.4426950408889634), kv, out);
   return cudaGetLastError ();
+}
+
+template <class QT>
+cudaError_t
+launch_flash (const QT *q, int q_ld, int n, int pos0, int H, int Hkv, int d, float scale,
+              FlashKv kv, float *out, cudaStream_t stream)
+{
+  switch (d)
+    {
+    case 16: return launch_d<16> (q, q_ld, n, pos0, H, Hkv, scale, kv, out, stream);
+    case 64: return launch_d<64> (q, q_ld, n, pos0, H, Hkv, scale, kv, out, stream);
+    default: return launch_d<128> (q, q_ld, n, pos0, H, Hkv, scale, kv, out, stream);
+    }
 }
 
 } /* namespace */
@@ -291,17 +339,29 @@ extern "C" cudaError_t
 bln_kernels_flash_prefill (const void *q, int n, int pos0, int H, int Hkv, int d, float scale,
                            const void *k, const void *v, float *out, cudaStream_t stream)
 {
-  const __half *qh = static_cast<const __half *> (q);
-  const __half *kh = static_cast<const __half *> (k);
-  const __half *vh = static_cast<const __half *> (v);
+  const FlashKv kv = { static_cast<const __half *> (k), static_cast<const __half *> (v),
+                       Hkv * d, nullptr, 0, 0, 0 };
 
   if (!q || !k || !v || !out || n < 1 || pos0 < 0 || pos0 > INT32_MAX - n
       || !bln_kernels_flash_prefill_supports (H, Hkv, d, d))
     return cudaErrorInvalidValue;
-  switch (d)
-    {
-    case 16: return launch_flash<16> (qh, n, pos0, H, Hkv, scale, kh, vh, out, stream);
-    case 64: return launch_flash<64> (qh, n, pos0, H, Hkv, scale, kh, vh, out, stream);
-    default: return launch_flash<128> (qh, n, pos0, H, Hkv, scale, kh, vh, out, stream);
-    }
+  return launch_flash (static_cast<const __half *> (q), H * d, n, pos0, H, Hkv, d, scale, kv,
+                       out, stream);
+}
+
+extern "C" cudaError_t
+bln_kernels_flash_prefill_paged (const float *q, int q_ld, int n, int pos0, int H, int Hkv,
+                                 int d, float scale, const void *k_pool, const void *v_pool,
+                                 const int32_t *d_tab, int n_layer, int layer, int block_size,
+                                 float *out, cudaStream_t stream)
+{
+  const FlashKv kv = { static_cast<const __half *> (k_pool),
+                       static_cast<const __half *> (v_pool), Hkv * d, d_tab, n_layer, layer,
+                       block_size };
+
+  if (!q || !k_pool || !v_pool || !d_tab || !out || n < 1 || pos0 < 0 || pos0 > INT32_MAX - n
+      || q_ld < H * d || q_ld % 2 != 0 || n_layer < 1 || layer < 0 || layer >= n_layer
+      || block_size < 1 || !bln_kernels_flash_prefill_supports (H, Hkv, d, d))
+    return cudaErrorInvalidValue;
+  return launch_flash (q, q_ld, n, pos0, H, Hkv, d, scale, kv, out, stream);
 }

@@ -10,6 +10,7 @@
  */
 #pragma once
 
+#include <stdint.h>
 #include <cuda_runtime_api.h>
 
 #ifdef __cplusplus
@@ -29,6 +30,18 @@ int bln_kernels_flash_prefill_supports (int H, int Hkv, int dk, int dv);
 cudaError_t bln_kernels_flash_prefill (const void *q, int n, int pos0, int H, int Hkv, int d,
                                        float scale, const void *k, const void *v, float *out,
                                        cudaStream_t stream);
+
+/* The same over a paged pool (kernels/paged.h) for n consecutive tokens of
+ * one sequence at positions pos0 ..: float queries, row t (head h) at q + t
+ * * q_ld + h * d (rounded to F16 as they are read; q_ld even), keys and
+ * values at the rows bln_paged_row (d_tab, n_layer, layer, block_size, p)
+ * of the F16 pools (Hkv * d elements a row), d_tab the sequence's block
+ * table on the device. */
+cudaError_t bln_kernels_flash_prefill_paged (const float *q, int q_ld, int n, int pos0, int H,
+                                             int Hkv, int d, float scale, const void *k_pool,
+                                             const void *v_pool, const int32_t *d_tab,
+                                             int n_layer, int layer, int block_size, float *out,
+                                             cudaStream_t stream);
 
 #ifdef __cplusplus
 }

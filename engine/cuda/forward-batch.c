@@ -9,6 +9,7 @@
 #include "bln-error.h"
 #include "cpu/cpu.h"
 #include "cuda.h"
+#include "flash.h"
 #include "forward-batch.h"
 #include "forward-private.h"
 #include "kernels.h"
@@ -298,13 +299,17 @@ norm_rows (BlnCudaCtx *c, const float *w, int n, GError **error)
 
 /* The decoder layers for the @n tokens of a chunk, whose residual rows are
  * in c->x: token t at position d_pos[t], its sequence's table at d_tab +
- * d_toff[t]; @max_len bounds every d_pos[t] + 1. The projections as
+ * d_toff[t]; @max_len bounds every d_pos[t] + 1. When the chunk is one run
+ * of a single sequence's positions (@run_pos0 >= 0: token t at run_pos0 +
+ * t, its table at @run_tab), a prompt chunk's attention may run as the
+ * flash kernel over the pool. The projections as
  * project() says (up to 8 tokens exactly forward.c's decode: norms and
  * SwiGLU rounding once for the matvecs that follow, residual adds in the
  * matvec epilogue). */
 static gboolean
 enqueue_layers (BlnCudaBatch *b, int n, const int32_t *d_pos, const int32_t *d_toff,
-                const int32_t *d_tab, int max_len, int window, GError **error)
+                const int32_t *d_tab, int max_len, int window, int run_pos0,
+                const int32_t *run_tab, GError **error)
 {
   BlnCudaCtx *c = b->c;
   const BlnModel *m = c->model;
@@ -314,6 +319,9 @@ enqueue_layers (BlnCudaBatch *b, int n, const int32_t *d_pos, const int32_t *d_t
   int dk = hp->head_dim_k, dv = hp->head_dim_v, ff = hp->n_ff, il, i, fl;
   const int acc = BLN_KERNELS_MATVEC_ACCUMULATE;
   float *q = c->qkv, *k = c->qkv + (size_t) H * dk, *v = c->qkv + (size_t) (H + Hkv) * dk;
+  gboolean flash = run_pos0 >= 0 && n > BLN_CUDA_MATVEC_MAX_TOK && b->kv_f16 && window == 0
+                   && bln_cuda_flash_prefill_enabled ()
+                   && bln_kernels_flash_prefill_supports (H, Hkv, dk, dv);
 
   for (il = 0; il < hp->n_layer; il++)
     {
@@ -332,12 +340,18 @@ enqueue_layers (BlnCudaBatch *b, int n, const int32_t *d_pos, const int32_t *d_t
                                                  m->rope_attn_factor, b->k_pool, b->v_pool,
                                                  b->kv_f16, hp->n_layer, il, b->block_size,
                                                  c->stream), error)
-          || !KCHECK (bln_kernels_paged_attn (q, c->qkv_ld, n, d_pos, d_toff, d_tab, max_len, H,
-                                              Hkv, dk, dv, m->attn_scale, b->k_pool, b->v_pool,
-                                              b->kv_f16, hp->n_layer, il, b->block_size,
-                                              window, b->part->ptr, b->part->size, c->att,
-                                              c->stream),
-                      error)
+          || !(flash
+                 ? KCHECK (bln_kernels_flash_prefill_paged (q, c->qkv_ld, n, run_pos0, H, Hkv,
+                                                            dk, m->attn_scale, b->k_pool,
+                                                            b->v_pool, run_tab, hp->n_layer, il,
+                                                            b->block_size, c->att, c->stream),
+                           error)
+                 : KCHECK (bln_kernels_paged_attn (q, c->qkv_ld, n, d_pos, d_toff, d_tab, max_len,
+                                                   H, Hkv, dk, dv, m->attn_scale, b->k_pool,
+                                                   b->v_pool, b->kv_f16, hp->n_layer, il,
+                                                   b->block_size, window, b->part->ptr,
+                                                   b->part->size, c->att, c->stream),
+                           error))
           || !project (c, L->wo, c->att, n, c->x, 0, acc, error)
           || (fl = norm_rows (c, L->ffn_norm, n, error)) < 0)
         return FALSE;
@@ -618,11 +632,16 @@ bln_cuda_batch_forward (BlnCudaBatch *b, const BlnBatch *batch, GError **error)
 
   for (ch = 0; ch < n_chunks; ch++)
     {
-      int c0 = ch * rows, nc = MIN (rows, n - c0), ml = 0;
+      int c0 = ch * rows, nc = MIN (rows, n - c0), ml = 0, run_pos0 = batch->pos[c0];
       gboolean ok;
 
       for (t = c0; t < c0 + nc; t++)
-        ml = MAX (ml, batch->pos[t] + 1);
+        {
+          ml = MAX (ml, batch->pos[t] + 1);
+          /* one sequence at consecutive positions: a prompt chunk */
+          if (batch->seq[t] != batch->seq[c0] || batch->pos[t] != batch->pos[c0] + (t - c0))
+            run_pos0 = -1;
+        }
       /* host_x is free: the stream was drained after the previous chunk */
       if (!bln_cpu_get_rows (m->tok_embd, batch->ids + c0, nc, c->host_x, error))
         return FALSE;
@@ -630,9 +649,10 @@ bln_cuda_batch_forward (BlnCudaBatch *b, const BlnBatch *batch, GError **error)
                                             (size_t) nc * hp->n_embd * sizeof (float),
                                             cudaMemcpyHostToDevice, c->stream), error)
            && (!b->profile || BLN_CUDA_CHECK (cudaEventRecord (b->ev[0], c->stream), error))
-           && enqueue_layers (b, nc, d_meta + c0, d_meta + n + c0, d_meta + 2 * (size_t) n
-                                                                    + n_out,
-                              ml, batch->window, error)
+           && enqueue_layers (b, nc, d_meta + c0, d_meta + n + c0,
+                              d_meta + 2 * (size_t) n + n_out, ml, batch->window, run_pos0,
+                              d_meta + 2 * (size_t) n + n_out + seq_off[batch->seq[c0]],
+                              error)
            && (!b->profile || BLN_CUDA_CHECK (cudaEventRecord (b->ev[1], c->stream), error))
            && (chunk_first[ch + 1] == chunk_first[ch]
                || enqueue_logits (b, batch, d_meta + 2 * (size_t) n + chunk_first[ch],

@@ -83,6 +83,10 @@ struct _BlnCudaCtx {
   struct _BlnCudaDs2Ctx *ds2;
 };
 
+/* Whether prefill attention may use the flash kernels (kernels/flash.h):
+ * BALEEN_CUDA_FLASH_PREFILL is not "0". Read once. */
+gboolean bln_cuda_flash_prefill_enabled (void);
+
 /* Checks a cuBLAS status: FALSE with @error (BLN_ERROR_NOMEM for an
  * allocation failure, else BLN_ERROR_BACKEND) naming @what. */
 gboolean bln_cuda_blas_check (cublasStatus_t st, const char *what, GError **error);

@@ -406,8 +406,8 @@ align256 (size_t n)
 /* Whether the prefill attention may run as one flash kernel
  * (kernels/flash.h) where it serves the shape: BALEEN_CUDA_FLASH_PREFILL=0
  * keeps the cuBLAS path below. Read once. */
-static gboolean
-flash_prefill_enabled (void)
+gboolean
+bln_cuda_flash_prefill_enabled (void)
 {
   static int state = -1;
 
@@ -424,7 +424,7 @@ flash_serves (const BlnModel *m, size_t kv_elem)
 {
   const BlnHParams *hp = &m->hp;
 
-  return kv_elem != 4 && flash_prefill_enabled ()
+  return kv_elem != 4 && bln_cuda_flash_prefill_enabled ()
          && bln_kernels_flash_prefill_supports (hp->n_head, hp->n_head_kv, hp->head_dim_k,
                                                 hp->head_dim_v);
 }
