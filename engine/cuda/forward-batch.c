@@ -297,19 +297,31 @@ norm_rows (BlnCudaCtx *c, const float *w, int n, GError **error)
                  error) ? 0 : -1;
 }
 
+/* A run of a chunk's rows that the flash prefill attention serves: rows
+ * row .. row + len - 1 are one sequence's positions pos0 .., its block
+ * table at d_tab + tab_off. */
+typedef struct {
+  int row, len, pos0, tab_off;
+} FlashRun;
+
+/* Rows of a long run (one sequence's consecutive positions, adjacent in the
+ * batch) from which the flash kernel takes its attention: prompt chunks,
+ * not decode tokens. */
+#define FLASH_RUN_MIN 16
+
 /* The decoder layers for the @n tokens of a chunk, whose residual rows are
  * in c->x: token t at position d_pos[t], its sequence's table at d_tab +
- * d_toff[t]; @max_len bounds every d_pos[t] + 1. When the chunk is one run
- * of a single sequence's positions (@run_pos0 >= 0: token t at run_pos0 +
- * t, its table at @run_tab), a prompt chunk's attention may run as the
- * flash kernel over the pool. The projections as
+ * d_toff[t]; @max_len bounds every d_pos[t] + 1. The attention of rows 0 ..
+ * n_paged - 1 runs as the paged attention, that of the @n_runs @runs (the
+ * rest of the rows) as the flash prefill kernel over the pool. The
+ * projections as
  * project() says (up to 8 tokens exactly forward.c's decode: norms and
  * SwiGLU rounding once for the matvecs that follow, residual adds in the
  * matvec epilogue). */
 static gboolean
 enqueue_layers (BlnCudaBatch *b, int n, const int32_t *d_pos, const int32_t *d_toff,
-                const int32_t *d_tab, int max_len, int window, int run_pos0,
-                const int32_t *run_tab, GError **error)
+                const int32_t *d_tab, int max_len, int window, int n_paged,
+                const FlashRun *runs, int n_runs, GError **error)
 {
   BlnCudaCtx *c = b->c;
   const BlnModel *m = c->model;
@@ -319,9 +331,7 @@ enqueue_layers (BlnCudaBatch *b, int n, const int32_t *d_pos, const int32_t *d_t
   int dk = hp->head_dim_k, dv = hp->head_dim_v, ff = hp->n_ff, il, i, fl;
   const int acc = BLN_KERNELS_MATVEC_ACCUMULATE;
   float *q = c->qkv, *k = c->qkv + (size_t) H * dk, *v = c->qkv + (size_t) (H + Hkv) * dk;
-  gboolean flash = run_pos0 >= 0 && n > BLN_CUDA_MATVEC_MAX_TOK && b->kv_f16 && window == 0
-                   && bln_cuda_flash_prefill_enabled ()
-                   && bln_kernels_flash_prefill_supports (H, Hkv, dk, dv);
+  int j;
 
   for (il = 0; il < hp->n_layer; il++)
     {
@@ -340,19 +350,24 @@ enqueue_layers (BlnCudaBatch *b, int n, const int32_t *d_pos, const int32_t *d_t
                                                  m->rope_attn_factor, b->k_pool, b->v_pool,
                                                  b->kv_f16, hp->n_layer, il, b->block_size,
                                                  c->stream), error)
-          || !(flash
-                 ? KCHECK (bln_kernels_flash_prefill_paged (q, c->qkv_ld, n, run_pos0, H, Hkv,
-                                                            dk, m->attn_scale, b->k_pool,
-                                                            b->v_pool, run_tab, hp->n_layer, il,
-                                                            b->block_size, c->att, c->stream),
-                           error)
-                 : KCHECK (bln_kernels_paged_attn (q, c->qkv_ld, n, d_pos, d_toff, d_tab, max_len,
-                                                   H, Hkv, dk, dv, m->attn_scale, b->k_pool,
-                                                   b->v_pool, b->kv_f16, hp->n_layer, il,
-                                                   b->block_size, window, b->part->ptr,
-                                                   b->part->size, c->att, c->stream),
-                           error))
-          || !project (c, L->wo, c->att, n, c->x, 0, acc, error)
+          || (n_paged > 0
+              && !KCHECK (bln_kernels_paged_attn (q, c->qkv_ld, n_paged, d_pos, d_toff, d_tab,
+                                                  max_len, H, Hkv, dk, dv, m->attn_scale,
+                                                  b->k_pool, b->v_pool, b->kv_f16, hp->n_layer,
+                                                  il, b->block_size, window, b->part->ptr,
+                                                  b->part->size, c->att, c->stream),
+                          error)))
+        return FALSE;
+      for (j = 0; j < n_runs; j++)
+        if (!KCHECK (bln_kernels_flash_prefill_paged (q + (size_t) runs[j].row * c->qkv_ld,
+                                                      c->qkv_ld, runs[j].len, runs[j].pos0, H,
+                                                      Hkv, dk, m->attn_scale, b->k_pool,
+                                                      b->v_pool, d_tab + runs[j].tab_off,
+                                                      hp->n_layer, il, b->block_size,
+                                                      c->att + (size_t) runs[j].row * H * dv,
+                                                      c->stream), error))
+          return FALSE;
+      if (!project (c, L->wo, c->att, n, c->x, 0, acc, error)
           || (fl = norm_rows (c, L->ffn_norm, n, error)) < 0)
         return FALSE;
 
@@ -464,14 +479,57 @@ enqueue_logits (BlnCudaBatch *b, const BlnBatch *batch, const int32_t *d_rows, c
   return TRUE;
 }
 
+/* Whether the flash prefill attention may serve the batch's long runs. */
+static gboolean
+flash_usable (const BlnCudaBatch *b, const BlnBatch *batch)
+{
+  const BlnHParams *hp = &b->model->hp;
+
+  return b->kv_f16 && batch->window == 0 && bln_cuda_flash_prefill_enabled ()
+         && bln_kernels_flash_prefill_supports (hp->n_head, hp->n_head_kv, hp->head_dim_k,
+                                                hp->head_dim_v);
+}
+
+/* The batch's rows in the order they run: every row that is not part of a
+ * long run first (decode tokens, short prompt pieces), in batch order, then
+ * the long runs whole, in batch order, so that each chunk is the paged
+ * attention's rows followed by runs for the flash kernel. Fills @ord (row
+ * t' runs batch row ord[t']) and returns the number of rows before the
+ * long runs, or -1 when there is no long run (then the order is the batch's
+ * own). */
+static int
+long_runs_last (const BlnBatch *batch, int *ord)
+{
+  int n = batch->n_tokens, n_short = 0, k = 0, t, e;
+
+  for (int pass = 0; pass < 2; pass++)
+    for (t = 0; t < n; t = e)
+      {
+        for (e = t + 1; e < n && batch->seq[e] == batch->seq[t]
+                        && batch->pos[e] == batch->pos[e - 1] + 1; e++)
+          ;
+        if ((e - t >= FLASH_RUN_MIN) == (pass == 1))
+          for (int i = t; i < e; i++)
+            ord[k++] = i;
+        if (pass == 0 && e - t < FLASH_RUN_MIN)
+          n_short += e - t;
+      }
+  return n_short == n ? -1 : n_short;
+}
+
 gboolean
-bln_cuda_batch_forward (BlnCudaBatch *b, const BlnBatch *batch, GError **error)
+bln_cuda_batch_forward (BlnCudaBatch *b, const BlnBatch *batch_in, GError **error)
 {
   BlnCudaCtx *c = b->c;
   const BlnModel *m = b->model;
   const BlnHParams *hp = &m->hp;
-  int n = batch->n_tokens, n_seqs = batch->n_seqs, bs = b->block_size;
-  int rows = c->sp.rows, n_chunks, n_out, i, t, ch;
+  const BlnBatch *batch = batch_in;
+  BlnBatch reordered;
+  int n = batch_in->n_tokens, n_seqs = batch_in->n_seqs, bs = b->block_size;
+  int rows = c->sp.rows, n_chunks, n_out, i, t, ch, n_short = -1;
+  g_autofree int *ord = NULL, *inv = NULL;
+  g_autofree int32_t *r_ids = NULL, *r_pos = NULL, *r_seq = NULL, *r_out = NULL;
+  g_autofree FlashRun *runs = NULL;
   g_autofree int *need = NULL, *seq_off = NULL, *chunk_first = NULL, *perm = NULL;
   g_autofree int *chunk_len = NULL, *kslot = NULL;
   g_autofree int32_t *meta = NULL;
@@ -487,6 +545,47 @@ bln_cuda_batch_forward (BlnCudaBatch *b, const BlnBatch *batch, GError **error)
     {
       g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "an empty or incomplete batch");
       return FALSE;
+    }
+  /* prompt runs after the other rows (a copy of the batch in that order;
+   * logit row i is still out_rows[i]'s, now at its new place) */
+  if (flash_usable (b, batch) && n > FLASH_RUN_MIN)
+    {
+      ord = g_new (int, n);
+      n_short = long_runs_last (batch, ord);
+    }
+  if (n_short >= 0)
+    {
+      inv = g_new (int, n);
+      r_ids = g_new (int32_t, n);
+      r_pos = g_new (int32_t, n);
+      r_seq = g_new (int32_t, n);
+      r_out = g_new (int32_t, MAX (n_out, 1));
+      for (t = 0; t < n; t++)
+        {
+          r_ids[t] = batch->ids[ord[t]];
+          r_pos[t] = batch->pos[ord[t]];
+          r_seq[t] = batch->seq[ord[t]];
+          inv[ord[t]] = t;
+        }
+      for (i = 0; i < n_out; i++)
+        {
+          int r = batch->out_rows[i];
+
+          if (r < 0 || r >= n)
+            {
+              g_set_error (error, BLN_ERROR, BLN_ERROR_INVALID, "logit row %d outside the batch",
+                           r);
+              return FALSE;
+            }
+          r_out[i] = inv[r];
+        }
+      reordered = *batch;
+      reordered.ids = r_ids;
+      reordered.pos = r_pos;
+      reordered.seq = r_seq;
+      reordered.out_rows = n_out > 0 ? r_out : batch->out_rows;
+      batch = &reordered;
+      runs = g_new (FlashRun, n);   /* at most one a row */
     }
   if (!BLN_CUDA_CHECK (cudaSetDevice (c->device), error))
     return FALSE;
@@ -632,15 +731,22 @@ bln_cuda_batch_forward (BlnCudaBatch *b, const BlnBatch *batch, GError **error)
 
   for (ch = 0; ch < n_chunks; ch++)
     {
-      int c0 = ch * rows, nc = MIN (rows, n - c0), ml = 0, run_pos0 = batch->pos[c0];
+      int c0 = ch * rows, nc = MIN (rows, n - c0), ml = 0, n_paged = nc, n_runs = 0;
       gboolean ok;
 
       for (t = c0; t < c0 + nc; t++)
+        ml = MAX (ml, batch->pos[t] + 1);
+      /* the long runs' pieces in this chunk (a run may cross chunks: its
+       * earlier rows are in the cache by then) */
+      if (n_short >= 0)
         {
-          ml = MAX (ml, batch->pos[t] + 1);
-          /* one sequence at consecutive positions: a prompt chunk */
-          if (batch->seq[t] != batch->seq[c0] || batch->pos[t] != batch->pos[c0] + (t - c0))
-            run_pos0 = -1;
+          n_paged = CLAMP (n_short - c0, 0, nc);
+          for (t = c0 + n_paged; t < c0 + nc; t++)
+            if (t == c0 + n_paged || batch->seq[t] != batch->seq[t - 1]
+                || batch->pos[t] != batch->pos[t - 1] + 1)
+              runs[n_runs++] = (FlashRun) { t - c0, 1, batch->pos[t], seq_off[batch->seq[t]] };
+            else
+              runs[n_runs - 1].len++;
         }
       /* host_x is free: the stream was drained after the previous chunk */
       if (!bln_cpu_get_rows (m->tok_embd, batch->ids + c0, nc, c->host_x, error))
@@ -650,9 +756,8 @@ bln_cuda_batch_forward (BlnCudaBatch *b, const BlnBatch *batch, GError **error)
                                             cudaMemcpyHostToDevice, c->stream), error)
            && (!b->profile || BLN_CUDA_CHECK (cudaEventRecord (b->ev[0], c->stream), error))
            && enqueue_layers (b, nc, d_meta + c0, d_meta + n + c0,
-                              d_meta + 2 * (size_t) n + n_out, ml, batch->window, run_pos0,
-                              d_meta + 2 * (size_t) n + n_out + seq_off[batch->seq[c0]],
-                              error)
+                              d_meta + 2 * (size_t) n + n_out, ml, batch->window, n_paged, runs,
+                              n_runs, error)
            && (!b->profile || BLN_CUDA_CHECK (cudaEventRecord (b->ev[1], c->stream), error))
            && (chunk_first[ch + 1] == chunk_first[ch]
                || enqueue_logits (b, batch, d_meta + 2 * (size_t) n + chunk_first[ch],
