@@ -89,7 +89,14 @@ rmsnorm_value (float w, float x, float scale)
 }
 
 /* A float rounded to nearest as F16 or BF16: what the convert kernels store,
- * shared by the kernels that produce cuBLAS's 16-bit activations directly. */
+ * shared by the kernels that produce cuBLAS's 16-bit activations directly;
+ * a float stays as it is. */
+__device__ __forceinline__ float
+round16 (float v, float *)
+{
+  return v;
+}
+
 __device__ __forceinline__ __half
 round16 (float v, __half *)
 {
@@ -168,24 +175,11 @@ silu_mul_value (float gv, float uv)
   return gv / (1.0f + expf (-gv)) * uv;
 }
 
-__global__ void
-silu_mul_kernel (const float *__restrict__ g, int g_stride, const float *__restrict__ u,
-                 int u_stride, float *__restrict__ out, size_t n, int ff)
-{
-  bln_pdl_wait ();
-  size_t i = (size_t) blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n)
-    {
-      size_t t = i / ff, j = i % ff;
-      out[i] = silu_mul_value (g[t * g_stride + j], u[t * u_stride + j]);
-    }
-}
-
-/* silu_mul_kernel with the product rounded to T (F16 or BF16) as
- * convert_*_kernel rounds it: a thread per output value. */
+/* out = silu (g) * u, a thread per output value, stored as T: float, or
+ * rounded to F16 / BF16 as convert_*_kernel rounds it. */
 template <class T>
 __global__ void
-silu_mul16_kernel (const float *__restrict__ g, int g_stride, const float *__restrict__ u,
+silu_mul_kernel (const float *__restrict__ g, int g_stride, const float *__restrict__ u,
                    int u_stride, T *__restrict__ out, size_t n, int ff)
 {
   bln_pdl_wait ();
@@ -1400,7 +1394,7 @@ bln_kernels_silu_mul (const float *g, int g_stride, const float *u, int u_stride
 
   if (!g || !u || !out || n_rows <= 0 || ff <= 0 || g_stride < ff || u_stride < ff)
     return cudaErrorInvalidValue;
-  (void) bln_launch (silu_mul_kernel, dim3 (blocks_for (n, 256)), dim3 (256), 0, stream, g,
+  (void) bln_launch (silu_mul_kernel<float>, dim3 (blocks_for (n, 256)), dim3 (256), 0, stream, g,
                       g_stride, u, u_stride, out, n, ff);
   return cudaGetLastError ();
 }
@@ -1415,11 +1409,11 @@ bln_kernels_silu_mul_f16 (const float *g, int g_stride, const float *u, int u_st
       || (to_bf16 != 0 && to_bf16 != 1))
     return cudaErrorInvalidValue;
   if (to_bf16)
-    (void) bln_launch (silu_mul16_kernel<__nv_bfloat16>, dim3 (blocks_for (n, 256)), dim3 (256),
+    (void) bln_launch (silu_mul_kernel<__nv_bfloat16>, dim3 (blocks_for (n, 256)), dim3 (256),
                         0, stream, g, g_stride, u, u_stride, static_cast<__nv_bfloat16 *> (out),
                         n, ff);
   else
-    (void) bln_launch (silu_mul16_kernel<__half>, dim3 (blocks_for (n, 256)), dim3 (256), 0,
+    (void) bln_launch (silu_mul_kernel<__half>, dim3 (blocks_for (n, 256)), dim3 (256), 0,
                         stream, g, g_stride, u, u_stride, static_cast<__half *> (out), n, ff);
   return cudaGetLastError ();
 }

@@ -87,6 +87,10 @@ struct _BlnCudaCtx {
  * BALEEN_CUDA_FLASH_PREFILL is not "0". Read once. */
 gboolean bln_cuda_flash_prefill_enabled (void);
 
+/* Whether the switch @name is on: on unless the variable is "0"; *@state
+ * (-1 at first) keeps the answer, so the variable is read once. */
+gboolean bln_cuda_env_on (const char *name, int *state);
+
 /* Checks a cuBLAS status: FALSE with @error (BLN_ERROR_NOMEM for an
  * allocation failure, else BLN_ERROR_BACKEND) naming @what. */
 gboolean bln_cuda_blas_check (cublasStatus_t st, const char *what, GError **error);

@@ -411,9 +411,15 @@ bln_cuda_flash_prefill_enabled (void)
 {
   static int state = -1;
 
-  if (state < 0)
-    state = g_strcmp0 (g_getenv ("BALEEN_CUDA_FLASH_PREFILL"), "0") != 0;
-  return state == 1;
+  return bln_cuda_env_on ("BALEEN_CUDA_FLASH_PREFILL", &state);
+}
+
+gboolean
+bln_cuda_env_on (const char *name, int *state)
+{
+  if (*state < 0)
+    *state = g_strcmp0 (g_getenv (name), "0") != 0;
+  return *state == 1;
 }
 
 /* Whether the flash kernel serves @m's prefill attention over a cache of
@@ -1025,9 +1031,7 @@ rope_attn_enabled (void)
 {
   static int state = -1;
 
-  if (state < 0)
-    state = g_strcmp0 (g_getenv ("BALEEN_CUDA_ROPE_ATTN"), "0") == 0 ? 0 : 1;
-  return state == 1;
+  return bln_cuda_env_on ("BALEEN_CUDA_ROPE_ATTN", &state);
 }
 
 /* Biases, RoPE, the KV store and the attention of layer @L's n decode
@@ -1173,9 +1177,7 @@ prefill_fused (void)
 {
   static int state = -1;
 
-  if (state < 0)
-    state = g_strcmp0 (g_getenv ("BALEEN_CUDA_PREFILL_FUSED"), "0") == 0 ? 0 : 1;
-  return state == 1;
+  return bln_cuda_env_on ("BALEEN_CUDA_PREFILL_FUSED", &state);
 }
 
 /* The 16-bit activation type (bln_cuda_linear_act16) that those of the @nw
