@@ -495,13 +495,25 @@ flash_usable (const BlnCudaBatch *b, const BlnBatch *batch)
  * the long runs whole, in batch order, so that each chunk is the paged
  * attention's rows followed by runs for the flash kernel. Fills @ord (row
  * t' runs batch row ord[t']) and returns the number of rows before the
- * long runs, or -1 when there is no long run (then the order is the batch's
- * own). */
+ * long runs, or -1 to keep the batch's own order: no long run, or a
+ * sequence in more than one run (moving its later positions ahead of its
+ * earlier ones could put them in an earlier chunk than the keys they
+ * attend to; the scheduler gives a sequence one run a step). */
 static int
 long_runs_last (const BlnBatch *batch, int *ord)
 {
   int n = batch->n_tokens, n_short = 0, k = 0, t, e;
+  g_autofree gboolean *seen = g_new0 (gboolean, MAX (batch->n_seqs, 1));
 
+  for (t = 0; t < n; t = e)
+    {
+      for (e = t + 1; e < n && batch->seq[e] == batch->seq[t]
+                      && batch->pos[e] == batch->pos[e - 1] + 1; e++)
+        ;
+      if (batch->seq[t] < 0 || batch->seq[t] >= batch->n_seqs || seen[batch->seq[t]])
+        return -1;
+      seen[batch->seq[t]] = TRUE;
+    }
   for (int pass = 0; pass < 2; pass++)
     for (t = 0; t < n; t = e)
       {
