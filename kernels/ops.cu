@@ -210,7 +210,8 @@ rope_store_kernel (float *q, float *k, float *v, const float *__restrict__ bq,
   const int t = blockIdx.x, h = blockIdx.y, j = threadIdx.x, pos = *d_pos + t;
   const bool is_q = h < H;
   const int hk = h - H;
-  float *row = is_q ? q + (size_t) t * ld + (size_t) h * dk : k + (size_t) t * ld + (size_t) hk * dk;
+  float *row = is_q ? q + (size_t) t * ld + (size_t) h * dk
+                    : k + (size_t) t * ld + (size_t) hk * dk;
   const float *bias = is_q ? (bq ? bq + (size_t) h * dk : nullptr)
                            : (bk ? bk + (size_t) hk * dk : nullptr);
   float x = 0.f;
