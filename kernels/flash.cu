@@ -44,10 +44,20 @@ fa_smem ()
   return (size_t) 2 * 2 * FA_BN * fa_ld<D> () * sizeof (__half);   /* K and V, two stages */
 }
 
+/* Two values as an F16 pair: two F16 values, or two floats rounded. */
 __device__ __forceinline__ uint32_t
 ld_h2 (const __half *p)
 {
   return *reinterpret_cast<const uint32_t *> (p);
+}
+
+__device__ __forceinline__ uint32_t
+ld_h2 (const float *p)
+{
+  const float2 f = *reinterpret_cast<const float2 *> (p);
+  const __half2 h = __floats2half2_rn (f.x, f.y);
+
+  return *reinterpret_cast<const uint32_t *> (&h);
 }
 
 __device__ __forceinline__ uint32_t
@@ -88,22 +98,6 @@ kv_row (const FlashKv &kv, int pos)
 {
   return kv.tab ? bln_paged_row (kv.tab, kv.n_layer, kv.layer, kv.block_size, pos)
                 : (size_t) pos;
-}
-
-/* Two query values as an F16 pair: from F16 rows, or rounded from float. */
-__device__ __forceinline__ uint32_t
-ld_q2 (const __half *p)
-{
-  return ld_h2 (p);
-}
-
-__device__ __forceinline__ uint32_t
-ld_q2 (const float *p)
-{
-  const float2 f = *reinterpret_cast<const float2 *> (p);
-  const __half2 h = __floats2half2_rn (f.x, f.y);
-
-  return *reinterpret_cast<const uint32_t *> (&h);
 }
 
 /* Block (query tile, head): blockIdx.x counts tiles from the last, so that
@@ -157,10 +151,10 @@ flash_prefill_kernel (const QT *__restrict__ q, int q_ld, int n, int pos0, int H
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++)
       {
-        qf[kk][0] = ld_q2 (qa + kk * 16 + c2);
-        qf[kk][1] = ld_q2 (qb + kk * 16 + c2);
-        qf[kk][2] = ld_q2 (qa + kk * 16 + c2 + 8);
-        qf[kk][3] = ld_q2 (qb + kk * 16 + c2 + 8);
+        qf[kk][0] = ld_h2 (qa + kk * 16 + c2);
+        qf[kk][1] = ld_h2 (qb + kk * 16 + c2);
+        qf[kk][2] = ld_h2 (qa + kk * 16 + c2 + 8);
+        qf[kk][3] = ld_h2 (qb + kk * 16 + c2 + 8);
       }
   }
 #pragma unroll
